@@ -1,0 +1,119 @@
+"""The zero-copy reader: structure of real models, zero-copy views, and typed errors."""
+
+from __future__ import annotations
+
+import mmap
+import struct
+
+import numpy as np
+import pytest
+
+from tinyswap.errors import ModelError
+from tinyswap.reader import read_model
+from tinyswap.schema import TensorType
+
+from tests.conftest import SHARED_MODELS
+
+HELLO = SHARED_MODELS / "hello_world_int8.tflite"
+SPEECH = SHARED_MODELS / "micro_speech_quantized.tflite"
+PERSON = SHARED_MODELS / "person_detect.tflite"
+
+
+def test_reads_the_structure_of_hello_world() -> None:
+    model = read_model(HELLO.read_bytes())
+    graph = model.main
+    assert model.version == 3
+    assert [op.op_name for op in graph.operators] == ["FULLY_CONNECTED"] * 3
+    assert len(graph.tensors) == 10
+    weights = graph.tensors[graph.operators[1].inputs[1]]
+    assert weights.type == TensorType.INT8 and weights.shape == (16, 16)
+    assert model.buffers[0].length == 0  # the empty sentinel
+
+
+def test_reads_options_and_ops_of_every_example_model() -> None:
+    speech = read_model(SPEECH.read_bytes()).main
+    dw = speech.operators[1]
+    assert dw.op_name == "DEPTHWISE_CONV_2D"
+    assert dw.options["depth_multiplier"] == 8 and dw.options["stride_w"] == 2
+    person = read_model(PERSON.read_bytes()).main
+    assert {op.op_name for op in person.operators} == {
+        "CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE", "SOFTMAX"
+    }
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview", "mmap"])
+def test_accepts_every_buffer_kind_and_returns_views(kind: str, tmp_path) -> None:
+    raw = HELLO.read_bytes()
+    if kind == "bytes":
+        data = raw
+    elif kind == "bytearray":
+        data = bytearray(raw)
+    elif kind == "memoryview":
+        data = memoryview(bytearray(raw))
+    else:
+        path = tmp_path / "m.tflite"
+        path.write_bytes(raw)
+        f = open(path, "r+b")
+        data = mmap.mmap(f.fileno(), 0)
+    model = read_model(data)
+    tensor = model.main.tensors[model.main.operators[1].inputs[1]]
+    view = model.tensor_data(tensor)
+    buf = model.buffers[tensor.buffer]
+    assert bytes(memoryview(data)[buf.offset : buf.offset + buf.length]) == view.tobytes()
+    if kind != "bytes":
+        # Writing into the model buffer is seen through the view: nothing was copied.
+        before = int(view[0, 0])
+        memoryview(data)[buf.offset] = (before + 1) & 0xFF
+        assert int(view[0, 0]) == np.int8(np.uint8((before + 1) & 0xFF))
+    else:
+        assert not view.flags.writeable
+    if kind == "mmap":
+        del view
+        data.close()
+
+
+def test_rejects_non_tflite_identifier() -> None:
+    raw = bytearray(HELLO.read_bytes())
+    raw[4:8] = b"XXXX"
+    with pytest.raises(ModelError, match="identifier"):
+        read_model(raw)
+
+
+@pytest.mark.parametrize("length", [0, 3, 7, 8, 12, 100, 1000, 2000, 2703])
+def test_truncated_files_raise_model_error(length: int) -> None:
+    with pytest.raises(ModelError):
+        read_model(HELLO.read_bytes()[:length])
+
+
+def test_every_truncation_of_hello_world_is_a_model_error() -> None:
+    raw = HELLO.read_bytes()
+    for n in range(len(raw)):
+        with pytest.raises(ModelError):
+            read_model(raw[:n])
+
+
+def _find_u32(raw: bytes, value: int, start: int = 0) -> int:
+    return raw.index(struct.pack("<I", value), start)
+
+
+def test_huge_vector_length_is_refused_without_allocating() -> None:
+    raw = bytearray(HELLO.read_bytes())
+    model = read_model(bytes(raw))
+    buf = model.buffers[model.main.tensors[4].buffer]  # the 16x16 weights
+    struct.pack_into("<I", raw, buf.offset - 4, 0x7FFFFFF0)  # its length prefix
+    with pytest.raises(ModelError, match="needs bytes"):
+        read_model(raw)
+
+
+def test_constant_buffer_of_the_wrong_size_is_refused() -> None:
+    raw = bytearray(HELLO.read_bytes())
+    model = read_model(bytes(raw))
+    buf = model.buffers[model.main.tensors[4].buffer]
+    struct.pack_into("<I", raw, buf.offset - 4, buf.length - 16)  # a shorter data vector
+    with pytest.raises(ModelError, match="holds 240 bytes"):
+        read_model(raw)
+
+
+def test_wrong_type_is_refused() -> None:
+    with pytest.raises(ModelError, match="must be bytes"):
+        read_model("not a buffer")  # type: ignore[arg-type]

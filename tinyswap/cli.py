@@ -1,0 +1,208 @@
+"""The `tinyswap` command line: one entry point, one subcommand per job.
+
+`export`, `firmware_sim` and the oracles are imported lazily inside the subcommands that need
+them, so the runtime package never depends on them (notes/style.md dependency rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tinyswap.errors import TinySwapError
+
+
+def _random_inputs(details: list[dict[str, Any]], batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    inputs = []
+    for d in details:
+        shape = (batch, *[int(s) for s in d["shape"][1:]]) if len(d["shape"]) else ()
+        dtype = np.dtype(d["dtype"])
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            inputs.append(rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype))
+        else:
+            inputs.append(rng.standard_normal(shape).astype(dtype))
+    return inputs
+
+
+def _load_inputs(paths: Sequence[str]) -> list[np.ndarray]:
+    arrays = []
+    for p in paths:
+        try:
+            arrays.append(np.load(p, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise TinySwapError(f"cannot read input {p!r} as a .npy array: {exc}") from exc
+    return arrays
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tinyswap.interpreter import Interpreter
+
+    interp = Interpreter(model_path=args.model, profile=args.profile)
+    details = interp.get_input_details()
+    if args.input:
+        inputs = _load_inputs(args.input)
+        source = ", ".join(args.input)
+    else:
+        inputs = _random_inputs(details, args.random, np.random.default_rng(args.seed))
+        source = f"{args.random} random rows (seed {args.seed})"
+    if len(inputs) != len(details):
+        raise TinySwapError(f"model has {len(details)} inputs, got {len(inputs)} --input files")
+    for d, x in zip(details, inputs):
+        if x.dtype != d["dtype"]:
+            raise TinySwapError(f"input {d['name']!r} needs dtype {np.dtype(d['dtype'])}, file has {x.dtype}")
+    outputs = interp.run(*inputs)
+    interp_out = interp.get_output_details()
+    print(f"model     {args.model}")
+    print(f"profile   {interp.profile.value}")
+    print(f"inputs    {source}: " + ", ".join(f"{x.shape} {x.dtype}" for x in inputs))
+    print(f"arena     {interp.arena_bytes} bytes")
+    for d, y in zip(interp_out, outputs):
+        preview = np.array2string(y.reshape(y.shape[0], -1)[:4] if y.ndim else y, threshold=24)
+        print(f"output    {d['name']!r} {y.shape} {y.dtype}\n{preview}")
+    if args.compare:
+        _compare_with_tflm(args.model, inputs, outputs)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, **{f"output_{i}": y for i, y in enumerate(outputs)})
+        print(f"wrote     {out}")
+    return 0
+
+
+def _compare_with_tflm(model_path: str, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+    """Run every row through the TFLite Micro wheel (which cannot batch) and count equal bytes."""
+    from tinyswap.oracles import run_tflm, tflm_interpreter
+
+    model = Path(model_path).read_bytes()
+    golden = tflm_interpreter(model)
+    rows = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
+    equal = 0
+    for r in range(rows):
+        expected = run_tflm(model, [x[r : r + 1] for x in inputs], interpreter=golden)
+        if all(np.array_equal(e.reshape(-1), y[r].reshape(-1)) for e, y in zip(expected, outputs)):
+            equal += 1
+    print(f"tflm      {equal}/{rows} rows identical byte for byte to the tflite_micro interpreter")
+    if equal != rows:
+        raise TinySwapError(f"{rows - equal} rows differ from TFLite Micro")
+
+
+def _quant_text(q: Any) -> str:
+    if q is None:
+        return "-"
+    if q.scale.size == 1:
+        return f"scale={float(q.scale[0]):.6g} zp={int(q.zero_point[0])}"
+    return f"per-axis[{q.quantized_dimension}] x{q.scale.size} scale~{float(q.scale.mean()):.3g}"
+
+
+def inspect_model(path: str) -> dict[str, Any]:
+    """A JSON-able description: operators, tensors, constant bytes, arena bytes."""
+    from tinyswap.interpreter import Interpreter
+
+    interp = Interpreter(model_path=path)
+    model = interp.model
+    graph = model.main
+    arena: int | None
+    try:
+        interp.allocate_tensors()
+        arena = interp.arena_bytes
+        arena_error = None
+    except TinySwapError as exc:
+        arena, arena_error = None, str(exc)
+    tensors = []
+    constant_bytes = 0
+    for t in graph.tensors:
+        nbytes = model.buffers[t.buffer].length
+        constant_bytes += nbytes
+        tensors.append(
+            {
+                "index": t.index,
+                "name": t.name,
+                "shape": list(t.shape),
+                "dtype": t.type.name.lower(),
+                "quantization": _quant_text(t.quantization),
+                "constant_bytes": nbytes,
+            }
+        )
+    return {
+        "file": path,
+        "file_bytes": len(model.data),
+        "description": model.description,
+        "inputs": list(graph.inputs),
+        "outputs": list(graph.outputs),
+        "operators": [
+            {
+                "index": op.index,
+                "op": op.op_name,
+                "version": op.version,
+                "inputs": list(op.inputs),
+                "outputs": list(op.outputs),
+                "options": {k: (v.name if hasattr(v, "name") else v) for k, v in op.options.items()},
+            }
+            for op in graph.operators
+        ],
+        "tensors": tensors,
+        "constant_bytes": constant_bytes,
+        "arena_bytes": arena,
+        "arena_error": arena_error,
+        "metadata": sorted(model.metadata),
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    info = inspect_model(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['file']}: {info['file_bytes']} bytes, {len(info['operators'])} operators, "
+          f"{len(info['tensors'])} tensors")
+    print(f"constant bytes {info['constant_bytes']}, arena bytes "
+          f"{info['arena_bytes'] if info['arena_bytes'] is not None else 'n/a (' + str(info['arena_error']) + ')'}")
+    print("\noperators")
+    for op in info["operators"]:
+        opts = " ".join(f"{k}={v}" for k, v in op["options"].items() if v not in (None, 0, False))
+        print(f"  {op['index']:>3} {op['op']:<20} in={op['inputs']} out={op['outputs']} {opts}")
+    print("\ntensors")
+    for t in info["tensors"]:
+        const = f" const {t['constant_bytes']} B" if t["constant_bytes"] else ""
+        print(f"  {t['index']:>3} {t['dtype']:<7} {str(t['shape']):<20} {t['quantization']:<32} {t['name']}{const}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinyswap", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run inference on a .tflite model with the reference interpreter")
+    run.add_argument("model")
+    run.add_argument("--input", action="append", metavar="FILE.npy", help="one per model input, in order")
+    run.add_argument("--random", type=int, default=1, metavar="N", help="without --input: N random rows")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--profile", choices=["tflm", "litert"], default="tflm")
+    run.add_argument("--compare", action="store_true", help="check every row against the tflite_micro wheel")
+    run.add_argument("--output", metavar="OUT.npz")
+    run.set_defaults(func=cmd_run)
+
+    insp = sub.add_parser("inspect", help="operators, tensors, quantization, constant and arena bytes")
+    insp.add_argument("model")
+    insp.add_argument("--json", action="store_true")
+    insp.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TinySwapError as exc:
+        print(f"tinyswap: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

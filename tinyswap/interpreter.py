@@ -1,0 +1,335 @@
+"""`tinyswap.Interpreter`: a drop-in for the `tf.lite.Interpreter` surface, bit-exact with TFLM.
+
+The model buffer is never copied: constant tensors are NumPy views into it, so bytes written
+into a writable buffer (bytearray, mmap) between two `invoke()` calls are used by the second,
+as on a microcontroller that reads its model in place from flash. Activations live in one
+arena laid out by `tinyswap.planner`, whose size is what a firmware build must reserve.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+# Importing the package registers every kernel (one explicit import line per op module).
+import tinyswap.kernels  # noqa: F401
+from tinyswap.errors import InterpreterError, KernelError, ModelError, TinySwapError, UnsupportedOpError
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile, TensorSpec
+from tinyswap.kernels.registry import get_kernel
+from tinyswap.planner import BufferRequest, MemoryPlan, plan_memory
+from tinyswap.reader import Buffer, ModelDef, TensorDef, read_model
+from tinyswap.schema import NUMPY_DTYPES
+
+
+# Far above any microcontroller model (their arenas are kilobytes to a few megabytes), low
+# enough that a hostile shape cannot make the host allocate gigabytes.
+DEFAULT_MAX_ARENA_BYTES = 256 << 20
+
+
+@dataclass
+class _BoundOp:
+    """An operator ready to run: its kernel, frozen parameters and the arrays it reads/writes."""
+
+    index: int
+    name: str
+    kernel: Kernel
+    prepared: Prepared
+    inputs: list[np.ndarray | None]
+    outputs: list[np.ndarray]
+
+
+class Interpreter:
+    """Runs a `.tflite` model with TFLite Micro's integer arithmetic, in NumPy.
+
+    `profile="tflm"` (default) reproduces the TFLite Micro reference kernels bit for bit;
+    `profile="litert"` reproduces LiteRT's `BUILTIN_REF` resolver where the two differ.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        model_content: Buffer | None = None,
+        *,
+        profile: Profile | str = Profile.TFLM,
+        num_threads: int | None = None,
+        max_arena_bytes: int = DEFAULT_MAX_ARENA_BYTES,
+    ) -> None:
+        if (model_path is None) == (model_content is None):
+            raise InterpreterError("give exactly one of model_path= or model_content=")
+        if model_path is not None:
+            try:
+                with open(model_path, "rb") as f:
+                    model_content = f.read()
+            except OSError as exc:
+                raise ModelError(f"cannot read model file {os.fspath(model_path)!r}: {exc}") from exc
+        try:
+            self._profile = Profile(profile)
+        except ValueError:
+            raise InterpreterError(
+                f"unknown profile {profile!r}; choose one of {[p.value for p in Profile]}"
+            ) from None
+        self._max_arena_bytes = max_arena_bytes
+        self._model: ModelDef = read_model(model_content)  # type: ignore[arg-type]
+        graph = self._model.main
+        self._graph = graph
+        self._shapes: dict[int, tuple[int, ...]] = {t.index: t.shape for t in graph.tensors}
+        self._constants: dict[int, np.ndarray] = {}
+        for t in graph.tensors:
+            data = self._model.tensor_data(t)
+            if data is not None:
+                self._constants[t.index] = data
+        self._ops: list[_BoundOp] | None = None
+        self._plan: MemoryPlan | None = None
+        self._arena: bytearray | None = None
+        self._views: dict[int, np.ndarray] = {}
+        self._folded: dict[int, np.ndarray] = {}
+
+    # -- model facts ------------------------------------------------------------------------
+    @property
+    def model(self) -> ModelDef:
+        return self._model
+
+    @property
+    def profile(self) -> Profile:
+        return self._profile
+
+    @property
+    def arena_bytes(self) -> int:
+        """Peak activation bytes of the current plan (after `allocate_tensors`)."""
+        self._require_allocated()
+        assert self._plan is not None
+        return self._plan.arena_bytes
+
+    @property
+    def memory_plan(self) -> MemoryPlan:
+        self._require_allocated()
+        assert self._plan is not None
+        return self._plan
+
+    # -- allocation -------------------------------------------------------------------------
+    def _spec(self, index: int) -> TensorSpec:
+        t = self._graph.tensors[index]
+        return TensorSpec(
+            index=index,
+            name=t.name,
+            shape=self._shapes[index],
+            type=t.type,
+            quantization=t.quantization,
+            constant=self._constants.get(index, self._folded.get(index)),
+        )
+
+    def allocate_tensors(self) -> None:
+        """Prepare every operator (types, shapes, multipliers) and plan the arena."""
+        graph = self._graph
+        n_ops = len(graph.operators)
+        self._folded = {}
+        produced: dict[int, int] = {i: -1 for i in graph.inputs}
+        last_use: dict[int, int] = {i: -1 for i in graph.inputs}
+        prepared_ops: list[tuple[Kernel, Prepared]] = []
+        for op in graph.operators:
+            where = f"operator {op.index} ({op.op_name})"
+            kernel = get_kernel(op.op_name, where)
+            for t in op.inputs:
+                if t < 0 or t in self._constants:
+                    continue
+                if t not in produced:
+                    raise ModelError(
+                        f"{where}: reads tensor {t} ({graph.tensors[t].name!r}) which no earlier "
+                        "operator writes and which is not a graph input"
+                    )
+                last_use[t] = op.index
+            for t in op.outputs:
+                if t in produced or t in self._constants:
+                    raise ModelError(f"{where}: writes tensor {t}, which is already written or constant")
+                if graph.tensors[t].type not in NUMPY_DTYPES:
+                    raise UnsupportedOpError(
+                        f"{where}: output tensor {t} has type {graph.tensors[t].type.name}"
+                    )
+                produced[t] = op.index
+                last_use.setdefault(t, op.index)
+            ctx = PrepareContext(
+                op=op,
+                inputs=[None if t < 0 else self._spec(t) for t in op.inputs],
+                outputs=[self._spec(t) for t in op.outputs],
+                profile=self._profile,
+            )
+            prepared = kernel.run_prepare(ctx)
+            if len(prepared.output_shapes) != len(op.outputs):
+                raise ModelError(f"{where}: kernel produced {len(prepared.output_shapes)} shapes")
+            for t, shape in zip(op.outputs, prepared.output_shapes):
+                self._shapes[t] = tuple(int(d) for d in shape)
+            if prepared.folded is not None:
+                self._folded.update(zip(op.outputs, prepared.folded))
+            prepared_ops.append((kernel, prepared))
+        for t in graph.outputs:
+            if t not in produced and t not in self._constants:
+                raise ModelError(f"graph output {t} ({graph.tensors[t].name!r}) is never written")
+            last_use[t] = n_ops
+        for t in graph.tensors:
+            if t.is_variable:
+                raise UnsupportedOpError(f"tensor {t.index} ({t.name!r}) is a variable tensor")
+
+        requests = [
+            BufferRequest(t, self._nbytes(t), produced[t], last_use[t])
+            for t in produced
+            if t not in self._constants
+        ]
+        plan = plan_memory(requests)
+        if plan.arena_bytes > self._max_arena_bytes:
+            raise ModelError(
+                f"the activations need a {plan.arena_bytes}-byte arena, over the limit of "
+                f"{self._max_arena_bytes} bytes (raise max_arena_bytes= if this model is genuine)"
+            )
+        self._plan = plan
+        self._arena = bytearray(self._plan.arena_bytes)
+        self._views = {}
+        for req in requests:
+            spec = graph.tensors[req.tensor]
+            dtype = NUMPY_DTYPES[spec.type]
+            self._views[req.tensor] = np.frombuffer(
+                self._arena, dtype=dtype, count=req.size // dtype.itemsize, offset=self._plan.offsets[req.tensor]
+            ).reshape(self._shapes[req.tensor])
+        self._ops = [
+            _BoundOp(
+                index=op.index,
+                name=op.op_name,
+                kernel=kernel,
+                prepared=prepared,
+                inputs=[None if t < 0 else self._array(t) for t in op.inputs],
+                outputs=[self._views[t] for t in op.outputs],
+            )
+            for op, (kernel, prepared) in zip(graph.operators, prepared_ops)
+        ]
+
+    def _nbytes(self, index: int) -> int:
+        t = self._graph.tensors[index]
+        if t.type not in NUMPY_DTYPES:
+            raise UnsupportedOpError(f"tensor {index} ({t.name!r}) has unsupported type {t.type.name}")
+        return NUMPY_DTYPES[t.type].itemsize * int(np.prod(self._shapes[index], dtype=np.int64))
+
+    def _array(self, index: int) -> np.ndarray:
+        return self._constants[index] if index in self._constants else self._views[index]
+
+    def _require_allocated(self) -> None:
+        if self._ops is None:
+            raise InterpreterError("call allocate_tensors() first (and again after resize_tensor_input)")
+
+    # -- the tf.lite.Interpreter surface ---------------------------------------------------
+    def _details(self, index: int) -> dict[str, Any]:
+        t: TensorDef = self._graph.tensors[index]
+        q = t.quantization
+        scales = q.scale.copy() if q is not None else np.zeros(0, np.float32)
+        zero_points = q.zero_point.astype(np.int32) if q is not None else np.zeros(0, np.int32)
+        return {
+            "name": t.name,
+            "index": index,
+            "shape": np.array(self._shapes[index], dtype=np.int32),
+            "shape_signature": np.array(t.shape_signature or self._shapes[index], dtype=np.int32),
+            "dtype": NUMPY_DTYPES[t.type].type if t.type in NUMPY_DTYPES else None,
+            "quantization": (float(scales[0]), int(zero_points[0])) if q is not None and scales.size == 1 else (0.0, 0),
+            "quantization_parameters": {
+                "scales": scales,
+                "zero_points": zero_points,
+                "quantized_dimension": q.quantized_dimension if q is not None else 0,
+            },
+            "sparsity_parameters": {},
+        }
+
+    def get_input_details(self) -> list[dict[str, Any]]:
+        return [self._details(i) for i in self._graph.inputs]
+
+    def get_output_details(self) -> list[dict[str, Any]]:
+        return [self._details(i) for i in self._graph.outputs]
+
+    def get_tensor_details(self) -> list[dict[str, Any]]:
+        return [self._details(t.index) for t in self._graph.tensors]
+
+    def set_tensor(self, tensor_index: int, value: np.ndarray) -> None:
+        self._require_allocated()
+        if tensor_index not in self._graph.inputs:
+            raise InterpreterError(
+                f"tensor {tensor_index} is not a graph input; inputs are {list(self._graph.inputs)}"
+            )
+        view = self._views[tensor_index]
+        value = np.asarray(value)
+        if value.dtype != view.dtype:
+            raise InterpreterError(
+                f"input tensor {tensor_index} ({self._graph.tensors[tensor_index].name!r}) has type "
+                f"{view.dtype}, got {value.dtype}"
+            )
+        if value.shape != view.shape:
+            raise InterpreterError(
+                f"input tensor {tensor_index} has shape {view.shape}, got {value.shape} "
+                "(use resize_tensor_input and allocate_tensors to change it)"
+            )
+        np.copyto(view, value)
+
+    def get_tensor(self, tensor_index: int) -> np.ndarray:
+        self._require_allocated()
+        if not 0 <= tensor_index < len(self._graph.tensors):
+            raise InterpreterError(f"tensor index {tensor_index} out of range [0, {len(self._graph.tensors)})")
+        if tensor_index in self._constants:
+            return self._constants[tensor_index].copy()
+        if tensor_index not in self._views:
+            raise InterpreterError(f"tensor {tensor_index} is neither constant nor computed")
+        return self._views[tensor_index].copy()
+
+    def resize_tensor_input(self, input_index: int, tensor_size: Sequence[int], strict: bool = False) -> None:
+        if input_index not in self._graph.inputs:
+            raise InterpreterError(f"tensor {input_index} is not a graph input")
+        shape = tuple(int(d) for d in tensor_size)
+        old = self._shapes[input_index]
+        if len(shape) != len(old) or any(d <= 0 for d in shape):
+            raise InterpreterError(f"cannot resize input {input_index} from {old} to {shape}")
+        if strict:
+            signature = self._graph.tensors[input_index].shape_signature or old
+            for d, (new, sig) in enumerate(zip(shape, signature)):
+                if sig != -1 and new != sig:
+                    raise InterpreterError(f"strict resize: dimension {d} of input {input_index} is fixed at {sig}")
+        self._shapes[input_index] = shape
+        self._ops = None  # shapes changed: prepare again
+
+    def invoke(self) -> None:
+        self._require_allocated()
+        assert self._ops is not None
+        for bound in self._ops:
+            try:
+                results = bound.kernel.eval(bound.prepared, bound.inputs)
+                for view, result in zip(bound.outputs, results):
+                    np.copyto(view, result.reshape(view.shape), casting="no")
+            except TinySwapError:
+                raise
+            except Exception as exc:  # a kernel bug: say where it happened
+                raise KernelError(f"operator {bound.index} ({bound.name}) failed: {exc!r}") from exc
+
+    # -- conveniences -----------------------------------------------------------------------
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Set every graph input (resizing the batch when needed), invoke, return the outputs."""
+        graph_inputs = self._graph.inputs
+        if len(inputs) != len(graph_inputs):
+            raise InterpreterError(f"model has {len(graph_inputs)} inputs, got {len(inputs)}")
+        arrays = [np.asarray(x) for x in inputs]
+        for index, array in zip(graph_inputs, arrays):
+            if array.shape != self._shapes[index]:
+                self.resize_tensor_input(index, array.shape)
+        if self._ops is None:
+            self.allocate_tensors()
+        for index, array in zip(graph_inputs, arrays):
+            self.set_tensor(index, array)
+        self.invoke()
+        return [self.get_tensor(i) for i in self._graph.outputs]
+
+    __call__ = run
+
+
+def load(path: str | os.PathLike[str], *, writable: bool = False) -> Buffer:
+    """Read a model file; `writable=True` returns a bytearray that slots can be patched into."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return bytearray(data) if writable else data
+
+
+__all__ = ["Interpreter", "Profile", "load"]

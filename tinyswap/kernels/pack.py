@@ -1,0 +1,36 @@
+"""PACK: stack N same-shaped tensors along a new axis."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.layout import normalize_axis, same_quantization
+from tinyswap.kernels.registry import register
+
+
+@register
+class Pack(Kernel):
+    op_name = "PACK"
+
+    def prepare(self, ctx: PrepareContext) -> Prepared:
+        count = ctx.op.options.get("values_count", len(ctx.inputs))
+        if count != len(ctx.inputs) or count < 1:
+            raise ctx.error(f"values_count {count} but {len(ctx.inputs)} inputs")
+        ctx.expect_counts(count)
+        first, y = ctx.input(0), ctx.output()
+        for i in range(count):
+            spec = ctx.input(i)
+            same_quantization(ctx, spec, y)
+            if spec.shape != first.shape:
+                raise ctx.error(f"input {i} has shape {spec.shape}, input 0 has {first.shape}")
+        axis = normalize_axis(ctx, ctx.op.options.get("axis", 0), len(first.shape) + 1)
+        shape = list(first.shape)
+        shape.insert(axis, count)
+        folded = None
+        if all(ctx.input(i).constant is not None for i in range(count)):
+            folded = [np.stack([np.asarray(ctx.input(i).constant) for i in range(count)], axis=axis)]
+        return Prepared([tuple(shape)], {"axis": axis}, folded=folded)
+
+    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [np.stack(inputs, axis=prepared.params["axis"])]

@@ -1,0 +1,70 @@
+"""STRIDED_SLICE with begin/end/shrink masks (TFLite `strided_slice_logic.h` semantics)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.layout import constant_ints, same_quantization
+from tinyswap.kernels.registry import register
+
+
+def _axis_indices(dim: int, begin: int, end: int, stride: int, begin_masked: bool,
+                  end_masked: bool, shrink: bool, offset: bool) -> range:
+    if offset:
+        end = begin + end
+    if begin < 0:
+        begin += dim
+    if shrink:
+        return range(begin, begin + 1)  # one element; the dimension is dropped afterwards
+    lo, hi = (0, dim) if stride > 0 else (-1, dim - 1)
+    start = (lo if stride > 0 else hi) if begin_masked else min(max(begin, lo), hi)
+    if end_masked:
+        stop = hi if stride > 0 else lo
+    else:
+        stop = end + dim if end < 0 else end
+        stop = min(max(stop, lo), hi)
+    return range(start, stop, stride)
+
+
+@register
+class StridedSlice(Kernel):
+    op_name = "STRIDED_SLICE"
+
+    def prepare(self, ctx: PrepareContext) -> Prepared:
+        ctx.expect_counts((3, 4))
+        x, y = ctx.input(0), ctx.output()
+        same_quantization(ctx, x, y)
+        rank = len(x.shape)
+        begin = constant_ints(ctx, ctx.input(1), "begin")
+        end = constant_ints(ctx, ctx.input(2), "end")
+        strides = constant_ints(ctx, ctx.input(3), "strides") if len(ctx.inputs) > 3 else (1,) * len(begin)
+        if not len(begin) == len(end) == len(strides) <= rank:
+            raise ctx.error(f"begin/end/strides lengths {len(begin)}/{len(end)}/{len(strides)} vs rank {rank}")
+        if 0 in strides:
+            raise ctx.error("stride 0")
+        opts = ctx.op.options
+        if opts.get("ellipsis_mask", 0) or opts.get("new_axis_mask", 0):
+            raise ctx.error("ellipsis_mask and new_axis_mask are not supported")
+        bm, em, sm = opts.get("begin_mask", 0), opts.get("end_mask", 0), opts.get("shrink_axis_mask", 0)
+        index: list[np.ndarray] = []
+        shape: list[int] = []
+        for a in range(rank):
+            if a < len(begin):
+                r = _axis_indices(x.shape[a], begin[a], end[a], strides[a], bool(bm >> a & 1),
+                                  bool(em >> a & 1), bool(sm >> a & 1), bool(opts.get("offset", False)))
+                if (sm >> a & 1) and not 0 <= r.start < x.shape[a]:
+                    raise ctx.error(f"shrink index {begin[a]} out of range for dimension {x.shape[a]}")
+            else:
+                r = range(0, x.shape[a])
+            index.append(np.array(r, dtype=np.int64))
+            if not (a < len(begin) and sm >> a & 1):
+                shape.append(len(r))
+        mesh = np.ix_(*index) if rank else ()
+        folded = None
+        if x.constant is not None:
+            folded = [np.asarray(x.constant)[mesh].reshape(shape)]
+        return Prepared([tuple(shape)], {"mesh": mesh}, folded=folded)
+
+    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [inputs[0][prepared.params["mesh"]].reshape(prepared.output_shapes[0])]
