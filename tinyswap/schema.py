@@ -196,7 +196,7 @@ OPTIONS_TABLES: Final[dict[str, OptionsTable]] = {
         _t("DequantizeOptions", 38),
         _t("PadV2Options", 43),
         _t("ExpandDimsOptions", 52),
-        _t("ShapeOptions", 55, ("out_type", "i8", 2)),
+        _t("ShapeOptions", 55, ("out_type", "i8", 0)),
         _t("PackOptions", 59, ("values_count", "i32", 0), ("axis", "i32", 0)),
         _t("LeakyReluOptions", 75, ("alpha", "f32", 0.0)),
         _t("QuantizeOptions", 89),
