@@ -174,6 +174,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tinyswap.bench import run_interpreter_benchmark
+
+    report = run_interpreter_benchmark(Path(args.models), Path(args.out), args.repeats)
+    print(report)
+    print(f"\nwrote {Path(args.out) / 'bench_interpreter.json'} and bench_interpreter.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyswap", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("model")
     insp.add_argument("--json", action="store_true")
     insp.set_defaults(func=cmd_inspect)
+
+    bench = sub.add_parser("bench", help="side-by-side benchmark: tinyswap vs tflite_micro vs LiteRT")
+    bench.add_argument("--models", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tflm"),
+                       help="directory holding micro_speech_quantized.tflite and person_detect.tflite")
+    bench.add_argument("--repeats", type=int, default=30)
+    bench.add_argument("--out", default="out/bench")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -10,21 +10,21 @@ from tinyswap.kernels.registry import register
 
 
 def _axis_indices(dim: int, begin: int, end: int, stride: int, begin_masked: bool,
-                  end_masked: bool, shrink: bool, offset: bool) -> range:
-    if offset:
-        end = begin + end
+                  end_masked: bool, shrink: bool) -> range:
+    """TFLite `StartForAxis` / `StopForAxis`: masks, negative indices, direction-aware clamps."""
+    lo, hi = (0, dim) if stride > 0 else (-1, dim - 1)
+    if begin_masked:
+        begin = -(2**31) if stride > 0 else 2**31 - 1
     if begin < 0:
         begin += dim
+    start = min(max(begin, lo), hi)
     if shrink:
-        return range(begin, begin + 1)  # one element; the dimension is dropped afterwards
-    lo, hi = (0, dim) if stride > 0 else (-1, dim - 1)
-    start = (lo if stride > 0 else hi) if begin_masked else min(max(begin, lo), hi)
+        return range(start, start + 1, stride)
     if end_masked:
-        stop = hi if stride > 0 else lo
-    else:
-        stop = end + dim if end < 0 else end
-        stop = min(max(stop, lo), hi)
-    return range(start, stop, stride)
+        end = 2**31 - 1 if stride > 0 else -(2**31)
+    if end < 0:
+        end += dim
+    return range(start, min(max(end, lo), hi), stride)
 
 
 @register
@@ -51,10 +51,17 @@ class StridedSlice(Kernel):
         shape: list[int] = []
         for a in range(rank):
             if a < len(begin):
-                r = _axis_indices(x.shape[a], begin[a], end[a], strides[a], bool(bm >> a & 1),
-                                  bool(em >> a & 1), bool(sm >> a & 1), bool(opts.get("offset", False)))
-                if (sm >> a & 1) and not 0 <= r.start < x.shape[a]:
-                    raise ctx.error(f"shrink index {begin[a]} out of range for dimension {x.shape[a]}")
+                stop = begin[a] + end[a] if opts.get("offset", False) else end[a]
+                shrink = bool(sm >> a & 1)
+                r = _axis_indices(x.shape[a], begin[a], stop, strides[a], bool(bm >> a & 1),
+                                  bool(em >> a & 1), shrink)
+                if shrink and (strides[a] < 0 or not 0 <= r.start < x.shape[a]):
+                    # TFLite iterates [start, start + 1) with the given stride: a negative stride
+                    # yields no element and TFLM leaves the output unwritten (garbage).
+                    raise ctx.error(
+                        f"shrinking axis {a} at index {begin[a]} with stride {strides[a]} selects no "
+                        f"element of a dimension of {x.shape[a]}"
+                    )
             else:
                 r = range(0, x.shape[a])
             index.append(np.array(r, dtype=np.int64))

@@ -1,0 +1,37 @@
+"""Shared by the oracle tests: run a model in tinyswap and in the real runtimes, compare bytes."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from tinyswap import Interpreter
+from tinyswap.oracles import LiteRTResolver, run_litert, run_tflm
+
+
+def assert_matches_tflm(model: bytes, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Our `tflm` profile equals the tflite_micro wheel bit for bit; returns our outputs."""
+    ours = Interpreter(model_content=model).run(*inputs)
+    golden = run_tflm(model, inputs)
+    assert len(ours) == len(golden)
+    for i, (a, b) in enumerate(zip(ours, golden)):
+        assert a.dtype == b.dtype, f"output {i}: dtype {a.dtype} vs TFLM {b.dtype}"
+        assert a.shape == b.shape, f"output {i}: shape {a.shape} vs TFLM {b.shape}"
+        diff = int(np.sum(a != b))
+        assert diff == 0, f"output {i}: {diff} of {a.size} values differ from TFLite Micro"
+    return ours
+
+
+def assert_matches_litert_ref(model: bytes, inputs: Sequence[np.ndarray]) -> None:
+    """Our `litert` profile equals LiteRT's BUILTIN_REF resolver bit for bit."""
+    ours = Interpreter(model_content=model, profile="litert").run(*inputs)
+    theirs = run_litert(model, inputs, LiteRTResolver.REF)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert a.shape == b.shape, f"output {i}: shape {a.shape} vs LiteRT {b.shape}"
+        diff = int(np.sum(a != b))
+        assert diff == 0, f"output {i}: {diff} of {a.size} values differ from LiteRT BUILTIN_REF"
+
+
+def random_int8(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+    return rng.integers(-128, 128, size=tuple(shape), dtype=np.int8)
