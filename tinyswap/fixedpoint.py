@@ -124,3 +124,113 @@ def multiply_by_quantized_multiplier_greater_than_one(
     """TFLite `MultiplyByQuantizedMultiplierGreaterThanOne` (left_shift >= 0): used by SOFTMAX."""
     x = np.asarray(x, dtype=np.int64)
     return saturating_rounding_doubling_high_mul(x << np.asarray(left_shift, dtype=np.int64), multiplier)
+
+
+# -- gemmlowp FixedPoint<int32, IntegerBits> functions used by SOFTMAX ---------------------
+# A FixedPoint<int32, I> value is its raw int32; multiplying two of them is SRDHM of the raws
+# (the result has I_a + I_b integer bits); adding is plain int32 addition.
+
+
+def saturating_rounding_multiply_by_pot(x: ArrayLike, exponent: int) -> np.ndarray:
+    """gemmlowp `SaturatingRoundingMultiplyByPOT<exponent>`: saturating left shift, or a
+    rounding right shift for a negative exponent."""
+    x = np.asarray(x, dtype=np.int64)
+    if exponent == 0:
+        return x
+    if exponent < 0:
+        return rounding_divide_by_pot(x, -exponent)
+    threshold = (1 << (31 - exponent)) - 1
+    shifted = x << exponent
+    return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, shifted))
+
+
+def rescale(x: ArrayLike, src_integer_bits: int, dst_integer_bits: int) -> np.ndarray:
+    """gemmlowp `Rescale<dst>(FixedPoint<int32, src>)`."""
+    return saturating_rounding_multiply_by_pot(x, src_integer_bits - dst_integer_bits)
+
+
+def rounding_half_sum(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """gemmlowp `RoundingHalfSum` for int32: (a + b + sign) / 2, truncating toward zero."""
+    s = np.asarray(a, dtype=np.int64) + np.asarray(b, dtype=np.int64)
+    t = s + np.where(s >= 0, 1, -1)
+    return np.where(t >= 0, t >> 1, -((-t) >> 1))
+
+
+_SRDHM = saturating_rounding_doubling_high_mul
+
+
+def exp_on_interval_between_negative_one_quarter_and_0_excl(a: ArrayLike) -> np.ndarray:
+    """gemmlowp: exp(a) for a in [-1/4, 0), a and result in Q0.31 (Taylor series around -1/8)."""
+    constant_term = 1895147668  # exp(-1/8) in Q0.31
+    constant_1_over_3 = 715827883
+    x = np.asarray(a, dtype=np.int64) + (1 << 28)  # + 1/8
+    x2 = _SRDHM(x, x)
+    x3 = _SRDHM(x2, x)
+    x4 = _SRDHM(x2, x2)
+    x4_over_4 = saturating_rounding_multiply_by_pot(x4, -2)
+    poly = saturating_rounding_multiply_by_pot(_SRDHM(x4_over_4 + x3, constant_1_over_3) + x2, -1)
+    return constant_term + _SRDHM(constant_term, x + poly)
+
+
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+               (2, 39332535), (3, 720401), (4, 242))  # Q0.31 exp(-2**e)
+
+
+def exp_on_negative_values(a: ArrayLike, integer_bits: int) -> np.ndarray:
+    """gemmlowp `exp_on_negative_values` for FixedPoint<int32, integer_bits> a <= 0; Q0.31 result."""
+    a = np.asarray(a, dtype=np.int64)
+    fractional_bits = 31 - integer_bits
+    one_quarter = 1 << (fractional_bits - 2)
+    a_mod_quarter_minus_one_quarter = (a & (one_quarter - 1)) - one_quarter
+    result = exp_on_interval_between_negative_one_quarter_and_0_excl(
+        rescale(a_mod_quarter_minus_one_quarter, integer_bits, 0)
+    )
+    remainder = a_mod_quarter_minus_one_quarter - a
+    for exponent, multiplier in _EXP_BARREL:
+        if integer_bits > exponent:
+            bit = (remainder >> (fractional_bits + exponent)) & 1
+            result = np.where(bit != 0, _SRDHM(result, multiplier), result)
+    if integer_bits > 5:
+        clamp = -(1 << (36 - integer_bits))  # -32 in this format
+        result = np.where(a < clamp, 0, result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def one_over_one_plus_x_for_x_in_0_1(a: ArrayLike) -> np.ndarray:
+    """gemmlowp: 1 / (1 + a) for a in [0, 1) in Q0.31, by three Newton-Raphson steps in Q2.29."""
+    half_denominator = rounding_half_sum(a, INT32_MAX)
+    constant_48_over_17 = 1515870810
+    constant_neg_32_over_17 = -1010580540
+    one_q2 = 1 << 29
+    x = constant_48_over_17 + _SRDHM(half_denominator, constant_neg_32_over_17)
+    for _ in range(3):
+        half_denominator_times_x = _SRDHM(half_denominator, x)
+        one_minus = one_q2 - half_denominator_times_x
+        x = x + saturating_rounding_multiply_by_pot(_SRDHM(x, one_minus), 2)
+    return saturating_rounding_multiply_by_pot(x, 1)  # Rescale<0>(ExactMulByPot<-1>(x))
+
+
+def count_leading_zeros_u32(x: ArrayLike) -> np.ndarray:
+    """Leading zero bits of x as a uint32 (x > 0); exact because x < 2**53 is exact in float64."""
+    x = np.asarray(x, dtype=np.int64)
+    _, exponent = np.frexp(x.astype(np.float64))
+    return 32 - exponent.astype(np.int64)
+
+
+def get_reciprocal(x: ArrayLike, x_integer_digits: int) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite `GetReciprocal`: (Q0.31 of 1/x scaled into [0.5, 1), num_bits_over_unit) for x > 0."""
+    x = np.asarray(x, dtype=np.int64)
+    headroom_plus_one = count_leading_zeros_u32(x)
+    num_bits_over_unit = x_integer_digits - headroom_plus_one
+    shifted_sum_minus_one = ((x << headroom_plus_one) & 0xFFFFFFFF) - (1 << 31)
+    return one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one), num_bits_over_unit
+
+
+def quantize_multiplier_greater_than_one(real_multiplier: float) -> tuple[int, int]:
+    """TFLite `QuantizeMultiplierGreaterThanOne`: `quantize_multiplier` with a shift >= 0."""
+    if real_multiplier <= 1.0:
+        raise ValueError(f"multiplier {real_multiplier} must be greater than one")
+    multiplier, shift = quantize_multiplier(real_multiplier)
+    if shift < 0:
+        raise ValueError(f"multiplier {real_multiplier} gave a negative shift {shift}")
+    return multiplier, shift

@@ -1,0 +1,95 @@
+"""CONV_2D, int8 with per-channel (or per-tensor) filters, and float32.
+
+TFLM: `micro/kernels/conv_common.cc` (Prepare: per-channel multipliers, activation range) and
+`kernels/internal/reference/integer_ops/conv.h` (ConvPerChannel). Computed as one im2col
+matrix product in float64, exact for int8 operands (see `quantized.exact_int_matmul`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.conv_common import compute_window, patches
+from tinyswap.kernels.quantized import activation_range, channel_multipliers, float_activation_range, requantize
+from tinyswap.kernels.registry import register
+from tinyswap.schema import TensorType
+
+
+def check_filter_quantization(ctx: PrepareContext, spec, channels: int, axis: int) -> None:
+    q = spec.quantization
+    if q is None:
+        raise ctx.error(f"int8 filter {spec.name!r} has no quantization parameters")
+    if np.any(q.zero_point != 0):
+        raise ctx.error(f"int8 filter {spec.name!r} must be symmetric (zero point 0)")
+    if q.per_channel and (q.quantized_dimension != axis or q.scale.size != channels):
+        raise ctx.error(
+            f"filter {spec.name!r}: {q.scale.size} scales on axis {q.quantized_dimension}, "
+            f"expected {channels} on axis {axis}"
+        )
+
+
+@register
+class Conv2D(Kernel):
+    op_name = "CONV_2D"
+
+    def prepare(self, ctx: PrepareContext) -> Prepared:
+        ctx.expect_counts((2, 3))
+        x, f, y = ctx.input(0), ctx.input(1), ctx.output()
+        bias = ctx.optional_input(2)
+        if len(x.shape) != 4 or len(f.shape) != 4:
+            raise ctx.error(f"input {x.shape} and filter {f.shape} must both be 4-D (NHWC, OHWI)")
+        batch, in_h, in_w, in_c = x.shape
+        out_c, kh, kw, f_in = f.shape
+        if f_in != in_c:
+            raise ctx.error(f"filter expects {f_in} input channels, input has {in_c} (grouped convolution is not supported)")
+        if bias is not None and bias.size != out_c:
+            raise ctx.error(f"bias has {bias.size} elements, expected {out_c}")
+        win = compute_window(ctx, in_h, in_w, kh, kw)
+        out_shape = (batch, win.out_h, win.out_w, out_c)
+        activation = ctx.option("fused_activation_function")
+        params: dict = {"window": win, "out_c": out_c}
+        if x.type == TensorType.FLOAT32:
+            for spec in (f, y) + ((bias,) if bias is not None else ()):
+                ctx.require_types(spec, TensorType.FLOAT32)
+            params.update(float=True, range=float_activation_range(activation))
+            return Prepared([out_shape], params)
+        ctx.require_types(x, TensorType.INT8)
+        ctx.require_types(f, TensorType.INT8)
+        ctx.require_types(y, TensorType.INT8)
+        if bias is not None:
+            ctx.require_types(bias, TensorType.INT32)
+        check_filter_quantization(ctx, f, out_c, 0)
+        x_scale, x_zp = ctx.per_tensor(x)
+        y_scale, y_zp = ctx.per_tensor(y)
+        multipliers, shifts = channel_multipliers(x_scale, f.quantization.scale, y_scale, out_c, ctx.profile)
+        params.update(
+            float=False, x_zp=x_zp, y_zp=y_zp, multipliers=multipliers, shifts=shifts,
+            single_rounding=ctx.profile == Profile.LITERT,
+            range=activation_range(activation, y_scale, y_zp, y.type),
+        )
+        return Prepared([out_shape], params)
+
+    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        p = prepared.params
+        x, f = inputs[0], inputs[1]
+        bias = inputs[2] if len(inputs) > 2 else None
+        win = p["window"]
+        out_c = p["out_c"]
+        # Subtracting the zero point before padding makes the padding contribute exactly 0,
+        # as the reference kernel's skipped out-of-image taps do.
+        shifted = x.astype(np.float64) if p["float"] else x.astype(np.float64) - p["x_zp"]
+        cols = patches(shifted, win).reshape(-1, win.filter_h * win.filter_w * x.shape[3])
+        acc = cols @ f.reshape(out_c, -1).astype(np.float64).T
+        out_shape = prepared.output_shapes[0]
+        if p["float"]:
+            if bias is not None:
+                acc = acc + bias.astype(np.float64)
+            lo, hi = p["range"]
+            return [np.clip(acc.astype(np.float32), lo, hi).reshape(out_shape)]
+        acc = acc.astype(np.int64)
+        if bias is not None:
+            acc += bias.astype(np.int64)
+        out = requantize(acc, p["multipliers"], p["shifts"], p["single_rounding"]) + p["y_zp"]
+        lo, hi = p["range"]
+        return [np.clip(out, lo, hi).astype(np.int8).reshape(out_shape)]

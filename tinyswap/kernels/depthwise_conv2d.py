@@ -1,0 +1,93 @@
+"""DEPTHWISE_CONV_2D, int8 per-channel (or per-tensor) with a depth multiplier, and float32.
+
+TFLM: `micro/kernels/depthwise_conv_common.cc` and
+`kernels/internal/reference/integer_ops/depthwise_conv.h` (DepthwiseConvPerChannel): output
+channel `c * multiplier + m` reads input channel `c`. Filter layout [1, kh, kw, in * multiplier].
+Computed per input channel as a batched float64 matrix product, exact for int8 operands.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.conv2d import check_filter_quantization
+from tinyswap.kernels.conv_common import compute_window, patches
+from tinyswap.kernels.quantized import activation_range, channel_multipliers, float_activation_range, requantize
+from tinyswap.kernels.registry import register
+from tinyswap.schema import TensorType
+
+
+@register
+class DepthwiseConv2D(Kernel):
+    op_name = "DEPTHWISE_CONV_2D"
+
+    def prepare(self, ctx: PrepareContext) -> Prepared:
+        ctx.expect_counts((2, 3))
+        x, f, y = ctx.input(0), ctx.input(1), ctx.output()
+        bias = ctx.optional_input(2)
+        if len(x.shape) != 4 or len(f.shape) != 4 or f.shape[0] != 1:
+            raise ctx.error(f"input {x.shape} must be NHWC and filter {f.shape} [1, kh, kw, channels]")
+        batch, in_h, in_w, in_c = x.shape
+        _, kh, kw, out_c = f.shape
+        multiplier = int(ctx.option("depth_multiplier"))
+        if in_c == 0 or out_c % in_c:
+            raise ctx.error(f"filter has {out_c} channels, not a multiple of the {in_c} input channels")
+        if multiplier != out_c // in_c:
+            # TFLM derives the multiplier from the shapes too; a disagreeing option is a bad file.
+            raise ctx.error(f"depth_multiplier {multiplier} but filter/input channels give {out_c // in_c}")
+        if bias is not None and bias.size != out_c:
+            raise ctx.error(f"bias has {bias.size} elements, expected {out_c}")
+        win = compute_window(ctx, in_h, in_w, kh, kw)
+        out_shape = (batch, win.out_h, win.out_w, out_c)
+        activation = ctx.option("fused_activation_function")
+        params: dict = {"window": win, "in_c": in_c, "multiplier": multiplier}
+        if x.type == TensorType.FLOAT32:
+            for spec in (f, y) + ((bias,) if bias is not None else ()):
+                ctx.require_types(spec, TensorType.FLOAT32)
+            params.update(float=True, range=float_activation_range(activation))
+            return Prepared([out_shape], params)
+        ctx.require_types(x, TensorType.INT8)
+        ctx.require_types(f, TensorType.INT8)
+        ctx.require_types(y, TensorType.INT8)
+        if bias is not None:
+            ctx.require_types(bias, TensorType.INT32)
+        check_filter_quantization(ctx, f, out_c, 3)
+        x_scale, x_zp = ctx.per_tensor(x)
+        y_scale, y_zp = ctx.per_tensor(y)
+        multipliers, shifts = channel_multipliers(x_scale, f.quantization.scale, y_scale, out_c, ctx.profile)
+        params.update(
+            float=False, x_zp=x_zp, y_zp=y_zp, multipliers=multipliers, shifts=shifts,
+            # Measured: LiteRT's BUILTIN_REF depthwise kernel rounds twice, like TFLM.
+            single_rounding=False,
+            range=activation_range(activation, y_scale, y_zp, y.type),
+        )
+        return Prepared([out_shape], params)
+
+    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        p = prepared.params
+        x, f = inputs[0], inputs[1]
+        bias = inputs[2] if len(inputs) > 2 else None
+        win, in_c, m = p["window"], p["in_c"], p["multiplier"]
+        shifted = x.astype(np.float64) if p["float"] else x.astype(np.float64) - p["x_zp"]
+        taps = win.filter_h * win.filter_w
+        cols = patches(shifted, win).reshape(-1, taps, in_c)  # [N, taps, in_c]
+        weights = f.reshape(taps, in_c, m).astype(np.float64)  # [taps, in_c, m]
+        if in_c == 1:
+            acc = cols[:, :, 0] @ weights[:, 0, :]  # [N, m]
+        else:
+            # [in_c, N, taps] @ [in_c, taps, m] -> [in_c, N, m] -> [N, in_c * m]
+            acc = np.matmul(cols.transpose(2, 0, 1), weights.transpose(1, 0, 2)).transpose(1, 0, 2)
+        acc = acc.reshape(cols.shape[0], in_c * m)
+        out_shape = prepared.output_shapes[0]
+        if p["float"]:
+            if bias is not None:
+                acc = acc + bias.astype(np.float64)
+            lo, hi = p["range"]
+            return [np.clip(acc.astype(np.float32), lo, hi).reshape(out_shape)]
+        acc = acc.astype(np.int64)
+        if bias is not None:
+            acc += bias.astype(np.int64)
+        out = requantize(acc, p["multipliers"], p["shifts"], p["single_rounding"]) + p["y_zp"]
+        lo, hi = p["range"]
+        return [np.clip(out, lo, hi).astype(np.int8).reshape(out_shape)]
