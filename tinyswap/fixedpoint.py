@@ -54,45 +54,63 @@ def quantize_multiplier_single_rounding(real_multiplier: float) -> tuple[int, in
 
 
 def saturating_rounding_doubling_high_mul(a: ArrayLike, b: ArrayLike) -> np.ndarray:
-    """gemmlowp `SaturatingRoundingDoublingHighMul`: round(a * b / 2**31), halves away from zero.
+    """gemmlowp `SaturatingRoundingDoublingHighMul`: a * b / 2**31, rounded.
 
-    The C code adds a nudge of 2**30 (or 1 - 2**30 when the product is negative) and then
-    divides by 2**31 truncating toward zero. Saturates only for a == b == INT32_MIN.
+    The C code adds a nudge of 2**30 (or 1 - 2**30 when the product is negative) and divides
+    by 2**31 truncating toward zero. Both branches equal `floor((a * b + 2**30) / 2**31)`
+    (round half up), which an arithmetic shift computes in one step; the tests check this
+    against a line-by-line Python transcription of the C. Saturates only for
+    a == b == INT32_MIN.
     """
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    ab = a * b
-    nudged = ab + np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    # Truncating division by 2**31: shift the magnitude, then restore the sign.
-    high = np.where(nudged >= 0, nudged >> 31, -((-nudged) >> 31))
-    overflow = (a == INT32_MIN) & (b == INT32_MIN)
-    return np.where(overflow, np.int64(INT32_MAX), high)
+    high = (a * b + (1 << 30)) >> 31
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), np.int64(INT32_MAX), high)
 
 
 def rounding_divide_by_pot(x: ArrayLike, exponent: ArrayLike) -> np.ndarray:
     """gemmlowp `RoundingDivideByPOT`: x / 2**exponent rounded half away from zero.
 
-    `exponent` is in [0, 31] and may be an array broadcasting against `x` (per channel).
+    The C form is `(x >> e) + ((x & mask) > (mask >> 1) + (x < 0))`; for e >= 1 it equals
+    `(x + 2**(e-1) - (x < 0)) >> e`, and for e == 0 it is x. `exponent` is in [0, 31] and may
+    be an array broadcasting against `x` (per channel).
     """
     x = np.asarray(x, dtype=np.int64)
     exponent = np.asarray(exponent, dtype=np.int64)
-    mask = (np.int64(1) << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
+    if exponent.ndim == 0:
+        e = int(exponent)
+        if e == 0:
+            return x
+        return (x + ((1 << (e - 1)) - (x < 0))) >> e
+    half = (np.int64(1) << exponent) >> 1
+    return (x + (half - ((x < 0) & (exponent > 0)))) >> exponent
 
 
 def multiply_by_quantized_multiplier(x: ArrayLike, multiplier: ArrayLike, shift: ArrayLike) -> np.ndarray:
     """TFLite `MultiplyByQuantizedMultiplier`, double rounding (the TFLM build): x * M * 2**(shift-31).
 
-    A positive shift is applied as a left shift of x before the high multiply; a negative one
-    as a rounding right shift after it. x must fit in int32 after the left shift, as in C.
+    C computes `RoundingDivideByPOT(SRDHM(x << left, M), right)` with left = max(shift, 0) and
+    right = max(-shift, 0). Both roundings fold into one shift of the 64-bit product
+    p = x * M * 2**left (exact: floor(floor(y) / n) = floor(y / n) for integer n):
+
+        SRDHM = floor((p + 2**30) / 2**31), negative exactly when p + 2**30 < 0, and
+        RDBPOT(v, r) = floor((v + 2**(r-1) - [v < 0]) / 2**r) for r >= 1, so
+        result = (p + 2**30 + (2**(r-1) - [v < 0]) * 2**31) >> (31 + r).
+
+    Five array operations instead of a dozen; the tests check it against a line-by-line
+    transcription of the C. M >= 0 (TFLite multipliers are), so SRDHM's only saturating case
+    (both operands INT32_MIN) cannot occur. x must fit in int32 after the left shift, as in C.
     """
     x = np.asarray(x, dtype=np.int64)
+    multiplier = np.asarray(multiplier, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x << left, multiplier), right)
+    half = (np.int64(1) << right) >> 1
+    offset = (np.int64(1) << 30) + (half << 31)
+    negative_correction = (right > 0).astype(np.int64) << 31
+    p = x * (multiplier << left)
+    return (p + offset - (p < -(1 << 30)) * negative_correction) >> (31 + right)
 
 
 def multiply_by_quantized_multiplier_single_rounding(

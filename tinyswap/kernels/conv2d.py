@@ -11,7 +11,13 @@ import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
 from tinyswap.kernels.conv_common import compute_window, patches
-from tinyswap.kernels.quantized import activation_range, channel_multipliers, float_activation_range, requantize
+from tinyswap.kernels.quantized import (
+    activation_range,
+    channel_multipliers,
+    exact_float_dtype,
+    float_activation_range,
+    requantize,
+)
 from tinyswap.kernels.registry import register
 from tinyswap.schema import TensorType
 
@@ -48,7 +54,8 @@ class Conv2D(Kernel):
         win = compute_window(ctx, in_h, in_w, kh, kw)
         out_shape = (batch, win.out_h, win.out_w, out_c)
         activation = ctx.option("fused_activation_function")
-        params: dict = {"window": win, "out_c": out_c}
+        pointwise = (kh, kw, win.stride_h, win.stride_w) == (1, 1, 1, 1)
+        params: dict = {"window": win, "out_c": out_c, "pointwise": pointwise}
         if x.type == TensorType.FLOAT32:
             for spec in (f, y) + ((bias,) if bias is not None else ()):
                 ctx.require_types(spec, TensorType.FLOAT32)
@@ -76,11 +83,16 @@ class Conv2D(Kernel):
         bias = inputs[2] if len(inputs) > 2 else None
         win = p["window"]
         out_c = p["out_c"]
+        k = win.filter_h * win.filter_w * x.shape[3]
+        dtype = np.dtype(np.float64) if p["float"] else exact_float_dtype(k)
         # Subtracting the zero point before padding makes the padding contribute exactly 0,
         # as the reference kernel's skipped out-of-image taps do.
-        shifted = x.astype(np.float64) if p["float"] else x.astype(np.float64) - p["x_zp"]
-        cols = patches(shifted, win).reshape(-1, win.filter_h * win.filter_w * x.shape[3])
-        acc = cols @ f.reshape(out_c, -1).astype(np.float64).T
+        shifted = x.astype(dtype) if p["float"] else x.astype(dtype) - dtype.type(p["x_zp"])
+        if p["pointwise"]:
+            cols = shifted.reshape(-1, k)  # a 1x1 stride-1 convolution needs no im2col copy
+        else:
+            cols = patches(shifted, win).reshape(-1, k)
+        acc = cols @ f.reshape(out_c, k).astype(dtype).T
         out_shape = prepared.output_shapes[0]
         if p["float"]:
             if bias is not None:

@@ -13,7 +13,13 @@ import numpy as np
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
 from tinyswap.kernels.conv2d import check_filter_quantization
 from tinyswap.kernels.conv_common import compute_window, patches
-from tinyswap.kernels.quantized import activation_range, channel_multipliers, float_activation_range, requantize
+from tinyswap.kernels.quantized import (
+    activation_range,
+    channel_multipliers,
+    exact_float_dtype,
+    float_activation_range,
+    requantize,
+)
 from tinyswap.kernels.registry import register
 from tinyswap.schema import TensorType
 
@@ -69,16 +75,23 @@ class DepthwiseConv2D(Kernel):
         x, f = inputs[0], inputs[1]
         bias = inputs[2] if len(inputs) > 2 else None
         win, in_c, m = p["window"], p["in_c"], p["multiplier"]
-        shifted = x.astype(np.float64) if p["float"] else x.astype(np.float64) - p["x_zp"]
         taps = win.filter_h * win.filter_w
-        cols = patches(shifted, win).reshape(-1, taps, in_c)  # [N, taps, in_c]
-        weights = f.reshape(taps, in_c, m).astype(np.float64)  # [taps, in_c, m]
+        dtype = np.dtype(np.float64) if p["float"] else exact_float_dtype(taps)
+        shifted = x.astype(dtype) if p["float"] else x.astype(dtype) - dtype.type(p["x_zp"])
+        win_view = patches(shifted, win)  # [b, oh, ow, kh, kw, in_c], a view of the padded input
+        weights = f.reshape(taps, in_c, m).astype(dtype)
         if in_c == 1:
-            acc = cols[:, :, 0] @ weights[:, 0, :]  # [N, m]
+            # One input channel: an ordinary convolution, best done as one im2col product.
+            acc = win_view.reshape(-1, taps) @ weights[:, 0, :]
         else:
-            # [in_c, N, taps] @ [in_c, taps, m] -> [in_c, N, m] -> [N, in_c * m]
-            acc = np.matmul(cols.transpose(2, 0, 1), weights.transpose(1, 0, 2)).transpose(1, 0, 2)
-        acc = acc.reshape(cols.shape[0], in_c * m)
+            # One multiply-add per filter tap over the whole output; sums are exact in `dtype`.
+            acc = np.zeros((*win_view.shape[:3], in_c, m), dtype=dtype)
+            t = 0
+            for i in range(win.filter_h):
+                for j in range(win.filter_w):
+                    acc += win_view[:, :, :, i, j, :, None] * weights[t]
+                    t += 1
+        acc = acc.reshape(-1, in_c * m)
         out_shape = prepared.output_shapes[0]
         if p["float"]:
             if bias is not None:
