@@ -85,7 +85,9 @@ def tflm_interpreter(model: bytes | bytearray, arena_size: int | None = None) ->
     except ImportError:
         raise OracleUnavailable("TFLite Micro is not installed: pip install tflite-micro") from None
     if arena_size is None:
-        return runtime.Interpreter.from_bytes(bytes(model))
+        # The wheel's default (10 x the model size) is too small for tiny models with large
+        # activations; an arena that is too small fails allocation, it never changes results.
+        arena_size = max(10 * len(model), 8 << 20)
     return runtime.Interpreter.from_bytes(bytes(model), arena_size=arena_size)
 
 

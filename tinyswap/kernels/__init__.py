@@ -13,3 +13,15 @@ from tinyswap.kernels import depthwise_conv2d  # noqa: F401
 from tinyswap.kernels import softmax  # noqa: F401
 from tinyswap.kernels import average_pool_2d  # noqa: F401
 from tinyswap.kernels import max_pool_2d  # noqa: F401
+from tinyswap.kernels import add  # noqa: F401
+from tinyswap.kernels import sub  # noqa: F401
+from tinyswap.kernels import mul  # noqa: F401
+from tinyswap.kernels import relu  # noqa: F401
+from tinyswap.kernels import relu6  # noqa: F401
+from tinyswap.kernels import quantize  # noqa: F401
+from tinyswap.kernels import dequantize  # noqa: F401
+from tinyswap.kernels import mean  # noqa: F401
+from tinyswap.kernels import pad  # noqa: F401
+from tinyswap.kernels import padv2  # noqa: F401
+from tinyswap.kernels import space_to_batch_nd  # noqa: F401
+from tinyswap.kernels import batch_to_space_nd  # noqa: F401

@@ -31,6 +31,13 @@ def _round_half_away(x: float) -> float:
     return math.floor(abs(x) + 0.5) * (1.0 if x >= 0 else -1.0)
 
 
+def round_half_away_f32(value: np.ndarray | np.floating) -> np.ndarray:
+    """C `roundf` / `TfLiteRound` on float32 values: halves away from zero, computed in float64
+    (adding 0.5 to a float32 value is exact there, so no second rounding sneaks in)."""
+    v = np.asarray(value, dtype=np.float64)
+    return np.copysign(np.floor(np.abs(v) + 0.5), v)
+
+
 def _quantize_float32(scale: float, zero_point: int, value: float) -> int:
     """TFLite `Quantize` in kernel_util.cc: `zp + round(f / scale)` with f and scale as float32."""
     quotient = float(np.float32(value) / np.float32(scale))

@@ -1,0 +1,56 @@
+"""AVERAGE_POOL_2D and MAX_POOL_2D against a hand golden, TFLite Micro and LiteRT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+from tinyswap import Interpreter
+
+from tests.op_cases import activation_quant, rng_from, window
+from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8
+
+
+def pool_model(op: str, x_shape, q, opts, out_shape) -> bytes:
+    x = Tensor("x", tuple(x_shape), np.int8, quant=q)
+    y = Tensor("y", tuple(out_shape), np.int8, quant=q)
+    return build_model(Model([Operator(op, [x], [y], opts)], [x], [y]))
+
+
+def test_average_rounds_half_away_from_zero() -> None:
+    # 2x2 VALID windows: (1 + 2 + 3 + 4) / 4 = 2.5 -> 3; (-1 - 2 - 3 - 4) / 4 = -2.5 -> -3.
+    opts = {"padding": 1, "stride_w": 2, "stride_h": 2, "filter_width": 2, "filter_height": 2}
+    model = pool_model("AVERAGE_POOL_2D", (1, 2, 4, 1), Quant(0.1, 0), opts, (1, 1, 2, 1))
+    x = np.array([[1, 2, -1, -2], [3, 4, -3, -4]], np.int8).reshape(1, 2, 4, 1)
+    np.testing.assert_array_equal(Interpreter(model_content=model).run(x)[0].reshape(-1), [3, -3])
+
+
+@st.composite
+def cases(draw, op: str):
+    rng = rng_from(draw)
+    h, w, kh, kw, sh, sw, _, _, same, oh, ow = draw(window(max_k=5, dilations=False))
+    batch, c = draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    q = draw(activation_quant())
+    opts = {"padding": 0 if same else 1, "stride_w": sw, "stride_h": sh, "filter_width": kw,
+            "filter_height": kh, "fused_activation_function": draw(st.sampled_from([0, 1, 3]))}
+    return pool_model(op, (batch, h, w, c), q, opts, (batch, oh, ow, c)), [random_int8(rng, (batch, h, w, c))]
+
+
+@pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
+@given(data=st.data())
+def test_matches_tflite_micro_and_litert(op: str, data) -> None:
+    case = data.draw(cases(op))
+    assert_matches_tflm(*case)
+    assert_matches_litert_ref(*case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
+@given(data=st.data())
+def test_full(op: str, data) -> None:
+    case = data.draw(cases(op))
+    assert_matches_tflm(*case)
+    assert_matches_litert_ref(*case)

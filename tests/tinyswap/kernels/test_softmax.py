@@ -1,0 +1,64 @@
+"""SOFTMAX int8 (gemmlowp fixed point) and float32 against TFLite Micro and LiteRT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from export.tflite_builder import Quant
+from tinyswap import Interpreter
+from tinyswap.errors import ModelError
+
+from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm
+from tests.unary_cases import unary_cases
+
+OUT_Q = Quant(1.0 / 256, -128)
+BETAS = st.sampled_from([1.0, 0.5, 2.0, 0.7])
+
+
+@st.composite
+def cases(draw, in_dtype=np.int8):
+    beta = draw(BETAS)
+    out_dtype = np.int8 if in_dtype == np.int8 else np.float32
+    return draw(unary_cases("SOFTMAX", in_dtype, out_dtype, out_quant=OUT_Q, options={"beta": beta}))
+
+
+@given(cases())
+def test_int8_matches_tflite_micro(case) -> None:
+    out = assert_matches_tflm(*case)
+    # Probabilities in 1/256 units sum to about 256 per row.
+    sums = (out[0].astype(np.int32) + 128).sum(axis=-1)
+    assert np.all(np.abs(sums - 256) <= out[0].shape[-1] + 1)
+
+
+@given(cases())
+def test_int8_litert_profile_matches_litert(case) -> None:
+    assert_matches_litert_ref(*case)
+
+
+@given(cases(np.float32))
+def test_float32_close_to_tflite_micro(case) -> None:
+    # float exp differs in the last bits between libm and NumPy: compare within 2 ulp-ish.
+    from tinyswap.oracles import run_tflm
+
+    ours = Interpreter(model_content=case[0]).run(*case[1])[0]
+    np.testing.assert_allclose(ours, run_tflm(case[0], case[1])[0], rtol=2e-6, atol=1e-7)
+
+
+def test_wrong_output_quantization_is_refused() -> None:
+    from export.tflite_builder import Model, Operator, Tensor, build_model
+
+    x = Tensor("x", (1, 4), np.int8, quant=Quant(0.1, 0))
+    y = Tensor("y", (1, 4), np.int8, quant=Quant(0.1, 0))
+    model = build_model(Model([Operator("SOFTMAX", [x], [y], {"beta": 1.0})], [x], [y]))
+    with pytest.raises(ModelError, match="1/256"):
+        Interpreter(model_content=model).allocate_tensors()
+
+
+@pytest.mark.slow
+@given(cases())
+def test_full(case) -> None:
+    assert_matches_tflm(*case)
+    assert_matches_litert_ref(*case)
