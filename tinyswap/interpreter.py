@@ -56,6 +56,7 @@ class Interpreter:
         profile: Profile | str = Profile.TFLM,
         num_threads: int | None = None,
         max_arena_bytes: int = DEFAULT_MAX_ARENA_BYTES,
+        experimental_preserve_all_tensors: bool = False,
     ) -> None:
         if (model_path is None) == (model_content is None):
             raise InterpreterError("give exactly one of model_path= or model_content=")
@@ -72,6 +73,8 @@ class Interpreter:
                 f"unknown profile {profile!r}; choose one of {[p.value for p in Profile]}"
             ) from None
         self._max_arena_bytes = max_arena_bytes
+        # As in tf.lite: keep every intermediate readable after invoke() (no arena reuse).
+        self._preserve_all = experimental_preserve_all_tensors
         self._model: ModelDef = read_model(model_content)  # type: ignore[arg-type]
         graph = self._model.main
         self._graph = graph
@@ -172,6 +175,8 @@ class Interpreter:
             if t.is_variable:
                 raise UnsupportedOpError(f"tensor {t.index} ({t.name!r}) is a variable tensor")
 
+        if self._preserve_all:
+            last_use = {t: n_ops for t in last_use}
         requests = [
             BufferRequest(t, self._nbytes(t), produced[t], last_use[t])
             for t in produced

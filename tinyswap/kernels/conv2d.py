@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
 from tinyswap.kernels.conv_common import compute_window, patches
 from tinyswap.kernels.quantized import (
     activation_range,
@@ -72,7 +72,9 @@ class Conv2D(Kernel):
         multipliers, shifts = channel_multipliers(x_scale, f.quantization.scale, y_scale, out_c, ctx.profile)
         params.update(
             float=False, x_zp=x_zp, y_zp=y_zp, multipliers=multipliers, shifts=shifts,
-            single_rounding=ctx.profile == Profile.LITERT,
+            # Measured: LiteRT's BUILTIN_REF CONV_2D rounds twice, like TFLM (its FULLY_CONNECTED
+            # is the one that rounds once).
+            single_rounding=False,
             range=activation_range(activation, y_scale, y_zp, y.type),
         )
         return Prepared([out_shape], params)

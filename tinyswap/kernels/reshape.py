@@ -34,10 +34,12 @@ class Reshape(Kernel):
                 raise ctx.error(f"cannot reshape {x.shape} into {target}")
             target[target.index(-1)] = x.size // known
         size = int(np.prod(target, dtype=np.int64))
-        if size != x.size and size > 0 and x.size % size == 0 and target and target[0] == 1:
-            # The converter bakes batch 1 into constant shapes ([1, 2] in person_detect). When
-            # the caller resized the batch, the leading dimension follows it.
-            target[0] = x.size // size
+        batch = x.shape[0] if x.shape else 1
+        if size != x.size and batch > 1 and x.size == batch * size:
+            # The converter bakes batch 1 into constant shapes: [1, 2] in person_detect, or a
+            # dropped batch ([1, 16] -> [16]) before a broadcast ADD. When the caller resized
+            # the batch, exactly one row's worth of target means the batch follows in front.
+            target = [batch * target[0], *target[1:]] if target and target[0] == 1 else [batch, *target]
             size = x.size
         if size != x.size:
             raise ctx.error(f"cannot reshape {x.shape} ({x.size} elements) into {tuple(target)}")
