@@ -73,6 +73,11 @@ class Interpreter:
                 f"unknown profile {profile!r}; choose one of {[p.value for p in Profile]}"
             ) from None
         self._max_arena_bytes = max_arena_bytes
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise InterpreterError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+        # As in tf.lite, num_threads is a budget for intra-op parallelism; None means one
+        # thread, so results and timings are reproducible unless a caller asks for more.
+        self._num_threads = num_threads or 1
         # As in tf.lite: keep every intermediate readable after invoke() (no arena reuse).
         self._preserve_all = experimental_preserve_all_tensors
         self._model: ModelDef = read_model(model_content)  # type: ignore[arg-type]
@@ -158,6 +163,7 @@ class Interpreter:
                 inputs=[None if t < 0 else self._spec(t) for t in op.inputs],
                 outputs=[self._spec(t) for t in op.outputs],
                 profile=self._profile,
+                num_threads=self._num_threads,
             )
             prepared = kernel.run_prepare(ctx)
             if len(prepared.output_shapes) != len(op.outputs):

@@ -106,3 +106,13 @@ def test_unsupported_operator_is_refused_at_allocate_with_its_name() -> None:
     interp = Interpreter(model_content=data)
     with pytest.raises(UnsupportedOpError, match="SQUARED_DIFFERENCE"):
         interp.allocate_tensors()
+
+
+def test_thread_count_never_changes_a_bit() -> None:
+    raw = (SHARED_MODELS / "person_detect.tflite").read_bytes()
+    x = np.random.default_rng(5).integers(-128, 128, size=(6, 96, 96, 1), dtype=np.int8)
+    one = Interpreter(model_content=raw, num_threads=1).run(x)[0]
+    two = Interpreter(model_content=raw, num_threads=2).run(x)[0]
+    np.testing.assert_array_equal(one, two)
+    with pytest.raises(InterpreterError, match="num_threads"):
+        Interpreter(model_content=raw, num_threads=0)

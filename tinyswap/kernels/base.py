@@ -71,6 +71,7 @@ class PrepareContext:
     inputs: list[TensorSpec | None]
     outputs: list[TensorSpec]
     profile: Profile
+    num_threads: int = 1  # intra-op threads a kernel may use (batch slices)
 
     @property
     def where(self) -> str:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
-from tinyswap.kernels.conv_common import compute_window, patches
+from tinyswap.kernels.conv_common import compute_window, pad_spatial, patches
 from tinyswap.kernels.quantized import (
     activation_range,
     channel_multipliers,
     exact_float_dtype,
     float_activation_range,
-    requantize,
+    add_bias_exactly,
+    requantize_int8,
+    requantize_int8_fast,
 )
+from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
 from tinyswap.schema import TensorType
 
@@ -55,7 +58,7 @@ class Conv2D(Kernel):
         out_shape = (batch, win.out_h, win.out_w, out_c)
         activation = ctx.option("fused_activation_function")
         pointwise = (kh, kw, win.stride_h, win.stride_w) == (1, 1, 1, 1)
-        params: dict = {"window": win, "out_c": out_c, "pointwise": pointwise}
+        params: dict = {"window": win, "out_c": out_c, "pointwise": pointwise, "threads": ctx.num_threads}
         if x.type == TensorType.FLOAT32:
             for spec in (f, y) + ((bias,) if bias is not None else ()):
                 ctx.require_types(spec, TensorType.FLOAT32)
@@ -81,29 +84,36 @@ class Conv2D(Kernel):
 
     def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
-        x, f = inputs[0], inputs[1]
+        x = inputs[0]
+        win = p["window"]
+        out = map_batches(lambda rows: self._rows(p, x[rows], inputs), x.shape[0], p["threads"],
+                          values_per_row=win.out_h * win.out_w * p["out_c"])
+        return [out.reshape(prepared.output_shapes[0])]
+
+    @staticmethod
+    def _rows(p: dict, x: np.ndarray, inputs: list[np.ndarray | None]) -> np.ndarray:
+        f = inputs[1]
         bias = inputs[2] if len(inputs) > 2 else None
         win = p["window"]
         out_c = p["out_c"]
         k = win.filter_h * win.filter_w * x.shape[3]
         dtype = np.dtype(np.float64) if p["float"] else exact_float_dtype(k)
-        # Subtracting the zero point before padding makes the padding contribute exactly 0,
+        # Subtracting the zero point while padding makes the padding contribute exactly 0,
         # as the reference kernel's skipped out-of-image taps do.
-        shifted = x.astype(dtype) if p["float"] else x.astype(dtype) - dtype.type(p["x_zp"])
+        shifted = pad_spatial(x, win, 0, dtype, 0 if p["float"] else p["x_zp"])
         if p["pointwise"]:
             cols = shifted.reshape(-1, k)  # a 1x1 stride-1 convolution needs no im2col copy
         else:
-            cols = patches(shifted, win).reshape(-1, k)
-        acc = cols @ f.reshape(out_c, k).astype(dtype).T
-        out_shape = prepared.output_shapes[0]
+            cols = patches(shifted, win, padded=True).reshape(-1, k)
+        acc = f.reshape(out_c, k).astype(dtype) @ cols.T  # [out_c, pixels]: channel-major
+        out_shape = (x.shape[0], win.out_h, win.out_w, out_c)
+        lo, hi = p["range"]
         if p["float"]:
             if bias is not None:
-                acc = acc + bias.astype(np.float64)
-            lo, hi = p["range"]
-            return [np.clip(acc.astype(np.float32), lo, hi).reshape(out_shape)]
-        acc = acc.astype(np.int64)
-        if bias is not None:
-            acc += bias.astype(np.int64)
-        out = requantize(acc, p["multipliers"], p["shifts"], p["single_rounding"]) + p["y_zp"]
-        lo, hi = p["range"]
-        return [np.clip(out, lo, hi).astype(np.int8).reshape(out_shape)]
+                acc = acc + bias.astype(np.float64)[:, None]
+            return np.clip(acc.T.astype(np.float32), lo, hi).reshape(out_shape)
+        acc = add_bias_exactly(acc, bias, k)
+        out = None if p["single_rounding"] else requantize_int8_fast(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi)
+        if out is None:
+            out = requantize_int8(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi, p["single_rounding"])
+        return out.T.reshape(out_shape)

@@ -64,11 +64,23 @@ def compute_window(ctx: PrepareContext, in_h: int, in_w: int, filter_h: int, fil
     return Window(filter_h, filter_w, sh, sw, dh, dw, out_h, out_w, pt, pb, pl, pr)
 
 
-def patches(x: np.ndarray, w: Window, pad_value: float | int = 0) -> np.ndarray:
-    """[batch, out_h, out_w, filter_h, filter_w, channels] view of NHWC `x` (padded copy)."""
-    if w.pad_top or w.pad_bottom or w.pad_left or w.pad_right:
-        x = np.pad(x, ((0, 0), (w.pad_top, w.pad_bottom), (w.pad_left, w.pad_right), (0, 0)),
-                   constant_values=pad_value)
+def pad_spatial(x: np.ndarray, w: Window, pad_value: float | int = 0, dtype: np.dtype | None = None,
+                 offset: float | int = 0) -> np.ndarray:
+    """NHWC `x - offset` as `dtype`, padded for the window: one pass into a filled buffer
+    (np.pad and a separate subtraction would each make another full copy)."""
+    dtype = np.dtype(dtype or x.dtype)
+    b, h, wd, c = x.shape
+    out = np.full((b, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c), pad_value, dtype=dtype)
+    np.subtract(x, dtype.type(offset), out=out[:, w.pad_top : w.pad_top + h, w.pad_left : w.pad_left + wd, :],
+                casting="unsafe")
+    return out
+
+
+def patches(x: np.ndarray, w: Window, pad_value: float | int = 0, padded: bool = False) -> np.ndarray:
+    """[batch, out_h, out_w, filter_h, filter_w, channels] view of NHWC `x` (padded copy),
+    or of an `x` that `pad_spatial` already padded."""
+    if not padded and (w.pad_top or w.pad_bottom or w.pad_left or w.pad_right):
+        x = pad_spatial(x, w, pad_value)
     eff_h = (w.filter_h - 1) * w.dilation_h + 1
     eff_w = (w.filter_w - 1) * w.dilation_w + 1
     win = np.lib.stride_tricks.sliding_window_view(x, (eff_h, eff_w), axis=(1, 2))

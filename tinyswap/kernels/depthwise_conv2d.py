@@ -12,14 +12,17 @@ import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
 from tinyswap.kernels.conv2d import check_filter_quantization
-from tinyswap.kernels.conv_common import compute_window, patches
+from tinyswap.kernels.conv_common import compute_window, pad_spatial, patches
 from tinyswap.kernels.quantized import (
     activation_range,
     channel_multipliers,
     exact_float_dtype,
     float_activation_range,
-    requantize,
+    add_bias_exactly,
+    requantize_int8,
+    requantize_int8_fast,
 )
+from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
 from tinyswap.schema import TensorType
 
@@ -47,7 +50,7 @@ class DepthwiseConv2D(Kernel):
         win = compute_window(ctx, in_h, in_w, kh, kw)
         out_shape = (batch, win.out_h, win.out_w, out_c)
         activation = ctx.option("fused_activation_function")
-        params: dict = {"window": win, "in_c": in_c, "multiplier": multiplier}
+        params: dict = {"window": win, "in_c": in_c, "multiplier": multiplier, "threads": ctx.num_threads}
         if x.type == TensorType.FLOAT32:
             for spec in (f, y) + ((bias,) if bias is not None else ()):
                 ctx.require_types(spec, TensorType.FLOAT32)
@@ -72,35 +75,61 @@ class DepthwiseConv2D(Kernel):
 
     def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
-        x, f = inputs[0], inputs[1]
+        x = inputs[0]
+        win = p["window"]
+        out = map_batches(lambda rows: self._rows(p, x[rows], inputs), x.shape[0], p["threads"],
+                          values_per_row=win.out_h * win.out_w * p["in_c"] * p["multiplier"])
+        return [out.reshape(prepared.output_shapes[0])]
+
+    @staticmethod
+    def _rows(p: dict, x: np.ndarray, inputs: list[np.ndarray | None]) -> np.ndarray:
+        f = inputs[1]
         bias = inputs[2] if len(inputs) > 2 else None
         win, in_c, m = p["window"], p["in_c"], p["multiplier"]
         taps = win.filter_h * win.filter_w
         dtype = np.dtype(np.float64) if p["float"] else exact_float_dtype(taps)
-        shifted = x.astype(dtype) if p["float"] else x.astype(dtype) - dtype.type(p["x_zp"])
-        win_view = patches(shifted, win)  # [b, oh, ow, kh, kw, in_c], a view of the padded input
-        weights = f.reshape(taps, in_c, m).astype(dtype)
+        # Subtracting the zero point while padding makes the padding contribute exactly 0,
+        # as the reference kernel's skipped out-of-image taps do.
+        shifted = pad_spatial(x, win, 0, dtype, 0 if p["float"] else p["x_zp"])
+        b = x.shape[0]
+        n = b * win.out_h * win.out_w
         if in_c == 1:
             # One input channel: an ordinary convolution, best done as one im2col product.
-            acc = win_view.reshape(-1, taps) @ weights[:, 0, :]
+            cols = patches(shifted, win, padded=True).reshape(n, taps)
+            acc = f.reshape(taps, m).astype(dtype).T @ cols.T  # [m, pixels]
         else:
-            # One multiply-add per filter tap over the whole output; sums are exact in `dtype`.
-            acc = np.zeros((*win_view.shape[:3], in_c, m), dtype=dtype)
+            # One multiply into a reused buffer and one add per filter tap, NHWC so that the
+            # channel axis is the contiguous inner loop. Integer models multiply in int16 (every
+            # product |x - zp| * |w| <= 255 * 128 fits) and sum in int32: half the bytes of
+            # float32 per product, measured 40% faster.
+            if not p["float"]:
+                shifted = pad_spatial(x, win, 0, np.dtype(np.int16), p["x_zp"])
+            win_view = patches(shifted, win, padded=True)  # [b, oh, ow, kh, kw, in_c], a view
+            weights = f.reshape(taps, in_c, m).astype(shifted.dtype)
+            if m == 1:  # drop the size-1 axis: NumPy would make it the innermost loop
+                weights = weights[:, :, 0]
+            shape = (b, win.out_h, win.out_w, in_c) + ((m,) if m > 1 else ())
+            acc = np.zeros(shape, dtype=np.float64 if p["float"] else np.int32)
+            product = np.empty(shape, dtype=shifted.dtype)
             t = 0
             for i in range(win.filter_h):
                 for j in range(win.filter_w):
-                    acc += win_view[:, :, :, i, j, :, None] * weights[t]
+                    tap = win_view[:, :, :, i, j, :]
+                    np.multiply(tap[..., None] if m > 1 else tap, weights[t], out=product)
+                    acc += product
                     t += 1
-        acc = acc.reshape(-1, in_c * m)
-        out_shape = prepared.output_shapes[0]
+            # Channel-major, C order (the requantizer indexes it flat), output channel c * m + k
+            # as TFLite orders them; one pass transposes and converts (exact: |sum| < 2**24
+            # when dtype is float32).
+            acc = acc.reshape(n, in_c * m).T.astype(np.float64 if p["float"] else dtype, order="C")
+        out_shape = (b, win.out_h, win.out_w, in_c * m)
+        lo, hi = p["range"]
         if p["float"]:
             if bias is not None:
-                acc = acc + bias.astype(np.float64)
-            lo, hi = p["range"]
-            return [np.clip(acc.astype(np.float32), lo, hi).reshape(out_shape)]
-        acc = acc.astype(np.int64)
-        if bias is not None:
-            acc += bias.astype(np.int64)
-        out = requantize(acc, p["multipliers"], p["shifts"], p["single_rounding"]) + p["y_zp"]
-        lo, hi = p["range"]
-        return [np.clip(out, lo, hi).astype(np.int8).reshape(out_shape)]
+                acc = acc + bias.astype(np.float64)[:, None]
+            return np.clip(acc.T.astype(np.float32), lo, hi).reshape(out_shape)
+        acc = add_bias_exactly(acc, bias, taps)
+        out = None if p["single_rounding"] else requantize_int8_fast(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi)
+        if out is None:
+            out = requantize_int8(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi, p["single_rounding"])
+        return out.T.reshape(out_shape)

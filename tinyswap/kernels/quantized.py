@@ -118,6 +118,123 @@ def requantize(acc: np.ndarray, multiplier, shift, single_rounding: bool) -> np.
     return multiply_by_quantized_multiplier(acc, multiplier, shift)
 
 
+# zero_point * 2**k stays far from int64 overflow next to a product of two int32 values only
+# while k is at most 50; larger shifts (multipliers below 2**-19) add the zero point after.
+_MAX_FOLDED_SHIFT = 50
+
+
+def requantize_int8(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int,
+                    lo: int, hi: int, single_rounding: bool) -> np.ndarray:
+    """clamp(MBQM(acc, M, shift) + zero_point, lo, hi) as int8.
+
+    `acc` holds integers: an int64 array (updated in place), or a float array whose values are
+    exact integers (a BLAS accumulator), converted here after the sign test. It is channel-major, [channels, n]; `multiplier` and `shift` have one value per channel
+    (or one for all). Channel-major matters: a per-channel operand then is a constant along
+    each contiguous row, which NumPy vectorises about 4x better than a short last axis.
+
+    Double rounding, as `fixedpoint.multiply_by_quantized_multiplier`, in fewer passes:
+    with P = acc * M * 2**left and r the right shift,
+        result = floor((floor((P + 2**30 + h * 2**31 + zp * 2**(31 + r)) / 2**31) - n) / 2**r)
+    where h = 2**(r-1) and n = 1 when the high product is negative and r > 0 (RDBPOT's
+    away-from-zero rounding), using floor(floor(X / a) / b) = floor(X / (a * b)). Because
+    M >= 2**30, the high product is negative exactly when acc <= -1 (acc <= -2 when
+    M == 2**30 and left == 0), so n comes from acc before the multiply. The tests check this
+    against the two-step form, the single-rounding branch likewise.
+    """
+    multiplier = _per_row(multiplier)
+    shift = _per_row(shift)
+    if single_rounding:
+        if acc.dtype != np.int64:
+            acc = acc.astype(np.int64)
+        total = 31 - shift
+        fold = int(np.max(total)) <= _MAX_FOLDED_SHIFT
+        acc *= multiplier
+        acc += (np.int64(1) << (total - 1)) + ((np.int64(zero_point) << total) if fold else 0)
+        acc >>= total
+    else:
+        left = np.maximum(shift, 0)
+        right = np.maximum(-shift, 0)
+        fold = int(np.max(31 + right)) <= _MAX_FOLDED_SHIFT
+        scaled = multiplier << left
+        # The most negative acc whose high product is still >= 0; none when r == 0 (no
+        # rounding correction) or M == 0 (a flushed multiplier gives 0).
+        threshold = np.where(right == 0, np.int64(-(2**62)), np.where(scaled == (1 << 30), -2, -1))
+        threshold = np.where(scaled == 0, np.int64(-(2**62)), threshold)
+        negative = acc < threshold
+        if acc.dtype != np.int64:
+            acc = acc.astype(np.int64)
+        acc *= scaled
+        acc += (np.int64(1) << 30) + (((np.int64(1) << right) >> 1) << 31) + (
+            (np.int64(zero_point) << (31 + right)) if fold else 0)
+        acc >>= 31
+        acc -= negative
+        acc >>= right
+    if not fold:
+        acc += zero_point
+    np.clip(acc, lo, hi, out=acc)
+    return acc.astype(np.int8)
+
+
+# The float path below is used only when every channel shifts right by at least this much:
+# then fewer than ~3% of values sit close enough to a rounding boundary to need the exact path.
+MIN_FAST_RIGHT_SHIFT = 4
+# Outputs beyond this magnitude saturate whatever the rounding (|zero point| <= 128).
+_SATURATED = 400.0
+# Bound on |float32 result - exact real| for |z| <= _SATURATED: two float32 roundings of at
+# most 2**-24 relative each (multiplier and product), 400 * 2**-23 < 5e-5, plus the zero
+# point addition (ulp of 528 is 2**-14, half of it 3.1e-5); 2**-12 leaves room to spare.
+_FLOAT_ERROR = 2.0**-12
+
+
+def requantize_int8_fast(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int,
+                         lo: int, hi: int) -> np.ndarray | None:
+    """Double-rounding requantization of a float32 accumulator of exact integers, computed in
+    float32 and corrected exactly where it could be wrong; None when not applicable.
+
+    With z = acc * M * 2**(left - 31 - r), TFLite's two roundings give round-half-away of
+    v / 2**r where v = floor(z * 2**r + 1/2), so |v / 2**r - z| <= 2**-(r+1): the result is
+    plain round(z) unless z lies within 2**-(r+1) of a half-integer. The float32 estimate y
+    is within _FLOAT_ERROR of z (where the output is not saturated), so every value whose
+    y is within 2**-(r+1) + _FLOAT_ERROR of a half-integer is recomputed with the exact
+    integer arithmetic; the rest are round(y). `requantize_int8` is the exact reference;
+    the tests compare the two on random and on adversarial tie-straddling accumulators.
+    """
+    multiplier = np.asarray(multiplier, dtype=np.int64).reshape(-1)
+    shift = np.asarray(shift, dtype=np.int64).reshape(-1)
+    right = np.maximum(-shift, 0)
+    if acc.dtype != np.float32 or acc.ndim != 2 or int(right.min()) < MIN_FAST_RIGHT_SHIFT or not np.all(multiplier):
+        return None
+    acc = np.ascontiguousarray(acc)  # flat indices below address C order
+    scale = (multiplier.astype(np.float64) * np.exp2((shift - 31).astype(np.float64))).astype(np.float32)
+    y = acc * scale.reshape(-1, 1) if scale.size > 1 else acc * scale[0]
+    y += np.float32(zero_point)
+    q = np.rint(y)
+    y -= q  # now the distance to the nearest integer, in [-0.5, 0.5]
+    np.abs(y, out=y)
+    margin = (0.5 - np.exp2(-(right + 1).astype(np.float64)) - _FLOAT_ERROR).astype(np.float32)
+    near = y >= (margin.reshape(-1, 1) if margin.size > 1 else margin[0])
+    np.clip(q, lo, hi, out=q)
+    out = q.astype(np.int8)
+    flat = np.flatnonzero(near)  # flat indices: far cheaper than a 2-D np.nonzero
+    if flat.size:
+        exact_acc = acc.reshape(-1)[flat].astype(np.int64)
+        rows = flat // acc.shape[1]
+        m = multiplier[rows] if multiplier.size > 1 else multiplier[0]
+        s = shift[rows] if shift.size > 1 else shift[0]
+        from tinyswap.fixedpoint import multiply_by_quantized_multiplier
+
+        out.reshape(-1)[flat] = np.clip(multiply_by_quantized_multiplier(exact_acc, m, s) + zero_point, lo, hi)
+    return out
+
+
+def _per_row(values: np.ndarray | int) -> np.ndarray | np.int64:
+    """A scalar when every channel shares the value (the fast case), else a [C, 1] column."""
+    values = np.asarray(values, dtype=np.int64).reshape(-1)
+    if values.size == 1 or np.all(values == values[0]):
+        return np.int64(values[0])
+    return values[:, None]
+
+
 def clamp_cast(values: np.ndarray, lo: int, hi: int, dtype: np.dtype) -> np.ndarray:
     return np.clip(values, lo, hi).astype(dtype)
 
@@ -133,6 +250,21 @@ def exact_float_dtype(terms: int) -> np.dtype:
     (and twice as fast in BLAS); longer sums use float64 (exact up to 2**53).
     """
     return np.dtype(np.float32) if terms * _MAX_INT8_PRODUCT < 2**24 else np.dtype(np.float64)
+
+
+def add_bias_exactly(acc: np.ndarray, bias: np.ndarray | None, terms: int) -> np.ndarray:
+    """acc + bias (per channel, channel-major acc), staying in acc's float type when the sum
+    is still an exact integer there, else in int64."""
+    if bias is None:
+        return acc
+    column = bias.reshape(-1, 1)
+    limit = 2**24 if acc.dtype == np.float32 else 2**53
+    if acc.dtype.kind == "f" and terms * _MAX_INT8_PRODUCT + int(np.abs(bias.astype(np.int64)).max(initial=0)) < limit:
+        acc += column.astype(acc.dtype)
+        return acc
+    acc = acc.astype(np.int64)
+    acc += column.astype(np.int64)
+    return acc
 
 
 def exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

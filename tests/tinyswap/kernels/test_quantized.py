@@ -1,0 +1,94 @@
+"""The fused int8 requantization equals the two-step TFLite arithmetic it replaces."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinyswap.fixedpoint import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
+from tinyswap.kernels.quantized import activation_range, requantize_int8
+from tinyswap.schema import Activation, TensorType
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 8), st.booleans(), st.integers(-128, 127), st.booleans(),
+       st.integers(-31, 0), st.booleans())
+def test_requantize_int8_matches_two_step(seed, channels, per_channel, zp, relu, max_shift, single) -> None:
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-(2**24), 2**24, size=(channels, 50)).astype(np.int64)  # channel-major
+    acc[0, 0] = 0
+    n = channels if per_channel else 1
+    m = rng.integers(2**30, 2**31, size=n).astype(np.int64)
+    s = rng.integers(max(-31, max_shift - 12), max_shift + 1, size=n).astype(np.int64)  # TFLite: shift >= -31
+    lo, hi = (max(-128, zp), 127) if relu else (-128, 127)
+    step = multiply_by_quantized_multiplier_single_rounding if single else multiply_by_quantized_multiplier
+    expected = np.clip(step(acc, m[:, None], s[:, None]) + zp, lo, hi).astype(np.int8)
+    got = requantize_int8(acc.copy(), m, s, zp, lo, hi, single)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_activation_range_relu6_hand_golden() -> None:
+    # scale 0.05, zp -10: 0 -> -10; 6 / 0.05 = 120 -> 110.
+    assert activation_range(Activation.RELU6, 0.05, -10, TensorType.INT8) == (-10, 110)
+
+
+def test_requantize_int8_edge_multipliers_and_left_shifts() -> None:
+    # M == 2**30 (the smallest normalised multiplier: acc = -1 has a non-negative high
+    # product), M == 0 (flushed), left shifts, and accumulators at every small value.
+    acc = np.arange(-70000, 70001, 7, dtype=np.int64)[None, :].repeat(5, axis=0)
+    m = np.array([2**30, 0, 2**30 + 1, 2**31 - 1, 1518500250], np.int64)
+    for s in ([-1, -1, -1, -1, -1], [0, -3, -5, -9, -31], [2, 0, 1, -2, 3]):
+        shifts = np.array(s, np.int64)
+        for zp, single in ((0, False), (-17, False), (5, True)):
+            step = multiply_by_quantized_multiplier_single_rounding if single else multiply_by_quantized_multiplier
+            if single and np.any(m == 0):
+                continue
+            expected = np.clip(step(acc, m[:, None], shifts[:, None]) + zp, -128, 127).astype(np.int8)
+            np.testing.assert_array_equal(requantize_int8(acc.copy(), m, shifts, zp, -128, 127, single), expected)
+
+
+from tinyswap.kernels.quantized import requantize_int8_fast  # noqa: E402
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 8), st.booleans(), st.integers(-128, 127), st.booleans(),
+       st.integers(-14, -4), st.booleans())
+def test_fast_float_requantization_is_exact(seed, channels, per_channel, zp, relu, max_shift, adversarial) -> None:
+    rng = np.random.default_rng(seed)
+    n = channels if per_channel else 1
+    m = rng.integers(2**30, 2**31, size=n).astype(np.int64)
+    s = rng.integers(max(-31, max_shift - 6), max_shift + 1, size=n).astype(np.int64)
+    if adversarial:
+        # Accumulators whose exact real result is within a hair of a half-integer: solve
+        # acc = (k + 1/2) / (M * 2**(s - 31)) and take the integers around it.
+        scale = (m * np.exp2(s.astype(float) - 31)).reshape(-1, 1) * np.ones((channels, 1)) if n == 1 else (
+            m * np.exp2(s.astype(float) - 31)).reshape(-1, 1)
+        k = rng.integers(-300, 300, size=(channels, 40)) + 0.5
+        centre = np.round(k / scale)
+        acc = (centre + rng.integers(-2, 3, size=centre.shape)).astype(np.float64)
+    else:
+        acc = rng.integers(-(2**23), 2**23, size=(channels, 60)).astype(np.float64)
+    acc = np.clip(acc, -(2**24) + 1, 2**24 - 1).astype(np.float32)
+    lo, hi = (max(-128, zp), 127) if relu else (-128, 127)
+    exact = requantize_int8(acc.astype(np.int64), m, s, zp, lo, hi, False)
+    fast = requantize_int8_fast(acc, m, s, zp, lo, hi)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, exact)
+
+
+def test_fast_requantization_declines_small_shifts() -> None:
+    acc = np.zeros((2, 3), np.float32)
+    assert requantize_int8_fast(acc, np.array([2**30, 2**30]), np.array([-3, -9]), 0, -128, 127) is None
+
+
+def test_fast_requantization_of_a_transposed_accumulator() -> None:
+    # Regression: an F-ordered (transposed) accumulator once had its exact fix-ups written
+    # into a temporary copy. Adversarial near-tie values force fix-ups.
+    rng = np.random.default_rng(3)
+    m, s = np.array([1518500250, 2**30 + 12345], np.int64), np.array([-7, -9], np.int64)
+    scale = (m * np.exp2(s.astype(float) - 31)).reshape(-1, 1)
+    acc = np.round((rng.integers(-200, 200, size=(2, 300)) + 0.5) / scale) + rng.integers(-1, 2, size=(2, 300))
+    acc_t = np.ascontiguousarray(acc.T).astype(np.float32).T  # F-ordered [2, 300]
+    exact = requantize_int8(acc_t.astype(np.int64), m, s, 4, -128, 127, False)
+    np.testing.assert_array_equal(requantize_int8_fast(acc_t, m, s, 4, -128, 127), exact)
