@@ -109,15 +109,15 @@ class DepthwiseConv2D(Kernel):
             if m == 1:  # drop the size-1 axis: NumPy would make it the innermost loop
                 weights = weights[:, :, 0]
             shape = (b, win.out_h, win.out_w, in_c) + ((m,) if m > 1 else ())
-            acc = np.zeros(shape, dtype=np.float64 if p["float"] else np.int32)
+            acc = np.empty(shape, dtype=np.float64 if p["float"] else np.int32)
             product = np.empty(shape, dtype=shifted.dtype)
-            t = 0
-            for i in range(win.filter_h):
-                for j in range(win.filter_w):
-                    tap = win_view[:, :, :, i, j, :]
-                    np.multiply(tap[..., None] if m > 1 else tap, weights[t], out=product)
+            for t in range(taps):
+                tap = win_view[:, :, :, t // win.filter_w, t % win.filter_w, :]
+                np.multiply(tap[..., None] if m > 1 else tap, weights[t], out=product)
+                if t == 0:
+                    acc[...] = product  # the first tap initialises the sum: no zero fill
+                else:
                     acc += product
-                    t += 1
             # Channel-major, C order (the requantizer indexes it flat), output channel c * m + k
             # as TFLite orders them; one pass transposes and converts (exact: |sum| < 2**24
             # when dtype is float32).
