@@ -10,6 +10,7 @@ invokes, which is what a host-side user of it would do).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -134,12 +135,22 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_interpreter_benchmark(models_dir: Path, out_dir: Path, repeats: int) -> str:
     if not models_dir.is_dir():
         raise TinySwapError(f"model directory {models_dir} does not exist")
     rows = benchmark(models_dir, repeats=repeats)
     table = markdown_table(rows)
-    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}, NumPy {np.__version__}"
+    machine = f"{_cpu_name()} ({os.cpu_count()} logical CPUs), Python {platform.python_version()}, NumPy {np.__version__}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench_interpreter.json").write_text(
         json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": machine, "rows": [asdict(r) for r in rows]}, indent=2)
