@@ -156,9 +156,10 @@ def requantize_int8(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, 
         right = np.maximum(-shift, 0)
         fold = int(np.max(31 + right)) <= _MAX_FOLDED_SHIFT
         scaled = multiplier << left
-        # The most negative acc whose high product is still >= 0; none when r == 0 (no
-        # rounding correction) or M == 0 (a flushed multiplier gives 0).
-        threshold = np.where(right == 0, np.int64(-(2**62)), np.where(scaled == (1 << 30), -2, -1))
+        # negative = acc < threshold: acc <= -1 in general, acc <= -2 when the scaled multiplier
+        # is exactly 2**30 (acc = -1 then gives a high product of exactly 0); never when r == 0
+        # (no rounding correction) or M == 0 (a flushed multiplier gives 0).
+        threshold = np.where(right == 0, np.int64(-(2**62)), np.where(scaled == (1 << 30), -1, 0))
         threshold = np.where(scaled == 0, np.int64(-(2**62)), threshold)
         negative = acc < threshold
         if acc.dtype != np.int64:

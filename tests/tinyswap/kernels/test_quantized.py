@@ -17,7 +17,7 @@ from tinyswap.schema import Activation, TensorType
 def test_requantize_int8_matches_two_step(seed, channels, per_channel, zp, relu, max_shift, single) -> None:
     rng = np.random.default_rng(seed)
     acc = rng.integers(-(2**24), 2**24, size=(channels, 50)).astype(np.int64)  # channel-major
-    acc[0, 0] = 0
+    acc[:, :11] = np.arange(-5, 6)  # small accumulators: where rounding corrections start
     n = channels if per_channel else 1
     m = rng.integers(2**30, 2**31, size=n).astype(np.int64)
     s = rng.integers(max(-31, max_shift - 12), max_shift + 1, size=n).astype(np.int64)  # TFLite: shift >= -31
@@ -36,7 +36,7 @@ def test_activation_range_relu6_hand_golden() -> None:
 def test_requantize_int8_edge_multipliers_and_left_shifts() -> None:
     # M == 2**30 (the smallest normalised multiplier: acc = -1 has a non-negative high
     # product), M == 0 (flushed), left shifts, and accumulators at every small value.
-    acc = np.arange(-70000, 70001, 7, dtype=np.int64)[None, :].repeat(5, axis=0)
+    acc = np.concatenate([np.arange(-300, 301), np.arange(-70000, 70001, 7)]).astype(np.int64)[None, :].repeat(5, axis=0)
     m = np.array([2**30, 0, 2**30 + 1, 2**31 - 1, 1518500250], np.int64)
     for s in ([-1, -1, -1, -1, -1], [0, -3, -5, -9, -31], [2, 0, 1, -2, 3]):
         shifts = np.array(s, np.int64)
