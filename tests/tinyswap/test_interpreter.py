@@ -88,7 +88,6 @@ def test_usage_errors_are_typed() -> None:
 
 def test_unsupported_operator_is_refused_at_allocate_with_its_name() -> None:
     data = bytearray(HELLO.read_bytes())
-    model = read_model(bytes(data))
     # Re-point the FULLY_CONNECTED operator code at SQUARED_DIFFERENCE (99) in place: find the
     # OperatorCode table's builtin_code field (int32 9) via the parsed code's position.
     import struct

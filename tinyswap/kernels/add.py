@@ -53,13 +53,16 @@ def additive_eval(p: dict, a: np.ndarray, b: np.ndarray, sign: int) -> np.ndarra
 @register
 class Add(Kernel):
     op_name = "ADD"
+    sign = +1
+    # TFLM's add_common.cc computes the real multipliers in double; sub_common.cc in float32.
+    single_precision_multipliers = False
 
     def prepare(self, ctx: PrepareContext) -> Prepared:
         a, b, y, shape, is_float = prepare_binary(ctx)
         if is_float:
             return Prepared([shape], float_binary_params(ctx))
         (s1, zp1), (s2, zp2), (so, zpo) = ctx.per_tensor(a), ctx.per_tensor(b), ctx.per_tensor(y)
-        params = additive_params(ctx, s1, s2, so, single_precision=False)
+        params = additive_params(ctx, s1, s2, so, single_precision=self.single_precision_multipliers)
         params.update(float=False, zp1=zp1, zp2=zp2, zp_out=zpo,
                       range=activation_range(ctx.option("fused_activation_function"), so, zpo, y.type))
         return Prepared([shape], params)
@@ -68,5 +71,6 @@ class Add(Kernel):
         p = prepared.params
         if p["float"]:
             lo, hi = p["range"]
-            return [np.clip(inputs[0] + inputs[1], lo, hi).astype(np.float32)]
-        return [additive_eval(p, inputs[0], inputs[1], +1)]
+            result = inputs[0] + inputs[1] if self.sign > 0 else inputs[0] - inputs[1]
+            return [np.clip(result, lo, hi).astype(np.float32)]
+        return [additive_eval(p, inputs[0], inputs[1], self.sign)]

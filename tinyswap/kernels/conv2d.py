@@ -10,32 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
-from tinyswap.kernels.conv_common import compute_window, pad_spatial, patches
-from tinyswap.kernels.quantized import (
-    activation_range,
-    channel_multipliers,
-    exact_float_dtype,
-    float_activation_range,
-    add_bias_exactly,
-    requantize_int8,
-    requantize_int8_fast,
-)
+from tinyswap.kernels.conv_common import compute_window, finish_output, output_stage_params, pad_spatial, patches
+from tinyswap.kernels.quantized import exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
-from tinyswap.schema import TensorType
-
-
-def check_filter_quantization(ctx: PrepareContext, spec, channels: int, axis: int) -> None:
-    q = spec.quantization
-    if q is None:
-        raise ctx.error(f"int8 filter {spec.name!r} has no quantization parameters")
-    if np.any(q.zero_point != 0):
-        raise ctx.error(f"int8 filter {spec.name!r} must be symmetric (zero point 0)")
-    if q.per_channel and (q.quantized_dimension != axis or q.scale.size != channels):
-        raise ctx.error(
-            f"filter {spec.name!r}: {q.scale.size} scales on axis {q.quantized_dimension}, "
-            f"expected {channels} on axis {axis}"
-        )
 
 
 @register
@@ -56,30 +34,9 @@ class Conv2D(Kernel):
             raise ctx.error(f"bias has {bias.size} elements, expected {out_c}")
         win = compute_window(ctx, in_h, in_w, kh, kw)
         out_shape = (batch, win.out_h, win.out_w, out_c)
-        activation = ctx.option("fused_activation_function")
         pointwise = (kh, kw, win.stride_h, win.stride_w) == (1, 1, 1, 1)
-        params: dict = {"window": win, "out_c": out_c, "pointwise": pointwise, "threads": ctx.num_threads}
-        if x.type == TensorType.FLOAT32:
-            for spec in (f, y) + ((bias,) if bias is not None else ()):
-                ctx.require_types(spec, TensorType.FLOAT32)
-            params.update(float=True, range=float_activation_range(activation))
-            return Prepared([out_shape], params)
-        ctx.require_types(x, TensorType.INT8)
-        ctx.require_types(f, TensorType.INT8)
-        ctx.require_types(y, TensorType.INT8)
-        if bias is not None:
-            ctx.require_types(bias, TensorType.INT32)
-        check_filter_quantization(ctx, f, out_c, 0)
-        x_scale, x_zp = ctx.per_tensor(x)
-        y_scale, y_zp = ctx.per_tensor(y)
-        multipliers, shifts = channel_multipliers(x_scale, f.quantization.scale, y_scale, out_c, ctx.profile)
-        params.update(
-            float=False, x_zp=x_zp, y_zp=y_zp, multipliers=multipliers, shifts=shifts,
-            # Measured: LiteRT's BUILTIN_REF CONV_2D rounds twice, like TFLM (its FULLY_CONNECTED
-            # is the one that rounds once).
-            single_rounding=False,
-            range=activation_range(activation, y_scale, y_zp, y.type),
-        )
+        params = {"window": win, "out_c": out_c, "pointwise": pointwise, "threads": ctx.num_threads}
+        params.update(output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=0))
         return Prepared([out_shape], params)
 
     def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
@@ -106,14 +63,4 @@ class Conv2D(Kernel):
         else:
             cols = patches(shifted, win, padded=True).reshape(-1, k)
         acc = f.reshape(out_c, k).astype(dtype) @ cols.T  # [out_c, pixels]: channel-major
-        out_shape = (x.shape[0], win.out_h, win.out_w, out_c)
-        lo, hi = p["range"]
-        if p["float"]:
-            if bias is not None:
-                acc = acc + bias.astype(np.float64)[:, None]
-            return np.clip(acc.T.astype(np.float32), lo, hi).reshape(out_shape)
-        acc = add_bias_exactly(acc, bias, k)
-        out = None if p["single_rounding"] else requantize_int8_fast(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi)
-        if out is None:
-            out = requantize_int8(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi, p["single_rounding"])
-        return out.T.reshape(out_shape)
+        return finish_output(acc, bias, k, p, (x.shape[0], win.out_h, win.out_w, out_c))

@@ -13,8 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import PrepareContext
-from tinyswap.schema import Padding
+from tinyswap.kernels.base import PrepareContext, TensorSpec
+from tinyswap.kernels.quantized import (
+    activation_range,
+    add_bias_exactly,
+    channel_multipliers,
+    float_activation_range,
+    requantize_int8,
+    requantize_int8_fast,
+)
+from tinyswap.schema import Padding, TensorType
 
 
 @dataclass(frozen=True)
@@ -93,3 +101,53 @@ def in_bounds_counts(in_h: int, in_w: int, w: Window) -> np.ndarray:
     """[out_h, out_w] number of filter taps inside the image (for AVERAGE_POOL_2D)."""
     ones = np.ones((1, in_h, in_w, 1), dtype=np.int64)
     return patches(ones, w, 0).sum(axis=(3, 4, 5))[0]
+
+
+def check_filter_quantization(ctx: PrepareContext, spec: TensorSpec, channels: int, axis: int) -> None:
+    q = spec.quantization
+    if q is None:
+        raise ctx.error(f"int8 filter {spec.name!r} has no quantization parameters")
+    if np.any(q.zero_point != 0):
+        raise ctx.error(f"int8 filter {spec.name!r} must be symmetric (zero point 0)")
+    if q.per_channel and (q.quantized_dimension != axis or q.scale.size != channels):
+        raise ctx.error(
+            f"filter {spec.name!r}: {q.scale.size} scales on axis {q.quantized_dimension}, "
+            f"expected {channels} on axis {axis}"
+        )
+
+
+def output_stage_params(ctx: PrepareContext, x: TensorSpec, f: TensorSpec, y: TensorSpec,
+                        bias: TensorSpec | None, out_c: int, filter_axis: int) -> dict:
+    """Types, per-channel multipliers and activation range of a convolution's output stage
+    (TFLM `PopulateConvolutionQuantizationParams`). Both CONV_2D and DEPTHWISE_CONV_2D round
+    twice in TFLM and in LiteRT's BUILTIN_REF (measured)."""
+    activation = ctx.option("fused_activation_function")
+    if x.type == TensorType.FLOAT32:
+        for spec in (f, y) + ((bias,) if bias is not None else ()):
+            ctx.require_types(spec, TensorType.FLOAT32)
+        return {"float": True, "range": float_activation_range(activation)}
+    for spec in (x, f, y):
+        ctx.require_types(spec, TensorType.INT8)
+    if bias is not None:
+        ctx.require_types(bias, TensorType.INT32)
+    check_filter_quantization(ctx, f, out_c, filter_axis)
+    x_scale, x_zp = ctx.per_tensor(x)
+    y_scale, y_zp = ctx.per_tensor(y)
+    multipliers, shifts = channel_multipliers(x_scale, f.quantization.scale, y_scale, out_c, ctx.profile)
+    return {"float": False, "x_zp": x_zp, "y_zp": y_zp, "multipliers": multipliers, "shifts": shifts,
+            "range": activation_range(activation, y_scale, y_zp, y.type)}
+
+
+def finish_output(acc: np.ndarray, bias: np.ndarray | None, terms: int, p: dict, out_shape: tuple[int, ...]) -> np.ndarray:
+    """Bias, requantization (or float activation) of a channel-major [channels, pixels]
+    accumulator of `terms`-product sums, returned NHWC."""
+    lo, hi = p["range"]
+    if p["float"]:
+        if bias is not None:
+            acc = acc + bias.astype(np.float64)[:, None]
+        return np.clip(acc.T.astype(np.float32), lo, hi).reshape(out_shape)
+    acc = add_bias_exactly(acc, bias, terms)
+    out = requantize_int8_fast(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi)
+    if out is None:
+        out = requantize_int8(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi, False)
+    return out.T.reshape(out_shape)

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given
 
 from export.tflite_builder import Model, Operator, Quant, Tensor, build_model
-from tinyswap import Interpreter
 
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm
 from tests.unary_cases import unary_cases
