@@ -320,6 +320,11 @@ class Model:
     outputs: list[Tensor]
     description: str = "tinyswap"
     metadata: dict[str, bytes] = field(default_factory=dict)
+    # Constants whose data must be contiguous and last (adapter slots): each group's buffers
+    # follow all other constants, in the order given, and every group is followed by an
+    # unreferenced 4-byte spacer buffer aligned like the group's largest alignment, so that
+    # the next vector's length prefix never falls inside the group's aligned byte range.
+    buffer_groups: list[list[Tensor]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -394,6 +399,7 @@ class _Plan:
     opcode_index: list[int]  # per operator
     metadata: list[tuple[str, bytes]]
     n_buffers: int
+    spacers: dict[int, int] = field(default_factory=dict)  # buffer index -> alignment
 
 
 def _plan(model: Model) -> _Plan:
@@ -472,9 +478,22 @@ def _plan(model: Model) -> _Plan:
     # Buffers: 0 is the empty sentinel, then one per constant in tensor order (never shared),
     # then one per metadata entry.
     buffer_index: dict[Tensor, int] = {}
+    grouped: set[Tensor] = set()
+    for g, group in enumerate(model.buffer_groups):
+        for t in group:
+            if t not in tensor_index or not t.is_constant:
+                raise GraphError(f"buffer group {g}: {getattr(t, 'name', t)!r} is not a constant tensor of the graph")
+            if t in grouped:
+                raise GraphError(f"buffer group {g}: {t.name!r} is in two groups")
+            grouped.add(t)
     for t in tensors:
-        if t.is_constant:
+        if t.is_constant and t not in grouped:
             buffer_index[t] = len(buffer_index) + 1
+    spacers: dict[int, int] = {}
+    for group in model.buffer_groups:
+        for t in group:
+            buffer_index[t] = len(buffer_index) + len(spacers) + 1
+        spacers[len(buffer_index) + len(spacers) + 1] = max([MIN_ALIGNMENT, *(t.alignment for t in group)])
     metadata = _check_metadata(model.metadata)
     return _Plan(
         tensors=tensors,
@@ -483,7 +502,8 @@ def _plan(model: Model) -> _Plan:
         opcodes=opcodes,
         opcode_index=opcode_index,
         metadata=metadata,
-        n_buffers=1 + len(buffer_index) + len(metadata),
+        n_buffers=1 + len(buffer_index) + len(spacers) + len(metadata),
+        spacers=spacers,
     )
 
 
@@ -593,11 +613,16 @@ def _write(model: Model, plan: _Plan, tensor_payloads: Mapping[Tensor, bytes]) -
 
     # 1. Buffer data first, so that it ends up after every table (the builder writes back to
     #    front). Written in reverse buffer order so that file order equals buffer order.
-    payloads: list[tuple[bytes, int]] = [(b"", 1)]  # the sentinel, never written
-    for t in plan.buffer_index:
-        payloads.append((tensor_payloads[t], t.alignment))
-    for _, value in plan.metadata:
-        payloads.append((value, MIN_ALIGNMENT))
+    payloads: list[tuple[bytes, int]] = [(b"", 1)] * plan.n_buffers  # 0: the sentinel, never written
+    for t, index in plan.buffer_index.items():
+        payloads[index] = (tensor_payloads[t], t.alignment)
+    for index, alignment in plan.spacers.items():
+        # Four bytes aligned like the group: the next vector then starts a full alignment
+        # unit later, so its length prefix lies past the group's rounded-up end.
+        payloads[index] = (bytes(4), alignment)
+    first_metadata = 1 + len(plan.buffer_index) + len(plan.spacers)
+    for k, (_, value) in enumerate(plan.metadata):
+        payloads[first_metadata + k] = (value, MIN_ALIGNMENT)
     data_from_end: list[int | None] = [None] * plan.n_buffers
     data_vectors: list[int | None] = [None] * plan.n_buffers
     for i in range(plan.n_buffers - 1, 0, -1):
@@ -655,7 +680,7 @@ def _write(model: Model, plan: _Plan, tensor_payloads: Mapping[Tensor, bytes]) -
     subgraph = b.EndObject()
 
     # 6. Metadata entries, pointing at their buffers.
-    first_metadata_buffer = 1 + len(plan.buffer_index)
+    first_metadata_buffer = 1 + len(plan.buffer_index) + len(plan.spacers)
     metadata_tables = []
     for k, (name, _) in enumerate(plan.metadata):
         name_offset = b.CreateString(name)

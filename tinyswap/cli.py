@@ -101,9 +101,19 @@ def _quant_text(q: Any) -> str:
 
 
 def inspect_model(path: str) -> dict[str, Any]:
-    """A JSON-able description: operators, tensors, constant bytes, arena bytes."""
+    """A JSON-able description: operators, tensors, constant bytes, arena bytes, and the slots
+    when `path` is a bundle directory (or a model with a slotmap.json beside it)."""
     from tinyswap.interpreter import Interpreter
 
+    slotmap = None
+    if Path(path).is_dir():
+        path = str(Path(path) / "model.tflite")
+    beside = Path(path).with_name("slotmap.json")
+    if beside.exists():
+        try:
+            slotmap = json.loads(beside.read_text())
+        except (OSError, ValueError) as exc:
+            raise TinySwapError(f"cannot read {beside}: {exc}") from exc
     interp = Interpreter(model_path=path)
     model = interp.model
     graph = model.main
@@ -151,6 +161,7 @@ def inspect_model(path: str) -> dict[str, Any]:
         "arena_bytes": arena,
         "arena_error": arena_error,
         "metadata": sorted(model.metadata),
+        "slotmap": slotmap,
     }
 
 
@@ -163,6 +174,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"{len(info['tensors'])} tensors")
     print(f"constant bytes {info['constant_bytes']}, arena bytes "
           f"{info['arena_bytes'] if info['arena_bytes'] is not None else 'n/a (' + str(info['arena_error']) + ')'}")
+    smap = info.get("slotmap")
+    if smap:
+        print(f"\nslots     {smap['num_slots']} (alignment {smap.get('alignment')}, headroom {smap.get('headroom')}), "
+              f"base digest {smap['base_digest'][:16]}...")
+        for gate in smap["gates"]:
+            print(f"  gate {gate['slot']}: input {gate['input_index']} {gate['name']!r} range {gate['range']}")
+        for slot in smap["slots"]:
+            print(f"  slot {slot['slot']}: bytes [{slot['offset']}, {slot['offset'] + slot['length']}) "
+                  f"= {slot['length']} B, {len(slot['tensors'])} tensors")
+            for t in slot["tensors"]:
+                print(f"      {t['layer']:<12} {t['kind']:<10} {t['role']:<7} {str(t['shape']):<16} {t['dtype']:<6} "
+                      f"@{t['offset']} +{t['length']}")
     print("\noperators")
     for op in info["operators"]:
         opts = " ".join(f"{k}={v}" for k, v in op["options"].items() if v not in (None, 0, False))
@@ -171,6 +194,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for t in info["tensors"]:
         const = f" const {t['constant_bytes']} B" if t["constant_bytes"] else ""
         print(f"  {t['index']:>3} {t['dtype']:<7} {str(t['shape']):<20} {t['quantization']:<32} {t['name']}{const}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    # Lazy imports: the runtime package never depends on the compiler (notes/style.md).
+    from export.bundle import write_bundle
+    from export.compiler import compile_model
+    from export.slot_plan import SlotPlan
+    from export.spec import load_spec
+    from tinyswap.interpreter import Interpreter
+
+    spec_path = Path(args.spec)
+    spec = load_spec(spec_path, args.weights)
+    plan = SlotPlan.load(args.plan) if args.plan else None
+    cal_path = Path(args.calibration) if args.calibration else spec_path.with_suffix(".calibration.npy")
+    if not cal_path.exists():
+        raise TinySwapError(f"no calibration data: pass --calibration FILE.npy (float32, batch first); {cal_path} does not exist")
+    calibration = np.load(cal_path, allow_pickle=False)
+    print(f"compiling {spec.name}: {len(spec.layers)} layers, "
+          f"{plan.num_slots if plan else 0} slots on {[t.layer for t in plan.targets] if plan else []}")
+    compiled = compile_model(spec, plan, calibration)
+    interp = Interpreter(model_content=compiled.data)
+    interp.allocate_tensors()
+    paths = write_bundle(compiled, args.out, arena_bytes=interp.arena_bytes)
+    for key, path in paths.items():
+        print(f"wrote     {path} ({path.stat().st_size} bytes)")
     return 0
 
 
@@ -201,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("model")
     insp.add_argument("--json", action="store_true")
     insp.set_defaults(func=cmd_inspect)
+
+    exp = sub.add_parser("export", help="compile a float model spec and slot plan into a bundle")
+    exp.add_argument("spec", help="model spec JSON (weights: the .npz of the same stem, or --weights)")
+    exp.add_argument("-o", "--out", required=True, metavar="DIR")
+    exp.add_argument("--plan", metavar="PLAN.json", help="slot plan; without it the base model has no slots")
+    exp.add_argument("--weights", metavar="W.npz")
+    exp.add_argument("--calibration", metavar="CAL.npy", help="default: <spec>.calibration.npy")
+    exp.set_defaults(func=cmd_export)
 
     bench = sub.add_parser("bench", help="side-by-side benchmark: tinyswap vs tflite_micro vs LiteRT")
     bench.add_argument("--models", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tflm"),

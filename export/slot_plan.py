@@ -1,0 +1,121 @@
+"""`SlotPlan`: how many adapter slots to compile, where, of which kind and with what room.
+
+Validated on construction (PEFT-style `__post_init__`): every error names the field and the
+value. The plan is written into `slotmap.json` so the device knows what it was built with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinyswap.errors import TinySwapError
+
+SLOT_KINDS = ("lora", "bottleneck")
+SCALE_POLICIES = ("weight_relative",)
+MIN_ALIGNMENT = 16
+MAX_ALIGNMENT = 1 << 20
+
+
+class SlotPlanError(TinySwapError):
+    """A slot plan field has an invalid value; the message names the field and the value."""
+
+
+@dataclass(frozen=True)
+class SlotTarget:
+    """One targeted layer.
+
+    kind: "lora" on a dense/conv2d layer (`y = act(W x + b + g B A x)`), or "bottleneck" on a
+        layer's output activation (`h + g U relu(D h)`).
+    max_rank: r_max, the slot's rank; smaller adapters are zero-padded, larger ones reduced.
+    delta_ratio: the slot's fixed scales leave room for an adapter whose effect on this layer
+        is up to `delta_ratio` times the layer's own calibrated range (scale policy
+        "weight_relative"). Larger effects saturate; smaller ones lose resolution.
+    """
+
+    layer: str
+    kind: str = "lora"
+    max_rank: int = 4
+    delta_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise SlotPlanError(f"targets.layer must be a layer name, got {self.layer!r}")
+        if self.kind not in SLOT_KINDS:
+            raise SlotPlanError(f"targets[{self.layer}].kind is {self.kind!r}; expected one of {SLOT_KINDS}")
+        if not isinstance(self.max_rank, int) or isinstance(self.max_rank, bool) or not 1 <= self.max_rank <= 256:
+            raise SlotPlanError(f"targets[{self.layer}].max_rank is {self.max_rank!r}; expected an int in [1, 256]")
+        if not isinstance(self.delta_ratio, (int, float)) or not 0.0 < float(self.delta_ratio) <= 16.0:
+            raise SlotPlanError(f"targets[{self.layer}].delta_ratio is {self.delta_ratio!r}; expected (0, 16]")
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """num_slots: S >= 2 physical slots per target (one can be written while another is live).
+    alignment: byte alignment of every slot range in the file: 16, or the flash sector size
+        (a power of two up to 1 MiB) so that writing a slot never touches a base sector.
+    headroom: give the pre-activation sum a calibrated range of its own, wider than the base
+        output's (active adapters are then not clipped at the base's post-ReLU range); with
+        headroom off, all-zero gates reproduce the slot-free model bit for bit.
+    gate_max: the largest gate value a request may use (gates run from 0 to gate_max).
+    """
+
+    targets: tuple[SlotTarget, ...]
+    num_slots: int = 2
+    alignment: int = MIN_ALIGNMENT
+    headroom: bool = False
+    scale_policy: str = "weight_relative"
+    gate_max: float = 1.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_slots, int) or isinstance(self.num_slots, bool) or not 2 <= self.num_slots <= 64:
+            raise SlotPlanError(f"num_slots is {self.num_slots!r}; expected an int in [2, 64] (S >= 2 for safe swaps)")
+        a = self.alignment
+        if not isinstance(a, int) or isinstance(a, bool) or a < MIN_ALIGNMENT or a > MAX_ALIGNMENT or a & (a - 1):
+            raise SlotPlanError(f"alignment is {a!r}; expected a power of two in [{MIN_ALIGNMENT}, {MAX_ALIGNMENT}]")
+        if not isinstance(self.headroom, bool):
+            raise SlotPlanError(f"headroom is {self.headroom!r}; expected true or false")
+        if self.scale_policy not in SCALE_POLICIES:
+            raise SlotPlanError(f"scale_policy is {self.scale_policy!r}; expected one of {SCALE_POLICIES}")
+        if not isinstance(self.gate_max, (int, float)) or not 0.0 < float(self.gate_max) <= 8.0:
+            raise SlotPlanError(f"gate_max is {self.gate_max!r}; expected a number in (0, 8]")
+        if not self.targets:
+            raise SlotPlanError("targets is empty: name at least one layer to adapt")
+        names = [t.layer for t in self.targets]
+        if len(set(names)) != len(names):
+            raise SlotPlanError(f"targets name a layer twice: {names}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "SlotPlan":
+        if not isinstance(raw, dict):
+            raise SlotPlanError("a slot plan must be a JSON object")
+        known = {"targets", "num_slots", "alignment", "headroom", "scale_policy", "gate_max", "notes"}
+        unknown = set(raw) - known
+        if unknown:
+            raise SlotPlanError(f"unknown slot plan fields {sorted(unknown)}; known: {sorted(known)}")
+        targets_raw = raw.get("targets")
+        if not isinstance(targets_raw, list):
+            raise SlotPlanError(f"targets must be a list, got {targets_raw!r}")
+        targets = []
+        for i, t in enumerate(targets_raw):
+            if not isinstance(t, dict):
+                raise SlotPlanError(f"targets[{i}] must be an object, got {t!r}")
+            extra = set(t) - {"layer", "kind", "max_rank", "delta_ratio"}
+            if extra:
+                raise SlotPlanError(f"targets[{i}] has unknown fields {sorted(extra)}")
+            targets.append(SlotTarget(**t))
+        return cls(targets=tuple(targets), **{k: v for k, v in raw.items() if k != "targets"})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SlotPlan":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SlotPlanError(f"cannot read slot plan {path}: {exc}") from exc
+        return cls.from_json(raw)
