@@ -89,7 +89,9 @@ class SlotPlan:
             raise SlotPlanError(f"targets name a layer twice: {names}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        raw = asdict(self)
+        raw["targets"] = [asdict(t) for t in self.targets]  # JSON lists, not tuples
+        return raw
 
     @classmethod
     def from_json(cls, raw: Any) -> "SlotPlan":
