@@ -37,7 +37,7 @@ def test_plan_json_round_trip_and_unknown_fields() -> None:
     assert SlotPlan.from_json(plan.to_json()) == plan
     with pytest.raises(SlotPlanError, match="unknown slot plan fields"):
         SlotPlan.from_json({**plan.to_json(), "colour": "red"})
-    with pytest.raises(SlotPlanError, match="names a layer twice"):
+    with pytest.raises(SlotPlanError, match="name a layer twice"):
         SlotPlan(targets=(SlotTarget("a"), SlotTarget("a")))
 
 
