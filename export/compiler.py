@@ -17,8 +17,9 @@ layer's output quantization, and the last ADD's fused activation clamps exactly 
 layer's fused activation did.
 
 Slot scale policy "weight_relative" (fixed at compile time, read by the packer):
-  A: |A| <= 4 / sqrt(K)  (K = fan-in), a = A x within 8 * max|x|;
-  B output within delta_ratio * max|pre|, B entries sized for r_max terms;
+  A entries up to 4 / sqrt(K) (K = fan-in), B entries (alpha / r folded in) up to
+  2 * delta_ratio * max|W| * sqrt(K / r_max); a = A x within 8 * max|x|; the B output within
+  delta_ratio * max|pre|;
   D, U likewise on the feature width; gates run over [0, gate_max] (int8, zero point -128).
 """
 
@@ -144,10 +145,15 @@ class _Emitter:
         out_shape = self.shapes[layer.name]
         fan_in = in_shape[-1] * (layer.kernel_size[0] * layer.kernel_size[1] if layer.type == "conv2d" else 1)
         x_abs = max(abs(v) for v in xq.real_range)
-        a_scale = np.float32(4.0 / (127.0 * math.sqrt(fan_in)))
+        # A entries up to 4 / sqrt(K): a Kaiming- or Gaussian-initialised LoRA A with margin.
+        # B entries (alpha / r folded in) up to 2 * delta_ratio * max|W| * sqrt(K / r): then
+        # B @ A, whose typical entry is ~ sqrt(r) * rms(A) * rms(B), reaches delta_ratio * max|W|.
+        w_abs = max(float(np.abs(self.spec.kernel(layer.name)).max()), 1e-6)
+        a_scale = np.float32(4.0 / math.sqrt(fan_in) / 127.0)
+        b_scale = np.float32(2.0 * target.delta_ratio * w_abs * math.sqrt(fan_in / r) / 127.0)
+        # a = A x: ~ rms(x) for a unit-norm row of A, with room for 8x the input range.
         aq = symmetric_quant(8.0 * x_abs)
         uq = symmetric_quant(target.delta_ratio * self.absmax(f"{layer.name}:pre"))
-        b_scale = np.float32(uq.scale * 127.0 / (8.0 * x_abs * math.sqrt(r)) / 127.0)
         current = pre
         for s in range(self.plan.num_slots):
             if layer.type == "dense":
