@@ -224,6 +224,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.compiler:
+        from export.bench_compiler import run
+
+        print(run(Path(args.out), repeats=max(1, args.repeats // 10)))
+        print(f"\nwrote {Path(args.out) / 'bench_compiler.json'} and bench_compiler.md")
+        return 0
     from tinyswap.bench import run_interpreter_benchmark
 
     report = run_interpreter_benchmark(Path(args.models), Path(args.out), args.repeats)
@@ -264,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory holding micro_speech_quantized.tflite and person_detect.tflite")
     bench.add_argument("--repeats", type=int, default=30)
     bench.add_argument("--out", default="out/bench")
+    bench.add_argument("--compiler", action="store_true", help="compile time and bundle size by model size and S")
     bench.set_defaults(func=cmd_bench)
     return parser
 
