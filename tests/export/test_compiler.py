@@ -71,6 +71,10 @@ def test_patched_slots_match_tflite_micro_and_litert(case) -> None:
     np.testing.assert_array_equal(ours[0], golden[0])
     lite = Interpreter(model_content=data, profile="litert").run(*inputs)
     np.testing.assert_array_equal(lite[0], run_litert(bytes(data), inputs, LiteRTResolver.REF)[0])
+    # Every bundle also loads and runs in LiteRT's two other resolvers (XNNPACK's int8 ADD is
+    # not the reference arithmetic, so only the shape is compared there).
+    for resolver in (LiteRTResolver.DEFAULT, LiteRTResolver.WITHOUT_DEFAULT_DELEGATES):
+        assert run_litert(bytes(data), inputs, resolver)[0].shape == ours[0].shape
 
 
 @pytest.mark.slow
