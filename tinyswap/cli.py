@@ -223,6 +223,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from export.pack import keygen
+
+    private, public = keygen(args.out)
+    print(f"wrote     {private} (keep secret) and {public} (goes into device keyrings)")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from export.pack import load_adapter, load_private_key, pack
+
+    bundle = Path(args.bundle)
+    try:
+        smap = json.loads((bundle / "slotmap.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise TinySwapError(f"cannot read {bundle / 'slotmap.json'}: {exc}") from exc
+    data, report = pack(load_adapter(args.adapter), smap, load_private_key(args.key))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    print(f"packed    {report.name}: {report.bytes} bytes -> {out}")
+    for layer, r in report.layers.items():
+        print(f"  {layer:<12} rank {r['rank_in']} -> slot rank {r['rank_slot']}: delta error {r['delta_relative_error']:.2%}"
+              f" (SVD {r['svd_relative_error']:.2%}), clipped A {r['clipped_a']:.2%} B {r['clipped_b']:.2%}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.compiler:
         from export.bench_compiler import run
@@ -264,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--weights", metavar="W.npz")
     exp.add_argument("--calibration", metavar="CAL.npy", help="default: <spec>.calibration.npy")
     exp.set_defaults(func=cmd_export)
+
+    kg = sub.add_parser("keygen", help="create an Ed25519 signing key pair for adapter packages")
+    kg.add_argument("-o", "--out", required=True, metavar="DIR")
+    kg.set_defaults(func=cmd_keygen)
+
+    pk = sub.add_parser("pack", help="quantize a float adapter to a bundle's slots and sign it")
+    pk.add_argument("adapter", help="adapter directory (adapter.json + adapter.npz)")
+    pk.add_argument("--bundle", required=True, metavar="DIR")
+    pk.add_argument("--key", required=True, metavar="KEY.pem")
+    pk.add_argument("-o", "--output", required=True, metavar="FILE")
+    pk.set_defaults(func=cmd_pack)
 
     bench = sub.add_parser("bench", help="side-by-side benchmark: tinyswap vs tflite_micro vs LiteRT")
     bench.add_argument("--models", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tflm"),

@@ -1,0 +1,143 @@
+"""Adapter packages: round trip, each rejection its own typed error, and fuzzing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from export.bundle import slotmap
+from export.compiler import compile_model
+from export.pack import FloatLora, PackError, pack
+from export.slot_plan import SlotPlan
+from export.spec import load_spec
+from tinyswap.package import (
+    Keyring,
+    PackageDigestError,
+    PackageError,
+    PackageFormatError,
+    RollbackError,
+    SignatureError,
+    SlotLayoutError,
+    UnknownKeyError,
+    WrongBaseModelError,
+    parse_package,
+    verify_package,
+)
+
+from tests.conftest import FULL, REPO
+
+EXAMPLES = REPO / "models" / "examples"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    spec = load_spec(EXAMPLES / "mlp.json")
+    plan = SlotPlan.from_json(json.loads((EXAMPLES / "mlp.plan.json").read_text()))
+    compiled = compile_model(spec, plan, np.load(EXAMPLES / "mlp.calibration.npy"))
+    return compiled, slotmap(compiled)
+
+
+def adapter(layers=("fc1", "fc2"), rank=4, sequence=3, seed=0, name="kws-de") -> FloatLora:
+    rng = np.random.default_rng(seed)
+    fan = {"fc1": (64, 128), "fc2": (128, 64), "fc3": (64, 10)}
+    targets = {}
+    for layer in layers:
+        k, out = fan[layer]
+        targets[layer] = (rng.standard_normal((rank, k)) / np.sqrt(k), rng.standard_normal((out, rank)) * 0.05, 2.0)
+    return FloatLora(name, "1.0.0", sequence, {"task": "kws", "tenant": "acme"}, targets)
+
+
+KEY = Ed25519PrivateKey.generate()
+
+
+def test_round_trip_and_the_slot_bytes_it_carries(bundle) -> None:
+    compiled, smap = bundle
+    data, report = pack(adapter(), smap, KEY)
+    pkg = parse_package(data)
+    verify_package(pkg, Keyring([KEY.public_key()]), smap["base_digest"], smap["slots"][0]["tensors"], {})
+    assert pkg.name == "kws-de" and pkg.sequence == 3 and pkg.metadata["tags"]["tenant"] == "acme"
+    assert set(report.layers) == {"fc1", "fc2"}
+    # fc3 is not targeted: its slot tensors travel as zeros (inert), never as garbage.
+    fc3 = [t for t in pkg.tensors if t.layer == "fc3"]
+    assert fc3 and all(not any(pkg.tensor_bytes(t)) for t in fc3)
+    assert any(any(pkg.tensor_bytes(t)) for t in pkg.tensors if t.layer == "fc1")
+
+
+def verify(data: bytes, smap: dict, keyring: Keyring | None = None, last: dict | None = None) -> None:
+    verify_package(parse_package(data), keyring or Keyring([KEY.public_key()]), smap["base_digest"],
+                   smap["slots"][0]["tensors"], last or {})
+
+
+def test_each_rejection_is_its_own_error(bundle) -> None:
+    _, smap = bundle
+    good, _ = pack(adapter(), smap, KEY)
+    verify(good, smap)
+    corrupt = bytearray(good)
+    corrupt[len(good) // 2] ^= 0x10
+    with pytest.raises(PackageDigestError):
+        verify(bytes(corrupt), smap)
+    with pytest.raises(PackageFormatError, match="truncated"):
+        verify(good[:-10], smap)
+    with pytest.raises(PackageFormatError, match="unexpected bytes"):
+        verify(good + b"\0", smap)
+    with pytest.raises(UnknownKeyError):
+        verify(good, smap, Keyring([Ed25519PrivateKey.generate().public_key()]))
+    forged = bytearray(good)
+    forged[-1] ^= 1
+    with pytest.raises(SignatureError):
+        verify(bytes(forged), smap)
+    other_base = dict(smap, base_digest="0" * 64)
+    other, _ = pack(adapter(), other_base, KEY)
+    with pytest.raises(WrongBaseModelError):
+        verify(other, smap)
+    with pytest.raises(RollbackError):
+        verify(good, smap, last={"kws-de": 3})
+    verify(good, smap, last={"kws-de": 2, "other": 99})
+    with pytest.raises(SlotLayoutError):
+        verify_package(parse_package(good), Keyring([KEY.public_key()]), smap["base_digest"],
+                       smap["slots"][0]["tensors"][:-1], {})
+    with pytest.raises(PackageFormatError, match="magic"):
+        verify(b"XXXX" + good[4:], smap)
+
+
+def test_packing_refuses_unknown_layers_and_reduces_over_rank(bundle) -> None:
+    _, smap = bundle
+    bad = adapter()
+    bad.targets["fc9"] = bad.targets["fc1"]
+    with pytest.raises(PackError, match="fc9"):
+        pack(bad, smap, KEY)
+    data, report = pack(adapter(("fc3",), rank=12), smap, KEY)  # fc3's slot rank is 4
+    r = report.layers["fc3"]
+    assert (r["rank_in"], r["rank_slot"]) == (12, 4) and 0 < r["svd_relative_error"] < 1
+    verify(data, smap)
+
+
+def test_fuzzed_packages_are_all_rejected_with_typed_errors(bundle) -> None:
+    _, smap = bundle
+    good, _ = pack(adapter(), smap, KEY)
+    rng = np.random.default_rng(11)
+    cases = 10_000 if FULL else 500
+    kinds: dict[str, int] = {}
+    for _ in range(cases):
+        data = bytearray(good)
+        how = rng.integers(0, 4)
+        if how == 0:
+            for _ in range(int(rng.integers(1, 5))):
+                data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+        elif how == 1:
+            data = data[: int(rng.integers(0, len(data)))]
+        elif how == 2:
+            data += bytes(rng.integers(0, 256, int(rng.integers(1, 16))).astype(np.uint8))
+        else:
+            pos = int(rng.integers(0, 64))  # the header: magic, version, lengths, JSON start
+            data[pos] = int(rng.integers(0, 256))
+            if bytes(data) == good:
+                data[pos] ^= 1
+        with pytest.raises(PackageError) as info:
+            verify(bytes(data), smap)
+        kinds[type(info.value).__name__] = kinds.get(type(info.value).__name__, 0) + 1
+    print(f"{cases} mutated packages, all refused: {kinds}")
+    assert sum(kinds.values()) == cases
