@@ -1,11 +1,19 @@
-"""Quantize a float LoRA adapter into a compiled slot's fixed scales (the packer's core).
+"""Quantize a float adapter into a compiled slot's fixed scales (the packer's core).
 
-The slot's scales were fixed at compile time, so the adapter must fit them: the effective
-delta is `scaling * B @ A`; ranks above the slot's r_max are reduced by truncated SVD, smaller
-ones zero-padded; each rank component's factors are rebalanced (A row * c, B column / c, which
-leaves B @ A unchanged) so that both use their int8 ranges alike; then both are rounded and
-clipped. The report gives what was lost: clipping per tensor, the relative error of the
-effective delta, and the SVD truncation error.
+The slot's scales were fixed at compile time, so the adapter must fit them.
+
+LoRA: the effective delta is `scaling * B @ A`. Ranks above the slot's r_max are reduced by
+truncated SVD, smaller ones zero-padded. A LoRA's factorisation is not unique: component i
+may be written (c * a_i, b_i / c) for any c > 0, and the delta can also be refactored by its
+SVD. The packer tries both factorisations and, per rank component, a grid of splits c around
+the one that balances the int8 ranges, and keeps what minimises the quantized delta's error
+(the rank-1 terms' errors are computed in closed form). The report gives what was lost:
+clipping per tensor, the relative error of the effective delta, and the SVD truncation error.
+
+Bottleneck: `h + U relu(D h + bD) + bU`. ReLU is positively homogeneous, so unit i may be
+written (c * D_i, c * bD_i, U_i / c); the same split search applies to each (D_i, U_i) pair.
+A bottleneck wider than the slot cannot be reduced exactly (there is no SVD through a ReLU)
+and is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from tinyswap.errors import TinySwapError
+
+#: Splits tried per component: the balanced one times 2**(k/4), k = -8..8.
+_SPLIT_GRID = 2.0 ** (np.arange(-8, 9) / 4.0)
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+class AdapterQuantError(TinySwapError):
+    """An adapter cannot be fitted into its slot (e.g. a bottleneck wider than the slot)."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +41,49 @@ class LoraQuantReport:
     delta_relative_error: float  # ||dequant(B_q) @ dequant(A_q) - delta|| / ||delta||
     clipped_a: float  # fraction of A entries clipped to +-127
     clipped_b: float
+    factorisation: str = "given"  # "given" or "svd": which one the split search kept
+
+
+@dataclass(frozen=True)
+class BottleneckQuantReport:
+    rank_in: int
+    rank_slot: int
+    delta_relative_error: float  # ||U_q D_q - U D|| / ||U D|| (dequantized)
+    bias_d_relative_error: float
+    bias_u_relative_error: float
+    clipped_d: float
+    clipped_u: float
+
+
+def _q8(values: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    raw = np.round(values / scale)
+    return np.clip(raw, -127, 127).astype(np.int8), float(np.mean(np.abs(raw) > 127)) if raw.size else 0.0
+
+
+def _best_splits(a: np.ndarray, b: np.ndarray, a_scale: float, b_scale: float) -> tuple[np.ndarray, float]:
+    """Per component i (row a_i, column b_i), the c > 0 minimising
+    ||q(b_i / c) q(c a_i)^T - b_i a_i^T||_F; returns (c, total squared error)."""
+    cs = np.ones(a.shape[0])
+    total = 0.0
+    for i in range(a.shape[0]):
+        x, y = b[:, i], a[i]
+        xy = float(x @ x) * float(y @ y)
+        if xy == 0.0:
+            continue
+        a_use = np.abs(y).max() / (127 * a_scale)
+        b_use = np.abs(x).max() / (127 * b_scale)
+        c0 = np.sqrt(b_use / a_use)
+        best = (np.inf, 1.0)
+        for c in c0 * _SPLIT_GRID:
+            u = np.clip(np.round(x / c / b_scale), -127, 127) * b_scale
+            v = np.clip(np.round(y * c / a_scale), -127, 127) * a_scale
+            # ||u v^T - x y^T||^2 = |u|^2 |v|^2 + |x|^2 |y|^2 - 2 (u . x)(v . y)
+            err = float(u @ u) * float(v @ v) + xy - 2.0 * float(u @ x) * float(v @ y)
+            if err < best[0]:
+                best = (err, float(c))
+        total += max(best[0], 0.0)
+        cs[i] = best[1]
+    return cs, total
 
 
 def quantize_lora(a: np.ndarray, b: np.ndarray, scaling: float, a_scale: float, b_scale: float,
@@ -36,30 +97,70 @@ def quantize_lora(a: np.ndarray, b: np.ndarray, scaling: float, a_scale: float, 
     rank = a.shape[0]
     delta = b @ a
     norm = float(np.linalg.norm(delta)) or 1.0
-    svd_error = 0.0
-    if rank > r_max:
-        u, s, vt = np.linalg.svd(delta, full_matrices=False)
-        root = np.sqrt(s[:r_max])
-        a = root[:, None] * vt[:r_max]
-        b = u[:, :r_max] * root[None, :]
-        svd_error = float(np.linalg.norm(b @ a - delta)) / norm
-    # Balance each component: scale A row i by c_i, B column i by 1 / c_i, so that the largest
-    # entries use the same fraction of their int8 ranges.
-    a_use = np.abs(a).max(axis=1) / (127 * a_scale)
-    b_use = np.abs(b).max(axis=0) / (127 * b_scale)
-    c = np.where((a_use > 0) & (b_use > 0), np.sqrt(np.maximum(b_use, 1e-30) / np.maximum(a_use, 1e-30)), 1.0)
-    a = a * c[:, None]
-    b = b / c[None, :]
+    u, s, vt = np.linalg.svd(delta, full_matrices=False)
+    keep = min(r_max, rank, s.size)
+    root = np.sqrt(s[:keep])
+    svd_a, svd_b = root[:, None] * vt[:keep], u[:, :keep] * root[None, :]
+    svd_error = float(np.linalg.norm(svd_b @ svd_a - delta)) / norm if rank > r_max else 0.0
+    candidates = [("svd", svd_a, svd_b)]
+    if rank <= r_max:
+        candidates.insert(0, ("given", a, b))
+    best = None
+    for label, fa, fb in candidates:
+        c, err = _best_splits(fa, fb, a_scale, b_scale)
+        if best is None or err < best[0]:
+            best = (err, label, fa * c[:, None], fb / c[None, :])
+    assert best is not None
+    _, label, fa, fb = best
     a_q = np.zeros((r_max, a.shape[1]), np.int8)
     b_q = np.zeros((b.shape[0], r_max), np.int8)
-    a_raw = np.round(a / a_scale)
-    b_raw = np.round(b / b_scale)
-    a_q[: a.shape[0]] = np.clip(a_raw, -127, 127).astype(np.int8)
-    b_q[:, : b.shape[1]] = np.clip(b_raw, -127, 127).astype(np.int8)
+    a_q[: fa.shape[0]], clipped_a = _q8(fa, a_scale)
+    b_q[:, : fb.shape[1]], clipped_b = _q8(fb, b_scale)
     got = (b_q.astype(np.float64) * b_scale) @ (a_q.astype(np.float64) * a_scale)
     report = LoraQuantReport(
         rank_in=rank, rank_slot=r_max, svd_relative_error=svd_error,
         delta_relative_error=float(np.linalg.norm(got - delta)) / norm,
-        clipped_a=float(np.mean(np.abs(a_raw) > 127)), clipped_b=float(np.mean(np.abs(b_raw) > 127)),
+        clipped_a=clipped_a * fa.size / a_q.size, clipped_b=clipped_b * fb.size / b_q.size, factorisation=label,
     )
     return a_q, b_q, report
+
+
+def quantize_bottleneck(down: np.ndarray, down_bias: np.ndarray, up: np.ndarray, up_bias: np.ndarray,
+                        d_scale: float, bd_scale: float, u_scale: float, bu_scale: float, r_max: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, BottleneckQuantReport]:
+    """down [r, C], down_bias [r], up [C, r], up_bias [C] -> int8 D [r_max, C], int32 bias_D
+    [r_max], int8 U [C, r_max], int32 bias_U [C] at the slot's scales."""
+    d = np.asarray(down, np.float64)
+    bd = np.asarray(down_bias, np.float64)
+    u = np.asarray(up, np.float64)
+    bu = np.asarray(up_bias, np.float64)
+    rank = d.shape[0]
+    if rank > r_max:
+        raise AdapterQuantError(f"bottleneck of width {rank} does not fit a slot of width {r_max}: there is no exact "
+                                "reduction through the ReLU; train it at the slot's width or compile a wider slot")
+    c, _ = _best_splits(d, u, d_scale, u_scale)
+    d, bd, u = d * c[:, None], bd * c, u / c[None, :]
+    d_q = np.zeros((r_max, d.shape[1]), np.int8)
+    u_q = np.zeros((u.shape[0], r_max), np.int8)
+    d_q[:rank], clipped_d = _q8(d, d_scale)
+    u_q[:, :rank], clipped_u = _q8(u, u_scale)
+    bd_q = np.zeros(r_max, np.int32)
+    bd_q[:rank] = np.clip(np.round(bd / bd_scale), *_INT32).astype(np.int32)
+    bu_q = np.clip(np.round(bu / bu_scale), *_INT32).astype(np.int32)
+    delta = u @ d
+    got = (u_q[:, :rank] * u_scale) @ (d_q[:rank] * d_scale)
+
+    def rel(err: float, ref: np.ndarray) -> float:
+        return err / (float(np.linalg.norm(ref)) or 1.0)
+
+    report = BottleneckQuantReport(
+        rank_in=rank, rank_slot=r_max,
+        delta_relative_error=rel(float(np.linalg.norm(got - delta)), delta),
+        bias_d_relative_error=rel(float(np.linalg.norm(bd_q[:rank] * bd_scale - bd)), bd),
+        bias_u_relative_error=rel(float(np.linalg.norm(bu_q * bu_scale - bu)), bu),
+        clipped_d=clipped_d * d.size / d_q.size, clipped_u=clipped_u * u.size / u_q.size,
+    )
+    return d_q, bd_q, u_q, bu_q, report
+
+
+__all__ = ["AdapterQuantError", "BottleneckQuantReport", "LoraQuantReport", "quantize_bottleneck", "quantize_lora"]

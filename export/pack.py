@@ -1,23 +1,13 @@
-"""The adapter packer: a float LoRA adapter + a bundle's slot map -> a signed package.
+"""The adapter packer: a float adapter + a bundle's slot map -> a signed package.
 
-Adapter source (tinyswap format): a directory with `adapter.json`
-
-    {"name": "wake-word-de", "version": "1.2.0", "sequence": 7, "kind": "lora",
-     "tags": {"task": "kws", "user": null, "tenant": "acme"},
-     "targets": {"fc1": {"rank": 8, "alpha": 16}, "conv2": {"rank": 4, "alpha": 4}}}
-
-and `adapter.npz` with `<layer>/A` of shape [rank, K] and `<layer>/B` of shape [out, rank];
-for a conv2d layer K = kh * kw * cin in TFLite filter order (kh, kw, cin). The effective
-delta is (alpha / rank) * B @ A, as in PEFT.
-
-Every slot target the adapter does not name is zero-filled (its slot stays inert); a layer
-the slot plan does not have is refused; ranks above the slot's are reduced by truncated SVD
-and the error is reported.
+Adapters come from `export.adapter_source` (tinyswap's directory format or a PEFT LoRA
+directory). Every slot target the adapter does not name is zero-filled (its slot stays inert);
+a layer the slot plan does not have is refused, and so is an adapter of the wrong kind for a
+layer's slot; LoRA ranks above the slot's are reduced by truncated SVD and the error reported.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +16,8 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from export.adapter_quant import LoraQuantReport, quantize_lora
+from export.adapter_quant import LoraQuantReport, quantize_bottleneck, quantize_lora
+from export.adapter_source import AdapterSourceError, Bottleneck, FloatAdapter, FloatLora, Lora, load_adapter
 from tinyswap.errors import TinySwapError
 from tinyswap.package import build_package
 
@@ -36,49 +27,20 @@ class PackError(TinySwapError):
 
 
 @dataclass
-class FloatLora:
-    name: str
-    version: str
-    sequence: int
-    tags: dict[str, Any]
-    targets: dict[str, tuple[np.ndarray, np.ndarray, float]]  # layer -> (A, B, scaling)
-
-
-def load_adapter(path: str | Path) -> FloatLora:
-    path = Path(path)
-    try:
-        config = json.loads((path / "adapter.json").read_text())
-        with np.load(path / "adapter.npz", allow_pickle=False) as npz:
-            arrays = {k: np.asarray(npz[k], np.float64) for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise PackError(f"cannot read adapter {path}: {exc}") from exc
-    if config.get("kind", "lora") != "lora":
-        raise PackError(f"adapter kind {config.get('kind')!r}: only 'lora' adapters are packed so far")
-    targets = {}
-    for layer, spec in config.get("targets", {}).items():
-        try:
-            a, b = arrays[f"{layer}/A"], arrays[f"{layer}/B"]
-            rank, alpha = int(spec["rank"]), float(spec.get("alpha", spec["rank"]))
-        except KeyError as exc:
-            raise PackError(f"adapter layer {layer!r}: missing {exc}") from None
-        if a.shape[0] != rank or b.shape[1] != rank:
-            raise PackError(f"adapter layer {layer!r}: A {a.shape} and B {b.shape} do not have rank {rank}")
-        targets[layer] = (a, b, alpha / rank)
-    for key in ("name", "version", "sequence"):
-        if key not in config:
-            raise PackError(f"adapter.json lacks {key!r}")
-    return FloatLora(str(config["name"]), str(config["version"]), int(config["sequence"]),
-                     dict(config.get("tags", {})), targets)
-
-
-@dataclass
 class PackReport:
     name: str
     bytes: int
     layers: dict[str, dict[str, Any]]
+    payload_bytes: int = 0
 
 
-def pack(adapter: FloatLora, slotmap: dict[str, Any], private_key: Ed25519PrivateKey) -> tuple[bytes, PackReport]:
+def _slot_macs(layout: list[dict[str, Any]]) -> int:
+    """Multiply-accumulates one slot adds per row: each int8 weight tensor is used once per
+    output position (1 for dense layers; conv slots repeat it per pixel, not counted here)."""
+    return sum(int(np.prod(t["shape"])) for t in layout if t["dtype"] == "int8")
+
+
+def pack(adapter: FloatAdapter, slotmap: dict[str, Any], private_key: Ed25519PrivateKey) -> tuple[bytes, PackReport]:
     if not slotmap.get("slots"):
         raise PackError("the bundle has no slots")
     layout = slotmap["slots"][0]["tensors"]  # every slot has the same layout
@@ -88,31 +50,51 @@ def pack(adapter: FloatLora, slotmap: dict[str, Any], private_key: Ed25519Privat
     unknown = sorted(set(adapter.targets) - set(by_layer))
     if unknown:
         raise PackError(f"adapter layers {unknown} have no slot in this bundle; slots exist for {sorted(by_layer)}")
-    tensors: list[tuple[str, str, np.ndarray]] = []
+    for layer in adapter.targets:
+        slot_kind = next(iter(by_layer[layer].values()))["kind"]
+        if slot_kind != adapter.kind:
+            raise PackError(f"layer {layer!r} has a {slot_kind} slot; a {adapter.kind} adapter cannot fill it")
+    tensors = {(t["layer"], t["role"]): np.zeros(t["shape"], np.dtype(t["dtype"])) for t in layout}  # zero-fill
     reports: dict[str, dict[str, Any]] = {}
-    for t in layout:
-        layer, role = t["layer"], t["role"]
-        if layer in adapter.targets and t["kind"] != "lora":
-            raise PackError(f"layer {layer!r} has a {t['kind']} slot; a LoRA adapter cannot fill it")
-        tensors.append((layer, role, np.zeros(t["shape"], np.dtype(t["dtype"]))))  # zero-fill by default
-    index = {(layer, role): i for i, (layer, role, _) in enumerate(tensors)}
-    for layer, (a, b, scaling) in adapter.targets.items():
-        ta, tb = by_layer[layer]["A"], by_layer[layer]["B"]
-        r_max, fan_in = ta["shape"][0], int(np.prod(ta["shape"][1:]))
-        out = tb["shape"][0]
-        if a.shape[1] != fan_in or b.shape[0] != out:
-            raise PackError(f"layer {layer!r}: adapter A {a.shape} / B {b.shape} do not fit the slot's "
-                            f"fan-in {fan_in} and {out} outputs")
-        a_q, b_q, report = quantize_lora(a, b, scaling, ta["scales"][0], tb["scales"][0], r_max)
-        tensors[index[(layer, "A")]] = (layer, "A", a_q.reshape(ta["shape"]))
-        tensors[index[(layer, "B")]] = (layer, "B", b_q.reshape(tb["shape"]))
+    for layer, target in adapter.targets.items():
+        roles = by_layer[layer]
+        try:
+            if isinstance(target, Lora):
+                ta, tb = roles["A"], roles["B"]
+                r_max, fan_in, out = ta["shape"][0], int(np.prod(ta["shape"][1:])), tb["shape"][0]
+                if target.a.shape[1] != fan_in or target.b.shape[0] != out:
+                    raise PackError(f"layer {layer!r}: adapter A {target.a.shape} / B {target.b.shape} do not fit the "
+                                    f"slot's fan-in {fan_in} and {out} outputs")
+                a_q, b_q, report = quantize_lora(target.a, target.b, target.scaling, ta["scales"][0], tb["scales"][0], r_max)
+                tensors[(layer, "A")] = a_q.reshape(ta["shape"])
+                tensors[(layer, "B")] = b_q.reshape(tb["shape"])
+            else:
+                td, tu, tbd, tbu = roles["D"], roles["U"], roles["bias_D"], roles["bias_U"]
+                r_max, width = td["shape"][0], int(np.prod(td["shape"][1:]))
+                if target.down.shape[1] != width:
+                    raise PackError(f"layer {layer!r}: adapter D {target.down.shape} does not fit the slot's width {width}")
+                d_q, bd_q, u_q, bu_q, report = quantize_bottleneck(
+                    target.down, target.down_bias, target.up, target.up_bias, td["scales"][0], tbd["scales"][0],
+                    tu["scales"][0], tbu["scales"][0], r_max)
+                tensors[(layer, "D")] = d_q.reshape(td["shape"])
+                tensors[(layer, "U")] = u_q.reshape(tu["shape"])
+                tensors[(layer, "bias_D")] = bd_q.reshape(tbd["shape"])
+                tensors[(layer, "bias_U")] = bu_q.reshape(tbu["shape"])
+        except TinySwapError as exc:
+            if isinstance(exc, PackError):
+                raise
+            raise PackError(f"layer {layer!r}: {exc}") from exc
         reports[layer] = asdict(report)
-    macs = sum(int(np.prod(t["shape"])) for t in layout if t["role"] in ("A", "B"))
-    metadata = {"name": adapter.name, "version": adapter.version, "sequence": adapter.sequence, "kind": "lora",
+    ordered = [(t["layer"], t["role"], tensors[(t["layer"], t["role"])]) for t in layout]
+    payload = sum(x.nbytes for _, _, x in ordered)
+    metadata = {"name": adapter.name, "version": adapter.version, "sequence": adapter.sequence, "kind": adapter.kind,
                 "tags": adapter.tags, "base_digest": slotmap["base_digest"],
-                "performance": {"slot_weights": macs, "bytes": sum(x.nbytes for _, _, x in tensors)}}
-    data = build_package(metadata, tensors, private_key)
-    return data, PackReport(adapter.name, len(data), reports)
+                "slot_plan": {"num_slots": slotmap.get("num_slots"), "layers": sorted(by_layer)},
+                "performance": {"slot_macs_per_row": _slot_macs(layout), "bytes": payload,
+                                "accuracy": adapter.accuracy},
+                "source": adapter.source}
+    data = build_package(metadata, ordered, private_key)
+    return data, PackReport(adapter.name, len(data), reports, payload)
 
 
 def keygen(out_dir: str | Path) -> tuple[Path, Path]:
@@ -139,4 +121,5 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     return key
 
 
-__all__ = ["FloatLora", "LoraQuantReport", "PackError", "PackReport", "keygen", "load_adapter", "load_private_key", "pack"]
+__all__ = ["AdapterSourceError", "Bottleneck", "FloatAdapter", "FloatLora", "Lora", "LoraQuantReport", "PackError",
+           "PackReport", "keygen", "load_adapter", "load_private_key", "pack"]

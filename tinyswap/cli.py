@@ -239,14 +239,24 @@ def cmd_pack(args: argparse.Namespace) -> int:
         smap = json.loads((bundle / "slotmap.json").read_text())
     except (OSError, ValueError) as exc:
         raise TinySwapError(f"cannot read {bundle / 'slotmap.json'}: {exc}") from exc
-    data, report = pack(load_adapter(args.adapter), smap, load_private_key(args.key))
+    tags = {k: v for k, v in (("task", args.task), ("user", args.user), ("tenant", args.tenant)) if v}
+    adapter = load_adapter(args.adapter, name=args.name, version=args.version, sequence=args.sequence,
+                           tags=tags or None)
+    data, report = pack(adapter, smap, load_private_key(args.key))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
-    print(f"packed    {report.name}: {report.bytes} bytes -> {out}")
+    print(f"packed    {report.name} {adapter.version} (sequence {adapter.sequence}, {adapter.kind}, from {adapter.source}): "
+          f"{report.bytes} bytes, slot payload {report.payload_bytes} bytes -> {out}")
     for layer, r in report.layers.items():
-        print(f"  {layer:<12} rank {r['rank_in']} -> slot rank {r['rank_slot']}: delta error {r['delta_relative_error']:.2%}"
-              f" (SVD {r['svd_relative_error']:.2%}), clipped A {r['clipped_a']:.2%} B {r['clipped_b']:.2%}")
+        if "clipped_a" in r:
+            print(f"  {layer:<12} rank {r['rank_in']} -> slot rank {r['rank_slot']}: delta error "
+                  f"{r['delta_relative_error']:.2%} (SVD {r['svd_relative_error']:.2%}, {r['factorisation']} factors), "
+                  f"clipped A {r['clipped_a']:.2%} B {r['clipped_b']:.2%}")
+        else:
+            print(f"  {layer:<12} width {r['rank_in']} -> slot width {r['rank_slot']}: U D error "
+                  f"{r['delta_relative_error']:.2%}, bias_D {r['bias_d_relative_error']:.2%}, "
+                  f"bias_U {r['bias_u_relative_error']:.2%}, clipped D {r['clipped_d']:.2%} U {r['clipped_u']:.2%}")
     return 0
 
 
@@ -297,7 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     kg.set_defaults(func=cmd_keygen)
 
     pk = sub.add_parser("pack", help="quantize a float adapter to a bundle's slots and sign it")
-    pk.add_argument("adapter", help="adapter directory (adapter.json + adapter.npz)")
+    pk.add_argument("adapter", help="adapter directory: tinyswap (adapter.json + adapter.npz) or PEFT "
+                    "(adapter_config.json + adapter_model.safetensors)")
+    pk.add_argument("--name", help="adapter name (PEFT directories; default: tinyswap.json or the folder name)")
+    pk.add_argument("--version", help="version string (PEFT directories)")
+    pk.add_argument("--sequence", type=int, help="anti-rollback sequence number (PEFT directories)")
+    pk.add_argument("--task")
+    pk.add_argument("--user")
+    pk.add_argument("--tenant")
     pk.add_argument("--bundle", required=True, metavar="DIR")
     pk.add_argument("--key", required=True, metavar="KEY.pem")
     pk.add_argument("-o", "--output", required=True, metavar="FILE")

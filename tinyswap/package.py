@@ -73,6 +73,18 @@ class SlotLayoutError(PackageError):
     """The package's tensors do not fit the bundle's slot layout (layers, roles, shapes, scales)."""
 
 
+class UnknownLayerError(SlotLayoutError):
+    """The package carries tensors for a layer (or role) the slot plan does not have."""
+
+
+class MissingSlotTensorsError(SlotLayoutError):
+    """The package lacks some of the slot's tensors (the packer zero-fills untargeted layers)."""
+
+
+class SlotShapeError(SlotLayoutError):
+    """A tensor's shape or dtype differs from the slot's (e.g. a rank above the slot's)."""
+
+
 class RollbackError(PackageError):
     """The package's sequence number is not above the last accepted for its name."""
 
@@ -203,16 +215,18 @@ def check_slot_layout(package: AdapterPackage, slot_tensors: list[Mapping[str, A
     """The package must name exactly the slot's tensors, with the same shapes and dtypes."""
     expected = {(t["layer"], t["role"]): t for t in slot_tensors}
     got = {(t.layer, t.role): t for t in package.tensors}
+    if len(got) != len(package.tensors):
+        raise SlotLayoutError(f"package {package.name!r} names a slot tensor twice")
     unknown = sorted(set(got) - set(expected))
     if unknown:
-        raise SlotLayoutError(f"the package has tensors the slot plan does not: {unknown}")
+        raise UnknownLayerError(f"the package has tensors the slot plan does not: {unknown}")
     missing = sorted(set(expected) - set(got))
     if missing:
-        raise SlotLayoutError(f"the package lacks slot tensors {missing} (the packer zero-fills them)")
+        raise MissingSlotTensorsError(f"the package lacks slot tensors {missing} (the packer zero-fills them)")
     for key, t in got.items():
         e = expected[key]
         if tuple(e["shape"]) != t.shape or e["dtype"] != t.dtype:
-            raise SlotLayoutError(f"{key[0]}/{key[1]}: package has {t.shape} {t.dtype}, slot has {tuple(e['shape'])} {e['dtype']}")
+            raise SlotShapeError(f"{key[0]}/{key[1]}: package has {t.shape} {t.dtype}, slot has {tuple(e['shape'])} {e['dtype']}")
 
 
 def verify_package(package: AdapterPackage, keyring: Keyring, base_digest: str,

@@ -1,0 +1,76 @@
+"""RAM cache of verified packages: a byte budget, LRU order, a pluggable priority, prefetch.
+
+Keys are content digests. Eviction takes the lowest (priority, last use) first; an entry
+whose priority is `PINNED` is never evicted. A prefetch hook lets a router stage the adapter
+it expects next, off the request path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+from tinyswap.errors import TinySwapError
+from tinyswap.package import AdapterPackage
+
+PINNED = float("inf")
+
+
+class CacheError(TinySwapError):
+    """A package cannot fit in the cache's byte budget."""
+
+
+class PackageCache:
+    def __init__(self, budget_bytes: int, priority: Callable[[AdapterPackage], float] | None = None) -> None:
+        if budget_bytes <= 0:
+            raise CacheError(f"budget_bytes must be positive, got {budget_bytes}")
+        self.budget = budget_bytes
+        self._priority = priority or (lambda package: 0.0)
+        self._items: OrderedDict[str, AdapterPackage] = OrderedDict()
+        self._clock = itertools.count()
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.evictions = 0
+
+    @property
+    def used(self) -> int:
+        return sum(len(p.raw) for p in self._items.values())
+
+    def put(self, package: AdapterPackage) -> None:
+        size = len(package.raw)
+        if size > self.budget:
+            raise CacheError(f"package {package.name!r} ({size} bytes) exceeds the cache budget of {self.budget}")
+        with self._lock:
+            self._items[package.content_digest] = package
+            self._items.move_to_end(package.content_digest)
+            while self.used > self.budget:
+                victims = [(self._priority(p), i, d) for i, (d, p) in enumerate(self._items.items())
+                           if d != package.content_digest and self._priority(p) != PINNED]
+                if not victims:
+                    del self._items[package.content_digest]
+                    raise CacheError(f"no evictable entry leaves room for {package.name!r}")
+                _, _, digest = min(victims)
+                del self._items[digest]
+                self.evictions += 1
+
+    def get(self, digest: str) -> AdapterPackage | None:
+        with self._lock:
+            package = self._items.get(digest)
+            if package is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(digest)
+            self.hits += 1
+            return package
+
+    def discard(self, digest: str) -> None:
+        with self._lock:
+            self._items.pop(digest, None)
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._items
+
+    def prefetch(self, loader: Callable[[], AdapterPackage]) -> None:
+        """Stage a package produced by `loader` (e.g. read and verified from storage)."""
+        self.put(loader())

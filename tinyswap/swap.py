@@ -1,0 +1,716 @@
+"""`SwapManager`: verified adapters into compiled slots, activated by gates, per request.
+
+The names are PEFT's (`load_adapter`, `set_adapter`, `enable_adapters`, `disable_adapters`,
+`disable_adapter()` as a context manager, `active_adapters`, `delete_adapter`,
+`hotswap_adapter`, mixed batches through `adapter_names=[...]` with `"__base__"`), the
+mechanism is not: the base model's bytes are never written, an adapter is written into an
+*idle* slot of the model image and only then may a gate enable it.
+
+Why concurrent swaps are safe without stopping inference: a slot whose gate is 0 contributes
+exactly nothing (the gate MUL returns its output zero point whatever the slot's bytes, and the
+ADD then returns its first input), so bytes may change under a request that does not use that
+slot. Every request pins the slots its gates use (`in-flight` counts) and a slot is written
+only while nothing pins it and no adapter points at it. Each output is therefore the output of
+exactly one committed state.
+
+Two phases, as PEFT's hot swap ("dry run first"): `plan_load` / `plan_hotswap` verify the
+package and choose a slot, changing nothing; `apply(plan)` writes the slot, reads it back,
+compares the digest and only then commits. A plan made against an older state is refused.
+
+Anti-rollback and rollback: a package whose sequence number is not above the last accepted for
+its name is refused (downgrade attack); `rollback(name)` is the operator's explicit return to a
+version this manager verified and accepted before, so it is allowed and does not lower the
+counter (as MCUboot's revert of an unconfirmed image).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
+
+import numpy as np
+
+from tinyswap.cache import PackageCache
+from tinyswap.errors import TinySwapError
+from tinyswap.image import ModelImage, RamImage
+from tinyswap.interpreter import Interpreter
+from tinyswap.package import AdapterPackage, Keyring, PackageError, parse_package, verify_package
+from tinyswap.registry import Registry, RegistryEntry
+from tinyswap.slotmap import SlotInfo, SlotMap
+
+BASE = "__base__"
+
+#: What a request may ask for: one adapter, several at weight 1, or weights per adapter.
+AdapterSpec = Union[str, Sequence[str], Mapping[str, float], None]
+
+
+class AdapterError(TinySwapError):
+    """A swap-manager request was refused; the model image and the state are unchanged."""
+
+
+class UnknownAdapterError(AdapterError):
+    """No adapter of that name is loaded."""
+
+
+class AdapterExistsError(AdapterError):
+    """An adapter of that name is already loaded (use `hotswap_adapter` for a new version)."""
+
+
+class GateWeightError(AdapterError):
+    """A composition weight lies outside the gates' range [0, gate_max]."""
+
+
+class SlotBusyError(AdapterError):
+    """No slot can be freed: each holds an adapter pinned by in-flight requests, or one request
+    needs more adapters at once than the model has slots."""
+
+
+class SlotVerifyError(AdapterError):
+    """The bytes read back from a slot differ from what was written; the slot stays disabled."""
+
+
+class StalePlanError(AdapterError):
+    """The state changed between `plan_*` and `apply`: plan again."""
+
+
+class TenantIsolationError(AdapterError):
+    """A request of one tenant asked for an adapter that belongs to another tenant."""
+
+
+@dataclass(frozen=True)
+class SwapPlan:
+    """What `apply` will do; building one changed nothing."""
+
+    action: str  # "load" | "hotswap" | "restore" (rollback to a non-resident version)
+    name: str
+    package: AdapterPackage
+    slot: int | None  # the idle slot to write; None: keep cached, make resident on first use
+    evicts: str | None  # digest of the adapter whose bytes the write replaces
+    generation: int
+    priority: float = 0.0
+
+
+@dataclass
+class _Slot:
+    info: SlotInfo
+    digest: str | None = None  # package digest whose bytes the slot holds; None = zeros
+    writing: bool = False
+    pinned: int = 0  # in-flight requests whose gates use this slot
+    last_used: int = 0
+
+
+@dataclass
+class _Adapter:
+    name: str
+    current: str  # package digest in use for this name
+    versions: list[str] = field(default_factory=list)  # accepted digests, oldest first
+    priority: float = 0.0
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """One row of the committed slot table (what a device persists)."""
+
+    slot: int
+    digest: str | None  # package digest, None when the slot holds zeros
+    content_sha256: str  # SHA-256 of the slot's tensor bytes, in slot-map order
+
+
+class SwapManager:
+    """Adapters on a model image with compiled slots.
+
+    image: the writable model image (`RamImage`, or a device's flash-backed image); a plain
+        `bytes`/`bytearray` is wrapped in a `RamImage`.
+    slotmap: the bundle's `slotmap.json` (dict or `SlotMap`); checked against the image.
+    keyring: the Ed25519 keys whose packages are accepted.
+    cache: RAM cache of verified packages (default: 4 MiB budget, LRU).
+    fetch: reload a package by digest when the cache evicted it (a device reads its store);
+        the bytes are verified again.
+    eviction: "lru" (least recently used resident adapter first) or "priority" (lowest
+        `priority` first, LRU among equals).
+    on_commit: called with the new `SlotRecord` after a slot's bytes were verified and before
+        any gate may use it (a device persists its slot table here; if it raises, the slot is
+        not enabled).
+    """
+
+    def __init__(self, image: ModelImage | bytes | bytearray, slotmap: SlotMap | Mapping[str, Any], keyring: Keyring,
+                 *, cache: PackageCache | None = None, registry: Registry | None = None,
+                 fetch: Callable[[str], bytes] | None = None, eviction: str = "lru", profile: str = "tflm",
+                 on_commit: Callable[[SlotRecord], None] | None = None,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 wait_seconds: float = 10.0) -> None:
+        self.image: ModelImage = RamImage(image) if isinstance(image, (bytes, bytearray)) else image
+        self.slotmap = slotmap if isinstance(slotmap, SlotMap) else SlotMap.from_json(dict(slotmap))
+        if eviction not in ("lru", "priority"):
+            raise AdapterError(f"eviction is {eviction!r}; expected 'lru' or 'priority'")
+        self.slotmap.check_model(self.image.buffer)
+        self.keyring = keyring
+        self.cache = cache or PackageCache(4 << 20)
+        self.registry = registry or Registry()
+        self._fetch = fetch
+        self._eviction = eviction
+        self._profile = profile
+        self._on_commit = on_commit
+        self._on_event = on_event
+        self._wait = wait_seconds
+        self._slots = [_Slot(info) for info in self.slotmap.slots]
+        self._adapters: dict[str, _Adapter] = {}
+        self._last_sequence: dict[str, int] = {}
+        self._packages_meta: dict[str, AdapterPackage] = {}  # digest -> package (metadata; bytes may be evicted)
+        self._default: dict[str, float] = {}
+        self._enabled = True
+        self._generation = 0
+        self._clock = itertools.count(1)
+        self._cond = threading.Condition(threading.RLock())
+        self._local = threading.local()
+        self._write_lock = threading.Lock()  # one slot write at a time (one flash controller)
+        self._zero_digest = self._content_digest_of({})
+        self.stats = {"swaps": 0, "bytes_written": 0, "verify_failures": 0, "evictions": 0}
+
+    # -- queries ------------------------------------------------------------------------------
+    @property
+    def num_slots(self) -> int:
+        return len(self._slots)
+
+    @property
+    def active_adapters(self) -> list[str]:
+        """The adapters this thread's requests use when they name none (PEFT's property)."""
+        spec = self._thread_default()
+        return [name for name, w in spec.items() if w > 0]
+
+    @property
+    def active_weights(self) -> dict[str, float]:
+        return dict(self._thread_default())
+
+    @property
+    def adapters(self) -> list[str]:
+        with self._cond:
+            return list(self._adapters)
+
+    def slot_table(self) -> list[SlotRecord]:
+        with self._cond:
+            return [SlotRecord(s.info.slot, s.digest, self._expected_content(s.digest)) for s in self._slots]
+
+    def resident(self) -> dict[int, str | None]:
+        """Slot -> adapter name@version it holds (None: zeros)."""
+        with self._cond:
+            return {s.info.slot: (None if s.digest is None else self._label(s.digest)) for s in self._slots}
+
+    def adapter_info(self, name: str) -> RegistryEntry:
+        with self._cond:
+            return self.registry.get(self._require(name).current)
+
+    def last_sequence(self, name: str) -> int | None:
+        return self._last_sequence.get(name)
+
+    # -- loading ------------------------------------------------------------------------------
+    def verify(self, package: AdapterPackage | bytes | bytearray | str | os.PathLike[str]) -> AdapterPackage:
+        """Parse and verify a package against this model (signature, digest, base binding,
+        slot layout, anti-rollback). Changes nothing."""
+        pkg = _as_package(package)
+        verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(), self._last_sequence)
+        return pkg
+
+    def plan_load(self, package: AdapterPackage | bytes | bytearray | str | os.PathLike[str],
+                  adapter_name: str | None = None, *, priority: float = 0.0) -> SwapPlan:
+        pkg = _as_package(package)
+        name = adapter_name or pkg.name
+        _check_name(name)
+        if name in self._adapters:
+            raise AdapterExistsError(f"adapter {name!r} is already loaded; use hotswap_adapter for a new version")
+        self.verify(pkg)
+        with self._cond:
+            if name in self._adapters:
+                raise AdapterExistsError(f"adapter {name!r} is already loaded; use hotswap_adapter for a new version")
+            slot = self._free_slot()
+            return SwapPlan("load", name, pkg, slot, None if slot is None else self._slots[slot].digest,
+                            self._generation, priority)
+
+    def load_adapter(self, package: AdapterPackage | bytes | bytearray | str | os.PathLike[str],
+                     adapter_name: str | None = None, *, priority: float = 0.0) -> str:
+        """Verify, register and cache a package under `adapter_name` (default: its own name) and
+        write it into a free slot if there is one (otherwise on first use). Returns its digest."""
+        plan = self.plan_load(package, adapter_name, priority=priority)
+        self.apply(plan)
+        return plan.package.content_digest
+
+    def plan_hotswap(self, name: str, package: AdapterPackage | bytes | bytearray | str | os.PathLike[str]) -> SwapPlan:
+        pkg = self.verify(package)
+        with self._cond:
+            adapter = self._require(name)
+            old = self._packages_meta[adapter.current]
+            if pkg.metadata.get("kind") != old.metadata.get("kind"):
+                raise AdapterError(f"hotswap of {name!r}: kind {pkg.metadata.get('kind')!r} replaces "
+                                   f"{old.metadata.get('kind')!r}; a hot swap keeps the adapter method")
+            if pkg.content_digest == adapter.current:
+                raise AdapterError(f"hotswap of {name!r}: the package is the version already in use")
+            slot = self._victim(keep=set(), exclude_digests={adapter.current})
+            return SwapPlan("hotswap", name, pkg, slot, None if slot is None else self._slots[slot].digest,
+                            self._generation, adapter.priority)
+
+    def hotswap_adapter(self, name: str, package: AdapterPackage | bytes | bytearray | str | os.PathLike[str]) -> str:
+        """Replace `name` by a new version, in place and atomically: the new version is written
+        into an idle slot and verified while the old one keeps serving, then `name` points at it.
+        The old version stays resident (while slots allow) so `rollback` is a gate flip."""
+        for _ in range(3):
+            plan = self.plan_hotswap(name, package)
+            if plan.slot is None:
+                self._wait_for_idle_slot()
+                continue
+            try:
+                self.apply(plan)
+            except StalePlanError:
+                continue
+            return plan.package.content_digest
+        raise SlotBusyError(f"hotswap of {name!r}: no slot became idle within {self._wait} s")
+
+    def apply(self, plan: SwapPlan) -> None:
+        """Write the planned slot, read it back, verify, commit. Raises `StalePlanError` if
+        anything changed since the plan was made."""
+        with self._cond:
+            if plan.generation != self._generation:
+                raise StalePlanError("the slot state changed after this plan was made; plan again")
+            # Verification may have been done against an older anti-rollback counter.
+            previous = self._last_sequence.get(plan.package.name)
+            if plan.action != "restore" and previous is not None and plan.package.sequence <= previous:
+                raise StalePlanError(f"sequence {plan.package.sequence} is no longer above {previous}")
+            if plan.slot is not None:
+                slot = self._slots[plan.slot]
+                if slot.pinned or slot.writing or slot.digest != plan.evicts:
+                    raise StalePlanError(f"slot {plan.slot} is no longer idle")
+                if slot.digest in self._current_digests():
+                    self.stats["evictions"] += 1
+                slot.writing = True
+                slot.digest = None  # from here on the slot holds nothing usable
+            self._generation += 1
+        if plan.slot is not None:
+            try:
+                self._write_slot(plan.slot, plan.package)
+            except BaseException:
+                with self._cond:
+                    self._slots[plan.slot].writing = False
+                    self._generation += 1
+                    self._cond.notify_all()
+                raise
+        with self._cond:
+            pkg = plan.package
+            digest = pkg.content_digest
+            self._packages_meta[digest] = pkg
+            self.cache.put(pkg)
+            if plan.slot is not None:
+                slot = self._slots[plan.slot]
+                slot.writing, slot.digest, slot.last_used = False, digest, next(self._clock)
+            if plan.action == "load":
+                self._adapters[plan.name] = _Adapter(plan.name, digest, [digest], plan.priority,
+                                                     (pkg.metadata.get("tags") or {}).get("tenant"))
+            elif plan.action == "hotswap":
+                adapter = self._adapters[plan.name]
+                adapter.current = digest
+                adapter.versions.append(digest)
+            if plan.action != "restore":
+                self._last_sequence[pkg.name] = max(pkg.sequence, self._last_sequence.get(pkg.name, pkg.sequence))
+                self.registry.add(pkg, plan.name)
+            self._generation += 1
+            self._cond.notify_all()
+        self._event(plan.action, {"name": plan.name, "digest": digest, "slot": plan.slot, "version": pkg.metadata["version"]})
+
+    def rollback(self, name: str) -> str:
+        """Return `name` to the version accepted before its current one: a gate flip when that
+        version is still resident, a slot write from the cache (or store) otherwise."""
+        with self._cond:
+            adapter = self._require(name)
+            index = adapter.versions.index(adapter.current)
+            if index == 0:
+                raise AdapterError(f"adapter {name!r} has no earlier version to roll back to")
+            target = adapter.versions[index - 1]
+        self._ensure_resident({target})
+        with self._cond:
+            adapter.current = target
+            self._generation += 1
+            self._cond.notify_all()
+        self._event("rollback", {"name": name, "digest": target})
+        return target
+
+    def delete_adapter(self, name: str) -> None:
+        """Forget `name`: no new request can use it; its slots are cleared (zeros written) as
+        soon as in-flight requests release them."""
+        with self._cond:
+            adapter = self._require(name)
+            del self._adapters[name]
+            self._default.pop(name, None)
+            digests = set(adapter.versions)
+            self._generation += 1
+        for d in digests:
+            self.cache.discard(d)
+        self.registry.remove(name)
+        for slot in self._slots:
+            self._clear_when_idle(slot, digests)
+        self._event("delete", {"name": name})
+
+    # -- activation ---------------------------------------------------------------------------
+    def set_adapter(self, adapters: AdapterSpec, *, tenant: str | None = None) -> None:
+        """The default active set: a name, a list (weight 1 each) or {name: weight}. The
+        adapters are made resident now, so the next request does not wait for a write."""
+        spec = self._normalise(adapters)
+        with self._cond:
+            for name in spec:
+                self._check_tenant(self._require(name), tenant)
+        self._ensure_resident({self._adapters[n].current for n in spec if spec[n] > 0})
+        with self._cond:
+            self._default = spec
+            self._enabled = True
+
+    def enable_adapters(self) -> None:
+        self._enabled = True
+
+    def disable_adapters(self) -> None:
+        """Requests that name no adapter run the base model until `enable_adapters()`."""
+        self._enabled = False
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """`with manager.disable_adapter():` — this thread's requests run the base model.
+        Per thread, not shared state (peft #176: a shared switch is unsafe across threads)."""
+        previous = getattr(self._local, "override", None)
+        self._local.override = {}
+        try:
+            yield
+        finally:
+            self._local.override = previous
+
+    # -- inference ----------------------------------------------------------------------------
+    def infer(self, *inputs: np.ndarray, adapter_names: Sequence[AdapterSpec] | None = None,
+              adapters: AdapterSpec = None, tenant: str | None = None) -> list[np.ndarray]:
+        """Run the model on a batch. Per row `adapter_names[i]` (a name, `"__base__"`, a list
+        or {name: weight}); or `adapters` for the whole batch; or the default active set."""
+        if not inputs:
+            raise AdapterError("infer needs the model's data input(s)")
+        batch = int(np.asarray(inputs[0]).shape[0])
+        if adapter_names is not None:
+            if len(adapter_names) != batch:
+                raise AdapterError(f"adapter_names has {len(adapter_names)} entries for a batch of {batch}")
+            rows = [self._normalise(spec) for spec in adapter_names]
+        elif adapters is not None:
+            rows = [self._normalise(adapters)] * batch
+        else:
+            rows = [self._thread_default()] * batch
+        slots, gates = self._acquire(rows, tenant)
+        try:
+            return self._interpreter().run(*self._graph_inputs(inputs, gates))
+        finally:
+            self._release(slots)
+
+    @contextlib.contextmanager
+    def pinned(self, adapters: AdapterSpec, *, tenant: str | None = None) -> Iterator[np.ndarray]:
+        """Keep `adapters` resident while the block runs (what every in-flight request does;
+        useful for a streaming session). Yields the gate inputs [S, 1, 1] that select them."""
+        slots, gates = self._acquire([self._normalise(adapters)], tenant)
+        try:
+            yield gates
+        finally:
+            self._release(slots)
+
+    def make_resident(self, name: str) -> int:
+        """Write `name`'s current version into a slot now (from the RAM cache, or the store),
+        evicting by policy if needed; returns the slot. A no-op when already resident."""
+        with self._cond:
+            digest = self._require(name).current
+        self._ensure_resident({digest})
+        with self._cond:
+            found = self._resident_slots({digest})
+            if found is None:  # evicted again by a concurrent request before we looked
+                raise SlotBusyError(f"adapter {name!r} could not be kept resident")
+            return found[digest]
+
+    def gates_for(self, adapters: AdapterSpec, batch: int = 1) -> np.ndarray:
+        """The int8 gate inputs [S, batch, 1] that select `adapters` now (for a caller that runs
+        its own interpreter). The adapters must be resident; nothing is pinned."""
+        spec = self._normalise(adapters)
+        with self._cond:
+            slot_of = self._resident_slots({self._require(n).current for n in spec})
+            if slot_of is None:
+                raise SlotBusyError(f"{sorted(spec)} are not all resident; call set_adapter first")
+            return self._gate_rows([spec] * batch, slot_of)
+
+    # -- internals: requests ------------------------------------------------------------------
+    def _thread_default(self) -> dict[str, float]:
+        override = getattr(self._local, "override", None)
+        if override is not None:
+            return override
+        return dict(self._default) if self._enabled else {}
+
+    def _normalise(self, spec: AdapterSpec) -> dict[str, float]:
+        if spec is None or spec == BASE:
+            return {}
+        if isinstance(spec, str):
+            items = {spec: 1.0}
+        elif isinstance(spec, Mapping):
+            items = {str(k): float(v) for k, v in spec.items()}
+        else:
+            items = {str(n): 1.0 for n in spec}
+        gate_max = self.slotmap.gate_max
+        out = {}
+        for name, weight in items.items():
+            if name == BASE:
+                continue
+            if not (0.0 <= weight <= gate_max):  # also refuses NaN
+                raise GateWeightError(f"weight {weight} for adapter {name!r} is outside the gate range [0, {gate_max}]")
+            if weight > 0:
+                out[name] = weight
+        return out
+
+    def _acquire(self, rows: list[dict[str, float]], tenant: str | None) -> tuple[list[int], np.ndarray]:
+        names = set().union(*rows) if rows else set()
+        if len(names) > self.num_slots:
+            raise SlotBusyError(f"one request uses {len(names)} adapters; the model has {self.num_slots} slots")
+        while True:
+            with self._cond:
+                adapters = {n: self._require(n) for n in names}
+                for a in adapters.values():
+                    self._check_tenant(a, tenant)
+                wanted = {a.current for a in adapters.values()}
+                slot_of = self._resident_slots(wanted)
+                if slot_of is not None:
+                    used = sorted(set(slot_of.values()))
+                    tick = next(self._clock)
+                    for s in used:
+                        self._slots[s].pinned += 1
+                        self._slots[s].last_used = tick
+                    return used, self._gate_rows(rows, slot_of)
+            self._ensure_resident(wanted)
+
+    def _release(self, slots: list[int]) -> None:
+        with self._cond:
+            for s in slots:
+                self._slots[s].pinned -= 1
+            self._cond.notify_all()
+
+    def _resident_slots(self, digests: set[str]) -> dict[str, int] | None:
+        """digest -> slot for every digest, using current (committed, not writing) slots only."""
+        found: dict[str, int] = {}
+        for s in self._slots:
+            if s.digest in digests and not s.writing:
+                found.setdefault(s.digest, s.info.slot)
+        return found if len(found) == len(digests) else None
+
+    def _gate_rows(self, rows: list[dict[str, float]], slot_of: dict[str, int]) -> np.ndarray:
+        gates = self.slotmap.gates
+        out = np.empty((len(gates), len(rows), 1), np.int8)
+        for s, g in enumerate(gates):
+            out[s] = g.zero_point
+        for r, spec in enumerate(rows):
+            for name, weight in spec.items():
+                s = slot_of[self._adapters[name].current]
+                out[s, r, 0] = gates[s].quantize(weight)
+        return out
+
+    def _graph_inputs(self, inputs: Sequence[np.ndarray], gates: np.ndarray) -> list[np.ndarray]:
+        total = len(inputs) + len(self.slotmap.gates)
+        by_position: list[np.ndarray | None] = [None] * total
+        for g in self.slotmap.gates:
+            if g.input_index >= total:
+                raise AdapterError(f"gate {g.slot} is graph input {g.input_index}, but the model has {total} inputs")
+            by_position[g.input_index] = gates[g.slot]
+        data = iter(inputs)
+        return [next(data) if x is None else x for x in by_position]
+
+    def _interpreter(self) -> Interpreter:
+        interp = getattr(self._local, "interpreter", None)
+        if interp is None:
+            interp = Interpreter(model_content=self.image.buffer, profile=self._profile)
+            self._local.interpreter = interp
+        return interp
+
+    # -- internals: residency -----------------------------------------------------------------
+    def _ensure_resident(self, digests: set[str]) -> None:
+        """Write every digest not yet resident into a slot, evicting by policy; waits while
+        every candidate slot is pinned, up to `wait_seconds`."""
+        for _ in range(1000):
+            with self._cond:
+                missing = [d for d in digests if self._resident_slots({d}) is None]
+                if not missing:
+                    return
+                digest = missing[0]
+                slot = self._victim(keep=digests, exclude_digests=set())
+                if slot is None:
+                    if not self._cond.wait(self._wait):
+                        raise SlotBusyError(f"no slot became idle within {self._wait} s "
+                                            f"(slots: {self.resident()}, pinned: {[s.pinned for s in self._slots]})")
+                    continue
+                plan = SwapPlan("restore", self._label(digest), self._package(digest), slot, self._slots[slot].digest,
+                                self._generation)
+            try:
+                self.apply(plan)
+            except StalePlanError:
+                continue
+        raise SlotBusyError("could not make the adapters resident (state kept changing)")
+
+    def _free_slot(self) -> int | None:
+        """An idle slot that holds nothing anyone points at (empty first), or None."""
+        current = self._current_digests()
+        for want_empty in (True, False):
+            for s in self._slots:
+                if s.pinned or s.writing or s.digest in current:
+                    continue
+                if (s.digest is None) == want_empty:
+                    return s.info.slot
+        return None
+
+    def _victim(self, keep: set[str], exclude_digests: set[str]) -> int | None:
+        """The slot to overwrite: empty, then stale versions, then the resident adapter chosen
+        by the eviction policy; never a pinned or writing slot or one holding `keep`."""
+        free = self._free_slot()
+        if free is not None and self._slots[free].digest not in keep:
+            return free
+        priority = {a.current: a.priority for a in self._adapters.values()}
+        candidates = [s for s in self._slots
+                      if not s.pinned and not s.writing and s.digest not in keep and s.digest not in exclude_digests]
+        if not candidates:
+            return None
+        if self._eviction == "priority":
+            victim = min(candidates, key=lambda s: (priority.get(s.digest, -np.inf), s.last_used))
+        else:
+            victim = min(candidates, key=lambda s: s.last_used)
+        return victim.info.slot
+
+    def _current_digests(self) -> set[str]:
+        return {a.current for a in self._adapters.values()}
+
+    def _wait_for_idle_slot(self) -> None:
+        with self._cond:
+            if not self._cond.wait(self._wait):
+                raise SlotBusyError(f"no slot became idle within {self._wait} s")
+
+    def _clear_when_idle(self, slot: _Slot, digests: set[str]) -> None:
+        with self._cond:
+            while slot.digest in digests and (slot.pinned or slot.writing):
+                if not self._cond.wait(self._wait):
+                    raise SlotBusyError(f"slot {slot.info.slot} stayed in use for {self._wait} s")
+            if slot.digest not in digests:
+                return
+            slot.writing, slot.digest = True, None
+            self._generation += 1
+        try:
+            self._write_slot(slot.info.slot, None)
+        finally:
+            with self._cond:
+                slot.writing = False
+                self._generation += 1
+                self._cond.notify_all()
+
+    def _package(self, digest: str) -> AdapterPackage:
+        pkg = self.cache.get(digest)
+        if pkg is not None:
+            return pkg
+        if self._fetch is None:
+            raise AdapterError(f"adapter {self._label(digest)} was evicted from the RAM cache and no store is attached")
+        pkg = _as_package(self._fetch(digest))
+        if pkg.content_digest != digest:
+            raise AdapterError(f"the store returned a different package for {digest[:16]}...")
+        # Re-verify what storage returned (signature, base, layout); its sequence was accepted before.
+        verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(), {})
+        self.cache.put(pkg)
+        return pkg
+
+    def prefetch(self, name: str) -> None:
+        """Stage `name`'s package in the RAM cache (off the request path)."""
+        with self._cond:
+            digest = self._require(name).current
+        self._package(digest)
+
+    # -- internals: slot bytes ----------------------------------------------------------------
+    def _slot_bytes(self, info: SlotInfo, package: AdapterPackage | None) -> bytes:
+        """The slot's whole aligned range with the package's tensors in place (zeros for None).
+        Bytes between tensors (flatbuffer length prefixes, padding) are kept as they are."""
+        data = bytearray(self.image.read(info.offset, info.length))
+        tensors = {} if package is None else {(t.layer, t.role): t for t in package.tensors}
+        for t in info.tensors:
+            start = t.offset - info.offset
+            src = tensors.get(t.key)
+            data[start : start + t.length] = bytes(t.length) if src is None else package.tensor_bytes(src)  # type: ignore[union-attr]
+        return bytes(data)
+
+    def _content_digest_of(self, tensors: Mapping[tuple[str, str], bytes]) -> str:
+        h = hashlib.sha256()
+        for t in self.slotmap.layout:
+            h.update(tensors.get(t.key, bytes(t.length)))
+        return h.hexdigest()
+
+    def _expected_content(self, digest: str | None) -> str:
+        if digest is None:
+            return self._zero_digest
+        pkg = self._packages_meta[digest]
+        return self._content_digest_of({(t.layer, t.role): bytes(pkg.tensor_bytes(t)) for t in pkg.tensors})
+
+    def content_digest(self, slot: int) -> str:
+        """SHA-256 of the tensor bytes the image holds in `slot` now."""
+        info = self.slotmap.slots[slot]
+        return self._content_digest_of({t.key: self.image.read(t.offset, t.length) for t in info.tensors})
+
+    def _write_slot(self, slot: int, package: AdapterPackage | None) -> None:
+        info = self.slotmap.slots[slot]
+        data = self._slot_bytes(info, package)
+        with self._write_lock:
+            self.image.write(info.offset, data)
+        expected = self._zero_digest if package is None else self._content_digest_of(
+            {(t.layer, t.role): bytes(package.tensor_bytes(t)) for t in package.tensors})
+        got = self.content_digest(slot)
+        if got != expected:
+            self.stats["verify_failures"] += 1
+            raise SlotVerifyError(f"slot {slot}: read-back digest {got[:16]}... differs from the written "
+                                  f"{expected[:16]}...; the slot stays disabled")
+        self.stats["swaps"] += 1
+        self.stats["bytes_written"] += len(data)
+        if self._on_commit is not None:
+            self._on_commit(SlotRecord(slot, None if package is None else package.content_digest, expected))
+
+    # -- internals: misc ----------------------------------------------------------------------
+    def _require(self, name: str) -> _Adapter:
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            raise UnknownAdapterError(f"no adapter named {name!r} is loaded; loaded: {sorted(self._adapters)}")
+        return adapter
+
+    @staticmethod
+    def _check_tenant(adapter: _Adapter, tenant: str | None) -> None:
+        if tenant is not None and adapter.tenant is not None and adapter.tenant != tenant:
+            raise TenantIsolationError(f"tenant {tenant!r} may not use adapter {adapter.name!r} "
+                                       f"(it belongs to tenant {adapter.tenant!r})")
+
+    def _label(self, digest: str) -> str:
+        pkg = self._packages_meta.get(digest)
+        return f"{digest[:12]}" if pkg is None else f"{pkg.name}@{pkg.metadata.get('version')}"
+
+    def _event(self, kind: str, details: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event(kind, details)
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or name == BASE:
+        raise AdapterError(f"adapter name {name!r} is not allowed (empty, or the reserved {BASE!r})")
+
+
+def _as_package(package: AdapterPackage | bytes | bytearray | str | os.PathLike[str]) -> AdapterPackage:
+    if isinstance(package, AdapterPackage):
+        return package
+    if isinstance(package, (bytes, bytearray, memoryview)):
+        return parse_package(package)
+    try:
+        with open(package, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise PackageError(f"cannot read adapter package {os.fspath(package)!r}: {exc}") from None
+    return parse_package(data)
+
+
+__all__ = [
+    "BASE", "AdapterError", "AdapterExistsError", "AdapterSpec", "GateWeightError", "SlotBusyError", "SlotRecord",
+    "SlotVerifyError", "StalePlanError", "SwapManager", "SwapPlan", "TenantIsolationError", "UnknownAdapterError",
+]
