@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
@@ -100,6 +101,7 @@ class _Slot:
     info: SlotInfo
     digest: str | None = None  # package digest whose bytes the slot holds; None = zeros
     writing: bool = False
+    draining: bool = False  # a swap waits for this slot: no new request may pin it
     pinned: int = 0  # in-flight requests whose gates use this slot
     last_used: int = 0
 
@@ -258,17 +260,25 @@ class SwapManager:
         """Replace `name` by a new version, in place and atomically: the new version is written
         into an idle slot and verified while the old one keeps serving, then `name` points at it.
         The old version stays resident (while slots allow) so `rollback` is a gate flip."""
-        for _ in range(3):
-            plan = self.plan_hotswap(name, package)
-            if plan.slot is None:
-                self._wait_for_idle_slot()
-                continue
-            try:
-                self.apply(plan)
-            except StalePlanError:
-                continue
-            return plan.package.content_digest
-        raise SlotBusyError(f"hotswap of {name!r}: no slot became idle within {self._wait} s")
+        deadline = time.monotonic() + self._wait
+        drained: int | None = None
+        try:
+            while True:
+                plan = self.plan_hotswap(name, package)
+                if plan.slot is None:
+                    with self._cond:
+                        current = self._require(name).current
+                    self._undrain(drained)
+                    drained = self._drain_one(set(), {current}, deadline)
+                    continue
+                try:
+                    self.apply(plan)
+                    return plan.package.content_digest
+                except StalePlanError:
+                    if time.monotonic() > deadline:
+                        raise SlotBusyError(f"hotswap of {name!r}: the slots kept changing for {self._wait} s") from None
+        finally:
+            self._undrain(drained)
 
     def apply(self, plan: SwapPlan) -> None:
         """Write the planned slot, read it back, verify, commit. Raises `StalePlanError` if
@@ -284,6 +294,8 @@ class SwapManager:
                 slot = self._slots[plan.slot]
                 if slot.pinned or slot.writing or slot.digest != plan.evicts:
                     raise StalePlanError(f"slot {plan.slot} is no longer idle")
+                if plan.action == "restore" and self._resident_slots({plan.package.content_digest}) is not None:
+                    raise StalePlanError("another request made this adapter resident meanwhile")
                 if slot.digest in self._current_digests():
                     self.stats["evictions"] += 1
                 slot.writing = True
@@ -483,7 +495,7 @@ class SwapManager:
                         self._slots[s].pinned += 1
                         self._slots[s].last_used = tick
                     return used, self._gate_rows(rows, slot_of)
-            self._ensure_resident(wanted)
+            self._ensure_resident(wanted, may_drain=False)
 
     def _release(self, slots: list[int]) -> None:
         with self._cond:
@@ -495,7 +507,7 @@ class SwapManager:
         """digest -> slot for every digest, using current (committed, not writing) slots only."""
         found: dict[str, int] = {}
         for s in self._slots:
-            if s.digest in digests and not s.writing:
+            if s.digest in digests and not s.writing and not s.draining:
                 found.setdefault(s.digest, s.info.slot)
         return found if len(found) == len(digests) else None
 
@@ -528,28 +540,42 @@ class SwapManager:
         return interp
 
     # -- internals: residency -----------------------------------------------------------------
-    def _ensure_resident(self, digests: set[str]) -> None:
+    def _ensure_resident(self, digests: set[str], may_drain: bool = True) -> None:
         """Write every digest not yet resident into a slot, evicting by policy; waits while
         every candidate slot is pinned, up to `wait_seconds`."""
-        for _ in range(1000):
-            with self._cond:
-                missing = [d for d in digests if self._resident_slots({d}) is None]
-                if not missing:
-                    return
-                digest = missing[0]
-                slot = self._victim(keep=digests, exclude_digests=set())
+        deadline = time.monotonic() + self._wait
+        drained: int | None = None
+        try:
+            while True:
+                with self._cond:
+                    missing = [d for d in digests if self._resident_slots({d}) is None]
+                    if not missing:
+                        return
+                    digest = missing[0]
+                    if any(s.draining and s.digest in missing for s in self._slots):
+                        # A writer is draining a slot we need: wait for its swap, do not copy
+                        # the adapter elsewhere (that would evict another one and thrash).
+                        self._wait_until(deadline, f"adapter {self._label(digest)} stayed unavailable")
+                        continue
+                    slot = self._victim(keep=digests, exclude_digests=set())
+                    if slot is not None:
+                        plan = SwapPlan("restore", self._label(digest), self._package(digest), slot,
+                                        self._slots[slot].digest, self._generation)
                 if slot is None:
-                    if not self._cond.wait(self._wait):
-                        raise SlotBusyError(f"no slot became idle within {self._wait} s "
-                                            f"(slots: {self.resident()}, pinned: {[s.pinned for s in self._slots]})")
+                    if may_drain:
+                        self._undrain(drained)
+                        drained = self._drain_one(digests, set(), deadline)
+                    else:  # requests wait for a slot; only swaps drain one (no drain fights)
+                        with self._cond:
+                            self._wait_until(deadline, f"no slot became idle for adapter {self._label(digest)}")
                     continue
-                plan = SwapPlan("restore", self._label(digest), self._package(digest), slot, self._slots[slot].digest,
-                                self._generation)
-            try:
-                self.apply(plan)
-            except StalePlanError:
-                continue
-        raise SlotBusyError("could not make the adapters resident (state kept changing)")
+                try:
+                    self.apply(plan)
+                except StalePlanError:
+                    if time.monotonic() > deadline:
+                        raise SlotBusyError(f"the slots kept changing for {self._wait} s") from None
+        finally:
+            self._undrain(drained)
 
     def _free_slot(self) -> int | None:
         """An idle slot that holds nothing anyone points at (empty first), or None."""
@@ -565,12 +591,12 @@ class SwapManager:
     def _victim(self, keep: set[str], exclude_digests: set[str]) -> int | None:
         """The slot to overwrite: empty, then stale versions, then the resident adapter chosen
         by the eviction policy; never a pinned or writing slot or one holding `keep`."""
+        protected = self._protected(keep | exclude_digests)
         free = self._free_slot()
-        if free is not None and self._slots[free].digest not in keep:
+        if free is not None and free not in protected:
             return free
         priority = {a.current: a.priority for a in self._adapters.values()}
-        candidates = [s for s in self._slots
-                      if not s.pinned and not s.writing and s.digest not in keep and s.digest not in exclude_digests]
+        candidates = [s for s in self._slots if not s.pinned and not s.writing and s.info.slot not in protected]
         if not candidates:
             return None
         if self._eviction == "priority":
@@ -579,13 +605,60 @@ class SwapManager:
             victim = min(candidates, key=lambda s: s.last_used)
         return victim.info.slot
 
+    def _protected(self, digests: set[str]) -> set[int]:
+        """One slot per digest that must stay (a second copy of the same bytes may go)."""
+        seen: dict[str, int] = {}
+        for s in self._slots:
+            if s.digest in digests and not s.writing:
+                seen.setdefault(s.digest, s.info.slot)
+        return set(seen.values())
+
     def _current_digests(self) -> set[str]:
         return {a.current for a in self._adapters.values()}
 
-    def _wait_for_idle_slot(self) -> None:
+    def _drain_one(self, keep: set[str], exclude_digests: set[str], deadline: float) -> int:
+        """Every usable slot is pinned: mark the policy's choice `draining` so that no new
+        request pins it (writers are not starved by a steady stream of readers) and wait until
+        the requests in flight release it. The caller undrains it after its write."""
         with self._cond:
-            if not self._cond.wait(self._wait):
-                raise SlotBusyError(f"no slot became idle within {self._wait} s")
+            protected = self._protected(keep | exclude_digests)
+            candidates = [s for s in self._slots if not s.writing and s.info.slot not in protected]
+            if not candidates or any(s.draining for s in self._slots):
+                # Another swap drains or writes (one drain at a time), or the state changed
+                # since the caller looked: wait briefly and let the caller look again.
+                self._wait_until(deadline, "no slot became idle")
+                return -1
+            priority = {a.current: a.priority for a in self._adapters.values()}
+            if self._eviction == "priority":
+                slot = min(candidates, key=lambda s: (priority.get(s.digest, -np.inf), s.pinned, s.last_used))
+            else:
+                slot = min(candidates, key=lambda s: (s.pinned, s.last_used))
+            slot.draining = True
+            self._generation += 1
+            while slot.pinned:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._cond.wait(remaining) and slot.pinned:
+                    slot.draining = False
+                    self._cond.notify_all()
+                    raise SlotBusyError(f"slot {slot.info.slot} stayed pinned by in-flight requests for {self._wait} s")
+            return slot.info.slot
+
+    def _wait_until(self, deadline: float, what: str) -> None:
+        """Wait (holding the condition's lock) for a state change, at most 50 ms at a time."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SlotBusyError(f"{what} within {self._wait} s "
+                                f"(slots: {self.resident()}, pinned: {[s.pinned for s in self._slots]})")
+        self._cond.wait(min(0.05, remaining))
+
+    def _undrain(self, slot: int | None) -> None:
+        if slot is None or slot < 0:
+            return
+        with self._cond:
+            if self._slots[slot].draining:
+                self._slots[slot].draining = False
+                self._generation += 1
+                self._cond.notify_all()
 
     def _clear_when_idle(self, slot: _Slot, digests: set[str]) -> None:
         with self._cond:
