@@ -26,6 +26,7 @@ counter (as MCUboot's revert of an unconfirmed image).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -136,15 +137,16 @@ class SwapManager:
         the bytes are verified again.
     eviction: "lru" (least recently used resident adapter first) or "priority" (lowest
         `priority` first, LRU among equals).
-    on_commit: called with the new `SlotRecord` after a slot's bytes were verified and before
-        any gate may use it (a device persists its slot table here; if it raises, the slot is
-        not enabled).
+    on_commit: called with the new state (`export_state()` form) after a slot's bytes were
+        written and verified and before any gate may use them, and after every rollback and
+        delete: a device persists it atomically here. If it raises, nothing is committed and
+        the written slot stays disabled.
     """
 
     def __init__(self, image: ModelImage | bytes | bytearray, slotmap: SlotMap | Mapping[str, Any], keyring: Keyring,
                  *, cache: PackageCache | None = None, registry: Registry | None = None,
                  fetch: Callable[[str], bytes] | None = None, eviction: str = "lru", profile: str = "tflm",
-                 on_commit: Callable[[SlotRecord], None] | None = None,
+                 on_commit: Callable[[dict[str, Any]], None] | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
                  wait_seconds: float = 10.0) -> None:
         self.image: ModelImage = RamImage(image) if isinstance(image, (bytes, bytearray)) else image
@@ -313,20 +315,34 @@ class SwapManager:
         with self._cond:
             pkg = plan.package
             digest = pkg.content_digest
+            adapters = {n: dataclasses.replace(a, versions=list(a.versions)) for n, a in self._adapters.items()}
+            last_sequence = dict(self._last_sequence)
+            if plan.action == "load":
+                adapters[plan.name] = _Adapter(plan.name, digest, [digest], plan.priority,
+                                               (pkg.metadata.get("tags") or {}).get("tenant"))
+            elif plan.action == "hotswap":
+                adapters[plan.name].current = digest
+                adapters[plan.name].versions.append(digest)
+            if plan.action != "restore":
+                last_sequence[pkg.name] = max(pkg.sequence, last_sequence.get(pkg.name, pkg.sequence))
+            slot_digests = [sl.digest for sl in self._slots]
+            if plan.slot is not None:
+                slot_digests[plan.slot] = digest
             self._packages_meta[digest] = pkg
+            try:
+                self._commit(adapters, last_sequence, slot_digests)  # persisted before any gate may use it
+            except BaseException:
+                if plan.slot is not None:
+                    self._slots[plan.slot].writing = False
+                self._generation += 1
+                self._cond.notify_all()
+                raise
             self.cache.put(pkg)
             if plan.slot is not None:
                 slot = self._slots[plan.slot]
                 slot.writing, slot.digest, slot.last_used = False, digest, next(self._clock)
-            if plan.action == "load":
-                self._adapters[plan.name] = _Adapter(plan.name, digest, [digest], plan.priority,
-                                                     (pkg.metadata.get("tags") or {}).get("tenant"))
-            elif plan.action == "hotswap":
-                adapter = self._adapters[plan.name]
-                adapter.current = digest
-                adapter.versions.append(digest)
+            self._adapters, self._last_sequence = adapters, last_sequence
             if plan.action != "restore":
-                self._last_sequence[pkg.name] = max(pkg.sequence, self._last_sequence.get(pkg.name, pkg.sequence))
                 self.registry.add(pkg, plan.name)
             self._generation += 1
             self._cond.notify_all()
@@ -343,7 +359,10 @@ class SwapManager:
             target = adapter.versions[index - 1]
         self._ensure_resident({target})
         with self._cond:
-            adapter.current = target
+            adapters = {n: dataclasses.replace(a, versions=list(a.versions)) for n, a in self._adapters.items()}
+            adapters[name].current = target
+            self._commit(adapters, self._last_sequence, [sl.digest for sl in self._slots])
+            self._adapters = adapters
             self._generation += 1
             self._cond.notify_all()
         self._event("rollback", {"name": name, "digest": target})
@@ -354,7 +373,9 @@ class SwapManager:
         soon as in-flight requests release them."""
         with self._cond:
             adapter = self._require(name)
-            del self._adapters[name]
+            adapters = {n: a for n, a in self._adapters.items() if n != name}
+            self._commit(adapters, self._last_sequence, [sl.digest for sl in self._slots])
+            self._adapters = adapters
             self._default.pop(name, None)
             digests = set(adapter.versions)
             self._generation += 1
@@ -449,6 +470,119 @@ class SwapManager:
             if slot_of is None:
                 raise SlotBusyError(f"{sorted(spec)} are not all resident; call set_adapter first")
             return self._gate_rows([spec] * batch, slot_of)
+
+    # -- persistence --------------------------------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        """The committed state as JSON-able data, what a device keeps in its metadata partition:
+        every adapter with its accepted versions (package digests) and current one, the
+        anti-rollback counters, and the slot table with each slot's content SHA-256."""
+        with self._cond:
+            return self._state(self._adapters, self._last_sequence, [s.digest for s in self._slots])
+
+    def restore_state(self, state: Mapping[str, Any], packages: Mapping[str, bytes] | Callable[[str], bytes | None]
+                      ) -> dict[str, list]:
+        """Rebuild a fresh manager from `export_state()` output and the package bytes (a mapping
+        or a function from digest to bytes, e.g. the device's store). Every package is verified
+        again (signature, base binding, layout). A slot is enabled only if the image's bytes
+        match its recorded content digest. Writes nothing. Returns what could not be restored:
+        `disabled_slots` (bytes differ from the record), `missing` (digests without a valid
+        package), `dropped` (adapters whose current version is missing)."""
+        with self._cond:
+            if self._adapters or any(s.digest for s in self._slots):
+                raise AdapterError("restore_state needs a fresh manager (adapters are loaded already)")
+        fetch = packages.get if isinstance(packages, Mapping) else packages
+        report: dict[str, list] = {"disabled_slots": [], "missing": [], "dropped": []}
+        try:
+            raw_adapters = dict(state["adapters"])
+            last_sequence = {str(k): int(v) for k, v in dict(state["last_sequence"]).items()}
+            raw_slots = list(state["slots"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AdapterError(f"malformed manager state: {exc}") from None
+        if len(raw_slots) != self.num_slots:
+            raise AdapterError(f"the state lists {len(raw_slots)} slots, the model has {self.num_slots}")
+        verified: dict[str, AdapterPackage] = {}
+
+        def load(digest: str) -> AdapterPackage | None:
+            if digest in verified:
+                return verified[digest]
+            data = fetch(digest)
+            try:
+                pkg = _as_package(data) if data is not None else None
+                if pkg is not None:
+                    verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(), {})
+            except PackageError:
+                pkg = None
+            if pkg is None or pkg.content_digest != digest:
+                report["missing"].append(digest)
+                return None
+            verified[digest] = pkg
+            return pkg
+
+        adapters: dict[str, _Adapter] = {}
+        for name, raw in raw_adapters.items():
+            try:
+                versions = [str(d) for d in raw["versions"]]
+                current = str(raw["current"])
+                adapter = _Adapter(str(name), current, [d for d in versions if load(d) is not None],
+                                   float(raw.get("priority", 0.0)), raw.get("tenant"))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise AdapterError(f"malformed state of adapter {name!r}: {exc}") from None
+            if current not in adapter.versions:
+                report["dropped"].append(name)
+                continue
+            adapters[name] = adapter
+        with self._cond:
+            for pkg in verified.values():
+                self._packages_meta[pkg.content_digest] = pkg
+                self.cache.put(pkg)
+            for slot, raw in zip(self._slots, raw_slots):
+                digest = raw.get("digest") if isinstance(raw, Mapping) else None
+                if digest is None:
+                    continue
+                if digest in verified and self.content_digest(slot.info.slot) == self._expected_content(digest):
+                    slot.digest = digest
+                else:
+                    report["disabled_slots"].append(slot.info.slot)
+            self._adapters, self._last_sequence = adapters, last_sequence
+            for a in adapters.values():
+                for d in a.versions:
+                    self.registry.add(verified[d], a.name)
+            self._generation += 1
+        return report
+
+    def clear_slot(self, slot: int) -> None:
+        """Write zeros into a slot that no adapter uses (e.g. one `restore_state` disabled)."""
+        with self._cond:
+            target = self._slots[slot]
+            if target.pinned or target.writing or target.digest in self._current_digests():
+                raise SlotBusyError(f"slot {slot} is in use")
+            target.writing, target.digest = True, None
+            self._generation += 1
+        try:
+            self._write_slot(slot, None)
+            with self._cond:
+                self._commit(self._adapters, self._last_sequence, [sl.digest for sl in self._slots])
+        finally:
+            with self._cond:
+                target.writing = False
+                self._generation += 1
+                self._cond.notify_all()
+
+    def _state(self, adapters: Mapping[str, _Adapter], last_sequence: Mapping[str, int],
+               slot_digests: Sequence[str | None]) -> dict[str, Any]:
+        return {
+            "format": "tinyswap-manager-state", "version": 1, "base_digest": self.slotmap.base_digest,
+            "adapters": {n: {"current": a.current, "versions": list(a.versions), "priority": a.priority,
+                             "tenant": a.tenant} for n, a in adapters.items()},
+            "last_sequence": dict(last_sequence),
+            "slots": [{"slot": i, "digest": d, "content_sha256": self._expected_content(d)}
+                      for i, d in enumerate(slot_digests)],
+        }
+
+    def _commit(self, adapters: Mapping[str, _Adapter], last_sequence: Mapping[str, int],
+                slot_digests: Sequence[str | None]) -> None:
+        if self._on_commit is not None:
+            self._on_commit(self._state(adapters, last_sequence, slot_digests))
 
     # -- internals: requests ------------------------------------------------------------------
     def _thread_default(self) -> dict[str, float]:
@@ -671,6 +805,8 @@ class SwapManager:
             self._generation += 1
         try:
             self._write_slot(slot.info.slot, None)
+            with self._cond:
+                self._commit(self._adapters, self._last_sequence, [sl.digest for sl in self._slots])
         finally:
             with self._cond:
                 slot.writing = False
@@ -740,8 +876,6 @@ class SwapManager:
                                   f"{expected[:16]}...; the slot stays disabled")
         self.stats["swaps"] += 1
         self.stats["bytes_written"] += len(data)
-        if self._on_commit is not None:
-            self._on_commit(SlotRecord(slot, None if package is None else package.content_digest, expected))
 
     # -- internals: misc ----------------------------------------------------------------------
     def _require(self, name: str) -> _Adapter:

@@ -322,3 +322,54 @@ def test_a_bottleneck_bundle_swaps_and_matches_tflm() -> None:
                      for row in want]
         np.testing.assert_array_equal(ours, tflm_rows(m.image.buffer, x, gates_for_rows(smap, slot_rows)))
     assert np.mean(m.infer(x, adapters="bn")[0] != base) > 0.1
+
+
+def test_state_round_trip_restores_without_writing_and_refuses_tampered_slots(bundle, packages) -> None:
+    smap = bundle.smap
+    committed: list[dict] = []
+    m = manager(bundle, on_commit=committed.append)
+    m.load_adapter(packages["A"])
+    m.load_adapter(packages["B"])
+    v2 = package(smap, 21, "A", sequence=2)
+    m.hotswap_adapter("A", v2)
+    x = inputs(3)
+    ya, yb = m.infer(x, adapters="A")[0], m.infer(x, adapters="B")[0]
+    state = m.export_state()
+    assert committed[-1] == state  # every commit was handed to the hook, the last is the state
+    store = {parse_package(p).content_digest: p for p in [packages["A"], packages["B"], v2]}
+    image = bytearray(m.image.buffer)
+    fresh = manager(bundle)
+    fresh.image.buffer[:] = image
+    report = fresh.restore_state(state, store)
+    assert report == {"disabled_slots": [], "missing": [], "dropped": []}
+    assert fresh.image.writes == 0 and fresh.slot_table() == m.slot_table()
+    np.testing.assert_array_equal(fresh.infer(x, adapters="A")[0], ya)
+    np.testing.assert_array_equal(fresh.infer(x, adapters="B")[0], yb)
+    assert fresh.last_sequence("A") == 2
+    # One flipped byte in B's slot: that slot is never enabled; B is written again on use.
+    slot_b = slot_holding(smap, image, packages["B"])
+    t = smap["slots"][slot_b]["tensors"][0]
+    image[t["offset"]] ^= 0x01
+    tampered = manager(bundle)
+    tampered.image.buffer[:] = image
+    report = tampered.restore_state(state, store)
+    assert report["disabled_slots"] == [slot_b]
+    assert tampered.resident()[slot_b] is None
+    np.testing.assert_array_equal(tampered.infer(x, adapters="B")[0], yb)
+    # A package missing from the store: the adapter is dropped, the others stay.
+    partial = manager(bundle)
+    partial.image.buffer[:] = bytes(m.image.buffer)
+    report = partial.restore_state(state, {d: p for d, p in store.items() if p is not packages["B"]})
+    assert report["dropped"] == ["B"] and partial.adapters == ["A"]
+
+
+def test_a_failing_commit_hook_commits_nothing(bundle, packages) -> None:
+    def refuse(state: dict) -> None:
+        raise OSError("metadata write failed")
+
+    m = manager(bundle, on_commit=refuse)
+    with pytest.raises(OSError):
+        m.load_adapter(packages["A"])
+    assert m.adapters == [] and all(v is None for v in m.resident().values())
+    with pytest.raises(UnknownAdapterError):
+        m.infer(inputs(1), adapters="A")
