@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ def _slot(raw: Any, index: int, model_bytes: int) -> SlotInfo:
         if not isinstance(t, dict):
             raise SlotMapError(f"{where} must be an object")
         dtype = t.get("dtype")
-        if dtype not in _DTYPES:
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise SlotMapError(f"{where}: dtype {dtype!r} is not int8 or int32")
         shape = t.get("shape")
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
@@ -195,7 +196,7 @@ def _slot(raw: Any, index: int, model_bytes: int) -> SlotInfo:
                               dtype, tuple(float(v) for v in scales))
         if info.kind not in ("lora", "bottleneck"):
             raise SlotMapError(f"{where}: kind {info.kind!r} is not lora or bottleneck")
-        if info.length != _DTYPES[dtype] * int(np.prod(shape, dtype=np.int64)):
+        if info.length != _DTYPES[dtype] * math.prod(shape):
             raise SlotMapError(f"{where}: {info.length} bytes do not hold {dtype} {tuple(shape)}")
         if info.offset < offset or info.offset + info.length > offset + length:
             raise SlotMapError(f"{where} ({info.layer}/{info.role}): bytes [{info.offset}, {info.offset + info.length}) "
