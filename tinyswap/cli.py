@@ -261,6 +261,12 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.swap:
+        from export.bench_swap import run as run_swap
+
+        print(run_swap(Path(args.out), repeats=max(20, args.repeats * 10)))
+        print(f"\nwrote {Path(args.out) / 'bench_swap.json'} and bench_swap.md")
+        return 0
     if args.compiler:
         from export.bench_compiler import run
 
@@ -326,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=30)
     bench.add_argument("--out", default="out/bench")
     bench.add_argument("--compiler", action="store_true", help="compile time and bundle size by model size and S")
+    bench.add_argument("--swap", action="store_true",
+                       help="adapter switch / hot swap / cold swap beside PEFT's hotswap_adapter (repeats x 10)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

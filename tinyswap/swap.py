@@ -84,7 +84,7 @@ class TenantIsolationError(AdapterError):
     """A request of one tenant asked for an adapter that belongs to another tenant."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SwapPlan:
     """What `apply` will do; building one changed nothing."""
 
@@ -171,10 +171,17 @@ class SwapManager:
         self._enabled = True
         self._generation = 0
         self._clock = itertools.count(1)
-        self._cond = threading.Condition(threading.RLock())
+        # `with self._lock` (C) on the hot paths; `self._cond` (same lock) to wait and notify.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._local = threading.local()
         self._write_lock = threading.Lock()  # one slot write at a time (one flash controller)
+        self._content_cache: dict[str, str] = {}
+        # Per slot: ((layer, role), offset within the slot's range, length) in layout order.
+        self._layout = [[(t.key, t.offset - info.offset, t.length) for t in info.tensors] for info in self.slotmap.slots]
+        self._views_cache: dict[str, dict[tuple[str, str], memoryview]] = {}
         self._zero_digest = self._content_digest_of({})
+        self._frames = [self.image.read(info.offset, info.length) for info in self.slotmap.slots]
         self.stats = {"swaps": 0, "bytes_written": 0, "verify_failures": 0, "evictions": 0}
 
     # -- queries ------------------------------------------------------------------------------
@@ -194,20 +201,20 @@ class SwapManager:
 
     @property
     def adapters(self) -> list[str]:
-        with self._cond:
+        with self._lock:
             return list(self._adapters)
 
     def slot_table(self) -> list[SlotRecord]:
-        with self._cond:
+        with self._lock:
             return [SlotRecord(s.info.slot, s.digest, self._expected_content(s.digest)) for s in self._slots]
 
     def resident(self) -> dict[int, str | None]:
         """Slot -> adapter name@version it holds (None: zeros)."""
-        with self._cond:
+        with self._lock:
             return {s.info.slot: (None if s.digest is None else self._label(s.digest)) for s in self._slots}
 
     def adapter_info(self, name: str) -> RegistryEntry:
-        with self._cond:
+        with self._lock:
             return self.registry.get(self._require(name).current)
 
     def last_sequence(self, name: str) -> int | None:
@@ -229,7 +236,7 @@ class SwapManager:
         if name in self._adapters:
             raise AdapterExistsError(f"adapter {name!r} is already loaded; use hotswap_adapter for a new version")
         self.verify(pkg)
-        with self._cond:
+        with self._lock:
             if name in self._adapters:
                 raise AdapterExistsError(f"adapter {name!r} is already loaded; use hotswap_adapter for a new version")
             slot = self._free_slot()
@@ -246,7 +253,7 @@ class SwapManager:
 
     def plan_hotswap(self, name: str, package: AdapterPackage | bytes | bytearray | str | os.PathLike[str]) -> SwapPlan:
         pkg = self.verify(package)
-        with self._cond:
+        with self._lock:
             adapter = self._require(name)
             old = self._packages_meta[adapter.current]
             if pkg.metadata.get("kind") != old.metadata.get("kind"):
@@ -268,7 +275,7 @@ class SwapManager:
             while True:
                 plan = self.plan_hotswap(name, package)
                 if plan.slot is None:
-                    with self._cond:
+                    with self._lock:
                         current = self._require(name).current
                     self._undrain(drained)
                     drained = self._drain_one(set(), {current}, deadline)
@@ -285,7 +292,7 @@ class SwapManager:
     def apply(self, plan: SwapPlan) -> None:
         """Write the planned slot, read it back, verify, commit. Raises `StalePlanError` if
         anything changed since the plan was made."""
-        with self._cond:
+        with self._lock:
             if plan.generation != self._generation:
                 raise StalePlanError("the slot state changed after this plan was made; plan again")
             # Verification may have been done against an older anti-rollback counter.
@@ -307,16 +314,18 @@ class SwapManager:
             try:
                 self._write_slot(plan.slot, plan.package)
             except BaseException:
-                with self._cond:
+                with self._lock:
                     self._slots[plan.slot].writing = False
                     self._generation += 1
                     self._cond.notify_all()
                 raise
-        with self._cond:
+        with self._lock:
             pkg = plan.package
             digest = pkg.content_digest
-            adapters = {n: dataclasses.replace(a, versions=list(a.versions)) for n, a in self._adapters.items()}
-            last_sequence = dict(self._last_sequence)
+            adapters, last_sequence = self._adapters, self._last_sequence
+            if plan.action != "restore":  # copies: the live state changes only after the commit
+                adapters = {n: dataclasses.replace(a, versions=list(a.versions)) for n, a in adapters.items()}
+                last_sequence = dict(last_sequence)
             if plan.action == "load":
                 adapters[plan.name] = _Adapter(plan.name, digest, [digest], plan.priority,
                                                (pkg.metadata.get("tags") or {}).get("tenant"))
@@ -337,7 +346,8 @@ class SwapManager:
                 self._generation += 1
                 self._cond.notify_all()
                 raise
-            self.cache.put(pkg)
+            if digest not in self.cache:
+                self.cache.put(pkg)
             if plan.slot is not None:
                 slot = self._slots[plan.slot]
                 slot.writing, slot.digest, slot.last_used = False, digest, next(self._clock)
@@ -346,19 +356,21 @@ class SwapManager:
                 self.registry.add(pkg, plan.name)
             self._generation += 1
             self._cond.notify_all()
-        self._event(plan.action, {"name": plan.name, "digest": digest, "slot": plan.slot, "version": pkg.metadata["version"]})
+        if self._on_event is not None:
+            self._event(plan.action, {"name": plan.name, "digest": digest, "slot": plan.slot,
+                                      "version": pkg.metadata["version"]})
 
     def rollback(self, name: str) -> str:
         """Return `name` to the version accepted before its current one: a gate flip when that
         version is still resident, a slot write from the cache (or store) otherwise."""
-        with self._cond:
+        with self._lock:
             adapter = self._require(name)
             index = adapter.versions.index(adapter.current)
             if index == 0:
                 raise AdapterError(f"adapter {name!r} has no earlier version to roll back to")
             target = adapter.versions[index - 1]
         self._ensure_resident({target})
-        with self._cond:
+        with self._lock:
             adapters = {n: dataclasses.replace(a, versions=list(a.versions)) for n, a in self._adapters.items()}
             adapters[name].current = target
             self._commit(adapters, self._last_sequence, [sl.digest for sl in self._slots])
@@ -371,7 +383,7 @@ class SwapManager:
     def delete_adapter(self, name: str) -> None:
         """Forget `name`: no new request can use it; its slots are cleared (zeros written) as
         soon as in-flight requests release them."""
-        with self._cond:
+        with self._lock:
             adapter = self._require(name)
             adapters = {n: a for n, a in self._adapters.items() if n != name}
             self._commit(adapters, self._last_sequence, [sl.digest for sl in self._slots])
@@ -391,11 +403,16 @@ class SwapManager:
         """The default active set: a name, a list (weight 1 each) or {name: weight}. The
         adapters are made resident now, so the next request does not wait for a write."""
         spec = self._normalise(adapters)
-        with self._cond:
+        with self._lock:
             for name in spec:
                 self._check_tenant(self._require(name), tenant)
-        self._ensure_resident({self._adapters[n].current for n in spec if spec[n] > 0})
-        with self._cond:
+            wanted = {self._adapters[n].current for n in spec}
+            if self._resident_slots(wanted) is not None:  # the common case: a gate flip, nothing to write
+                self._default = spec
+                self._enabled = True
+                return
+        self._ensure_resident(wanted)
+        with self._lock:
             self._default = spec
             self._enabled = True
 
@@ -452,10 +469,10 @@ class SwapManager:
     def make_resident(self, name: str) -> int:
         """Write `name`'s current version into a slot now (from the RAM cache, or the store),
         evicting by policy if needed; returns the slot. A no-op when already resident."""
-        with self._cond:
+        with self._lock:
             digest = self._require(name).current
         self._ensure_resident({digest})
-        with self._cond:
+        with self._lock:
             found = self._resident_slots({digest})
             if found is None:  # evicted again by a concurrent request before we looked
                 raise SlotBusyError(f"adapter {name!r} could not be kept resident")
@@ -465,7 +482,7 @@ class SwapManager:
         """The int8 gate inputs [S, batch, 1] that select `adapters` now (for a caller that runs
         its own interpreter). The adapters must be resident; nothing is pinned."""
         spec = self._normalise(adapters)
-        with self._cond:
+        with self._lock:
             slot_of = self._resident_slots({self._require(n).current for n in spec})
             if slot_of is None:
                 raise SlotBusyError(f"{sorted(spec)} are not all resident; call set_adapter first")
@@ -476,7 +493,7 @@ class SwapManager:
         """The committed state as JSON-able data, what a device keeps in its metadata partition:
         every adapter with its accepted versions (package digests) and current one, the
         anti-rollback counters, and the slot table with each slot's content SHA-256."""
-        with self._cond:
+        with self._lock:
             return self._state(self._adapters, self._last_sequence, [s.digest for s in self._slots])
 
     def restore_state(self, state: Mapping[str, Any], packages: Mapping[str, bytes] | Callable[[str], bytes | None]
@@ -487,7 +504,7 @@ class SwapManager:
         match its recorded content digest. Writes nothing. Returns what could not be restored:
         `disabled_slots` (bytes differ from the record), `missing` (digests without a valid
         package), `dropped` (adapters whose current version is missing)."""
-        with self._cond:
+        with self._lock:
             if self._adapters or any(s.digest for s in self._slots):
                 raise AdapterError("restore_state needs a fresh manager (adapters are loaded already)")
         fetch = packages.get if isinstance(packages, Mapping) else packages
@@ -531,7 +548,7 @@ class SwapManager:
                 report["dropped"].append(name)
                 continue
             adapters[name] = adapter
-        with self._cond:
+        with self._lock:
             for pkg in verified.values():
                 self._packages_meta[pkg.content_digest] = pkg
                 self.cache.put(pkg)
@@ -552,7 +569,7 @@ class SwapManager:
 
     def clear_slot(self, slot: int) -> None:
         """Write zeros into a slot that no adapter uses (e.g. one `restore_state` disabled)."""
-        with self._cond:
+        with self._lock:
             target = self._slots[slot]
             if target.pinned or target.writing or target.digest in self._current_digests():
                 raise SlotBusyError(f"slot {slot} is in use")
@@ -560,10 +577,10 @@ class SwapManager:
             self._generation += 1
         try:
             self._write_slot(slot, None)
-            with self._cond:
+            with self._lock:
                 self._commit(self._adapters, self._last_sequence, [sl.digest for sl in self._slots])
         finally:
-            with self._cond:
+            with self._lock:
                 target.writing = False
                 self._generation += 1
                 self._cond.notify_all()
@@ -616,7 +633,7 @@ class SwapManager:
         if len(names) > self.num_slots:
             raise SlotBusyError(f"one request uses {len(names)} adapters; the model has {self.num_slots} slots")
         while True:
-            with self._cond:
+            with self._lock:
                 adapters = {n: self._require(n) for n in names}
                 for a in adapters.values():
                     self._check_tenant(a, tenant)
@@ -632,7 +649,7 @@ class SwapManager:
             self._ensure_resident(wanted, may_drain=False)
 
     def _release(self, slots: list[int]) -> None:
-        with self._cond:
+        with self._lock:
             for s in slots:
                 self._slots[s].pinned -= 1
             self._cond.notify_all()
@@ -681,7 +698,7 @@ class SwapManager:
         drained: int | None = None
         try:
             while True:
-                with self._cond:
+                with self._lock:
                     missing = [d for d in digests if self._resident_slots({d}) is None]
                     if not missing:
                         return
@@ -693,14 +710,14 @@ class SwapManager:
                         continue
                     slot = self._victim(keep=digests, exclude_digests=set())
                     if slot is not None:
-                        plan = SwapPlan("restore", self._label(digest), self._package(digest), slot,
+                        plan = SwapPlan("restore", digest, self._package(digest), slot,
                                         self._slots[slot].digest, self._generation)
                 if slot is None:
                     if may_drain:
                         self._undrain(drained)
                         drained = self._drain_one(digests, set(), deadline)
                     else:  # requests wait for a slot; only swaps drain one (no drain fights)
-                        with self._cond:
+                        with self._lock:
                             self._wait_until(deadline, f"no slot became idle for adapter {self._label(digest)}")
                     continue
                 try:
@@ -754,7 +771,7 @@ class SwapManager:
         """Every usable slot is pinned: mark the policy's choice `draining` so that no new
         request pins it (writers are not starved by a steady stream of readers) and wait until
         the requests in flight release it. The caller undrains it after its write."""
-        with self._cond:
+        with self._lock:
             protected = self._protected(keep | exclude_digests)
             candidates = [s for s in self._slots if not s.writing and s.info.slot not in protected]
             if not candidates or any(s.draining for s in self._slots):
@@ -788,14 +805,14 @@ class SwapManager:
     def _undrain(self, slot: int | None) -> None:
         if slot is None or slot < 0:
             return
-        with self._cond:
+        with self._lock:
             if self._slots[slot].draining:
                 self._slots[slot].draining = False
                 self._generation += 1
                 self._cond.notify_all()
 
     def _clear_when_idle(self, slot: _Slot, digests: set[str]) -> None:
-        with self._cond:
+        with self._lock:
             while slot.digest in digests and (slot.pinned or slot.writing):
                 if not self._cond.wait(self._wait):
                     raise SlotBusyError(f"slot {slot.info.slot} stayed in use for {self._wait} s")
@@ -805,10 +822,10 @@ class SwapManager:
             self._generation += 1
         try:
             self._write_slot(slot.info.slot, None)
-            with self._cond:
+            with self._lock:
                 self._commit(self._adapters, self._last_sequence, [sl.digest for sl in self._slots])
         finally:
-            with self._cond:
+            with self._lock:
                 slot.writing = False
                 self._generation += 1
                 self._cond.notify_all()
@@ -829,51 +846,71 @@ class SwapManager:
 
     def prefetch(self, name: str) -> None:
         """Stage `name`'s package in the RAM cache (off the request path)."""
-        with self._cond:
+        with self._lock:
             digest = self._require(name).current
         self._package(digest)
 
     # -- internals: slot bytes ----------------------------------------------------------------
     def _slot_bytes(self, info: SlotInfo, package: AdapterPackage | None) -> bytes:
         """The slot's whole aligned range with the package's tensors in place (zeros for None).
-        Bytes between tensors (flatbuffer length prefixes, padding) are kept as they are."""
-        data = bytearray(self.image.read(info.offset, info.length))
-        tensors = {} if package is None else {(t.layer, t.role): t for t in package.tensors}
-        for t in info.tensors:
-            start = t.offset - info.offset
-            src = tensors.get(t.key)
-            data[start : start + t.length] = bytes(t.length) if src is None else package.tensor_bytes(src)  # type: ignore[union-attr]
+        Bytes between tensors (flatbuffer length prefixes, padding) are the base model's: they are
+        read once at start-up (`_frames`) and written back unchanged."""
+        data = bytearray(self._frames[info.slot])
+        views = {} if package is None else self._tensor_views(package)
+        for key, start, length in self._layout[info.slot]:
+            src = views.get(key)
+            data[start : start + length] = bytes(length) if src is None else src
         return bytes(data)
 
-    def _content_digest_of(self, tensors: Mapping[tuple[str, str], bytes]) -> str:
+    def _tensor_views(self, package: AdapterPackage) -> dict[tuple[str, str], memoryview]:
+        """(layer, role) -> the package's bytes for that tensor (cached per package)."""
+        views = self._views_cache.get(package.content_digest)
+        if views is None:
+            views = {(t.layer, t.role): package.tensor_bytes(t) for t in package.tensors}
+            self._views_cache[package.content_digest] = views
+        return views
+
+    def _content_digest_of(self, tensors: Mapping[tuple[str, str], bytes | memoryview]) -> str:
         h = hashlib.sha256()
-        for t in self.slotmap.layout:
-            h.update(tensors.get(t.key, bytes(t.length)))
+        for key, _, length in self._layout[0]:
+            h.update(tensors.get(key, bytes(length)))
         return h.hexdigest()
 
+    def _package_content(self, package: AdapterPackage) -> str:
+        """SHA-256 of the slot bytes a package puts into a slot (cached: packages are immutable)."""
+        digest = package.content_digest
+        found = self._content_cache.get(digest)
+        if found is None:
+            found = self._content_digest_of(self._tensor_views(package))
+            self._content_cache[digest] = found
+        return found
+
     def _expected_content(self, digest: str | None) -> str:
-        if digest is None:
-            return self._zero_digest
-        pkg = self._packages_meta[digest]
-        return self._content_digest_of({(t.layer, t.role): bytes(pkg.tensor_bytes(t)) for t in pkg.tensors})
+        return self._zero_digest if digest is None else self._package_content(self._packages_meta[digest])
 
     def content_digest(self, slot: int) -> str:
-        """SHA-256 of the tensor bytes the image holds in `slot` now."""
+        """SHA-256 of the tensor bytes the image holds in `slot` now (one read of the range)."""
         info = self.slotmap.slots[slot]
-        return self._content_digest_of({t.key: self.image.read(t.offset, t.length) for t in info.tensors})
+        data = memoryview(self.image.read(info.offset, info.length))
+        h = hashlib.sha256()
+        for _, start, length in self._layout[slot]:  # every slot lists its tensors in layout order
+            h.update(data[start : start + length])
+        return h.hexdigest()
 
     def _write_slot(self, slot: int, package: AdapterPackage | None) -> None:
         info = self.slotmap.slots[slot]
         data = self._slot_bytes(info, package)
         with self._write_lock:
             self.image.write(info.offset, data)
-        expected = self._zero_digest if package is None else self._content_digest_of(
-            {(t.layer, t.role): bytes(package.tensor_bytes(t)) for t in package.tensors})
-        got = self.content_digest(slot)
-        if got != expected:
+        # Read back from the storage and compare every byte of the range with what was written
+        # (stronger than a digest, and no hashing on the swap path; the committed content
+        # digest is the package's, computed once).
+        back = self.image.read(info.offset, info.length)
+        if back != data:
             self.stats["verify_failures"] += 1
-            raise SlotVerifyError(f"slot {slot}: read-back digest {got[:16]}... differs from the written "
-                                  f"{expected[:16]}...; the slot stays disabled")
+            first = next(i for i, (x, y) in enumerate(zip(back, data)) if x != y) if len(back) == len(data) else 0
+            raise SlotVerifyError(f"slot {slot}: the bytes read back differ from the written ones (first at "
+                                  f"offset {info.offset + first}); the slot stays disabled")
         self.stats["swaps"] += 1
         self.stats["bytes_written"] += len(data)
 
