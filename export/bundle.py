@@ -46,6 +46,27 @@ def base_digest(model: bytes, ranges: list[tuple[int, int]]) -> str:
     return hashlib.sha256(zeroed).hexdigest()
 
 
+def frame_runs(model: bytes, offset: int, length: int, tensors: list[dict[str, Any]]) -> list[list[Any]]:
+    """The base model's own bytes inside a slot range (flatbuffer length prefixes of the slot's
+    vectors, the spacer's), as [relative offset, hex] runs of non-zero bytes. The base digest
+    zeroes whole slot ranges, so these bytes are recorded here: a device restores them exactly
+    when a write into the range was interrupted."""
+    frame = bytearray(model[offset : offset + length])
+    for t in tensors:
+        frame[t["offset"] - offset : t["offset"] - offset + t["length"]] = bytes(t["length"])
+    runs, i = [], 0
+    while i < length:
+        if frame[i]:
+            j = i
+            while j < length and frame[j]:
+                j += 1
+            runs.append([i, frame[i:j].hex()])
+            i = j
+        else:
+            i += 1
+    return runs
+
+
 def slotmap(compiled: Compiled) -> dict[str, Any]:
     plan = compiled.plan
     built = compiled.built
@@ -69,7 +90,8 @@ def slotmap(compiled: Compiled) -> dict[str, Any]:
                 "scales": [float(v) for v in q.scale], "zero_points": [int(v) for v in q.zero_point],
                 "quantized_dimension": int(q.quantized_dimension),
             })
-        slots.append({"slot": s, "offset": offset, "length": length, "tensors": tensors})
+        slots.append({"slot": s, "offset": offset, "length": length, "tensors": tensors,
+                      "frame": frame_runs(built.data, offset, length, tensors)})
     gates = [{
         "slot": s, "name": g.name, "tensor_index": built.tensor_indices[g], "input_index": 1 + s,
         "shape": list(g.shape), "dtype": "int8", "scale": float(g.quant.scale[0]),

@@ -53,6 +53,18 @@ class SlotInfo:
     offset: int
     length: int
     tensors: tuple[SlotTensorInfo, ...]
+    frame: tuple[tuple[int, bytes], ...] | None = None  # base bytes inside the range (see `template`)
+
+    def template(self) -> bytes | None:
+        """The range as the base model has it with every slot tensor zero: the flatbuffer
+        length prefixes (and spacer) that live between the slot's tensors. None when the slot
+        map predates the `frame` field."""
+        if self.frame is None:
+            return None
+        out = bytearray(self.length)
+        for rel, data in self.frame:
+            out[rel : rel + len(data)] = data
+        return bytes(out)
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,23 @@ class SlotMap:
             raise SlotMapError(f"base-model digest mismatch: the model is not the one this slot map was made for "
                                f"(expected {self.base_digest[:16]}...)")
 
+    def damaged_frames(self, model: bytes | bytearray | memoryview) -> list[int]:
+        """Slots whose base bytes inside the range (length prefixes, spacer) differ from the
+        recorded frame, e.g. after an interrupted slot write. The interpreter cannot read such
+        a model until the slot is rewritten. Slot maps without frames report nothing."""
+        damaged = []
+        view = memoryview(model)
+        for s in self.slots:
+            template = s.template()
+            if template is None:
+                continue
+            data = bytearray(view[s.offset : s.offset + s.length])
+            for t in s.tensors:
+                data[t.offset - s.offset : t.offset - s.offset + t.length] = bytes(t.length)
+            if data != template:
+                damaged.append(s.slot)
+        return damaged
+
     def digest_of(self, model: bytes | bytearray | memoryview) -> str:
         """SHA-256 of the model with every slot range zeroed (the compiler's definition)."""
         h = hashlib.sha256()
@@ -206,7 +235,24 @@ def _slot(raw: Any, index: int, model_bytes: int) -> SlotInfo:
     for (_, end), (start, _) in zip(spans, spans[1:]):
         if start < end:
             raise SlotMapError(f"slot {slot}: two tensors overlap at byte {start}")
-    return SlotInfo(slot, offset, length, tuple(tensors))
+    frame = None
+    if "frame" in raw:
+        frame_raw = raw["frame"]
+        if not isinstance(frame_raw, list):
+            raise SlotMapError(f"slot {slot}: frame must be a list of [offset, hex] runs")
+        runs = []
+        for k, run in enumerate(frame_raw):
+            try:
+                rel, data = int(run[0]), bytes.fromhex(run[1])
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise SlotMapError(f"slot {slot}: frame[{k}] is not an [offset, hex] pair") from None
+            if isinstance(run[0], bool) or rel < 0 or rel + len(data) > length:
+                raise SlotMapError(f"slot {slot}: frame[{k}] lies outside the slot's {length}-byte range")
+            if any(offset + rel < e and s < offset + rel + len(data) for s, e in spans):
+                raise SlotMapError(f"slot {slot}: frame[{k}] overlaps a slot tensor")
+            runs.append((rel, data))
+        frame = tuple(runs)
+    return SlotInfo(slot, offset, length, tuple(tensors), frame)
 
 
 __all__ = ["GateInfo", "SlotInfo", "SlotMap", "SlotMapError", "SlotTensorInfo"]

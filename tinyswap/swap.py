@@ -181,7 +181,9 @@ class SwapManager:
         self._layout = [[(t.key, t.offset - info.offset, t.length) for t in info.tensors] for info in self.slotmap.slots]
         self._views_cache: dict[str, dict[tuple[str, str], memoryview]] = {}
         self._zero_digest = self._content_digest_of({})
-        self._frames = [self.image.read(info.offset, info.length) for info in self.slotmap.slots]
+        # The base bytes inside each slot range come from the slot map (trusted, like the base
+        # digest), never from the image, which an interrupted write may have damaged.
+        self._frames = [info.template() or self.image.read(info.offset, info.length) for info in self.slotmap.slots]
         self.stats = {"swaps": 0, "bytes_written": 0, "verify_failures": 0, "evictions": 0}
 
     # -- queries ------------------------------------------------------------------------------
@@ -502,7 +504,8 @@ class SwapManager:
         or a function from digest to bytes, e.g. the device's store). Every package is verified
         again (signature, base binding, layout). A slot is enabled only if the image's bytes
         match its recorded content digest. Writes nothing. Returns what could not be restored:
-        `disabled_slots` (bytes differ from the record), `missing` (digests without a valid
+        `disabled_slots` (bytes differ from the record, or the base bytes inside the range were
+        damaged: clear them with `clear_slot` before inference), `missing` (digests without a valid
         package), `dropped` (adapters whose current version is missing)."""
         with self._lock:
             if self._adapters or any(s.digest for s in self._slots):
@@ -552,11 +555,14 @@ class SwapManager:
             for pkg in verified.values():
                 self._packages_meta[pkg.content_digest] = pkg
                 self.cache.put(pkg)
+            damaged = set(self.slotmap.damaged_frames(self.image.buffer))
             for slot, raw in zip(self._slots, raw_slots):
                 digest = raw.get("digest") if isinstance(raw, Mapping) else None
-                if digest is None:
+                if slot.info.slot in damaged:  # interrupted write: clear_slot rewrites the frame
+                    report["disabled_slots"].append(slot.info.slot)
+                elif digest is None:
                     continue
-                if digest in verified and self.content_digest(slot.info.slot) == self._expected_content(digest):
+                elif digest in verified and self.content_digest(slot.info.slot) == self._expected_content(digest):
                     slot.digest = digest
                 else:
                     report["disabled_slots"].append(slot.info.slot)

@@ -373,3 +373,29 @@ def test_a_failing_commit_hook_commits_nothing(bundle, packages) -> None:
     assert m.adapters == [] and all(v is None for v in m.resident().values())
     with pytest.raises(UnknownAdapterError):
         m.infer(inputs(1), adapters="A")
+
+
+def test_a_damaged_slot_frame_is_reported_and_repaired_from_the_slot_map(bundle, packages) -> None:
+    """An interrupted write can erase the flatbuffer length prefixes inside a slot range; the
+    base digest does not cover them (slot ranges are zeroed), the slot map's frame does."""
+    smap = bundle.smap
+    m = manager(bundle)
+    m.load_adapter(packages["A"])
+    state = m.export_state()
+    slot = slot_holding(smap, m.image.buffer, packages["A"])
+    info = smap["slots"][slot]
+    second = info["tensors"][1]
+    image = bytearray(m.image.buffer)
+    image[second["offset"] - 4 : second["offset"]] = b"\xff\xff\xff\xff"  # its length prefix, erased
+    fresh = manager(bundle)
+    fresh.image.buffer[:] = image
+    from tinyswap.slotmap import SlotMap
+
+    assert SlotMap.from_json(smap).damaged_frames(image) == [slot]
+    report = fresh.restore_state(state, {parse_package(packages["A"]).content_digest: packages["A"]})
+    assert report["disabled_slots"] == [slot]
+    fresh.clear_slot(slot)
+    assert SlotMap.from_json(smap).damaged_frames(fresh.image.buffer) == []
+    x = inputs(2)
+    np.testing.assert_array_equal(fresh.infer(x, adapters="A")[0], m.infer(x, adapters="A")[0])
+    assert slot_holding(smap, fresh.image.buffer, packages["A"]) is not None
