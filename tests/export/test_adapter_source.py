@@ -182,3 +182,26 @@ def test_real_peft_directory_imports_and_its_quantized_effect_matches_the_float_
     changed_float = reference.argmax(1) != float_base.argmax(1)
     changed_int8 = ours.argmax(1) != base.argmax(1)
     assert changed_float.mean() > 0.05 and np.mean(changed_int8 == changed_float) >= 0.85
+
+
+def test_pack_command_takes_a_peft_directory(tmp_path, capsys) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from tinyswap.cli import main
+    from tinyswap.package import verify_package
+
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(EXAMPLES / "mlp.json"), "--plan", str(EXAMPLES / "mlp.plan.json"), "-o", str(bundle)]) == 0
+    assert main(["keygen", "-o", str(tmp_path / "keys")]) == 0
+    rng = np.random.default_rng(4)
+    write_peft_dir(tmp_path / "peft", {"fc2": (rng.standard_normal((4, 128)) / 11, rng.standard_normal((64, 4)) * 0.02)})
+    out = tmp_path / "kws.tsap"
+    assert main(["pack", str(tmp_path / "peft"), "--bundle", str(bundle), "--key", str(tmp_path / "keys" / "signing_key.pem"),
+                 "--name", "kws", "--version", "2.0", "--sequence", "7", "--tenant", "acme", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "from peft" in printed and "fc2" in printed and "delta error" in printed
+    pkg = parse_package(out.read_bytes())
+    assert (pkg.name, pkg.sequence, pkg.metadata["tags"]["tenant"], pkg.metadata["source"]) == ("kws", 7, "acme", "peft")
+    public = serialization.load_pem_public_key((tmp_path / "keys" / "signing_key.pub.pem").read_bytes())
+    smap = json.loads((bundle / "slotmap.json").read_text())
+    verify_package(pkg, Keyring([public]), smap["base_digest"], smap["slots"][0]["tensors"], {})
