@@ -9,6 +9,8 @@ under test must survive. Every message names the address and what was expected.
 from __future__ import annotations
 
 from tinyswap.errors import TinySwapError
+from tinyswap.image import ImageWriteError
+from tinyswap.package import PackageError, PackageFormatError
 
 
 class FlashError(TinySwapError):
@@ -81,3 +83,64 @@ class StoreCorruptError(StoreError):
 
 class StoreNameError(StoreError, ValueError):
     """An adapter name is empty, too long, reserved or contains a path separator."""
+
+
+# ------------------------------------------------------------------ model image and metadata
+
+class ModelImageError(FlashError, ImageWriteError):
+    """A write into the flash-backed model image was refused or failed (also a `tinyswap`
+    `ImageWriteError`, so the swap manager's callers can catch either)."""
+
+
+class SlotAlignmentError(ModelImageError):
+    """A slot range does not cover whole flash sectors: erasing it would erase base-model bytes."""
+
+
+class SlotWriteError(ModelImageError):
+    """The flash failed while a slot was erased or programmed (worn-out sector, injected failure)."""
+
+
+class MetadataError(TinySwapError):
+    """Base class of the errors of the metadata partition (the device's committed state)."""
+
+
+class MetadataWriteError(MetadataError):
+    """A metadata commit did not land and verify; the previous record still stands."""
+
+
+class MetadataFullError(MetadataWriteError):
+    """A metadata record is larger than one metadata area."""
+
+
+class MetadataMissingError(MetadataError):
+    """No valid metadata record exists (the device was never provisioned, or every area is unreadable)."""
+
+
+# ------------------------------------------------------------------ device
+
+class DeviceError(TinySwapError):
+    """Base class of the simulated device's own refusals."""
+
+
+class DeviceStateError(DeviceError):
+    """The device is used out of order: not booted, power off, or an unknown installed package."""
+
+
+class BaseModelError(DeviceError):
+    """The model partition does not hold the base model the slot map describes (digest mismatch)."""
+
+
+class RamBudgetError(DeviceError):
+    """The interpreter arena, the package cache or the RAM model copy exceed the device's RAM budget."""
+
+
+class LayoutError(DeviceError, ValueError):
+    """The partitions do not fit the flash, or the store has no uniform-sector region."""
+
+
+class DeviceClassError(PackageError):
+    """The package names device classes this device does not belong to (SUIT class identifier)."""
+
+
+class PackageTooLargeError(PackageFormatError):
+    """The package is larger than the device accepts (its RAM cache must hold it to verify and stage it)."""
