@@ -100,12 +100,21 @@ class SlotWriteError(ModelImageError):
     """The flash failed while a slot was erased or programmed (worn-out sector, injected failure)."""
 
 
+class SlotWornError(SlotWriteError):
+    """A slot's sector used up its erase budget: the write is refused before anything is erased."""
+
+
 class MetadataError(TinySwapError):
     """Base class of the errors of the metadata partition (the device's committed state)."""
 
 
 class MetadataWriteError(MetadataError):
     """A metadata commit did not land and verify; the previous record still stands."""
+
+
+class WearNotRecordedError(SlotWriteError, MetadataWriteError):
+    """The sector's previous erase is not yet in the metadata (its commit failed): erasing it
+    again could pass the erase budget unnoticed after a reboot, so the write is refused."""
 
 
 class MetadataFullError(MetadataWriteError):
