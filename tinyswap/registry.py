@@ -69,6 +69,13 @@ class Registry:
                 self._by_digest.pop(d, None)
         return digests
 
+    def forget(self, digest: str) -> None:
+        """Drop one version (by digest) from the registry and from its name's history."""
+        with self._lock:
+            entry = self._by_digest.pop(digest, None)
+            if entry is not None and digest in self._history.get(entry.name, []):
+                self._history[entry.name].remove(digest)
+
     def query(self, name: str | None = None, version: str | None = None, task: str | None = None,
               user: str | None = None, tenant: str | None = None) -> list[RegistryEntry]:
         def keep(e: RegistryEntry) -> bool:

@@ -103,6 +103,7 @@ class _Slot:
     digest: str | None = None  # package digest whose bytes the slot holds; None = zeros
     writing: bool = False
     draining: bool = False  # a swap waits for this slot: no new request may pin it
+    retired: bool = False  # never written again (e.g. worn flash); may keep serving what it holds
     pinned: int = 0  # in-flight requests whose gates use this slot
     last_used: int = 0
 
@@ -273,6 +274,7 @@ class SwapManager:
         The old version stays resident (while slots allow) so `rollback` is a gate flip."""
         deadline = time.monotonic() + self._wait
         drained: int | None = None
+        impossible = 0
         try:
             while True:
                 plan = self.plan_hotswap(name, package)
@@ -281,6 +283,10 @@ class SwapManager:
                         current = self._require(name).current
                     self._undrain(drained)
                     drained = self._drain_one(set(), {current}, deadline)
+                    impossible = impossible + 1 if drained == -2 else 0
+                    if impossible >= 2:
+                        raise SlotBusyError(f"hotswap of {name!r}: no slot besides the live version's can be "
+                                            f"written (retired: {[s.info.slot for s in self._slots if s.retired]})")
                     continue
                 try:
                     self.apply(plan)
@@ -562,10 +568,13 @@ class SwapManager:
                     report["disabled_slots"].append(slot.info.slot)
                 elif digest is None:
                     continue
-                elif digest in verified and self.content_digest(slot.info.slot) == self._expected_content(digest):
+                elif digest in verified and self._content_matches(slot.info.slot, digest):
                     slot.digest = digest
                 else:
                     report["disabled_slots"].append(slot.info.slot)
+            for index in state.get("retired", []) if isinstance(state.get("retired"), list) else []:
+                if isinstance(index, int) and 0 <= index < self.num_slots:
+                    self._slots[index].retired = True
             self._adapters, self._last_sequence = adapters, last_sequence
             for a in adapters.values():
                 for d in a.versions:
@@ -573,10 +582,54 @@ class SwapManager:
             self._generation += 1
         return report
 
+    def _content_matches(self, slot: int, digest: str) -> bool:
+        try:
+            return self.content_digest(slot) == self._expected_content(digest)
+        except TinySwapError:  # an unreadable slot is a disabled slot, not a failed restore
+            return False
+
+    def retire_slot(self, slot: int) -> None:
+        """Never write `slot` again (its flash is worn out): it is no longer a swap target;
+        what it holds now may keep serving. Persisted with the state."""
+        with self._lock:
+            if not 0 <= slot < self.num_slots:
+                raise AdapterError(f"slot {slot} does not exist (the model has {self.num_slots})")
+            self._slots[slot].retired = True
+            self._commit(self._adapters, self._last_sequence, [sl.digest for sl in self._slots])
+            self._generation += 1
+
+    def prune_versions(self, name: str, keep: int = 2) -> list[str]:
+        """Forget all but the newest `keep` accepted versions of `name` (never the current one)
+        so that history, metadata and the store stay bounded. Returns the forgotten digests
+        (a device deletes their packages from its store). Anti-rollback counters stay."""
+        if keep < 1:
+            raise AdapterError(f"keep must be at least 1, got {keep}")
+        with self._lock:
+            adapter = self._require(name)
+            kept = adapter.versions[-keep:]
+            if adapter.current not in kept:
+                kept = [adapter.current] + kept[1:]
+            dropped = [d for d in adapter.versions if d not in kept]
+            if not dropped:
+                return []
+            adapters = dict(self._adapters)
+            adapters[name] = dataclasses.replace(adapter, versions=[d for d in adapter.versions if d in kept])
+            self._commit(adapters, self._last_sequence, [sl.digest for sl in self._slots])
+            self._adapters = adapters
+            self._generation += 1
+        still_used = {d for a in self._adapters.values() for d in a.versions}
+        for d in dropped:
+            if d not in still_used:
+                self.cache.discard(d)
+                self.registry.forget(d)
+        return dropped
+
     def clear_slot(self, slot: int) -> None:
         """Write zeros into a slot that no adapter uses (e.g. one `restore_state` disabled)."""
         with self._lock:
             target = self._slots[slot]
+            if target.retired:
+                raise SlotBusyError(f"slot {slot} is retired (worn): it is never written again")
             if target.pinned or target.writing or target.digest in self._current_digests():
                 raise SlotBusyError(f"slot {slot} is in use")
             target.writing, target.digest = True, None
@@ -600,6 +653,7 @@ class SwapManager:
             "last_sequence": dict(last_sequence),
             "slots": [{"slot": i, "digest": d, "content_sha256": self._expected_content(d)}
                       for i, d in enumerate(slot_digests)],
+            "retired": [s.info.slot for s in self._slots if s.retired],
         }
 
     def _commit(self, adapters: Mapping[str, _Adapter], last_sequence: Mapping[str, int],
@@ -702,6 +756,7 @@ class SwapManager:
         every candidate slot is pinned, up to `wait_seconds`."""
         deadline = time.monotonic() + self._wait
         drained: int | None = None
+        impossible = 0
         try:
             while True:
                 with self._lock:
@@ -722,6 +777,10 @@ class SwapManager:
                     if may_drain:
                         self._undrain(drained)
                         drained = self._drain_one(digests, set(), deadline)
+                        impossible = impossible + 1 if drained == -2 else 0
+                        if impossible >= 2:
+                            raise SlotBusyError(f"no slot can take adapter {self._label(digest)}: every writable "
+                                                "slot holds an adapter this request needs")
                     else:  # requests wait for a slot; only swaps drain one (no drain fights)
                         with self._lock:
                             self._wait_until(deadline, f"no slot became idle for adapter {self._label(digest)}")
@@ -739,7 +798,7 @@ class SwapManager:
         current = self._current_digests()
         for want_empty in (True, False):
             for s in self._slots:
-                if s.pinned or s.writing or s.digest in current:
+                if s.pinned or s.writing or s.retired or s.digest in current:
                     continue
                 if (s.digest is None) == want_empty:
                     return s.info.slot
@@ -753,7 +812,8 @@ class SwapManager:
         if free is not None and free not in protected:
             return free
         priority = {a.current: a.priority for a in self._adapters.values()}
-        candidates = [s for s in self._slots if not s.pinned and not s.writing and s.info.slot not in protected]
+        candidates = [s for s in self._slots
+                      if not s.pinned and not s.writing and not s.retired and s.info.slot not in protected]
         if not candidates:
             return None
         if self._eviction == "priority":
@@ -779,7 +839,9 @@ class SwapManager:
         the requests in flight release it. The caller undrains it after its write."""
         with self._lock:
             protected = self._protected(keep | exclude_digests)
-            candidates = [s for s in self._slots if not s.writing and s.info.slot not in protected]
+            candidates = [s for s in self._slots if not s.writing and not s.retired and s.info.slot not in protected]
+            if not candidates and not any(s.draining or s.writing for s in self._slots):
+                return -2  # nothing could ever be freed (the caller looks once more, then refuses)
             if not candidates or any(s.draining for s in self._slots):
                 # Another swap drains or writes (one drain at a time), or the state changed
                 # since the caller looked: wait briefly and let the caller look again.
@@ -823,6 +885,10 @@ class SwapManager:
                 if not self._cond.wait(self._wait):
                     raise SlotBusyError(f"slot {slot.info.slot} stayed in use for {self._wait} s")
             if slot.digest not in digests:
+                return
+            if slot.retired:  # never written again: forget what it holds, leave the bytes
+                slot.digest = None
+                self._generation += 1
                 return
             slot.writing, slot.digest = True, None
             self._generation += 1

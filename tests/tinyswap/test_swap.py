@@ -26,6 +26,7 @@ from tinyswap.package import (
     parse_package,
 )
 from tinyswap.swap import (
+    AdapterError,
     AdapterExistsError,
     GateWeightError,
     SlotBusyError,
@@ -399,3 +400,37 @@ def test_a_damaged_slot_frame_is_reported_and_repaired_from_the_slot_map(bundle,
     x = inputs(2)
     np.testing.assert_array_equal(fresh.infer(x, adapters="A")[0], m.infer(x, adapters="A")[0])
     assert slot_holding(smap, fresh.image.buffer, packages["A"]) is not None
+
+
+def test_a_retired_slot_is_never_written_and_versions_can_be_pruned(bundle, packages) -> None:
+    smap = bundle.smap
+    m = manager(bundle)
+    m.load_adapter(packages["A"])
+    slot_a = slot_holding(smap, m.image.buffer, packages["A"])
+    m.retire_slot(slot_a)  # e.g. its flash sector is worn out: it keeps serving A
+    assert m.export_state()["retired"] == [slot_a]
+    x = inputs(2)
+    ya = m.infer(x, adapters="A")[0]
+    m.load_adapter(packages["B"])
+    m.load_adapter(packages["C"])
+    for name in "BCBC":  # B and C share the one writable slot; A's slot is never chosen
+        m.infer(x, adapters=name)
+        assert slot_holding(smap, m.image.buffer, packages["A"]) == slot_a
+    np.testing.assert_array_equal(m.infer(x, adapters="A")[0], ya)
+    with pytest.raises(SlotBusyError, match="retired"):
+        m.clear_slot(slot_a)
+    b2 = package(smap, 30, "B", sequence=2)
+    m.set_adapter("B")
+    with pytest.raises(SlotBusyError, match="retired"):  # B's new version has nowhere to go but over B
+        m.hotswap_adapter("B", b2)
+    m = manager(bundle)
+    m.load_adapter(packages["B"])
+    versions = [package(smap, 30 + v, "B", sequence=v) for v in range(2, 6)]
+    for v in versions:
+        m.hotswap_adapter("B", v)
+    dropped = m.prune_versions("B", keep=2)
+    assert len(dropped) == 3 and len(m.export_state()["adapters"]["B"]["versions"]) == 2
+    assert [e.sequence for e in m.registry.history("B")] == [4, 5]
+    m.rollback("B")  # to sequence 4, still kept
+    with pytest.raises(AdapterError, match="no earlier version"):
+        m.rollback("B")
