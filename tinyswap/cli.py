@@ -273,11 +273,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(run(Path(args.out), repeats=max(1, args.repeats // 10)))
         print(f"\nwrote {Path(args.out) / 'bench_compiler.json'} and bench_compiler.md")
         return 0
-    from tinyswap.bench import run_interpreter_benchmark
+    if args.interpreter:
+        from tinyswap.bench import run_interpreter_benchmark
 
-    report = run_interpreter_benchmark(Path(args.models), Path(args.out), args.repeats)
-    print(report)
-    print(f"\nwrote {Path(args.out) / 'bench_interpreter.json'} and bench_interpreter.md")
+        report = run_interpreter_benchmark(Path(args.models), Path(args.out), args.repeats)
+        print(report)
+        print(f"\nwrote {Path(args.out) / 'bench_interpreter.json'} and bench_interpreter.md")
+        return 0
+    from tinyswap.commands.bench_all import run as run_all
+
+    print(run_all(Path(args.out), Path(args.models), args.repeats))
+    print(f"\nwrote {Path(args.out) / 'bench.md'} and bench.json (and each part's own files)")
     return 0
 
 
@@ -326,10 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("-o", "--output", required=True, metavar="FILE")
     pk.set_defaults(func=cmd_pack)
 
-    bench = sub.add_parser("bench", help="side-by-side benchmark: tinyswap vs tflite_micro vs LiteRT")
+    bench = sub.add_parser("bench", help="side-by-side benchmarks (interpreter vs TFLM and LiteRT, swaps vs PEFT, "
+                           "simulated swaps vs storage floor, arena vs TFLM); one table")
     bench.add_argument("--models", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tflm"),
                        help="directory holding micro_speech_quantized.tflite and person_detect.tflite")
-    bench.add_argument("--repeats", type=int, default=30)
+    bench.add_argument("--repeats", type=int, default=20)
+    bench.add_argument("--interpreter", action="store_true", help="only the interpreter benchmark")
     bench.add_argument("--out", default="out/bench")
     bench.add_argument("--compiler", action="store_true", help="compile time and bundle size by model size and S")
     bench.add_argument("--swap", action="store_true",

@@ -101,3 +101,38 @@ def run_tflm(model: bytes | bytearray, inputs: Sequence[np.ndarray], interpreter
 
     n_outputs = len(read_model(bytes(model)).main.outputs)
     return [np.array(interp.get_output(i), copy=True) for i in range(n_outputs)]
+
+
+def tflm_arena(model: bytes | bytearray) -> dict[str, int]:
+    """TFLite Micro's own arena accounting for `model` (its RecordingMicroAllocator): `head`
+    (the planned non-persistent tensors, what our planner plans), `tail` (persistent runtime
+    structures) and `total`. The wheel prints it from C++, so stdout is captured at the file
+    descriptor."""
+    import os
+    import re
+    import sys
+    import tempfile
+
+    import ctypes
+
+    interp = tflm_interpreter(model)
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile() as tmp:
+        for fd in saved:
+            os.dup2(tmp.fileno(), fd)
+        try:
+            interp.print_allocations()
+            libc.fflush(None)  # the report sits in C stdio's buffer until flushed
+        finally:
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+        tmp.seek(0)
+        text = tmp.read().decode("utf-8", "replace")
+    found = {k: int(v) for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
+    if set(found) != {"total", "head", "tail"}:
+        raise OracleUnavailable(f"tflite_micro printed no arena report: {text[:200]!r}")
+    return found

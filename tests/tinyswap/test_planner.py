@@ -48,3 +48,19 @@ def test_sequential_chain_reuses_memory() -> None:
     # a -> b -> c -> d, each 100 bytes: at most two are alive at once, so two slots suffice.
     reqs = [BufferRequest(i, 100, i - 1, i) for i in range(4)]
     assert plan_memory(reqs).arena_bytes == 224  # 100 rounded to 112, twice
+
+
+def test_arena_equals_tflite_micros_recorded_plan_on_the_example_models() -> None:
+    """TFLM's RecordingMicroAllocator reports the planned (non-persistent) arena as "head"."""
+    from tinyswap import Interpreter
+    from tinyswap.oracles import tflm_arena
+
+    from tests.conftest import SHARED_MODELS
+
+    for name in ("hello_world_int8", "micro_speech_quantized", "person_detect"):
+        raw = (SHARED_MODELS / f"{name}.tflite").read_bytes()
+        interp = Interpreter(model_content=raw)
+        interp.allocate_tensors()
+        recorded = tflm_arena(raw)
+        assert recorded["total"] == recorded["head"] + recorded["tail"]
+        assert interp.arena_bytes == recorded["head"], name

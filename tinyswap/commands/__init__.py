@@ -1,0 +1,6 @@
+"""Implementations of the larger `tinyswap` commands (demo, bench, sim helpers).
+
+These belong to the command-line entry: they may use `export` and `firmware_sim`, but only by
+imports inside their functions, so that importing `tinyswap` never imports either
+(notes/style.md dependency rules; tests/tinyswap/test_dependencies.py checks it).
+"""
