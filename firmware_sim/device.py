@@ -69,7 +69,7 @@ from tinyswap.errors import TinySwapError
 from tinyswap.image import RamImage
 from tinyswap.interpreter import Interpreter
 from tinyswap.package import AdapterPackage, Keyring, parse_package
-from tinyswap.router import Request, Router, Rule
+from tinyswap.router import Experiment, Request, Router, Rule
 from tinyswap.slotmap import SlotMap, SlotMapError
 from tinyswap.swap import AdapterSpec, SwapManager
 
@@ -222,6 +222,7 @@ class Device:
 
         # ---- RAM state (lost at every power cut)
         self.rules: list[Rule] = []
+        self.experiments: list[Experiment] = []
         self._manager: SwapManager | None = None
         self._store: AdapterStore | None = None
         self._router: Router | None = None
@@ -513,6 +514,8 @@ class Device:
             errors.append(f"activating {sorted(active)}: {exc}")
             manager.set_adapter({})
         self._router = Router(manager, self.rules)
+        for experiment in self.experiments:
+            self._router.add_experiment(experiment)
         return BootReport(record.sequence, reverted, restored, cleared, active, errors)
 
     def _check_ram(self, arena: int) -> None:
@@ -645,21 +648,30 @@ class Device:
         if self._router is not None:
             self._router.rules = list(self.rules)
 
+    def add_experiment(self, experiment: Experiment) -> None:
+        """An A/B split (configuration, kept across reboots like the rules; its per-arm counts
+        are the experiment object's, so they accumulate over the whole run)."""
+        self.experiments.append(experiment)
+        if self._router is not None:
+            self._router.add_experiment(experiment)
+
     # ================================================================ inference
     def infer(self, x: np.ndarray, *, adapters: AdapterSpec = None, per_row: Sequence[AdapterSpec] | None = None,
-              requests: Sequence[Request] | None = None) -> list[np.ndarray]:
+              requests: Sequence[Request] | None = None, tenant: str | None = None) -> list[np.ndarray]:
         """Run a batch: routed `requests`, or `per_row` adapter specs, or one spec for the whole
-        batch, or the active set. Time: one estimated inference per row."""
+        batch, or the active set. `tenant`: the requesting tenant for `per_row` / `adapters` /
+        the active set (isolation is checked as for routed requests, which carry their own).
+        Time: one estimated inference per row."""
         rows = int(np.asarray(x).shape[0])
         with self._operation("infer", rows=rows):
             if requests is not None:
                 out = self.router.infer(x, list(requests))
             elif per_row is not None:
-                out = self.manager.infer(x, adapter_names=list(per_row))
+                out = self.manager.infer(x, adapter_names=list(per_row), tenant=tenant)
             elif adapters is not None:
-                out = self.manager.infer(x, adapters=adapters)
+                out = self.manager.infer(x, adapters=adapters, tenant=tenant)
             else:
-                out = self.manager.infer(x)
+                out = self.manager.infer(x, tenant=tenant)
             one = estimate_inference_seconds(self.cost.macs_per_row, self.profile, self.cost.weight_bytes)
             self.timeline.advance(one * rows, "invoke", cat="cpu", rows=rows, macs=self.cost.macs_per_row * rows)
         return out
