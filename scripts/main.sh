@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The main job on its embedded default: set up, then run a bundled example model through the
-# reference interpreter and check every row against the TFLite Micro interpreter.
+# The main job on its embedded default: set up, then `tinyswap demo`: export the digits CNN
+# bundle, pack and sign its adapters, run a scripted day on a simulated mcu-qspi device (task
+# switch, per-user routing, an A/B canary, mixed batches, an OTA update cut by power failures,
+# a reverted trial, a rollback), measure accuracy per adapter against TFLite Micro and the
+# switch latency per storage profile. Output: out/demo/ (report.json, trace.json, PNG plots).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/tinyswap run "${1:-models/keras/conv_stack.tflite}" --random 32 --compare --output out/run.npz
+exec .venv/bin/tinyswap demo --out "${1:-out/demo}"

@@ -297,123 +297,20 @@ def cmd_sim(args: argparse.Namespace) -> int:
     validate_scenario(scenario)  # every format error before anything is compiled or run
     profile = args.profile or scenario.get("profile") or "mcu-qspi"
     out = Path(args.out)
+    from tinyswap.commands.sim import build_scenario, print_summary
+
     if "build" in scenario:
-        scenario = _sim_build(scenario, path.parent, out / "build")
+        scenario = build_scenario(scenario, path.parent, out / "build")
     report = run_scenario(scenario, profile=profile, out_dir=out, base_dir=path.parent, progress=print)
-    _sim_summary(report)
+    print_summary(report)
     return 0
 
 
-def _sim_build(scenario: dict[str, Any], base: Path, build_dir: Path) -> dict[str, Any]:
-    """Resolve a scenario's `build` section: compile the bundle and pack its adapters with a
-    throwaway Ed25519 key (a second one for `untrusted` entries) into `build_dir`; return the
-    scenario with `bundle`, `keyring` and `packages` naming those files."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tinyswap.commands.demo import run as run_demo
 
-    from export.adapter_source import load_adapter
-    from export.bundle import write_bundle
-    from export.compiler import compile_model
-    from export.pack import pack
-    from export.slot_plan import SlotPlan
-    from export.spec import load_spec
-    from firmware_sim.scenario import ScenarioFileError, ScenarioFormatError
-    from tinyswap.interpreter import Interpreter
-
-    build = scenario["build"]
-    unknown = sorted(set(build) - {"spec", "plan", "calibration", "adapters"})
-    if unknown:
-        raise ScenarioFormatError(f"scenario: field build.{unknown[0]}: unknown (known: spec, plan, calibration, "
-                                  "adapters)", field=f"build.{unknown[0]}")
-    if "bundle" in scenario:
-        raise ScenarioFormatError("scenario: give either 'bundle' or 'build', not both", field="build")
-    if not isinstance(build.get("spec"), str) or not isinstance(build.get("adapters", {}), dict):
-        raise ScenarioFormatError("scenario: field build.spec: the model spec JSON path is required "
-                                  "(and build.adapters is {label: adapter dir})", field="build.spec")
-    spec_path = base / build["spec"]
-    spec = load_spec(spec_path)
-    plan = SlotPlan.load(base / build["plan"]) if build.get("plan") else None
-    cal_path = base / build["calibration"] if build.get("calibration") else spec_path.with_suffix(".calibration.npy")
-    try:
-        calibration = np.load(cal_path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ScenarioFileError(f"scenario: build.calibration: cannot read {cal_path}: {exc}",
-                                field="build.calibration") from exc
-    compiled = compile_model(spec, plan, calibration)
-    interp = Interpreter(model_content=compiled.data)
-    interp.allocate_tensors()
-    bundle_dir = build_dir / "bundle"
-    write_bundle(compiled, bundle_dir, arena_bytes=interp.arena_bytes)
-    smap = json.loads((bundle_dir / "slotmap.json").read_text())
-    keys = {False: Ed25519PrivateKey.generate(), True: Ed25519PrivateKey.generate()}  # trusted, untrusted
-    (build_dir / "keys").mkdir(parents=True, exist_ok=True)
-    public = build_dir / "keys" / "signing_key.pub.pem"
-    public.write_bytes(keys[False].public_key().public_bytes(serialization.Encoding.PEM,
-                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
-    (build_dir / "packages").mkdir(parents=True, exist_ok=True)
-    packages: dict[str, str] = {}
-    for label, entry in build.get("adapters", {}).items():
-        entry = {"dir": entry} if isinstance(entry, str) else entry
-        where = f"build.adapters[{label!r}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("dir"), str) \
-                or set(entry) - {"dir", "name", "version", "sequence", "untrusted"}:
-            raise ScenarioFormatError(f"scenario: field {where}: an adapter directory or {{dir, name, version, "
-                                      "sequence, untrusted}", field=where)
-        if label in scenario.get("packages", {}):
-            raise ScenarioFormatError(f"scenario: field {where}: label {label!r} is also in 'packages'", field=where)
-        adapter = load_adapter(base / entry["dir"], name=entry.get("name"), version=entry.get("version"),
-                               sequence=entry.get("sequence"))
-        data, _ = pack(adapter, smap, keys[bool(entry.get("untrusted", False))])
-        target = build_dir / "packages" / f"{label}.tsap"
-        target.write_bytes(data)
-        packages[label] = str(target.resolve())
-    print(f"built     {bundle_dir} ({len(compiled.data)} bytes, {smap['num_slots']} slots) and {len(packages)} "
-          f"packages signed with a throwaway key -> {build_dir / 'packages'}")
-    keyring = scenario.get("keyring", [])
-    keyring = [keyring] if isinstance(keyring, str) else list(keyring)
-    resolved = {k: v for k, v in scenario.items() if k != "build"}
-    resolved.update(bundle=str(bundle_dir.resolve()), keyring=[str(public.resolve()), *keyring],
-                    packages={**scenario.get("packages", {}), **packages})
-    return resolved
-
-
-def _sim_summary(report: dict[str, Any]) -> None:
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.1f}%"
-
-    def clock(seconds: float) -> str:
-        h, rest = divmod(seconds, 3600)
-        return f"{int(h)}:{int(rest // 60):02d}:{rest % 60:06.3f}"
-
-    t = report["time"]
-    steps = report["steps"]
-    print(f"\nsummary   {len(steps)} steps on {report['profile']['name']}: {clock(t['simulated_s'])} simulated, "
-          f"{t['simulated_s'] - t['idle_s']:.3f} s of it busy; {t['wall_seconds']:.2f} s wall")
-    for a in report["accuracy"]:
-        print(f"accuracy  {a['adapter']:<24} on {a['dataset']:<10} {pct(a['accuracy']):>6} ({a['rows']} rows)")
-    for name, arms in report["experiments"].items():
-        text = ", ".join(f"{arm} {s['requests']} requests, accuracy {pct(s['mean'])}" for arm, s in arms.items())
-        print(f"experiment {name}: {text}")
-    boots = report["boots"]
-    print(f"power     {len(report['power_cuts'])} power cuts, {len(boots)} boots "
-          f"({sum(1 for b in boots if b['reverted'])} reverted a trial, "
-          f"slots cleared: {sum(len(b['cleared_slots']) for b in boots)})")
-    final = report["final"]
-    if final.get("active") is not None:
-        active = ", ".join(f"{n}@{a['version']} (slot {a['slot']})" for n, a in final["active"].items()) or "__base__"
-        print(f"final     active {active}; {'on trial' if final['trial'] else 'confirmed'}")
-    ram, flash = report["budget"]["ram"], report["budget"]["flash"]
-    store = flash["store"]
-    print(f"budget    RAM: arena {ram['arena_bytes']} / {ram['arena_budget']} B, package cache {ram['cache_used']} / "
-          f"{ram['cache_budget']} B, {ram['free_bytes']} of {ram['ram_bytes']} B unplanned; flash: model "
-          f"{flash['model']['model_bytes']} B ({flash['model']['slot_bytes']} B of slots), store "
-          f"{store.get('used_bytes', '?')} / {store['size']} B; base-model sectors erased "
-          f"{flash['model']['base_sector_erases_during_run']} times")
-    outputs = report.get("outputs", {})
-    for key in ("report", "trace", "timeline", "flash_ops"):
-        if key in outputs:
-            note = " (open in ui.perfetto.dev or chrome://tracing)" if key == "trace" else ""
-            print(f"wrote     {outputs[key]}{note}")
+    run_demo(Path(args.out))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -481,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default="out/sim", metavar="DIR",
                      help="report.json, trace.json, timeline.png, flash_ops.png (default: out/sim)")
     sim.set_defaults(func=cmd_sim)
+
+    demo = sub.add_parser("demo", help="the end-to-end main job: export, pack, a scripted day on a simulated "
+                          "device with power cuts, accuracy per adapter, switch latency per storage profile")
+    demo.add_argument("--out", default="out/demo", metavar="DIR",
+                      help="report.json, trace.json, timeline.png, flash_ops.png, latency.png (default: out/demo)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -37,7 +37,7 @@ def accuracy_table(digits: Any, tflm_rows: int = 40) -> list[dict[str, Any]]:
 
     x0 = digits.images["original"]
     base0 = manager.infer(x0)[0]
-    rows.append({"adapter": "(none: original domain, gates off)", "kind": "-", "domain": "original",
+    rows.append({"adapter": "(base model)", "kind": "-", "domain": "original",
                  "base_int8": float(np.mean(base0.argmax(1) == labels)), "adapted_int8": None,
                  "tflm_identical": tflm_equal(x0[:tflm_rows], base0[:tflm_rows], None), "package_bytes": None})
     for domain, data in digits.packages.items():

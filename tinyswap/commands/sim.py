@@ -1,0 +1,122 @@
+"""`tinyswap sim` helpers: resolving a scenario's `build` section (compile the bundle, pack the
+adapters with a throwaway key) and printing the run's summary. Imported lazily by the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def build_scenario(scenario: dict[str, Any], base: Path, build_dir: Path) -> dict[str, Any]:
+    """Resolve a scenario's `build` section: compile the bundle and pack its adapters with a
+    throwaway Ed25519 key (a second one for `untrusted` entries) into `build_dir`; return the
+    scenario with `bundle`, `keyring` and `packages` naming those files."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from export.adapter_source import load_adapter
+    from export.bundle import write_bundle
+    from export.compiler import compile_model
+    from export.pack import pack
+    from export.slot_plan import SlotPlan
+    from export.spec import load_spec
+    from firmware_sim.scenario import ScenarioFileError, ScenarioFormatError
+    from tinyswap.interpreter import Interpreter
+
+    build = scenario["build"]
+    unknown = sorted(set(build) - {"spec", "plan", "calibration", "adapters"})
+    if unknown:
+        raise ScenarioFormatError(f"scenario: field build.{unknown[0]}: unknown (known: spec, plan, calibration, "
+                                  "adapters)", field=f"build.{unknown[0]}")
+    if "bundle" in scenario:
+        raise ScenarioFormatError("scenario: give either 'bundle' or 'build', not both", field="build")
+    if not isinstance(build.get("spec"), str) or not isinstance(build.get("adapters", {}), dict):
+        raise ScenarioFormatError("scenario: field build.spec: the model spec JSON path is required "
+                                  "(and build.adapters is {label: adapter dir})", field="build.spec")
+    spec_path = base / build["spec"]
+    spec = load_spec(spec_path)
+    plan = SlotPlan.load(base / build["plan"]) if build.get("plan") else None
+    cal_path = base / build["calibration"] if build.get("calibration") else spec_path.with_suffix(".calibration.npy")
+    try:
+        calibration = np.load(cal_path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ScenarioFileError(f"scenario: build.calibration: cannot read {cal_path}: {exc}",
+                                field="build.calibration") from exc
+    compiled = compile_model(spec, plan, calibration)
+    interp = Interpreter(model_content=compiled.data)
+    interp.allocate_tensors()
+    bundle_dir = build_dir / "bundle"
+    write_bundle(compiled, bundle_dir, arena_bytes=interp.arena_bytes)
+    smap = json.loads((bundle_dir / "slotmap.json").read_text())
+    keys = {False: Ed25519PrivateKey.generate(), True: Ed25519PrivateKey.generate()}  # trusted, untrusted
+    (build_dir / "keys").mkdir(parents=True, exist_ok=True)
+    public = build_dir / "keys" / "signing_key.pub.pem"
+    public.write_bytes(keys[False].public_key().public_bytes(serialization.Encoding.PEM,
+                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
+    (build_dir / "packages").mkdir(parents=True, exist_ok=True)
+    packages: dict[str, str] = {}
+    for label, entry in build.get("adapters", {}).items():
+        entry = {"dir": entry} if isinstance(entry, str) else entry
+        where = f"build.adapters[{label!r}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("dir"), str) \
+                or set(entry) - {"dir", "name", "version", "sequence", "untrusted"}:
+            raise ScenarioFormatError(f"scenario: field {where}: an adapter directory or {{dir, name, version, "
+                                      "sequence, untrusted}", field=where)
+        if label in scenario.get("packages", {}):
+            raise ScenarioFormatError(f"scenario: field {where}: label {label!r} is also in 'packages'", field=where)
+        adapter = load_adapter(base / entry["dir"], name=entry.get("name"), version=entry.get("version"),
+                               sequence=entry.get("sequence"))
+        data, _ = pack(adapter, smap, keys[bool(entry.get("untrusted", False))])
+        target = build_dir / "packages" / f"{label}.tsap"
+        target.write_bytes(data)
+        packages[label] = str(target.resolve())
+    print(f"built     {bundle_dir} ({len(compiled.data)} bytes, {smap['num_slots']} slots) and {len(packages)} "
+          f"packages signed with a throwaway key -> {build_dir / 'packages'}")
+    keyring = scenario.get("keyring", [])
+    keyring = [keyring] if isinstance(keyring, str) else list(keyring)
+    resolved = {k: v for k, v in scenario.items() if k != "build"}
+    resolved.update(bundle=str(bundle_dir.resolve()), keyring=[str(public.resolve()), *keyring],
+                    packages={**scenario.get("packages", {}), **packages})
+    return resolved
+
+
+def print_summary(report: dict[str, Any], emit: Any = print) -> None:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def clock(seconds: float) -> str:
+        h, rest = divmod(seconds, 3600)
+        return f"{int(h)}:{int(rest // 60):02d}:{rest % 60:06.3f}"
+
+    t = report["time"]
+    steps = report["steps"]
+    emit(f"\nsummary   {len(steps)} steps on {report['profile']['name']}: {clock(t['simulated_s'])} simulated, "
+          f"{t['simulated_s'] - t['idle_s']:.3f} s of it busy; {t['wall_seconds']:.2f} s wall")
+    for a in report["accuracy"]:
+        emit(f"accuracy  {a['adapter']:<24} on {a['dataset']:<10} {pct(a['accuracy']):>6} ({a['rows']} rows)")
+    for name, arms in report["experiments"].items():
+        text = ", ".join(f"{arm} {s['requests']} requests, accuracy {pct(s['mean'])}" for arm, s in arms.items())
+        emit(f"experiment {name}: {text}")
+    boots = report["boots"]
+    emit(f"power     {len(report['power_cuts'])} power cuts, {len(boots)} boots "
+          f"({sum(1 for b in boots if b['reverted'])} reverted a trial, "
+          f"slots cleared: {sum(len(b['cleared_slots']) for b in boots)})")
+    final = report["final"]
+    if final.get("active") is not None:
+        active = ", ".join(f"{n}@{a['version']} (slot {a['slot']})" for n, a in final["active"].items()) or "__base__"
+        emit(f"final     active {active}; {'on trial' if final['trial'] else 'confirmed'}")
+    ram, flash = report["budget"]["ram"], report["budget"]["flash"]
+    store = flash["store"]
+    emit(f"budget    RAM: arena {ram['arena_bytes']} / {ram['arena_budget']} B, package cache {ram['cache_used']} / "
+          f"{ram['cache_budget']} B, {ram['free_bytes']} of {ram['ram_bytes']} B unplanned; flash: model "
+          f"{flash['model']['model_bytes']} B ({flash['model']['slot_bytes']} B of slots), store "
+          f"{store.get('used_bytes', '?')} / {store['size']} B; base-model sectors erased "
+          f"{flash['model']['base_sector_erases_during_run']} times")
+    outputs = report.get("outputs", {})
+    for key in ("report", "trace", "timeline", "flash_ops"):
+        if key in outputs:
+            note = " (open in ui.perfetto.dev or chrome://tracing)" if key == "trace" else ""
+            emit(f"wrote     {outputs[key]}{note}")
