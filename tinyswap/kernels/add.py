@@ -26,16 +26,10 @@ def smaller_than_one(ctx: PrepareContext, real: float, what: str) -> tuple[int, 
     return multiplier, shift
 
 
-def additive_params(ctx: PrepareContext, s1: float, s2: float, s_out: float, single_precision: bool) -> dict:
-    """Multipliers of ADD (double precision) or SUB (TFLM computes them in float32)."""
-    if single_precision:
-        f32 = np.float32
-        twice = f32(2) * max(f32(s1), f32(s2))
-        reals = (float(f32(s1) / twice), float(f32(s2) / twice),
-                 float(twice / (f32(1 << LEFT_SHIFT) * f32(s_out))))
-    else:
-        twice = 2.0 * max(s1, s2)
-        reals = (s1 / twice, s2 / twice, twice / ((1 << LEFT_SHIFT) * s_out))
+def additive_params(ctx: PrepareContext, s1: float, s2: float, s_out: float) -> dict:
+    """Multipliers of ADD and SUB, computed in double precision from the float32 scales."""
+    twice = 2.0 * max(s1, s2)
+    reals = (s1 / twice, s2 / twice, twice / ((1 << LEFT_SHIFT) * s_out))
     (m1, sh1), (m2, sh2), (mo, sho) = (
         smaller_than_one(ctx, r, w) for r, w in zip(reals, ("input 1", "input 2", "output"))
     )
@@ -54,15 +48,13 @@ def additive_eval(p: dict, a: np.ndarray, b: np.ndarray, sign: int) -> np.ndarra
 class Add(Kernel):
     op_name = "ADD"
     sign = +1
-    # TFLM's add_common.cc computes the real multipliers in double; sub_common.cc in float32.
-    single_precision_multipliers = False
 
     def prepare(self, ctx: PrepareContext) -> Prepared:
         a, b, y, shape, is_float = prepare_binary(ctx)
         if is_float:
             return Prepared([shape], float_binary_params(ctx))
         (s1, zp1), (s2, zp2), (so, zpo) = ctx.per_tensor(a), ctx.per_tensor(b), ctx.per_tensor(y)
-        params = additive_params(ctx, s1, s2, so, single_precision=self.single_precision_multipliers)
+        params = additive_params(ctx, s1, s2, so)
         params.update(float=False, zp1=zp1, zp2=zp2, zp_out=zpo,
                       range=activation_range(ctx.option("fused_activation_function"), so, zpo, y.type))
         return Prepared([shape], params)
