@@ -923,7 +923,7 @@ class SwapManager:
         self._package(digest)
 
     # -- internals: slot bytes ----------------------------------------------------------------
-    def _slot_bytes(self, info: SlotInfo, package: AdapterPackage | None) -> bytes:
+    def _slot_bytes(self, info: SlotInfo, package: AdapterPackage | None) -> bytearray:
         """The slot's whole aligned range with the package's tensors in place (zeros for None).
         Bytes between tensors (flatbuffer length prefixes, padding) are the base model's: they are
         read once at start-up (`_frames`) and written back unchanged."""
@@ -932,7 +932,7 @@ class SwapManager:
         for key, start, length in self._layout[info.slot]:
             src = views.get(key)
             data[start : start + length] = bytes(length) if src is None else src
-        return bytes(data)
+        return data
 
     def _tensor_views(self, package: AdapterPackage) -> dict[tuple[str, str], memoryview]:
         """(layer, role) -> the package's bytes for that tensor (cached per package)."""
