@@ -27,7 +27,9 @@ def assert_matches_litert_ref(model: bytes, inputs: Sequence[np.ndarray]) -> Non
     """Our `litert` profile equals LiteRT's BUILTIN_REF resolver bit for bit."""
     ours = Interpreter(model_content=model, profile="litert").run(*inputs)
     theirs = run_litert(model, inputs, LiteRTResolver.REF)
+    assert len(ours) == len(theirs), f"{len(ours)} outputs vs LiteRT's {len(theirs)}"
     for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert a.dtype == b.dtype, f"output {i}: dtype {a.dtype} vs LiteRT {b.dtype}"
         assert a.shape == b.shape, f"output {i}: shape {a.shape} vs LiteRT {b.shape}"
         diff = int(np.sum(a != b))
         assert diff == 0, f"output {i}: {diff} of {a.size} values differ from LiteRT BUILTIN_REF"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from export.bundle import slot_ranges, slotmap
@@ -192,8 +192,7 @@ def test_headroom_bound_at_the_adapted_layers(case) -> None:
     spec, cal, plan, seed = case
     order = [layer.name for layer in spec.layers]
     lora = sorted((t for t in plan.targets if t.kind == "lora"), key=lambda t: order.index(t.layer))
-    if not lora:
-        return
+    assume(lora)  # a plan without a LoRA target has no bound to check: discarded, not passed
     plan = SlotPlan(targets=plan.targets, num_slots=plan.num_slots, alignment=plan.alignment, headroom=True)
     rng = np.random.default_rng(seed)
     with_slots, without = compile_model(spec, plan, cal), compile_model(spec, None, cal)
