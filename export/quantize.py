@@ -23,11 +23,18 @@ class ActQuant:
         return (self.scale * (-128 - self.zero_point), self.scale * (127 - self.zero_point))
 
 
+#: The narrowest real range an activation is given. A layer whose calibrated output is
+#: (almost) constant, e.g. a ReLU that is never active on the calibration data, would otherwise
+#: get a scale near 1e-9: legal for TFLite Micro, but its requantization multipliers then
+#: exceed what LiteRT's XNNPACK delegate accepts (< 256), and it refuses the model.
+MIN_ACTIVATION_RANGE = 1e-3
+
+
 def activation_quant(lo: float, hi: float) -> ActQuant:
     """Asymmetric int8 parameters covering [lo, hi] and exact at 0."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if hi - lo < 1e-6:
-        hi = lo + 1e-6
+    if hi - lo < MIN_ACTIVATION_RANGE:
+        hi = lo + MIN_ACTIVATION_RANGE
     scale = float(np.float32((hi - lo) / 255.0))
     zero_point = int(np.clip(np.round(-128.0 - lo / scale), -128, 127))
     return ActQuant(scale, zero_point)
@@ -35,7 +42,7 @@ def activation_quant(lo: float, hi: float) -> ActQuant:
 
 def symmetric_quant(absmax: float) -> ActQuant:
     """Zero point 0, covering [-absmax, absmax]."""
-    return ActQuant(float(np.float32(max(float(absmax), 1e-8) / 127.0)), 0)
+    return ActQuant(float(np.float32(max(float(absmax), MIN_ACTIVATION_RANGE / 2) / 127.0)), 0)
 
 
 def quantize_weights(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

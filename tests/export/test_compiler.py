@@ -217,3 +217,32 @@ def test_headroom_bound_at_the_adapted_layers(case) -> None:
         if target is lora[0]:
             diff = np.abs(a.get_tensor(out.index).astype(int) - b.get_tensor(names_b[target.layer].index).astype(int))
             assert diff.max() <= bound, (target.layer, diff.max(), bound)
+
+
+def test_a_layer_that_never_fires_on_calibration_data_still_loads_in_every_litert_resolver() -> None:
+    """Found by the full property run: a ReLU layer that is always 0 on the calibration data
+    had a calibrated range of 0, a scale near 1e-9 and requantization multipliers XNNPACK
+    refuses ("failed to prepare"). Activation ranges now have a floor (export/quantize.py)."""
+    from export.quantize import MIN_ACTIVATION_RANGE
+    from export.spec import parse_spec
+
+    rng = np.random.default_rng(0)
+    raw = {"name": "dead", "input": {"shape": [1, 4]}, "layers": [
+        {"name": "fc0", "type": "dense", "units": 3, "activation": "relu"},
+        {"name": "fc1", "type": "dense", "units": 2, "activation": "relu"}]}
+    weights = {"fc0/kernel": rng.standard_normal((4, 3)).astype(np.float32) * 0.1,
+               "fc0/bias": np.full(3, -50.0, np.float32),  # never positive on N(0, 1) inputs
+               "fc1/kernel": rng.standard_normal((3, 2)).astype(np.float32),
+               "fc1/bias": np.full(2, -1.0, np.float32)}
+    spec = parse_spec(raw, weights)
+    cal = rng.standard_normal((32, 4)).astype(np.float32)
+    compiled = compile_model(spec, SlotPlan(targets=(SlotTarget("fc0", "lora", 1),), num_slots=2), cal)
+    model = read_model(compiled.data)
+    scales = [float(t.quantization.scale[0]) for t in model.main.tensors
+              if t.quantization is not None and t.name in ("fc0", "fc1")]
+    assert scales and min(scales) >= MIN_ACTIVATION_RANGE / 255 * 0.999
+    inputs = random_inputs(compiled, np.random.default_rng(1))
+    ours = Interpreter(model_content=compiled.data).run(*inputs)[0]
+    np.testing.assert_array_equal(ours, run_tflm(compiled.data, inputs)[0])
+    for resolver in LiteRTResolver:
+        assert run_litert(compiled.data, inputs, resolver)[0].shape == ours.shape
