@@ -634,15 +634,7 @@ class SwapManager:
                 raise SlotBusyError(f"slot {slot} is in use")
             target.writing, target.digest = True, None
             self._generation += 1
-        try:
-            self._write_slot(slot, None)
-            with self._lock:
-                self._commit(self._adapters, self._last_sequence, [sl.digest for sl in self._slots])
-        finally:
-            with self._lock:
-                target.writing = False
-                self._generation += 1
-                self._cond.notify_all()
+        self._write_zeros(target)
 
     def _state(self, adapters: Mapping[str, _Adapter], last_sequence: Mapping[str, int],
                slot_digests: Sequence[str | None]) -> dict[str, Any]:
@@ -892,6 +884,10 @@ class SwapManager:
                 return
             slot.writing, slot.digest = True, None
             self._generation += 1
+        self._write_zeros(slot)
+
+    def _write_zeros(self, slot: _Slot) -> None:
+        """Clear a slot the caller marked `writing` (holding nothing): zeros, read back, commit."""
         try:
             self._write_slot(slot.info.slot, None)
             with self._lock:
