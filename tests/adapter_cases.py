@@ -10,12 +10,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from export.adapter_source import Bottleneck, FloatAdapter, Lora
-from export.bundle import slotmap
-from export.compiler import Compiled, compile_model
-from export.pack import pack
-from export.slot_plan import SlotPlan
-from export.spec import load_spec
+from tinyswap.export.adapter_source import Bottleneck, FloatAdapter, Lora
+from tinyswap.export.bundle import slotmap
+from tinyswap.export.compiler import Compiled, compile_model
+from tinyswap.export.pack import pack
+from tinyswap.export.slot_plan import SlotPlan
+from tinyswap.export.spec import load_spec
 from tinyswap.oracles import run_tflm, tflm_interpreter
 
 from tests.conftest import REPO

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 
 from tests.op_cases import activation_quant, rng_from
 from tests.oracle_check import random_int8

@@ -31,6 +31,6 @@ settings.register_profile(
 settings.load_profile("full" if FULL else "ci")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MODELS = REPO.parent / "shared" / "models" / "tflm"
+TFLM_MODELS = REPO / "models" / "tflm"
 KERAS_MODELS = REPO / "models" / "keras"
 

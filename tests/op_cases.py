@@ -7,7 +7,7 @@ import math
 import numpy as np
 from hypothesis import strategies as st
 
-from export.tflite_builder import Quant
+from tinyswap.export.tflite_builder import Quant
 
 ACTIVATIONS = st.sampled_from([0, 1, 2, 3])  # NONE, RELU, RELU_N1_TO_1, RELU6
 

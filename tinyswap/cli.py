@@ -199,10 +199,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     # Lazy imports: the runtime package never depends on the compiler (notes/style.md).
-    from export.bundle import write_bundle
-    from export.compiler import compile_model
-    from export.slot_plan import SlotPlan
-    from export.spec import load_spec
+    from tinyswap.export.bundle import write_bundle
+    from tinyswap.export.compiler import compile_model
+    from tinyswap.export.slot_plan import SlotPlan
+    from tinyswap.export.spec import load_spec
     from tinyswap.interpreter import Interpreter
 
     spec_path = Path(args.spec)
@@ -224,7 +224,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from export.pack import keygen
+    from tinyswap.export.pack import keygen
 
     private, public = keygen(args.out)
     print(f"wrote     {private} (keep secret) and {public} (goes into device keyrings)")
@@ -232,7 +232,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from export.pack import load_adapter, load_private_key, pack
+    from tinyswap.export.pack import load_adapter, load_private_key, pack
 
     bundle = Path(args.bundle)
     try:
@@ -261,14 +261,17 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from tinyswap.resources import models_dir
+
+    models = Path(args.models) if args.models else models_dir() / "tflm"
     if args.swap:
-        from export.bench_swap import run as run_swap
+        from tinyswap.export.bench_swap import run as run_swap
 
         print(run_swap(Path(args.out), repeats=max(20, args.repeats * 10)))
         print(f"\nwrote {Path(args.out) / 'bench_swap.json'} and bench_swap.md")
         return 0
     if args.compiler:
-        from export.bench_compiler import run
+        from tinyswap.export.bench_compiler import run
 
         print(run(Path(args.out), repeats=max(1, args.repeats // 10)))
         print(f"\nwrote {Path(args.out) / 'bench_compiler.json'} and bench_compiler.md")
@@ -276,13 +279,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.interpreter:
         from tinyswap.bench import run_interpreter_benchmark
 
-        report = run_interpreter_benchmark(Path(args.models), Path(args.out), args.repeats)
+        report = run_interpreter_benchmark(models, Path(args.out), args.repeats)
         print(report)
         print(f"\nwrote {Path(args.out) / 'bench_interpreter.json'} and bench_interpreter.md")
         return 0
     from tinyswap.commands.bench_all import run as run_all
 
-    print(run_all(Path(args.out), Path(args.models), args.repeats))
+    print(run_all(Path(args.out), models, args.repeats))
     print(f"\nwrote {Path(args.out) / 'bench.md'} and bench.json (and each part's own files)")
     return 0
 
@@ -290,7 +293,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     # Lazy imports: firmware_sim (and, for a scenario's "build" section, export) are never
     # imported by the runtime package (notes/style.md).
-    from firmware_sim.scenario import load_scenario, run_scenario, validate_scenario
+    from tinyswap.firmware_sim.scenario import load_scenario, run_scenario, validate_scenario
 
     path = Path(args.scenario)
     scenario = load_scenario(path)
@@ -360,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks (interpreter vs TFLM and LiteRT, swaps vs PEFT, "
                            "simulated swaps vs storage floor, arena vs TFLM); one table")
-    bench.add_argument("--models", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tflm"),
-                       help="directory holding micro_speech_quantized.tflite and person_detect.tflite")
+    bench.add_argument("--models", default=None, metavar="DIR",
+                       help="directory holding micro_speech_quantized.tflite and person_detect.tflite "
+                       "(default: the TFLite Micro example models that ship with tinyswap)")
     bench.add_argument("--repeats", type=int, default=20)
     bench.add_argument("--interpreter", action="store_true", help="only the interpreter benchmark")
     bench.add_argument("--out", default="out/bench")

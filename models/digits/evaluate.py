@@ -1,13 +1,13 @@
 """Measure the digits models and adapters end to end, from the committed files only.
 
 For each base model (`mlp`, `cnn`): compile the spec with its slot plan into a bundle
-(`export.compiler.compile_model` + `export.bundle`), and also without slots; pack every adapter
-under `adapters/<model>/` with a throwaway Ed25519 key (`export.pack.pack`), load the packages
+(`tinyswap.export.compiler.compile_model` + `tinyswap.export.bundle`), and also without slots; pack every adapter
+under `adapters/<model>/` with a throwaway Ed25519 key (`tinyswap.export.pack.pack`), load the packages
 into a `tinyswap.SwapManager` (signature, base digest and slot layout verified, bytes written
 into a slot) and measure on the committed test split (`digits_test.npz`):
 
 - float accuracy of the base and of base + adapter on the adapter's domain
-  (`export.float_model`, float64, LoRA merged into the kernel, bottleneck inserted);
+  (`tinyswap.export.float_model`, float64, LoRA merged into the kernel, bottleneck inserted);
 - INT8 accuracy of the bundle on that domain with all gates off (base) and with the adapter's
   gate at 1.0, through tinyswap's Interpreter (batched) and through TFLite Micro
   (`tinyswap.oracles.run_tflm`, row by row: TFLM has batch 1), and whether the two agree bit
@@ -44,13 +44,13 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from export.adapter_source import Bottleneck, FloatAdapter, Lora, load_adapter  # noqa: E402
-from export.bundle import slotmap, write_bundle  # noqa: E402
-from export.compiler import Compiled, compile_model  # noqa: E402
-from export.float_model import forward, layer_forward  # noqa: E402
-from export.pack import pack  # noqa: E402
-from export.slot_plan import SlotPlan  # noqa: E402
-from export.spec import ModelSpec, load_spec  # noqa: E402
+from tinyswap.export.adapter_source import Bottleneck, FloatAdapter, Lora, load_adapter  # noqa: E402
+from tinyswap.export.bundle import slotmap, write_bundle  # noqa: E402
+from tinyswap.export.compiler import Compiled, compile_model  # noqa: E402
+from tinyswap.export.float_model import forward, layer_forward  # noqa: E402
+from tinyswap.export.pack import pack  # noqa: E402
+from tinyswap.export.slot_plan import SlotPlan  # noqa: E402
+from tinyswap.export.spec import ModelSpec, load_spec  # noqa: E402
 from tinyswap import Interpreter  # noqa: E402
 from tinyswap.package import Keyring  # noqa: E402
 from tinyswap.swap import SwapManager  # noqa: E402
@@ -355,7 +355,7 @@ def write_report(results: dict[str, Any], out_dir: Path = HERE) -> None:
     machine = f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, NumPy {np.__version__}"
     body = [README_HEAD, "## Results", "",
             f"Measured {time.strftime('%Y-%m-%d')} on {machine}; {results['test_rows']} test images per domain. "
-            "Accuracies in %. *float*: `export.float_model` (float64) of the committed weights; "
+            "Accuracies in %. *float*: `tinyswap.export.float_model` (float64) of the committed weights; "
             "*INT8 ours*: the exported bundle through tinyswap's Interpreter with the signed package "
             "written into a slot by `SwapManager` (base = all gates off, adapted = its gate at 1.0); "
             "*INT8 TFLM*: the same bytes and gates through TFLite Micro, one row at a time; *bit-exact*: "

@@ -267,10 +267,10 @@ def slot_limits(model: str) -> tuple[dict[str, dict[str, tuple[float, float]]], 
     """Compile the committed spec with its plan and calibration (export.compiler) and read back
     where the INT8 graph saturates (for nn.Net's `limits`) and each slot tensor's largest
     representable entry (for the adapter weights' box)."""
-    from export.bundle import slotmap
-    from export.compiler import compile_model
-    from export.slot_plan import SlotPlan
-    from export.spec import load_spec
+    from tinyswap.export.bundle import slotmap
+    from tinyswap.export.compiler import compile_model
+    from tinyswap.export.slot_plan import SlotPlan
+    from tinyswap.export.spec import load_spec
     from tinyswap import Interpreter
 
     compiled = compile_model(load_spec(HERE / f"{model}.json"), SlotPlan.load(HERE / f"{model}.plan.json"),

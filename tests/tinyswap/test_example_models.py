@@ -12,7 +12,7 @@ import pytest
 from tinyswap import Interpreter
 from tinyswap.oracles import LiteRTResolver, run_litert, run_tflm, tflm_interpreter
 
-from tests.conftest import SHARED_MODELS
+from tests.conftest import TFLM_MODELS
 
 CASES = {"hello_world_int8": 256, "micro_speech_quantized": 200, "person_detect": 20}
 
@@ -25,7 +25,7 @@ def random_rows(interp: Interpreter, n: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bit_exact_with_tflite_micro(name: str) -> None:
-    raw = (SHARED_MODELS / f"{name}.tflite").read_bytes()
+    raw = (TFLM_MODELS / f"{name}.tflite").read_bytes()
     ours = Interpreter(model_content=raw)
     ours.allocate_tensors()
     x = random_rows(ours, CASES[name], seed=len(name))
@@ -44,7 +44,7 @@ def test_bit_exact_with_tflite_micro(name: str) -> None:
 @pytest.mark.parametrize("name", ["hello_world_int8", "micro_speech_quantized"])
 def test_litert_profile_matches_litert_reference_kernels(name: str) -> None:
     # LiteRT refuses person_detect (its bias quantization), which TFLM accepts.
-    raw = (SHARED_MODELS / f"{name}.tflite").read_bytes()
+    raw = (TFLM_MODELS / f"{name}.tflite").read_bytes()
     ours = Interpreter(model_content=raw, profile="litert")
     ours.allocate_tensors()
     x = random_rows(ours, 50, seed=3)

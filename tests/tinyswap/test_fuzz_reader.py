@@ -16,7 +16,7 @@ import pytest
 from tinyswap.errors import KernelError, TinySwapError
 from tinyswap.interpreter import Interpreter
 
-from tests.conftest import FULL, SHARED_MODELS
+from tests.conftest import FULL, TFLM_MODELS
 
 MODELS = ["hello_world_int8", "micro_speech_quantized", "person_detect"]
 CASES_PER_MODEL = 3400 if FULL else 120
@@ -92,7 +92,7 @@ def run_case(data: bytes, rng: np.random.Generator) -> str:
 
 
 def _fuzz(name: str, cases: int) -> dict[str, int]:
-    raw = (SHARED_MODELS / f"{name}.tflite").read_bytes()
+    raw = (TFLM_MODELS / f"{name}.tflite").read_bytes()
     rng = np.random.default_rng(sum(map(ord, name)))
     counts = {"error": 0, "ran": 0}
     slowest = 0.0

@@ -9,9 +9,9 @@ from tinyswap import Interpreter, InterpreterError, UnsupportedOpError
 from tinyswap.oracles import run_litert, run_tflm
 from tinyswap.reader import read_model
 
-from tests.conftest import SHARED_MODELS
+from tests.conftest import TFLM_MODELS
 
-HELLO = SHARED_MODELS / "hello_world_int8.tflite"
+HELLO = TFLM_MODELS / "hello_world_int8.tflite"
 
 
 def all_inputs() -> np.ndarray:
@@ -108,7 +108,7 @@ def test_unsupported_operator_is_refused_at_allocate_with_its_name() -> None:
 
 
 def test_thread_count_never_changes_a_bit() -> None:
-    raw = (SHARED_MODELS / "person_detect.tflite").read_bytes()
+    raw = (TFLM_MODELS / "person_detect.tflite").read_bytes()
     x = np.random.default_rng(5).integers(-128, 128, size=(6, 96, 96, 1), dtype=np.int8)
     one = Interpreter(model_content=raw, num_threads=1).run(x)[0]
     two = Interpreter(model_content=raw, num_threads=2).run(x)[0]

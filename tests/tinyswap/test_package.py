@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from export.bundle import slotmap
-from export.compiler import compile_model
-from export.pack import FloatLora, PackError, pack
-from export.slot_plan import SlotPlan
-from export.spec import load_spec
+from tinyswap.export.bundle import slotmap
+from tinyswap.export.compiler import compile_model
+from tinyswap.export.pack import FloatLora, PackError, pack
+from tinyswap.export.slot_plan import SlotPlan
+from tinyswap.export.spec import load_spec
 from tinyswap.package import (
     Keyring,
     PackageDigestError,

@@ -55,10 +55,10 @@ def test_arena_equals_tflite_micros_recorded_plan_on_the_example_models() -> Non
     from tinyswap import Interpreter
     from tinyswap.oracles import tflm_arena
 
-    from tests.conftest import SHARED_MODELS
+    from tests.conftest import TFLM_MODELS
 
     for name in ("hello_world_int8", "micro_speech_quantized", "person_detect"):
-        raw = (SHARED_MODELS / f"{name}.tflite").read_bytes()
+        raw = (TFLM_MODELS / f"{name}.tflite").read_bytes()
         interp = Interpreter(model_content=raw)
         interp.allocate_tensors()
         recorded = tflm_arena(raw)

@@ -12,11 +12,11 @@ from tinyswap.errors import ModelError
 from tinyswap.reader import read_model
 from tinyswap.schema import TensorType
 
-from tests.conftest import SHARED_MODELS
+from tests.conftest import TFLM_MODELS
 
-HELLO = SHARED_MODELS / "hello_world_int8.tflite"
-SPEECH = SHARED_MODELS / "micro_speech_quantized.tflite"
-PERSON = SHARED_MODELS / "person_detect.tflite"
+HELLO = TFLM_MODELS / "hello_world_int8.tflite"
+SPEECH = TFLM_MODELS / "micro_speech_quantized.tflite"
+PERSON = TFLM_MODELS / "person_detect.tflite"
 
 
 def test_reads_the_structure_of_hello_world() -> None:

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export.bundle import slotmap
-from export.compiler import compile_model
+from tinyswap.export.bundle import slotmap
+from tinyswap.export.compiler import compile_model
 from tinyswap.package import Keyring
 from tinyswap.swap import SwapManager
 
 from tests.adapter_cases import KEY, gates_for_rows, package, slot_holding, tflm_rows
-from tests.export.model_cases import plans, specs
+from tests.tinyswap.export.model_cases import plans, specs
 
 
 @st.composite

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from tinyswap.bench import _cpu_name
 
-REPO = Path(__file__).resolve().parents[2]
+from tinyswap.resources import models_dir
 
 
 def arena_rows(models: dict[str, bytes]) -> list[dict[str, Any]]:
@@ -42,14 +42,14 @@ def arena_rows(models: dict[str, bytes]) -> list[dict[str, Any]]:
 
 def _arena_models(shared: Path, digits: dict[str, bytes]) -> dict[str, bytes]:
     models = {p.stem: p.read_bytes() for p in sorted(shared.glob("*.tflite"))}
-    models.update({f"keras/{p.stem}": p.read_bytes() for p in sorted((REPO / "models" / "keras").glob("*.tflite"))})
+    models.update({f"keras/{p.stem}": p.read_bytes() for p in sorted((models_dir() / "keras").glob("*.tflite"))})
     models.update({f"digits/{k} (with slots)": v for k, v in digits.items()})
     return models
 
 
 def run(out_dir: Path, models_dir: Path, repeats: int = 20, progress: Callable[[str], None] = print) -> str:
-    from export.bench_swap import run as run_swap
-    from firmware_sim.swap_latency import as_rows, markdown, measure
+    from tinyswap.export.bench_swap import run as run_swap
+    from tinyswap.firmware_sim.swap_latency import as_rows, markdown, measure
     from tinyswap.bench import run_interpreter_benchmark
     from tinyswap.commands.digits import prepare, resign
 

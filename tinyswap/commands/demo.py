@@ -23,8 +23,8 @@ SCENARIO = DIGITS / "scenarios" / "demo.json"
 
 
 def run(out_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    from firmware_sim.scenario import load_scenario, run_scenario, validate_scenario
-    from firmware_sim.swap_latency import as_rows, markdown, measure
+    from tinyswap.firmware_sim.scenario import load_scenario, run_scenario, validate_scenario
+    from tinyswap.firmware_sim.swap_latency import as_rows, markdown, measure
     from tinyswap.commands.demo_parts import accuracy_table, latency_plot
     from tinyswap.commands.digits import prepare, resign
     from tinyswap.commands.sim import build_scenario, print_summary

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-DIGITS = REPO / "models" / "digits"
+from tinyswap.resources import models_dir
+
+DIGITS = models_dir() / "digits"
 
 
 @dataclass
@@ -43,12 +44,12 @@ def prepare(out_dir: Path, model: str = "cnn") -> DigitsBundle:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from export.adapter_source import load_adapter
-    from export.bundle import write_bundle
-    from export.compiler import compile_model
-    from export.pack import pack
-    from export.slot_plan import SlotPlan
-    from export.spec import load_spec
+    from tinyswap.export.adapter_source import load_adapter
+    from tinyswap.export.bundle import write_bundle
+    from tinyswap.export.compiler import compile_model
+    from tinyswap.export.pack import pack
+    from tinyswap.export.slot_plan import SlotPlan
+    from tinyswap.export.spec import load_spec
     from tinyswap.interpreter import Interpreter
     from tinyswap.package import Keyring
 
@@ -97,7 +98,7 @@ def resign(bundle: DigitsBundle, domain: str, *, name: str | None = None, sequen
     """A new signed version of an adapter (another name, sequence or tags), for OTA updates."""
     import copy
 
-    from export.pack import pack
+    from tinyswap.export.pack import pack
 
     adapter = copy.deepcopy(bundle.adapters[domain])
     adapter.name = name or adapter.name

@@ -17,13 +17,13 @@ def build_scenario(scenario: dict[str, Any], base: Path, build_dir: Path) -> dic
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from export.adapter_source import load_adapter
-    from export.bundle import write_bundle
-    from export.compiler import compile_model
-    from export.pack import pack
-    from export.slot_plan import SlotPlan
-    from export.spec import load_spec
-    from firmware_sim.scenario import ScenarioFileError, ScenarioFormatError
+    from tinyswap.export.adapter_source import load_adapter
+    from tinyswap.export.bundle import write_bundle
+    from tinyswap.export.compiler import compile_model
+    from tinyswap.export.pack import pack
+    from tinyswap.export.slot_plan import SlotPlan
+    from tinyswap.export.spec import load_spec
+    from tinyswap.firmware_sim.scenario import ScenarioFileError, ScenarioFormatError
     from tinyswap.interpreter import Interpreter
 
     build = scenario["build"]

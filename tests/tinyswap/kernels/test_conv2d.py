@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 from tinyswap import Interpreter
 
 from tests.op_cases import ACTIVATIONS, activation_quant, output_scale_for, rng_from, window

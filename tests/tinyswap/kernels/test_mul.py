@@ -37,7 +37,7 @@ def test_litert_profile_within_one_lsb_of_litert(case) -> None:
 def test_litert_power_of_two_scales_bound() -> None:
     # Input scales 2**-4 and output 0.025: LiteRT differs from the reference (and TFLM)
     # arithmetic on 8 of 256 outputs, each by exactly 1 LSB. The golden (TFLM) is unaffected.
-    from export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+    from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
     from tinyswap import Interpreter
     from tinyswap.oracles import run_litert
 

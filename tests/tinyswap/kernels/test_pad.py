@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export.tflite_builder import Model, Operator, Tensor, build_model
+from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
 
 from tests.op_cases import activation_quant, rng_from
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8

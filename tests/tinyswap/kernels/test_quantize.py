@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm
 from tests.unary_cases import unary_cases

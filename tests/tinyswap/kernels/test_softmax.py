@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export.tflite_builder import Quant
+from tinyswap.export.tflite_builder import Quant
 from tinyswap import Interpreter
 from tinyswap.errors import ModelError
 
@@ -48,7 +48,7 @@ def test_float32_close_to_tflite_micro(case) -> None:
 
 
 def test_wrong_output_quantization_is_refused() -> None:
-    from export.tflite_builder import Model, Operator, Tensor, build_model
+    from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
 
     x = Tensor("x", (1, 4), np.int8, quant=Quant(0.1, 0))
     y = Tensor("y", (1, 4), np.int8, quant=Quant(0.1, 0))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 from tinyswap import Interpreter
 
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8

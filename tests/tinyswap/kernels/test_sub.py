@@ -38,7 +38,7 @@ def test_every_input_pair_on_a_tie_prone_scale_triple_matches_tflite_micro_and_l
     way those round. Found by the full hypothesis run (a 1-LSB difference at a - b = -30)."""
     import numpy as np
 
-    from export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+    from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
     from tinyswap import Interpreter
     from tinyswap.oracles import LiteRTResolver, run_litert, run_tflm
 

@@ -1,0 +1,207 @@
+"""Adapter sources: tinyswap's directory format and PEFT LoRA directories.
+
+The PEFT interop test builds the adapter with the real `peft` library (`get_peft_model`,
+`save_pretrained`) on a torch MLP that carries the example model's float weights, imports the
+directory, packs it into the example bundle (headroom on) and holds the quantized effect to
+the float `W + (alpha / r) B A`: per layer, the dequantized slot delta within 5% (relative
+Frobenius error), and end to end, the INT8 model with the adapter's gate at 1 within the
+fidelity bounds of tests/export/test_fidelity.py of the float PEFT model's probabilities.
+`peft` and `torch` come with the `peft` extra (scripts/setup.sh installs it); without them the
+real-library test is skipped visibly and the hand-written-layout tests still run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from tinyswap.export.adapter_source import AdapterSourceError, Bottleneck, Lora, load_adapter
+from tinyswap.export.pack import PackError, pack
+from tinyswap.package import Keyring, parse_package
+from tinyswap.swap import SwapManager
+
+from tests.adapter_cases import EXAMPLES, KEY, example_bundle
+
+
+def write_peft_dir(path, modules: dict[str, tuple[np.ndarray, np.ndarray]], r: int = 4, alpha: float = 8.0,
+                   **config) -> None:
+    """The files `save_pretrained` writes: adapter_config.json and adapter_model.safetensors,
+    keys `base_model.model.<module>.lora_A.weight` [r, in] and `...lora_B.weight` [out, r]."""
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for module, (a, b) in modules.items():
+        tensors[f"base_model.model.{module}.lora_A.weight"] = a.astype(np.float32)
+        tensors[f"base_model.model.{module}.lora_B.weight"] = b.astype(np.float32)
+    save_file(tensors, str(path / "adapter_model.safetensors"))
+    cfg = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "target_modules": sorted(modules), "bias": "none",
+           "use_rslora": False, "use_dora": False, "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": None,
+           "fan_in_fan_out": False, "lora_dropout": 0.0, "base_model_name_or_path": None, "task_type": None}
+    cfg.update(config)
+    (path / "adapter_config.json").write_text(json.dumps(cfg))
+
+
+def test_peft_layout_imports_with_scaling_patterns_and_conv_order(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    a1, b1 = rng.standard_normal((4, 64)), rng.standard_normal((128, 4))
+    a2, b2 = rng.standard_normal((2, 128)), rng.standard_normal((64, 2))
+    conv_a, conv_b = rng.standard_normal((3, 5, 2, 2)), rng.standard_normal((7, 3, 1, 1))  # torch [r, cin, kh, kw]
+    write_peft_dir(tmp_path / "p", {"net.fc1": (a1, b1), "net.fc2": (a2, b2), "conv": (conv_a, conv_b)}, r=4, alpha=8,
+                   rank_pattern={"fc2": 2, "conv": 3}, alpha_pattern={"fc2": 4})
+    adapter = load_adapter(tmp_path / "p", name="peft-demo", version="2.0", sequence=5, tags={"tenant": "acme"})
+    assert adapter.source == "peft" and adapter.kind == "lora" and adapter.sequence == 5
+    assert set(adapter.targets) == {"fc1", "fc2", "conv"}  # last dotted component
+    fc1, fc2, conv = (adapter.targets[k] for k in ("fc1", "fc2", "conv"))
+    np.testing.assert_array_equal(fc1.a, a1.astype(np.float32))
+    assert fc1.scaling == 8 / 4 and fc2.scaling == 4 / 2 and conv.scaling == 8 / 3
+    # Conv2d lora_A [r, cin, kh, kw] -> TFLite order [r, kh, kw, cin], flattened.
+    np.testing.assert_array_equal(conv.a.reshape(3, 2, 2, 5), np.transpose(conv_a, (0, 2, 3, 1)).astype(np.float32))
+    assert conv.b.shape == (7, 3)
+    write_peft_dir(tmp_path / "rs", {"fc1": (a1, b1)}, r=4, alpha=8, use_rslora=True)
+    assert load_adapter(tmp_path / "rs").targets["fc1"].scaling == pytest.approx(8 / 2)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"peft_type": "IA3"}, "peft_type"),
+    ({"use_dora": True}, "DoRA"),
+    ({"bias": "all"}, "bias"),
+    ({"modules_to_save": ["head"]}, "modules_to_save"),
+    ({"r": 8}, "rank 8"),
+])
+def test_peft_configs_we_cannot_represent_are_refused_by_name(tmp_path, change, message) -> None:
+    rng = np.random.default_rng(1)
+    write_peft_dir(tmp_path, {"fc1": (rng.standard_normal((4, 64)), rng.standard_normal((128, 4)))}, **change)
+    with pytest.raises(AdapterSourceError, match=message):
+        load_adapter(tmp_path)
+
+
+def test_tinyswap_format_lora_and_bottleneck_round_trip(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    (tmp_path / "lo").mkdir()
+    (tmp_path / "lo" / "adapter.json").write_text(json.dumps(
+        {"name": "lo", "version": "1", "sequence": 1, "kind": "lora", "targets": {"fc2": {"rank": 4, "alpha": 8}}}))
+    np.savez(tmp_path / "lo" / "adapter.npz", **{"fc2/A": rng.standard_normal((4, 128)), "fc2/B": rng.standard_normal((64, 4))})
+    lo = load_adapter(tmp_path / "lo")
+    assert isinstance(lo.targets["fc2"], Lora) and lo.targets["fc2"].scaling == 2.0
+    (tmp_path / "bn").mkdir()
+    (tmp_path / "bn" / "adapter.json").write_text(json.dumps(
+        {"name": "bn", "version": "1", "sequence": 1, "kind": "bottleneck", "targets": {"dw1": {"rank": 4}}}))
+    np.savez(tmp_path / "bn" / "adapter.npz", **{"dw1/D": rng.standard_normal((4, 8)), "dw1/bias_D": np.zeros(4),
+                                                  "dw1/U": rng.standard_normal((8, 4)), "dw1/bias_U": np.zeros(8)})
+    bn = load_adapter(tmp_path / "bn")
+    assert isinstance(bn.targets["dw1"], Bottleneck) and bn.kind == "bottleneck"
+    np.savez(tmp_path / "bn" / "adapter.npz", **{"dw1/D": rng.standard_normal((4, 8))})
+    with pytest.raises(AdapterSourceError, match="lacks"):
+        load_adapter(tmp_path / "bn")
+    with pytest.raises(AdapterSourceError, match="neither"):
+        load_adapter(tmp_path)
+
+
+def test_wrong_kind_and_unknown_layer_are_refused_by_the_packer(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    smap = example_bundle("mlp").smap
+    write_peft_dir(tmp_path / "x", {"fc7": (rng.standard_normal((4, 64)), rng.standard_normal((128, 4)))})
+    with pytest.raises(PackError, match="fc7"):
+        pack(load_adapter(tmp_path / "x"), smap, KEY)
+    cnn = example_bundle("cnn").smap  # dw1 has a bottleneck slot
+    write_peft_dir(tmp_path / "y", {"dw1": (rng.standard_normal((4, 8)), rng.standard_normal((8, 4)))})
+    with pytest.raises(PackError, match="bottleneck slot"):
+        pack(load_adapter(tmp_path / "y"), cnn, KEY)
+
+
+def test_real_peft_directory_imports_and_its_quantized_effect_matches_the_float_merge(tmp_path) -> None:
+    torch = pytest.importorskip("torch", reason="the peft extra (torch, peft) is not installed")
+    peft = pytest.importorskip("peft", reason="the peft extra (torch, peft) is not installed")
+    torch.manual_seed(0)
+    weights = np.load(EXAMPLES / "mlp.npz")
+
+    class MLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = torch.nn.Linear(64, 128), torch.nn.Linear(128, 64), torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return torch.softmax(self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x))))), dim=-1)
+
+    model = MLP()
+    with torch.no_grad():
+        for name in ("fc1", "fc2", "fc3"):
+            getattr(model, name).weight.copy_(torch.from_numpy(weights[f"{name}/kernel"].T.copy()))
+            getattr(model, name).bias.copy_(torch.from_numpy(weights[f"{name}/bias"]))
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["fc1", "fc2", "fc3"], lora_dropout=0.0)
+    peft_model = peft.get_peft_model(model, config)
+    with torch.no_grad():  # PEFT initialises B to zero: give the adapter a real effect
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn_like(param) * 0.05)
+            elif "lora_A" in name:
+                param.copy_(torch.randn_like(param) / np.sqrt(param.shape[1]))
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+    files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
+    assert "adapter_config.json" in files and "adapter_model.safetensors" in files
+
+    adapter = load_adapter(tmp_path / "adapter", name="peft-real", version="1.0", sequence=1)
+    bundle = example_bundle("mlp", headroom=True, targets=[
+        {"layer": "fc1", "kind": "lora", "max_rank": 4}, {"layer": "fc2", "kind": "lora", "max_rank": 4},
+        {"layer": "fc3", "kind": "lora", "max_rank": 4}])
+    data, report = pack(adapter, bundle.smap, KEY)
+    pkg = parse_package(data)
+    state = peft_model.state_dict()
+    by_key = {(t.layer, t.role): t for t in pkg.tensors}
+    scales = {(t["layer"], t["role"]): t["scales"][0] for t in bundle.smap["slots"][0]["tensors"]}
+    for layer in ("fc1", "fc2", "fc3"):
+        a = state[f"base_model.model.{layer}.lora_A.default.weight"].numpy().astype(np.float64)
+        b = state[f"base_model.model.{layer}.lora_B.default.weight"].numpy().astype(np.float64)
+        float_delta = (8 / 4) * b @ a  # W + (alpha / r) B A
+        a_q = np.frombuffer(pkg.tensor_bytes(by_key[(layer, "A")]), np.int8).reshape(4, -1) * scales[(layer, "A")]
+        b_q = np.frombuffer(pkg.tensor_bytes(by_key[(layer, "B")]), np.int8).reshape(-1, 4) * scales[(layer, "B")]
+        error = np.linalg.norm(b_q @ a_q - float_delta) / np.linalg.norm(float_delta)
+        print(f"{layer}: quantized delta vs float (alpha/r) B A: {error:.2%}")
+        assert error <= 0.05, f"{layer}: quantized delta off by {error:.2%}"
+        assert report.layers[layer]["delta_relative_error"] == pytest.approx(error, rel=1e-6)
+
+    # End to end: the INT8 model with the adapter on vs the float PEFT model.
+    m = SwapManager(bytearray(bundle.data), bundle.smap, Keyring([KEY.public_key()]))
+    m.load_adapter(data)
+    x = np.random.default_rng(0).standard_normal((512, 64)).astype(np.float32)
+    q, oq = bundle.compiled.input_quant, bundle.compiled.output_quant
+    xq = np.clip(np.round(x / q.scale) + q.zero_point, -128, 127).astype(np.int8)
+    ours = (m.infer(xq, adapters="peft-real")[0].astype(np.float64) - oq.zero_point) * oq.scale
+    base = (m.infer(xq)[0].astype(np.float64) - oq.zero_point) * oq.scale
+    with torch.no_grad():
+        reference = peft_model(torch.from_numpy(x)).numpy()
+        with peft_model.disable_adapter():
+            float_base = peft_model(torch.from_numpy(x)).numpy()
+    print(f"end to end: max |p_int8 - p_peft| {np.abs(ours - reference).max():.3f}, "
+          f"top-1 agreement {np.mean(ours.argmax(1) == reference.argmax(1)):.3f}")
+    assert np.abs(ours - reference).max() <= 0.15
+    assert np.mean(ours.argmax(1) == reference.argmax(1)) >= 0.88
+    # ... and the adapter changes the model as it does in PEFT (complaint: "loads, no effect").
+    changed_float = reference.argmax(1) != float_base.argmax(1)
+    changed_int8 = ours.argmax(1) != base.argmax(1)
+    assert changed_float.mean() > 0.05 and np.mean(changed_int8 == changed_float) >= 0.85
+
+
+def test_pack_command_takes_a_peft_directory(tmp_path, capsys) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from tinyswap.cli import main
+    from tinyswap.package import verify_package
+
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(EXAMPLES / "mlp.json"), "--plan", str(EXAMPLES / "mlp.plan.json"), "-o", str(bundle)]) == 0
+    assert main(["keygen", "-o", str(tmp_path / "keys")]) == 0
+    rng = np.random.default_rng(4)
+    write_peft_dir(tmp_path / "peft", {"fc2": (rng.standard_normal((4, 128)) / 11, rng.standard_normal((64, 4)) * 0.02)})
+    out = tmp_path / "kws.tsap"
+    assert main(["pack", str(tmp_path / "peft"), "--bundle", str(bundle), "--key", str(tmp_path / "keys" / "signing_key.pem"),
+                 "--name", "kws", "--version", "2.0", "--sequence", "7", "--tenant", "acme", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "from peft" in printed and "fc2" in printed and "delta error" in printed
+    pkg = parse_package(out.read_bytes())
+    assert (pkg.name, pkg.sequence, pkg.metadata["tags"]["tenant"], pkg.metadata["source"]) == ("kws", 7, "acme", "peft")
+    public = serialization.load_pem_public_key((tmp_path / "keys" / "signing_key.pub.pem").read_bytes())
+    smap = json.loads((bundle / "slotmap.json").read_text())
+    verify_package(pkg, Keyring([public]), smap["base_digest"], smap["slots"][0]["tensors"], {})

@@ -1,0 +1,303 @@
+"""The static-graph compiler: float spec + slot plan + calibration -> INT8 `.tflite` with slots.
+
+Every adapter slot exists from the start as zero-initialised INT8 constants, so a swap only
+writes bytes at offsets recorded in the slot map. Per targeted layer and slot:
+
+- LoRA on dense/conv2d `y = act(W x + b)`: `pre = W x + b` (no activation), then for each
+  slot `a = A_s x` (FULLY_CONNECTED, or CONV_2D with the layer's window), `u = B_s a`
+  (FULLY_CONNECTED or 1x1 CONV_2D), `g = u * gate_s` (MUL), `pre = pre + g` (ADD), the last
+  ADD carrying the layer's activation.
+- Bottleneck on a layer's output h: `d = relu(D_s h + bD)`, `u = U_s d + bU`, `g = u * gate_s`,
+  `h = h + g`.
+
+Zero-gate identity (headroom off): every ADD's output has input 1's scale and zero point,
+input 1's scale is at least input 2's, and a zero gate puts input 2 at its zero point, so TFLite's
+int8 ADD returns input 1 bit for bit (DESIGN.md, Slots). The pre-activation tensor then uses the
+layer's output quantization, and the last ADD's fused activation clamps exactly as the
+layer's fused activation did.
+
+Slot scale policy "weight_relative" (fixed at compile time, read by the packer):
+  A entries up to 4 / sqrt(K) (K = fan-in), B entries (alpha / r folded in) up to
+  2 * delta_ratio * max|W| * sqrt(K / r_max); a = A x within 8 * max|x|; the B output within
+  delta_ratio * max|pre|;
+  D, U likewise on the feature width; gates run over [0, gate_max] (int8, zero point -128).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tinyswap.export.float_model import conv_out_size, forward, infer_shapes
+from tinyswap.export.quantize import ActQuant, activation_quant, quantize_bias, quantize_weights, symmetric_quant
+from tinyswap.export.slot_plan import SlotPlan, SlotTarget
+from tinyswap.export.spec import LayerSpec, ModelSpec, SpecError
+from tinyswap.export.tflite_builder import BuiltModel, Model, Operator, Quant, Tensor, build_model_with_layout
+
+_ACT = {"none": 0, "relu": 1, "relu6": 3}
+
+
+def _q(aq: ActQuant) -> Quant:
+    return Quant(aq.scale, aq.zero_point)
+
+
+@dataclass
+class SlotTensor:
+    slot: int
+    layer: str
+    kind: str
+    role: str  # "A", "B", "D", "U", "bias_D", "bias_U", "bias_A", "bias_B"
+    tensor: Tensor
+
+
+@dataclass
+class Compiled:
+    built: BuiltModel
+    spec: ModelSpec
+    plan: SlotPlan | None
+    gates: list[Tensor]
+    slot_tensors: list[SlotTensor] = field(default_factory=list)
+    input_quant: ActQuant | None = None
+    output_quant: ActQuant | None = None
+
+    @property
+    def data(self) -> bytes:
+        return self.built.data
+
+
+class _Emitter:
+    def __init__(self, spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray) -> None:
+        self.spec, self.plan = spec, plan
+        self.shapes = infer_shapes(spec)
+        values = forward(spec, calibration, capture_pre_activation=True)
+        self.ranges = {k: (float(v.min()), float(v.max())) for k, v in values.items()}
+        self.ops: list[Operator] = []
+        self.slot_tensors: list[SlotTensor] = []
+        self.batch = spec.input_shape[0]
+        self.targets = {t.layer: t for t in (plan.targets if plan else ())}
+        self.gates: list[Tensor] = []
+        self.gate_views: dict[tuple[int, int], Tensor] = {}
+
+    # -- helpers ------------------------------------------------------------------------------
+    def act(self, name: str, shape: tuple[int, ...], aq: ActQuant) -> Tensor:
+        return Tensor(name, tuple(shape), np.int8, quant=_q(aq))
+
+    def const(self, name: str, data: np.ndarray, scales: np.ndarray, axis: int = 0, alignment: int = 16) -> Tensor:
+        zp = np.zeros(np.asarray(scales).size, np.int64)
+        return Tensor(name, data.shape, data.dtype, data=data, quant=Quant(np.asarray(scales, np.float32), zp, axis),
+                      alignment=alignment)
+
+    def absmax(self, key: str) -> float:
+        lo, hi = self.ranges[key]
+        return max(abs(lo), abs(hi), 1e-6)
+
+    def gate(self, slot: int, rank: int) -> Tensor:
+        """The slot's gate input, reshaped to broadcast against a rank-`rank` tensor."""
+        if rank == 2:
+            return self.gates[slot]
+        key = (slot, rank)
+        if key not in self.gate_views:
+            g = self.gates[slot]
+            view = Tensor(f"gate_{slot}_rank{rank}", (self.batch,) + (1,) * (rank - 1), np.int8, quant=g.quant)
+            shape = Tensor(f"gate_{slot}_rank{rank}/shape", (rank,), np.int32,
+                           data=np.array((-1,) + (1,) * (rank - 1), np.int32))
+            self.ops.append(Operator("RESHAPE", [g, shape], [view]))
+            self.gate_views[key] = view
+        return self.gate_views[key]
+
+    # -- base layers --------------------------------------------------------------------------
+    def weighted(self, layer: LayerSpec, x: Tensor, xq: ActQuant, out: Tensor, act: str, bias_needed: bool) -> None:
+        spec = self.spec
+        k = spec.kernel(layer.name).astype(np.float64)
+        b = spec.bias(layer.name)
+        if layer.type == "dense":
+            w, axis = k.T, 0  # [units, in]
+            op, opts = "FULLY_CONNECTED", {"fused_activation_function": _ACT[act]}
+        elif layer.type == "conv2d":
+            w, axis = np.transpose(k, (3, 0, 1, 2)), 0  # [out, kh, kw, in]
+            op, opts = "CONV_2D", self.window_opts(layer, act)
+        else:
+            w, axis = k.reshape(1, *k.shape[:2], -1), 3  # [1, kh, kw, in * m]
+            op, opts = "DEPTHWISE_CONV_2D", {**self.window_opts(layer, act), "depth_multiplier": layer.depth_multiplier}
+        wq, ws = quantize_weights(w, axis)
+        wt = self.const(f"{layer.name}/kernel", wq, ws, axis)
+        inputs = [x, wt]
+        channels = ws.size
+        if b is not None or bias_needed:
+            bq, bs = quantize_bias(b if b is not None else np.zeros(channels), xq.scale, ws)
+            inputs.append(self.const(f"{layer.name}/bias", bq, bs))
+        self.ops.append(Operator(op, inputs, [out], opts))
+
+    @staticmethod
+    def window_opts(layer: LayerSpec, act: str) -> dict:
+        return {"padding": 0 if layer.padding == "same" else 1, "stride_h": layer.strides[0],
+                "stride_w": layer.strides[1], "dilation_h_factor": layer.dilation[0],
+                "dilation_w_factor": layer.dilation[1], "fused_activation_function": _ACT[act]}
+
+    # -- slots --------------------------------------------------------------------------------
+    def lora(self, layer: LayerSpec, target: SlotTarget, x: Tensor, xq: ActQuant, pre: Tensor,
+             pq: ActQuant, out: Tensor, act: str) -> None:
+        assert self.plan is not None
+        r = target.max_rank
+        in_shape = self.shapes[layer.inputs[0]]
+        out_shape = self.shapes[layer.name]
+        fan_in = in_shape[-1] * (layer.kernel_size[0] * layer.kernel_size[1] if layer.type == "conv2d" else 1)
+        x_abs = max(abs(v) for v in xq.real_range)
+        # A entries up to 4 / sqrt(K): a Kaiming- or Gaussian-initialised LoRA A with margin.
+        # B entries (alpha / r folded in) up to 2 * delta_ratio * max|W| * sqrt(K / r): then
+        # B @ A, whose typical entry is ~ sqrt(r) * rms(A) * rms(B), reaches delta_ratio * max|W|.
+        w_abs = max(float(np.abs(self.spec.kernel(layer.name)).max()), 1e-6)
+        a_scale = np.float32(4.0 / math.sqrt(fan_in) / 127.0)
+        b_scale = np.float32(2.0 * target.delta_ratio * w_abs * math.sqrt(fan_in / r) / 127.0)
+        # a = A x: ~ rms(x) for a unit-norm row of A, with room for 8x the input range.
+        aq = symmetric_quant(8.0 * x_abs)
+        uq = symmetric_quant(target.delta_ratio * self.absmax(f"{layer.name}:pre"))
+        current = pre
+        for s in range(self.plan.num_slots):
+            if layer.type == "dense":
+                a_w = self.const(f"slot{s}/{layer.name}/A", np.zeros((r, in_shape[-1]), np.int8), [a_scale])
+                b_w = self.const(f"slot{s}/{layer.name}/B", np.zeros((out_shape[-1], r), np.int8), [b_scale])
+                a_t = self.act(f"slot{s}/{layer.name}/a", (*in_shape[:-1], r), aq)
+                u_t = self.act(f"slot{s}/{layer.name}/u", out_shape, uq)
+                self.ops.append(Operator("FULLY_CONNECTED", [x, a_w], [a_t]))
+                self.ops.append(Operator("FULLY_CONNECTED", [a_t, b_w], [u_t]))
+                group = [a_w, b_w]
+            else:
+                kh, kw = layer.kernel_size
+                a_w = self.const(f"slot{s}/{layer.name}/A", np.zeros((r, kh, kw, in_shape[-1]), np.int8), [a_scale])
+                b_w = self.const(f"slot{s}/{layer.name}/B", np.zeros((out_shape[-1], 1, 1, r), np.int8), [b_scale])
+                # LiteRT's int8 CONV_2D requires a bias: zero int32 biases live in the slot too.
+                a_b = self.const(f"slot{s}/{layer.name}/bias_A", np.zeros(r, np.int32), [np.float32(xq.scale) * a_scale])
+                b_b = self.const(f"slot{s}/{layer.name}/bias_B", np.zeros(out_shape[-1], np.int32),
+                                 [np.float32(aq.scale) * b_scale])
+                a_t = self.act(f"slot{s}/{layer.name}/a", (*out_shape[:-1], r), aq)
+                u_t = self.act(f"slot{s}/{layer.name}/u", out_shape, uq)
+                self.ops.append(Operator("CONV_2D", [x, a_w, a_b], [a_t], self.window_opts(layer, "none")))
+                self.ops.append(Operator("CONV_2D", [a_t, b_w, b_b], [u_t],
+                                         {"padding": 1, "stride_h": 1, "stride_w": 1, "fused_activation_function": 0}))
+                group = [a_w, b_w, a_b, b_b]
+            current = self.gated_add(layer.name, s, u_t, uq, current, pq, out, act)
+            roles = ["A", "B", "bias_A", "bias_B"]
+            self.slot_tensors += [SlotTensor(s, layer.name, "lora", role, t) for role, t in zip(roles, group)]
+
+    def bottleneck(self, layer: LayerSpec, target: SlotTarget, h: Tensor, hq: ActQuant, out: Tensor) -> None:
+        assert self.plan is not None
+        r = target.max_rank
+        shape = self.shapes[layer.name]
+        c = shape[-1]
+        h_abs = max(abs(v) for v in hq.real_range)
+        d_scale = np.float32(4.0 / (127.0 * math.sqrt(c)))
+        dq = activation_quant(0.0, 4.0 * h_abs)  # post-ReLU
+        uq = symmetric_quant(target.delta_ratio * h_abs)
+        u_scale = np.float32(uq.scale * 127.0 / (4.0 * h_abs * math.sqrt(r)) / 127.0)
+        current = h
+        conv = len(shape) == 4
+        for s in range(self.plan.num_slots):
+            d_shape, u_shape = ((r, 1, 1, c), (c, 1, 1, r)) if conv else ((r, c), (c, r))
+            d_w = self.const(f"slot{s}/{layer.name}/D", np.zeros(d_shape, np.int8), [d_scale])
+            u_w = self.const(f"slot{s}/{layer.name}/U", np.zeros(u_shape, np.int8), [u_scale])
+            d_b = self.const(f"slot{s}/{layer.name}/bias_D", np.zeros(r, np.int32), [np.float32(hq.scale) * d_scale])
+            u_b = self.const(f"slot{s}/{layer.name}/bias_U", np.zeros(c, np.int32), [np.float32(dq.scale) * u_scale])
+            d_t = self.act(f"slot{s}/{layer.name}/d", (*shape[:-1], r), dq)
+            u_t = self.act(f"slot{s}/{layer.name}/u", shape, uq)
+            if conv:
+                one = {"padding": 1, "stride_h": 1, "stride_w": 1}
+                self.ops.append(Operator("CONV_2D", [current, d_w, d_b], [d_t], {**one, "fused_activation_function": 1}))
+                self.ops.append(Operator("CONV_2D", [d_t, u_w, u_b], [u_t], {**one, "fused_activation_function": 0}))
+            else:
+                self.ops.append(Operator("FULLY_CONNECTED", [current, d_w, d_b], [d_t], {"fused_activation_function": 1}))
+                self.ops.append(Operator("FULLY_CONNECTED", [d_t, u_w, u_b], [u_t]))
+            current = self.gated_add(layer.name, s, u_t, uq, current, hq, out, "none")
+            self.slot_tensors += [SlotTensor(s, layer.name, "bottleneck", role, t)
+                                  for role, t in zip(["D", "U", "bias_D", "bias_U"], [d_w, u_w, d_b, u_b])]
+
+    def gated_add(self, name: str, s: int, u_t: Tensor, uq: ActQuant, current: Tensor, cq: ActQuant,
+                  out: Tensor, act: str) -> Tensor:
+        assert self.plan is not None
+        gate = self.gate(s, len(u_t.shape))
+        # The gated branch's scale never exceeds input 1's: the zero-gate identity needs it.
+        gq = ActQuant(float(np.float32(min(uq.scale * self.plan.gate_max, cq.scale))), 0)
+        g_t = self.act(f"slot{s}/{name}/gated", u_t.shape, gq)
+        self.ops.append(Operator("MUL", [u_t, gate], [g_t]))
+        last = s == self.plan.num_slots - 1
+        target = out if last else self.act(f"slot{s}/{name}/sum", current.shape, cq)
+        self.ops.append(Operator("ADD", [current, g_t], [target], {"fused_activation_function": _ACT[act] if last else 0}))
+        return target
+
+
+def compile_model(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray) -> Compiled:
+    """Quantize `spec` with `calibration` (float32, batch first) and emit it with `plan`'s slots."""
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if calibration.ndim != len(spec.input_shape) or calibration.shape[1:] != tuple(spec.input_shape[1:]):
+        raise SpecError(f"calibration data of shape {calibration.shape} does not fit input {spec.input_shape}")
+    if plan is not None:
+        for t in plan.targets:
+            layer = spec.layer(t.layer)  # raises with the known names
+            if t.kind == "lora" and layer.type not in ("dense", "conv2d"):
+                raise SpecError(f"slot plan targets {t.layer!r} ({layer.type}) with LoRA; only dense and conv2d")
+    e = _Emitter(spec, plan, calibration)
+    iq = activation_quant(*e.ranges[spec.input_name])
+    x_in = e.act(spec.input_name, spec.input_shape, iq)
+    graph_inputs = [x_in]
+    if plan is not None:
+        gq = ActQuant(float(np.float32(plan.gate_max / 255.0)), -128)  # gate 0.0 is exactly -128
+        e.gates = [e.act(f"gate_{s}", (e.batch, 1), gq) for s in range(plan.num_slots)]
+        graph_inputs += e.gates
+    tensors: dict[str, tuple[Tensor, ActQuant]] = {spec.input_name: (x_in, iq)}
+    for layer in spec.layers:
+        ins = [tensors[i] for i in layer.inputs]
+        x, xq = ins[0]
+        shape = e.shapes[layer.name]
+        target = e.targets.get(layer.name)
+        if layer.type == "softmax":
+            oq = ActQuant(float(np.float32(1 / 256)), -128)
+        elif layer.type in ("max_pool2d", "avg_pool2d", "flatten", "reshape", "relu6"):
+            oq = xq  # byte-moving ops (and TFLM's RELU6) keep the input quantization
+        else:
+            oq = activation_quant(*e.ranges[layer.name])
+        out = e.act(layer.name, shape, oq)
+        if layer.weighted:
+            if target is not None and target.kind == "lora":
+                pq = activation_quant(*e.ranges[f"{layer.name}:pre"]) if plan.headroom else oq  # type: ignore[union-attr]
+                pre = e.act(f"{layer.name}/pre", shape, pq)
+                e.weighted(layer, x, xq, pre, "none", bias_needed=True)
+                e.lora(layer, target, x, xq, pre, pq, out, layer.activation)
+            else:
+                e.weighted(layer, x, xq, out, layer.activation, bias_needed=layer.type != "dense")
+        elif layer.type in ("max_pool2d", "avg_pool2d"):
+            op = "MAX_POOL_2D" if layer.type == "max_pool2d" else "AVERAGE_POOL_2D"
+            e.ops.append(Operator(op, [x], [out], {
+                "padding": 0 if layer.padding == "same" else 1, "stride_h": layer.strides[0], "stride_w": layer.strides[1],
+                "filter_height": layer.kernel_size[0], "filter_width": layer.kernel_size[1]}))
+        elif layer.type == "global_avg_pool2d":
+            axes = Tensor(f"{layer.name}/axes", (2,), np.int32, data=np.array([1, 2], np.int32))
+            e.ops.append(Operator("MEAN", [x, axes], [out], {"keep_dims": False}))
+        elif layer.type in ("flatten", "reshape"):
+            target_shape = Tensor(f"{layer.name}/shape", (len(shape),), np.int32, data=np.array((-1, *shape[1:]), np.int32))
+            e.ops.append(Operator("RESHAPE", [x, target_shape], [out]))
+        elif layer.type == "add":
+            e.ops.append(Operator("ADD", [x, ins[1][0]], [out], {"fused_activation_function": 0}))
+        elif layer.type == "softmax":
+            e.ops.append(Operator("SOFTMAX", [x], [out], {"beta": 1.0}))
+        elif layer.type in ("relu", "relu6"):
+            e.ops.append(Operator(layer.type.upper(), [x], [out]))
+        if target is not None and target.kind == "bottleneck":
+            adapted = e.act(f"{layer.name}/adapted", shape, oq)
+            e.bottleneck(layer, target, out, oq, adapted)
+            out = adapted
+        tensors[layer.name] = (out, oq)
+    y, yq = tensors[spec.output]
+    groups = []
+    if plan is not None:
+        for s in range(plan.num_slots):
+            group = [st.tensor for st in e.slot_tensors if st.slot == s]
+            group[0].alignment = plan.alignment  # the slot's range starts on its own boundary
+            groups.append(group)
+    model = Model(e.ops, graph_inputs, [y], description=f"tinyswap:{spec.name}", buffer_groups=groups)
+    built = build_model_with_layout(model)
+    return Compiled(built, spec, plan, e.gates, e.slot_tensors, iq, yq)
+
+
+__all__ = ["Compiled", "SlotTensor", "compile_model", "conv_out_size"]

@@ -1,0 +1,235 @@
+"""Model images a `SwapManager` writes slots into on the simulated device.
+
+`FlashModelImage` (XIP, the `mcu-qspi` placement): the interpreter reads the model in place
+from the model partition, through the flash's live view, so a slot's new bytes are what the
+next `invoke()` uses, as on a Cortex-M executing from memory-mapped QSPI NOR. A slot write
+erases the slot's sectors and programs its bytes; it must cover whole sectors, because an
+erase always clears a whole sector: a slot range that shares a sector with base-model bytes
+(a bundle compiled with 16-byte slot alignment on a 4 KB-sector part) would erase the base
+model, so such a range is refused before anything is touched.
+
+Reads (the manager's read-back verification, the boot's digest checks) go through the same
+memory-mapped view the interpreter executes from: what is verified is exactly what will run.
+They are charged to the timeline as in-place reads at the medium's read bandwidth, not as
+flash commands (the simulator's READERROR bad-block mode applies to read commands only).
+
+`RamModelImage` (the `mcu-ram` / `gateway` placement): the model is copied from its partition
+into RAM at boot and slots are written in RAM only; the flash copy is never written, so a
+slot's contents do not survive a reboot and the device rewrites them from the adapter store.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from tinyswap.firmware_sim.errors import (
+    FlashError,
+    PowerLoss,
+    SlotAlignmentError,
+    SlotWornError,
+    SlotWriteError,
+    WearNotRecordedError,
+)
+from tinyswap.firmware_sim.flash import FlashOp, OpKind, Partition
+from tinyswap.firmware_sim.flashio import erase_sectors, pad_to_unit, program_range
+from tinyswap.firmware_sim.timeline import Timeline
+from tinyswap.firmware_sim.storage import StorageProfile, op_seconds
+from tinyswap.image import RamImage
+from tinyswap.slotmap import SlotMap
+
+
+class SlotTemplate:
+    """The base model's bytes inside each slot range that are not slot tensor data.
+
+    Why: a slot's aligned range also holds flatbuffer structure (the length prefixes of the
+    slot tensors' buffers, padding). The base-model digest zeroes whole slot ranges, so it does
+    not protect those bytes, and the swap manager copies them from the live image. On flash,
+    a power cut between a slot's erase and its program leaves them at the erase value, and
+    the model no longer parses (a buffer length of 0xFFFFFFFF). The device therefore keeps
+    this template (a few hundred bytes from the bundle, const data in firmware), forces every
+    slot write to carry the template's structure bytes, and repairs damaged slots at boot.
+    """
+
+    def __init__(self, slotmap: SlotMap, model: bytes | bytearray | memoryview) -> None:
+        self.slots = {}
+        for info in slotmap.slots:
+            base = np.frombuffer(bytes(model[info.offset:info.offset + info.length]), np.uint8).copy()
+            tensor = np.zeros(info.length, bool)
+            for t in info.tensors:
+                tensor[t.offset - info.offset:t.offset - info.offset + t.length] = True
+            base[tensor] = 0
+            self.slots[info.offset] = (info.slot, info.length, base, tensor)
+
+    def conform(self, offset: int, data: bytes) -> bytes:
+        """`data` for the slot starting at `offset`, with the template's structure bytes."""
+        entry = self.slots.get(offset)
+        if entry is None or entry[1] != len(data):
+            return data
+        _, _, base, tensor = entry
+        return np.where(tensor, np.frombuffer(data, np.uint8), base).astype(np.uint8).tobytes()
+
+    def intact(self, image: bytes | bytearray | memoryview, offset: int) -> bool:
+        """The slot's structure bytes in `image` are the base model's."""
+        _, length, base, tensor = self.slots[offset]
+        got = np.frombuffer(bytes(image[offset:offset + length]), np.uint8)
+        return bool(np.array_equal(got[~tensor], base[~tensor]))
+
+    def blank(self, offset: int) -> bytes:
+        """The slot holding nothing: structure bytes and zero tensors."""
+        return self.slots[offset][2].tobytes()
+
+
+class FlashModelImage:
+    """The model read in place from a flash partition; slot writes erase and program sectors.
+
+    partition: the model partition (its first `length` bytes are the model file).
+    timeline / storage: where in-place reads are charged (optional).
+    template: the slots' structure bytes; every write of a whole slot carries them.
+    erase_budget: erases a sector may take before a write into it is refused (None: no limit);
+        erase_counts: the firmware's own count per sector index (persisted by the device).
+
+    Why an erase budget: a worn NOR sector that still erases but no longer programs (littlefs
+    emubd PROGERROR / PROGNOOP) would lose the slot's structure bytes and leave a model that no
+    longer parses. Firmware cannot read wear from the part, so it counts its own erases against
+    the datasheet endurance and retires the slot first (`SlotWornError`, nothing touched).
+    """
+
+    def __init__(self, partition: Partition, length: int, *, timeline: Timeline | None = None,
+                 storage: StorageProfile | None = None, template: SlotTemplate | None = None,
+                 erase_budget: int | None = None, erase_counts: Mapping[int, int] | None = None) -> None:
+        if not 0 < length <= partition.size:
+            raise SlotAlignmentError(
+                f"a {length}-byte model does not fit partition {partition.name!r} of {partition.size} bytes")
+        self.partition = partition
+        self.length = length
+        self._view = partition.view(0, length)  # zero copy: later programs show through
+        self._timeline = timeline
+        self._storage = storage
+        self.template = template
+        self.erase_budget = erase_budget
+        self.erase_counts: dict[int, int] = dict(erase_counts or {})
+        self.persisted: dict[int, int] = dict(self.erase_counts)  # what the metadata records
+        self.writes = 0
+        self.bytes_written = 0
+
+    @property
+    def buffer(self) -> memoryview:
+        return self._view
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check(offset, length)
+        self._charge_read(length)
+        return bytes(self._view[offset:offset + length])
+
+    def check_range(self, offset: int, length: int) -> None:
+        """Refuse a write range that does not start and end on sector boundaries."""
+        self._check(offset, length)
+        g = self.partition.geometry
+        start = self.partition.absolute(offset)
+        if length <= 0 or not (g.is_sector_boundary(start) and g.is_sector_boundary(start + length)):
+            touched = sorted(set(g.sectors[s] for s in g.sectors_in(start, max(length, 1))))
+            raise SlotAlignmentError(
+                f"slot range [{offset:#x}, {offset + length:#x}) of the model image is not aligned to the "
+                f"{'/'.join(str(s) for s in touched)}-byte sectors of {g.name}: erasing it would erase "
+                f"base-model bytes (compile the bundle with alignment >= the sector size)")
+
+    def check_slots(self, slotmap: SlotMap) -> None:
+        """Every slot of the bundle can be rewritten without touching the base model."""
+        for info in slotmap.slots:
+            self.check_range(info.offset, info.length)
+
+    def mark_persisted(self) -> None:
+        """The device committed the current erase counts to its metadata."""
+        self.persisted = dict(self.erase_counts)
+
+    def note_interrupted_erase(self, offset: int, length: int) -> None:
+        """Count an erase the metadata missed (found at boot: bytes differ from the record)."""
+        g = self.partition.geometry
+        for s in g.sectors_in(self.partition.absolute(offset), length):
+            self.erase_counts[s] = self.erase_counts.get(s, 0) + 1
+
+    def write(self, offset: int, data: bytes, *, repair: bool = False) -> None:
+        """Erase the sectors of [offset, offset + len(data)) and program `data` into them.
+
+        `repair`: a boot-time rewrite of damaged structure bytes, allowed although the sector's
+        last erase is not yet recorded (the model cannot run without it); the budget still holds.
+        """
+        data = bytes(data)
+        self.check_range(offset, len(data))
+        if self.template is not None:
+            data = self.template.conform(offset, data)
+        g = self.partition.geometry
+        sectors = list(g.sectors_in(self.partition.absolute(offset), len(data)))
+        if self.erase_budget is not None and not g.managed:
+            worn = [s for s in sectors if self.erase_counts.get(s, 0) >= self.erase_budget]
+            if worn:
+                raise SlotWornError(f"slot range [{offset:#x}, {offset + len(data):#x}): sector(s) {worn} used their "
+                                    f"budget of {self.erase_budget} erases; the slot is retired")
+            pending = [s for s in sectors if self.erase_counts.get(s, 0) > self.persisted.get(s, 0)]
+            if pending and not repair:
+                raise WearNotRecordedError(
+                    f"slot range [{offset:#x}, {offset + len(data):#x}): the last erase of sector(s) {pending} is not "
+                    f"recorded in the metadata yet (its commit failed); not erasing again")
+        try:
+            if not g.managed:
+                for s in sectors:  # counted before the erase: a cut after it must not under-count
+                    self.erase_counts[s] = self.erase_counts.get(s, 0) + 1
+            erase_sectors(self.partition, offset, len(data))
+            program_range(self.partition, offset, pad_to_unit(data, self.partition.geometry))
+        except PowerLoss:
+            raise
+        except FlashError as exc:
+            raise SlotWriteError(f"slot write [{offset:#x}, {offset + len(data):#x}) of the model image "
+                                 f"failed: {exc}") from exc
+        self.writes += 1
+        self.bytes_written += len(data)
+
+    def _check(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.length:
+            raise SlotAlignmentError(f"range [{offset:#x}, {offset + length:#x}) is outside the "
+                                     f"{self.length}-byte model image")
+
+    def _charge_read(self, length: int) -> None:
+        if self._timeline is not None and self._storage is not None and length:
+            seconds = op_seconds(FlashOp(OpKind.READ, 0, length), self._storage, self._timeline.worst)
+            self._timeline.advance(seconds, "xip read", cat="xip", bytes=length)
+
+
+class RamModelImage(RamImage):
+    """The model copied into RAM at boot (`mcu-ram`); slot writes never reach flash.
+
+    ram_bandwidth: bytes/s of the RAM the copy lives in (PSRAM), to charge slot writes and
+        read-backs to the timeline; None charges nothing (host DRAM).
+    """
+
+    def __init__(self, data: bytes | bytearray, *, timeline: Timeline | None = None,
+                 ram_bandwidth: float | None = None) -> None:
+        super().__init__(data)
+        self._timeline = timeline
+        self._bandwidth = ram_bandwidth
+
+    @classmethod
+    def load(cls, partition: Partition, length: int, *, timeline: Timeline | None = None,
+             ram_bandwidth: float | None = None) -> RamModelImage:
+        """Copy the model from its partition (one counted flash read, charged to the timeline)."""
+        return cls(partition.read(0, length), timeline=timeline, ram_bandwidth=ram_bandwidth)
+
+    def check_slots(self, slotmap: SlotMap) -> None:
+        """Any slot alignment works in RAM (nothing is erased)."""
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._charge(length, "ram read")
+        return super().read(offset, length)
+
+    def write(self, offset: int, data: bytes) -> None:
+        super().write(offset, data)
+        self._charge(len(data), "ram write")
+
+    def _charge(self, length: int, what: str) -> None:
+        if self._timeline is not None and self._bandwidth and length:
+            self._timeline.advance(length / self._bandwidth, what, cat="ram", bytes=length)
+
+
+__all__ = ["FlashModelImage", "RamModelImage", "SlotTemplate"]
