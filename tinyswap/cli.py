@@ -1,7 +1,7 @@
 """The `tinyswap` command line: one entry point, one subcommand per job.
 
 `export`, `firmware_sim` and the oracles are imported lazily inside the subcommands that need
-them, so the runtime package never depends on them (notes/style.md dependency rules).
+them, so the runtime package never depends on them (docs/architecture.md, "Layers" dependency rules).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    # Lazy imports: the runtime package never depends on the compiler (notes/style.md).
+    # Lazy imports: the runtime package never depends on the compiler (docs/architecture.md, "Layers").
     from tinyswap.export.bundle import write_bundle
     from tinyswap.export.compiler import compile_model
     from tinyswap.export.slot_plan import SlotPlan
@@ -292,7 +292,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     # Lazy imports: firmware_sim (and, for a scenario's "build" section, export) are never
-    # imported by the runtime package (notes/style.md).
+    # imported by the runtime package (docs/architecture.md, "Layers").
     from tinyswap.firmware_sim.scenario import load_scenario, run_scenario, validate_scenario
 
     path = Path(args.scenario)

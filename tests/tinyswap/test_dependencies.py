@@ -1,4 +1,4 @@
-"""notes/style.md: `tinyswap` imports neither `export` nor `firmware_sim` (the command-line
+"""docs/architecture.md, "Layers": `tinyswap` imports neither `export` nor `firmware_sim` (the command-line
 entry imports them lazily, inside functions)."""
 
 from __future__ import annotations

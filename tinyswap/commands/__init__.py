@@ -2,5 +2,5 @@
 
 These belong to the command-line entry: they may use `export` and `firmware_sim`, but only by
 imports inside their functions, so that importing `tinyswap` never imports either
-(notes/style.md dependency rules; tests/tinyswap/test_dependencies.py checks it).
+(docs/architecture.md, "Layers" dependency rules; tests/tinyswap/test_dependencies.py checks it).
 """

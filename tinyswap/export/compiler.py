@@ -12,7 +12,7 @@ writes bytes at offsets recorded in the slot map. Per targeted layer and slot:
 
 Zero-gate identity (headroom off): every ADD's output has input 1's scale and zero point,
 input 1's scale is at least input 2's, and a zero gate puts input 2 at its zero point, so TFLite's
-int8 ADD returns input 1 bit for bit (DESIGN.md, Slots). The pre-activation tensor then uses the
+int8 ADD returns input 1 bit for bit (docs/architecture.md, "Slots"). The pre-activation tensor then uses the
 layer's output quantization, and the last ADD's fused activation clamps exactly as the
 layer's fused activation did.
 

@@ -1,7 +1,7 @@
 """The simulated device: flash partitions, boot, OTA install, swaps with persisted commits,
 test-then-confirm, inference, a RAM budget and a timeline.
 
-Why it is built this way (DESIGN.md "The device", notes/flash-facts.md):
+Why it is built this way (docs/architecture.md "The device", docs/storage-facts.md):
 
 * The model partition is read in place (`FlashModelImage`, XIP) or copied to RAM at boot
   (`RamModelImage`); the base model's sectors are never erased or programmed after

@@ -3,7 +3,7 @@
 Why a simulator this strict: adapter swaps and the LittleFS store are only trustworthy if they
 survive power cuts and worn-out sectors, and those can only be tested exhaustively in
 simulation. The rules follow the three simulators the project trusts (see
-`/work/shared/notes/flash-facts.md`):
+`docs/storage-facts.md`):
 
 * erase sets whole sectors to the erase value (0xFF or 0x00), and must be sector aligned
   (MCUboot `sim/simflash/src/lib.rs` `erase`: "we'll be strict" where drivers round);

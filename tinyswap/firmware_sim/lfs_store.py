@@ -13,7 +13,7 @@ between open and close leaves an empty file under the final name. With the renam
 power cut `name` holds exactly the old data or exactly the new data. Stale temporaries are
 removed at mount.
 
-Power loss follows `/work/shared/notes/flash-facts.md` ("littlefs-python in practice"): when
+Power loss follows `docs/storage-facts.md` ("littlefs-python in practice"): when
 the flash raises `PowerLoss` inside a callback, the context swallows it and from then on drops
 every program and erase and serves reads from the image frozen at the cut; the littlefs call
 is allowed to finish, the file-system object is discarded, and `PowerLoss` is raised to the

@@ -167,7 +167,7 @@ MCU_QSPI = DeviceProfile(
 
 # The same core with 8 MB of PSRAM: the model is copied from QSPI NOR into PSRAM at boot;
 # adapters live in LittleFS on the QSPI NOR. ASSUMED PSRAM bandwidth: octal (x8) DDR PSRAM
-# at 200 MHz = 400 MB/s (APS6408L-class parts); not from flash-facts.md.
+# at 200 MHz = 400 MB/s (APS6408L-class parts); not from docs/storage-facts.md.
 MCU_RAM = DeviceProfile(
     name="mcu-ram",
     description="Cortex-M7 480 MHz, 512 KB SRAM + 8 MB PSRAM, model in PSRAM, adapters on QSPI NOR",

@@ -11,7 +11,7 @@ Cost of one operation (linear, so counters and op logs give the same total):
     program  = program_latency + pages * program_page + bytes / write_bandwidth
     erase    = sum over erased sectors of erase_time(sector size)     (trim on managed media)
 
-Every figure below carries its source. Most come from `/work/shared/notes/flash-facts.md`
+Every figure below carries its source. Most come from `docs/storage-facts.md`
 ("Storage figures"); the few that do not are marked DERIVED or ASSUMED with the reasoning.
 """
 
@@ -116,7 +116,7 @@ class StorageProfile:
 
 # ------------------------------------------------------------------------------------ profiles
 
-# Winbond W25Q128JV, 16 MB QSPI NOR. flash-facts.md row "QSPI NOR (Winbond W25Q-JV)", from the
+# Winbond W25Q128JV, 16 MB QSPI NOR. docs/storage-facts.md row "QSPI NOR (Winbond W25Q-JV)", from the
 # W25Q-JV datasheets (W25Q32JV section 9.6 AC characteristics, same family).
 W25Q128JV = StorageProfile(
     name="w25q128jv",
@@ -128,24 +128,24 @@ W25Q128JV = StorageProfile(
     # DERIVED: Fast Read Quad I/O (EBh) = 8 instruction + 6 address + 6 mode/dummy clocks
     # = 20 clocks at 133 MHz = 0.15 us; no max given, so max = typ.
     read_latency=Span(20 / 133e6, 20 / 133e6),
-    read_bandwidth=66.5 * MB,  # flash-facts: 133 MHz clock, ~66 MB/s quad read (133e6 * 4 bit / 8)
+    read_bandwidth=66.5 * MB,  # docs/storage-facts.md: 133 MHz clock, ~66 MB/s quad read (133e6 * 4 bit / 8)
     program_latency=ZERO,  # write-enable + status polling are bus overhead, folded into tPP
-    program_page=Span(0.4 * MS, 3 * MS),  # flash-facts: page program 256 B: 0.4 / 3 ms (tPP)
+    program_page=Span(0.4 * MS, 3 * MS),  # docs/storage-facts.md: page program 256 B: 0.4 / 3 ms (tPP)
     write_bandwidth=66.5 * MB,  # DERIVED: Quad Input Page Program (32h) at 133 MHz, 4 bits/clock
     erase=(
-        (4 * KIB, Span(45 * MS, 400 * MS)),  # flash-facts: sector erase 4 KB: 45 / 400 ms (tSE)
-        (32 * KIB, Span(120 * MS, 1600 * MS)),  # flash-facts: block erase 32 KB: 120 / 1600 ms (tBE1)
-        (64 * KIB, Span(150 * MS, 2000 * MS)),  # flash-facts: block erase 64 KB: 150 / 2000 ms (tBE2)
+        (4 * KIB, Span(45 * MS, 400 * MS)),  # docs/storage-facts.md: sector erase 4 KB: 45 / 400 ms (tSE)
+        (32 * KIB, Span(120 * MS, 1600 * MS)),  # docs/storage-facts.md: block erase 32 KB: 120 / 1600 ms (tBE1)
+        (64 * KIB, Span(150 * MS, 2000 * MS)),  # docs/storage-facts.md: block erase 64 KB: 150 / 2000 ms (tBE2)
     ),
-    erase_cycles=100_000,  # flash-facts: >= 100k P/E cycles per sector
-    sources=("Winbond W25Q-JV datasheets via flash-facts.md",),
+    erase_cycles=100_000,  # docs/storage-facts.md: >= 100k P/E cycles per sector
+    sources=("Winbond W25Q-JV datasheets via docs/storage-facts.md",),
 )
 
-# STM32F4-style internal flash: mixed 16/64/128 KB sectors (flash-facts: zephyr
+# STM32F4-style internal flash: mixed 16/64/128 KB sectors (docs/storage-facts.md: zephyr
 # dts/arm/st/f7/stm32f7.dtsi row "F4 sectors 16/64/128 KB"; RM0090 table 5 for the order).
-# Timings are NOT in flash-facts.md: they are the STM32F405xx datasheet (DS8626, table "Flash
+# Timings are NOT in docs/storage-facts.md: they are the STM32F405xx datasheet (DS8626, table "Flash
 # memory programming", x32 parallelism) values tSE16KB 250/500 ms, tSE64KB 550/1100 ms,
-# tSE128KB 1/2 s, word program 16/100 us, endurance 10 kcycles. Cross-check with flash-facts:
+# tSE128KB 1/2 s, word program 16/100 us, endurance 10 kcycles. Cross-check with docs/storage-facts.md:
 # STM32F7 erases "up to 4000 ms per 256 KB sector", the same 15.6 ms/KB as 2 s per 128 KB here.
 STM32F4_INTERNAL = StorageProfile(
     name="stm32f4-internal",
@@ -168,32 +168,32 @@ STM32F4_INTERNAL = StorageProfile(
         (128 * KIB, Span(1000 * MS, 2000 * MS)),  # DS8626: tERASE128KB x32
     ),
     erase_cycles=10_000,  # DS8626: NEND 10 kcycles
-    sources=("ST DS8626 (STM32F405xx) flash programming table", "ST RM0090", "flash-facts.md STM32F7 row"),
+    sources=("ST DS8626 (STM32F405xx) flash programming table", "ST RM0090", "docs/storage-facts.md STM32F7 row"),
 )
 
-# Microchip SAM-style internal flash (SAM D5x/E5x class). flash-facts.md row "internal MCU
+# Microchip SAM-style internal flash (SAM D5x/E5x class). docs/storage-facts.md row "internal MCU
 # flash (Microchip SAM)": 512 B page write <= 3 ms; 4-32 KB erase <= 155 ms; 100k cycles.
 # The datasheet gives maxima only, so typ = max (conservative).
 SAM_INTERNAL = StorageProfile(
     name="sam-internal",
     description="Microchip SAM-style internal flash, 512 B pages, 8 KB erase blocks, 16 B ECC write unit",
     size=512 * KIB,
-    sector_size=8 * KIB,  # an 8 KB block (16 pages), inside flash-facts' 4-32 KB erase range
-    page_size=512,  # flash-facts: 512 B page write
+    sector_size=8 * KIB,  # an 8 KB block (16 pages), inside docs/storage-facts.md' 4-32 KB erase range
+    page_size=512,  # docs/storage-facts.md: 512 B page write
     write_align=16,  # ASSUMED: SAM D5x/E5x program quad-words (128 bits) with ECC
-    # ASSUMED (no figure in flash-facts): memory-mapped reads at CPU speed, one 32-bit read
+    # ASSUMED (no figure in docs/storage-facts.md): memory-mapped reads at CPU speed, one 32-bit read
     # per cycle at 120 MHz (SAM E5x max clock): latency one cycle, 480 MB/s.
     read_latency=Span(1 / 120e6, 1 / 120e6),
     read_bandwidth=4 * 120e6,
     program_latency=ZERO,
-    program_page=Span(3 * MS, 3 * MS),  # flash-facts: 512 B page write <= 3 ms (max only)
+    program_page=Span(3 * MS, 3 * MS),  # docs/storage-facts.md: 512 B page write <= 3 ms (max only)
     write_bandwidth=4 * 120e6,  # ASSUMED: page buffer filled at one word per cycle
-    erase=((8 * KIB, Span(155 * MS, 155 * MS)),),  # flash-facts: 4-32 KB erase <= 155 ms (max only)
-    erase_cycles=100_000,  # flash-facts: 100k cycles
-    sources=("Microchip SAM datasheet via flash-facts.md",),
+    erase=((8 * KIB, Span(155 * MS, 155 * MS)),),  # docs/storage-facts.md: 4-32 KB erase <= 155 ms (max only)
+    erase_cycles=100_000,  # docs/storage-facts.md: 100k cycles
+    sources=("Microchip SAM datasheet via docs/storage-facts.md",),
 )
 
-# SD card in SPI mode. flash-facts.md rows "SD card, bus/busy/random IO" and "SD over SPI,
+# SD card in SPI mode. docs/storage-facts.md rows "SD card, bus/busy/random IO" and "SD over SPI,
 # measured". Managed: the card's controller hides erase; littlefs erase is a no-op (no CMD38).
 SD_SPI = StorageProfile(
     name="sd-spi",
@@ -202,15 +202,15 @@ SD_SPI = StorageProfile(
     sector_size=4 * KIB,  # littlefs block; A1/A2 figures are quoted at 4 KB
     page_size=512,  # SD block length
     write_align=512,
-    read_latency=Span(1.2 * MS, 20 * MS),  # flash-facts: SPI single-block read ~1.2-1.6 ms measured; 4 KB read <= 20 ms (spec)
-    read_bandwidth=25e6 / 8,  # flash-facts: SPI mode 1-bit <= 25 MHz, so <= ~3 MB/s
+    read_latency=Span(1.2 * MS, 20 * MS),  # docs/storage-facts.md: SPI single-block read ~1.2-1.6 ms measured; 4 KB read <= 20 ms (spec)
+    read_bandwidth=25e6 / 8,  # docs/storage-facts.md: SPI mode 1-bit <= 25 MHz, so <= ~3 MB/s
     program_latency=Span(2 * MS, 250 * MS),  # DERIVED typ: A1 >= 500 write IOPS at 4 KB -> 2 ms; max: write busy <= 250 ms (SDHC)
     program_page=ZERO,
-    write_bandwidth=25e6 / 8,  # flash-facts: same SPI bus
+    write_bandwidth=25e6 / 8,  # docs/storage-facts.md: same SPI bus
     trim=ZERO,  # no erase command issued: littlefs on SD needs none
     managed=True,
     sources=("SD Physical Layer Simplified Spec v4.10 tables 4-59/4-60", "SD Association bus speed and A1/A2",
-             "community SPI measurements", "all via flash-facts.md"),
+             "community SPI measurements", "all via docs/storage-facts.md"),
 )
 
 # SD card over SDIO, 4-bit High Speed (the usual MCU SDMMC mode). Same sources as SD_SPI.
@@ -222,17 +222,17 @@ SD_SDIO = StorageProfile(
     page_size=512,
     write_align=512,
     read_latency=Span(1 / 1500, 20 * MS),  # DERIVED typ: A1 >= 1500 read IOPS at 4 KB -> 0.67 ms; max: 4 KB read <= 20 ms
-    read_bandwidth=25 * MB,  # flash-facts: high speed 25 MB/s (4-bit)
+    read_bandwidth=25 * MB,  # docs/storage-facts.md: high speed 25 MB/s (4-bit)
     program_latency=Span(2 * MS, 250 * MS),  # DERIVED typ: A1 >= 500 write IOPS -> 2 ms; max: write busy <= 250 ms
     program_page=ZERO,
     write_bandwidth=25 * MB,
     trim=ZERO,
     managed=True,
-    sources=("SD Physical Layer Simplified Spec v4.10", "SD Association", "via flash-facts.md"),
+    sources=("SD Physical Layer Simplified Spec v4.10", "SD Association", "via docs/storage-facts.md"),
 )
 
-# eMMC HS400. Bandwidths from flash-facts.md row "eMMC HS400" (Gateworks MMC notes), lower end.
-# Latencies are not in flash-facts: DERIVED from its NAND cell row (HP SSD white paper):
+# eMMC HS400. Bandwidths from docs/storage-facts.md row "eMMC HS400" (Gateworks MMC notes), lower end.
+# Latencies are not in docs/storage-facts.md: DERIVED from its NAND cell row (HP SSD white paper):
 # read = MLC 50 us typ / TLC ~75 us max; write = MLC program 600 us typ / TLC 1350 us max.
 # Controller garbage-collection stalls are not modelled.
 EMMC = StorageProfile(
@@ -243,18 +243,18 @@ EMMC = StorageProfile(
     page_size=512,
     write_align=512,
     read_latency=Span(50 * US, 75 * US),
-    read_bandwidth=166 * MB,  # flash-facts: ~166-217 MB/s read
+    read_bandwidth=166 * MB,  # docs/storage-facts.md: ~166-217 MB/s read
     program_latency=Span(600 * US, 1350 * US),
     program_page=ZERO,
-    write_bandwidth=40 * MB,  # flash-facts: 40-76 MB/s write
+    write_bandwidth=40 * MB,  # docs/storage-facts.md: 40-76 MB/s write
     trim=ZERO,
     managed=True,
-    sources=("Gateworks MMC notes", "HP SSD technology white paper", "via flash-facts.md"),
+    sources=("Gateworks MMC notes", "HP SSD technology white paper", "via docs/storage-facts.md"),
 )
 
-# NVMe SSD on a gateway. flash-facts.md row "NVMe": 4 KB QD1 read ~40-100 us (NAND);
+# NVMe SSD on a gateway. docs/storage-facts.md row "NVMe": 4 KB QD1 read ~40-100 us (NAND);
 # 3.4-6.2 GB/s sequential (lower end used for both directions). Write latency is not in
-# flash-facts: DERIVED from the NAND cell row, SLC program 200 / 300 us (writes land in the
+# docs/storage-facts.md: DERIVED from the NAND cell row, SLC program 200 / 300 us (writes land in the
 # drive's SLC cache).
 NVME = StorageProfile(
     name="nvme",
@@ -270,7 +270,7 @@ NVME = StorageProfile(
     write_bandwidth=3.4e9,
     trim=ZERO,
     managed=True,
-    sources=("public NVMe benchmarks", "HP SSD technology white paper", "via flash-facts.md"),
+    sources=("public NVMe benchmarks", "HP SSD technology white paper", "via docs/storage-facts.md"),
 )
 
 PROFILES: dict[str, StorageProfile] = {p.name: p for p in (W25Q128JV, STM32F4_INTERNAL, SAM_INTERNAL,

@@ -67,7 +67,7 @@ def run_tflm(data: bytes, *inputs: np.ndarray) -> np.ndarray:
 def run_litert(data: bytes, *inputs: np.ndarray) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    # BUILTIN_REF: the reference kernels; XNNPACK's ADD is not bit-exact (tflite-facts.md §1).
+    # BUILTIN_REF: the reference kernels; XNNPACK's ADD is not bit-exact (docs/tflite-arithmetic.md).
     interp = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
     for detail, x in zip(interp.get_input_details(), inputs):

@@ -34,7 +34,7 @@ def test_full(case) -> None:
 
 
 def test_add_returns_input_one_when_input_two_is_at_its_zero_point() -> None:
-    # The slot design's identity (DESIGN.md): s_out == s1 >= s2 and input 2 at its zero point
+    # The slot design's identity (docs/architecture.md, "Slots"): s_out == s1 >= s2 and input 2 at its zero point
     # gives input 1 back bit for bit. Checked over every int8 value of input 1.
     from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
     from tinyswap import Interpreter
