@@ -11,7 +11,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tinyswap.export.adapter_source import Bottleneck, FloatAdapter, Lora
-from tinyswap.export.bundle import slotmap
+from tinyswap.export.bundle import slot_map
 from tinyswap.export.compiler import Compiled, compile_model
 from tinyswap.export.pack import pack
 from tinyswap.export.slot_plan import SlotPlan
@@ -39,7 +39,7 @@ def example_bundle(name: str = "mlp", **plan_changes: Any) -> Bundle:
     raw = json.loads((EXAMPLES / f"{name}.plan.json").read_text())
     raw.update(plan_changes)
     compiled = compile_model(spec, SlotPlan.from_json(raw), np.load(EXAMPLES / f"{name}.calibration.npy"))
-    return Bundle(compiled, slotmap(compiled))
+    return Bundle(compiled, slot_map(compiled).to_json())
 
 
 def random_adapter(smap: Mapping[str, Any], seed: int, name: str = "A", sequence: int = 1, version: str | None = None,

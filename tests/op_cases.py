@@ -1,4 +1,5 @@
-"""Hypothesis strategies shared by the per-op oracle tests: scales, zero points, conv windows."""
+"""Shared by the per-op tests: hypothesis strategies (scales, zero points, conv windows) and
+helpers that prepare and run a kernel on hand-written tensor descriptions, with no model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import math
 import numpy as np
 from hypothesis import strategies as st
 
+import tinyswap.kernels  # noqa: F401  (registers every kernel)
 from tinyswap.export.tflite_builder import Quant
+from tinyswap.kernels.base import Prepared, PrepareContext, Profile, TensorQuant, TensorSpec
+from tinyswap.kernels.registry import get_kernel
 
 ACTIVATIONS = st.sampled_from([0, 1, 2, 3])  # NONE, RELU, RELU_N1_TO_1, RELU6
 
@@ -44,3 +48,29 @@ def output_scale_for(x_scale: float, w_scale: float, terms: int, factor: float) 
 
 def rng_from(draw) -> np.random.Generator:
     return np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+
+# -- kernels without a graph: hand-written tensor descriptions, prepare and eval on arrays ----
+
+
+def spec(index: int, shape: tuple[int, ...], dtype, scale=None, zero_point=0, constant=None,
+         axis: int = 0) -> TensorSpec:
+    """A kernel-side tensor description; `scale` (one value or one per channel) quantizes it."""
+    quant = None
+    if scale is not None:
+        scales = np.atleast_1d(np.asarray(scale, np.float32))
+        zps = np.broadcast_to(np.asarray(zero_point, np.int64), scales.shape).copy()
+        quant = TensorQuant(scales, zps, axis)
+    return TensorSpec(index, f"t{index}", tuple(shape), np.dtype(dtype), quant,
+                      None if constant is None else np.asarray(constant))
+
+
+def prepare(op_name: str, inputs: list, outputs: list, options: dict | None = None,
+            profile: Profile = Profile.TFLM) -> Prepared:
+    """The registered kernel's `prepare` on hand-written tensor descriptions (no model)."""
+    ctx = PrepareContext(0, op_name, dict(options or {}), list(inputs), list(outputs), profile)
+    return get_kernel(op_name).run_prepare(ctx)
+
+
+def run_kernel(op_name: str, prepared: Prepared, *arrays: np.ndarray) -> list[np.ndarray]:
+    return get_kernel(op_name).eval(prepared, list(arrays))

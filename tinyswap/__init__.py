@@ -1,7 +1,7 @@
 """tinyswap: hot-swappable adapters on a frozen INT8 TFLite base model, in pure NumPy."""
 
 from tinyswap.errors import (
-    BuilderError,
+    InputFileError,
     InterpreterError,
     ModelError,
     QuantizationError,
@@ -9,10 +9,12 @@ from tinyswap.errors import (
     UnsupportedOpError,
 )
 
+# Kept equal to pyproject.toml's version (tests/tinyswap/test_cli.py checks); the command line
+# prefers the installed distribution's metadata and falls back to this in a bare checkout.
 __version__ = "0.1.0"
 
 __all__ = [
-    "BuilderError",
+    "InputFileError",
     "InterpreterError",
     "ModelError",
     "QuantizationError",

@@ -37,6 +37,19 @@ class PackageCache:
     def used(self) -> int:
         return sum(len(p.raw) for p in self._items.values())
 
+    def check_fits(self, package: AdapterPackage) -> None:
+        """Raise `CacheError` unless `put(package)` would succeed: lets a caller refuse a
+        package before it writes or commits anything, so `put` after a commit cannot fail."""
+        size = len(package.raw)
+        if size > self.budget:
+            raise CacheError(f"package {package.name!r} ({size} bytes) exceeds the cache budget of {self.budget}")
+        with self._lock:
+            pinned = sum(len(p.raw) for d, p in self._items.items()
+                         if d != package.content_digest and self._priority(p) == PINNED)
+        if size + pinned > self.budget:
+            raise CacheError(f"package {package.name!r} ({size} bytes) does not fit beside {pinned} bytes of "
+                             f"pinned packages in the cache budget of {self.budget}")
+
     def put(self, package: AdapterPackage) -> None:
         size = len(package.raw)
         if size > self.budget:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from tinyswap.errors import TinySwapError
+from tinyswap.errors import InputFileError, ModelError, TinySwapError
+from tinyswap.files import read_bytes, read_json, read_npy
+
+if TYPE_CHECKING:
+    from tinyswap.interpreter import Interpreter
 
 
 def _random_inputs(details: list[dict[str, Any]], batch: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -31,19 +36,30 @@ def _random_inputs(details: list[dict[str, Any]], batch: int, rng: np.random.Gen
 
 
 def _load_inputs(paths: Sequence[str]) -> list[np.ndarray]:
-    arrays = []
-    for p in paths:
-        try:
-            arrays.append(np.load(p, allow_pickle=False))
-        except (OSError, ValueError) as exc:
-            raise TinySwapError(f"cannot read input {p!r} as a .npy array: {exc}") from exc
-    return arrays
+    return [read_npy(p, "input") for p in paths]
+
+
+def _open_model(path: str, profile: str = "tflm") -> Interpreter:
+    """An Interpreter over the file at `path`; a file that is no usable model is refused naming it.
+
+    The interpreter's own errors give the offset or operator but not the file (it may have been
+    handed bytes), so the command line adds the path here.
+    """
+    from tinyswap.interpreter import Interpreter
+
+    data = read_bytes(path, "model")
+    try:
+        return Interpreter(model_content=data, profile=profile)
+    except ModelError as exc:
+        raise InputFileError(path, f"not a valid .tflite model: {exc}", "model") from exc
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tinyswap.interpreter import Interpreter
-
-    interp = Interpreter(model_path=args.model, profile=args.profile)
+    interp = _open_model(args.model, args.profile)
+    try:
+        interp.allocate_tensors()
+    except ModelError as exc:  # an unsupported operator or quantization: the file's fault, not the user's call
+        raise InputFileError(args.model, str(exc), "model") from exc
     details = interp.get_input_details()
     if args.input:
         inputs = _load_inputs(args.input)
@@ -79,7 +95,7 @@ def _compare_with_tflm(model_path: str, inputs: list[np.ndarray], outputs: list[
     """Run every row through the TFLite Micro wheel (which cannot batch) and count equal bytes."""
     from tinyswap.oracles import run_tflm, tflm_interpreter
 
-    model = Path(model_path).read_bytes()
+    model = read_bytes(model_path, "model")
     golden = tflm_interpreter(model)
     rows = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
     equal = 0
@@ -103,18 +119,16 @@ def _quant_text(q: Any) -> str:
 def inspect_model(path: str) -> dict[str, Any]:
     """A JSON-able description: operators, tensors, constant bytes, arena bytes, and the slots
     when `path` is a bundle directory (or a model with a slotmap.json beside it)."""
-    from tinyswap.interpreter import Interpreter
-
     slotmap = None
     if Path(path).is_dir():
+        if not (Path(path) / "model.tflite").exists():
+            raise InputFileError(path, "is a directory without model.tflite (expected a .tflite file or a bundle "
+                                       "directory)", "model")
         path = str(Path(path) / "model.tflite")
     beside = Path(path).with_name("slotmap.json")
     if beside.exists():
-        try:
-            slotmap = json.loads(beside.read_text())
-        except (OSError, ValueError) as exc:
-            raise TinySwapError(f"cannot read {beside}: {exc}") from exc
-    interp = Interpreter(model_path=path)
+        slotmap = read_json(beside, "slot map")
+    interp = _open_model(path)
     model = interp.model
     graph = model.main
     arena: int | None
@@ -199,11 +213,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     # Lazy imports: the runtime package never depends on the compiler (docs/architecture.md, "Layers").
-    from tinyswap.export.bundle import write_bundle
-    from tinyswap.export.compiler import compile_model
+    from tinyswap.export.build import build_bundle
     from tinyswap.export.slot_plan import SlotPlan
     from tinyswap.export.spec import load_spec
-    from tinyswap.interpreter import Interpreter
 
     spec_path = Path(args.spec)
     spec = load_spec(spec_path, args.weights)
@@ -211,14 +223,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     cal_path = Path(args.calibration) if args.calibration else spec_path.with_suffix(".calibration.npy")
     if not cal_path.exists():
         raise TinySwapError(f"no calibration data: pass --calibration FILE.npy (float32, batch first); {cal_path} does not exist")
-    calibration = np.load(cal_path, allow_pickle=False)
+    calibration = read_npy(cal_path, "calibration data")
     print(f"compiling {spec.name}: {len(spec.layers)} layers, "
           f"{plan.num_slots if plan else 0} slots on {[t.layer for t in plan.targets] if plan else []}")
-    compiled = compile_model(spec, plan, calibration)
-    interp = Interpreter(model_content=compiled.data)
-    interp.allocate_tensors()
-    paths = write_bundle(compiled, args.out, arena_bytes=interp.arena_bytes)
-    for key, path in paths.items():
+    built = build_bundle(spec, plan, calibration, args.out)
+    assert built.files is not None  # a bundle directory was given
+    for path in built.files.all():
         print(f"wrote     {path} ({path.stat().st_size} bytes)")
     return 0
 
@@ -235,10 +245,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from tinyswap.export.pack import load_adapter, load_private_key, pack
 
     bundle = Path(args.bundle)
-    try:
-        smap = json.loads((bundle / "slotmap.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise TinySwapError(f"cannot read {bundle / 'slotmap.json'}: {exc}") from exc
+    smap = read_json(bundle / "slotmap.json", "slot map")
     tags = {k: v for k, v in (("task", args.task), ("user", args.user), ("tenant", args.tenant)) if v}
     adapter = load_adapter(args.adapter, name=args.name, version=args.version, sequence=args.sequence,
                            tags=tags or None)
@@ -261,32 +268,34 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    # Lazy imports: the benchmarks pull in the compiler and the simulated device, which the
+    # runtime (and every other subcommand) must not load.
     from tinyswap.resources import models_dir
 
     models = Path(args.models) if args.models else models_dir() / "tflm"
+    out = Path(args.out)
     if args.swap:
-        from tinyswap.export.bench_swap import run as run_swap
+        from tinyswap.benchmarks import swap
 
-        print(run_swap(Path(args.out), repeats=max(20, args.repeats * 10)))
-        print(f"\nwrote {Path(args.out) / 'bench_swap.json'} and bench_swap.md")
+        print(swap.run(out, repeats=max(20, args.repeats * 10)).text)
+        print(f"\nwrote {out / 'bench_swap.json'} and bench_swap.md")
         return 0
     if args.compiler:
-        from tinyswap.export.bench_compiler import run
+        from tinyswap.benchmarks import compiler
 
-        print(run(Path(args.out), repeats=max(1, args.repeats // 10)))
-        print(f"\nwrote {Path(args.out) / 'bench_compiler.json'} and bench_compiler.md")
+        print(compiler.run(out, repeats=max(1, args.repeats // 10)).text)
+        print(f"\nwrote {out / 'bench_compiler.json'} and bench_compiler.md")
         return 0
     if args.interpreter:
-        from tinyswap.bench import run_interpreter_benchmark
+        from tinyswap.benchmarks import interpreter
 
-        report = run_interpreter_benchmark(models, Path(args.out), args.repeats)
-        print(report)
-        print(f"\nwrote {Path(args.out) / 'bench_interpreter.json'} and bench_interpreter.md")
+        print(interpreter.run(models, out, args.repeats).text)
+        print(f"\nwrote {out / 'bench_interpreter.json'} and bench_interpreter.md")
         return 0
-    from tinyswap.commands.bench_all import run as run_all
+    from tinyswap.benchmarks import suite
 
-    print(run_all(Path(args.out), models, args.repeats))
-    print(f"\nwrote {Path(args.out) / 'bench.md'} and bench.json (and each part's own files)")
+    print(suite.run(out, models, args.repeats).text)
+    print(f"\nwrote {out / 'bench.md'} and bench.json (and each part's own files)")
     return 0
 
 
@@ -318,6 +327,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyswap", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tinyswap {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run inference on a .tflite model with the reference interpreter")
@@ -375,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     sim = sub.add_parser("sim", help="run a scenario (OTA updates, requests, power cuts) on the simulated device")
-    sim.add_argument("scenario", help="scenario JSON (format: firmware_sim/scenario.py; example: "
+    sim.add_argument("scenario", help="scenario JSON (format: docs/scenario-format.md; example: "
                      "models/digits/scenarios/day.json)")
     sim.add_argument("--profile", metavar="NAME", help="device profile: mcu-qspi, mcu-ram or gateway "
                      "(default: the scenario's 'profile', else mcu-qspi)")
@@ -391,12 +401,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def version() -> str:
+    """The installed distribution's version; the package's own when running from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
     try:
-        return int(args.func(args))
+        return dist_version("tinyswap")
+    except PackageNotFoundError:
+        from tinyswap import __version__
+
+        return __version__
+
+
+def _one_line(text: str) -> str:
+    # A refusal is one line on stderr, so scripts and log scrapers see one record per failure.
+    return " ".join(text.split())
+
+
+def _os_error_text(exc: OSError) -> str:
+    if exc.filename is None:
+        return _one_line(str(exc))
+    target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    problem = exc.strerror or str(exc)
+    # The usual way to meet these is an output folder (-o, --out) that names a file.
+    if isinstance(exc, FileExistsError) and not os.path.isdir(exc.filename):
+        problem = "exists and is not a directory (expected a directory for the output)"
+    elif isinstance(exc, NotADirectoryError):
+        problem = "a part of this path is a file, not a directory"
+    return _one_line(f"{exc.filename}{target}: {problem}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)  # inside: `--version | true` may meet a closed pipe too
+        status = int(args.func(args))
+        # Flush inside the try: a reader that went away (`| head`) must surface here, not at exit.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader closed the pipe; stop quietly as `cat` does. Point stdout at /dev/null so
+        # that Python's final flush at exit does not raise a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+    except KeyboardInterrupt:
+        print("tinyswap: interrupted", file=sys.stderr)
+        return 130
     except TinySwapError as exc:
-        print(f"tinyswap: error: {exc}", file=sys.stderr)
+        # Every refusal tinyswap makes on purpose: the message names the file, tensor or slot.
+        print(f"tinyswap: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # The environment refused (an output path that is a file, a full disk, no permission):
+        # not a bug, so no traceback. Other exceptions are bugs and keep their traceback.
+        print(f"tinyswap: error: {_os_error_text(exc)}", file=sys.stderr)
         return 2
 
 

@@ -27,25 +27,23 @@ class InterpreterError(TinySwapError, ValueError):
     """The interpreter was used out of order or given tensors of the wrong type or shape."""
 
 
-class BuilderError(TinySwapError):
-    """A model handed to the flatbuffer builder is inconsistent."""
-
-
-class GraphError(BuilderError):
-    """The operator graph handed to the builder is inconsistent (a tensor produced twice, used before it exists, ...)."""
-
-
-class OptionError(BuilderError):
-    """An operator's builtin options name an unknown field or give a value of the wrong type or range."""
-
-
-class LayoutError(BuilderError):
-    """The produced file breaks a byte-layout promise of the builder (a builder bug, not misuse)."""
-
-
 class KernelError(InterpreterError):
     """A kernel failed while evaluating: prepare let through something it should have refused.
 
     Never expected on a model that prepared successfully; reported with the operator named.
     Fuzz tests treat it as a bug, not as a clean refusal.
     """
+
+
+class InputFileError(TinySwapError):
+    """A file given to tinyswap cannot be used: missing, a directory, empty, binary or malformed.
+
+    `path` is the file, `problem` what is wrong with it; the message names both, on one line,
+    so the command line can print it as it is.
+    """
+
+    def __init__(self, path: object, problem: str, what: str = "file") -> None:
+        self.path = str(path)
+        self.problem = problem
+        self.what = what
+        super().__init__(f"{what} {self.path}: {problem}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 # Importing the package registers every kernel (one explicit import line per op module).
 import tinyswap.kernels  # noqa: F401
 from tinyswap.errors import InterpreterError, KernelError, ModelError, TinySwapError, UnsupportedOpError
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile, TensorSpec
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile, TensorQuant, TensorSpec
 from tinyswap.kernels.registry import get_kernel
 from tinyswap.planner import BufferRequest, MemoryPlan, plan_memory
 from tinyswap.reader import Buffer, ModelDef, TensorDef, read_model
@@ -119,13 +120,16 @@ class Interpreter:
 
     # -- allocation -------------------------------------------------------------------------
     def _spec(self, index: int) -> TensorSpec:
+        """The kernel-side description of a tensor: kernels never see the file's records."""
         t = self._graph.tensors[index]
+        q = t.quantization
         return TensorSpec(
             index=index,
             name=t.name,
             shape=self._shapes[index],
-            type=t.type,
-            quantization=t.quantization,
+            dtype=NUMPY_DTYPES.get(t.type),
+            type_name=t.type.name,
+            quantization=None if q is None else TensorQuant(q.scale, q.zero_point, q.quantized_dimension),
             constant=self._constants.get(index, self._folded.get(index)),
         )
 
@@ -159,7 +163,9 @@ class Interpreter:
                 produced[t] = op.index
                 last_use.setdefault(t, op.index)
             ctx = PrepareContext(
-                op=op,
+                op_index=op.index,
+                op_name=op.op_name,
+                options=MappingProxyType(op.options),
                 inputs=[None if t < 0 else self._spec(t) for t in op.inputs],
                 outputs=[self._spec(t) for t in op.outputs],
                 profile=self._profile,

@@ -1,10 +1,18 @@
-"""The slot map (`slotmap.json`) as the runtime reads it: typed, validated against the model.
+"""The slot map (`slotmap.json`): its format, the writer and the validating reader, in one place.
 
-The compiler writes the slot map next to `model.tflite`; the device trusts neither blindly.
+The compiler places every slot tensor and hands the writer typed records (`SlotTensorInfo`,
+`GateInfo`); `build_slotmap` derives the slot ranges, the base digest and each slot's frame
+from the model bytes. The device trusts neither the file nor the model blindly:
 `SlotMap.from_json` checks every field the swap manager relies on and `check_model` checks the
 ranges against the model bytes: every tensor inside its slot's range, inside the file, and the
-base-model digest (SHA-256 of the model with every slot range zeroed) equal to the recorded one.
-Every failure is a `SlotMapError` naming the field.
+base-model digest (SHA-256 of the model with every slot range zeroed, `base_digest`, the one
+definition both sides use) equal to the recorded one. Every failure is a `SlotMapError` naming
+the field.
+
+The frame of a slot is the base model's own bytes inside its range (flatbuffer length prefixes
+of the slot's vectors, the spacer's). The base digest zeroes whole ranges, so the frame is the
+only trusted record of those bytes: it is required, and it is the only source a writer may use
+for them (the image may hold a half-written range).
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,29 +31,67 @@ from tinyswap.errors import TinySwapError
 
 SLOTMAP_FORMAT = "tinyswap-slotmap"
 SLOTMAP_VERSION = 1
-_DTYPES = {"int8": 1, "int32": 4}
+MODEL_FILE = "model.tflite"
+DEFAULT_ALIGNMENT = 16
+_DTYPE_BYTES = {"int8": 1, "int32": 4}
 
 
 class SlotMapError(TinySwapError):
     """`slotmap.json` is malformed or does not describe the model it is paired with."""
 
 
+class AdapterKind(StrEnum):
+    """The adapter method a slot layer was compiled for (member names equal their values, so a
+    member and its string compare and hash alike)."""
+
+    lora = "lora"
+    bottleneck = "bottleneck"
+
+
+class TensorRole(StrEnum):
+    """What a slot tensor is within its layer's adapter (names equal values, as above)."""
+
+    A = "A"
+    B = "B"
+    D = "D"
+    U = "U"
+    bias_A = "bias_A"
+    bias_B = "bias_B"
+    bias_D = "bias_D"
+    bias_U = "bias_U"
+
+
 @dataclass(frozen=True)
 class SlotTensorInfo:
+    """One slot tensor where the model file holds it (the writer's input, the reader's output)."""
+
     slot: int
     layer: str
-    kind: str  # "lora" | "bottleneck"
-    role: str  # A, B, D, U, bias_A, bias_B, bias_D, bias_U
+    kind: AdapterKind
+    role: str  # a TensorRole value
     tensor_index: int
     offset: int  # absolute, in model.tflite
     length: int
     shape: tuple[int, ...]
     dtype: str
     scales: tuple[float, ...]
+    name: str = ""
+    zero_points: tuple[int, ...] = ()
+    quantized_dimension: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.layer, self.role)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"slot": self.slot, "layer": self.layer, "kind": str(self.kind), "role": str(self.role),
+                "tensor_index": self.tensor_index, "name": self.name, "offset": self.offset, "length": self.length,
+                "shape": list(self.shape), "dtype": self.dtype, "scales": list(self.scales),
+                "zero_points": list(self.zero_points), "quantized_dimension": self.quantized_dimension}
+
+
+#: A frame as [relative offset, bytes] runs of the base model's non-zero bytes inside a range.
+Frame = tuple[tuple[int, bytes], ...]
 
 
 @dataclass(frozen=True)
@@ -53,18 +100,21 @@ class SlotInfo:
     offset: int
     length: int
     tensors: tuple[SlotTensorInfo, ...]
-    frame: tuple[tuple[int, bytes], ...] | None = None  # base bytes inside the range (see `template`)
+    frame: Frame  # base bytes inside the range (see `template`); required
 
-    def template(self) -> bytes | None:
+    def template(self) -> bytes:
         """The range as the base model has it with every slot tensor zero: the flatbuffer
-        length prefixes (and spacer) that live between the slot's tensors. None when the slot
-        map predates the `frame` field."""
-        if self.frame is None:
-            return None
+        length prefixes (and spacer) that live between the slot's tensors. The only source of
+        a slot's own base bytes."""
         out = bytearray(self.length)
         for rel, data in self.frame:
             out[rel : rel + len(data)] = data
         return bytes(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"slot": self.slot, "offset": self.offset, "length": self.length,
+                "tensors": [t.to_json() for t in self.tensors],
+                "frame": [[rel, data.hex()] for rel, data in self.frame]}
 
 
 @dataclass(frozen=True)
@@ -75,10 +125,17 @@ class GateInfo:
     scale: float
     zero_point: int
     gate_max: float
+    tensor_index: int = -1  # -1: not recorded (only the writer needs it)
+    shape: tuple[int, ...] = ()
 
     def quantize(self, weight: float) -> int:
         """The int8 gate value for a real weight in [0, gate_max] (0.0 is exactly the zero point)."""
         return int(np.clip(round(weight / self.scale) + self.zero_point, -128, 127))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"slot": self.slot, "name": self.name, "tensor_index": self.tensor_index,
+                "input_index": self.input_index, "shape": list(self.shape), "dtype": "int8", "scale": self.scale,
+                "zero_point": self.zero_point, "range": [0.0, self.gate_max]}
 
 
 @dataclass(frozen=True)
@@ -88,7 +145,10 @@ class SlotMap:
     gate_max: float
     slots: tuple[SlotInfo, ...]
     gates: tuple[GateInfo, ...]
-    raw: dict[str, Any]
+    alignment: int = DEFAULT_ALIGNMENT
+    headroom: bool = False
+    plan: Mapping[str, Any] | None = None  # the slot plan as the compiler's JSON (opaque here)
+    model: str = MODEL_FILE
 
     @property
     def num_slots(self) -> int:
@@ -102,6 +162,24 @@ class SlotMap:
     def layout_dicts(self) -> list[dict[str, Any]]:
         """The layout as `verify_package` reads it."""
         return [{"layer": t.layer, "role": t.role, "shape": list(t.shape), "dtype": t.dtype} for t in self.layout]
+
+    # -- the JSON boundary ---------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The `slotmap.json` object (a model without slots keeps the short slot-free form)."""
+        if not self.slots:
+            return {"format": SLOTMAP_FORMAT, "version": SLOTMAP_VERSION, "model": self.model,
+                    "model_bytes": self.model_bytes, "num_slots": 0, "slots": [], "gates": [],
+                    "base_digest": self.base_digest}
+        return {
+            "format": SLOTMAP_FORMAT, "version": SLOTMAP_VERSION, "model": self.model,
+            "model_bytes": self.model_bytes, "base_digest": self.base_digest, "num_slots": self.num_slots,
+            "alignment": self.alignment, "headroom": self.headroom, "gate_max": self.gate_max,
+            "plan": None if self.plan is None else dict(self.plan),
+            "gates": [g.to_json() for g in self.gates], "slots": [s.to_json() for s in self.slots],
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "SlotMap":
@@ -118,6 +196,8 @@ class SlotMap:
         if raw.get("format") != SLOTMAP_FORMAT or raw.get("version") != SLOTMAP_VERSION:
             raise SlotMapError(f"format {raw.get('format')!r} version {raw.get('version')!r}: "
                                f"expected {SLOTMAP_FORMAT!r} version {SLOTMAP_VERSION}")
+        if raw.get("slots") == [] and raw.get("num_slots") == 0:
+            raise SlotMapError("slots: the bundle was compiled without slots (at least 2 are needed to swap adapters)")
         model_bytes = _int(raw, "model_bytes", 1)
         digest = raw.get("base_digest")
         if not isinstance(digest, str) or len(digest) != 64:
@@ -139,19 +219,20 @@ class SlotMap:
         for s in slots[1:]:
             if [(t.layer, t.kind, t.role, t.shape, t.dtype) for t in s.tensors] != first:
                 raise SlotMapError(f"slot {s.slot} has a different tensor layout than slot 0")
-        gates = []
-        for i, g in enumerate(gates_raw):
-            if not isinstance(g, dict):
-                raise SlotMapError(f"gates[{i}] must be an object")
-            scale = g.get("scale")
-            if not isinstance(scale, (int, float)) or not scale > 0:
-                raise SlotMapError(f"gates[{i}].scale must be positive, got {scale!r}")
-            gates.append(GateInfo(_int(g, "slot", 0), str(g.get("name")), _int(g, "input_index", 1), float(scale),
-                                  _int(g, "zero_point", -128, 127), float(gate_max)))
+        gates = tuple(_gate(g, i, float(gate_max)) for i, g in enumerate(gates_raw))
         if [g.slot for g in gates] != list(range(len(slots))):
             raise SlotMapError("gates must be listed in slot order 0..S-1")
-        return cls(model_bytes, digest, float(gate_max), slots, tuple(gates), raw)
+        alignment = raw.get("alignment", DEFAULT_ALIGNMENT)
+        if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment < 1:
+            raise SlotMapError(f"alignment must be a positive integer, got {alignment!r}")
+        plan = raw.get("plan")
+        if plan is not None and not isinstance(plan, dict):
+            raise SlotMapError(f"plan must be an object, got {plan!r:.80}")
+        model = raw.get("model", MODEL_FILE)
+        return cls(model_bytes, digest, float(gate_max), slots, gates, alignment, bool(raw.get("headroom", False)),
+                   plan, model if isinstance(model, str) else MODEL_FILE)
 
+    # -- checks against a model ----------------------------------------------------------------
     def check_model(self, model: bytes | bytearray | memoryview) -> None:
         """The model is the one this map describes: size, and base digest with slots zeroed."""
         if len(model) != self.model_bytes:
@@ -163,38 +244,167 @@ class SlotMap:
     def damaged_frames(self, model: bytes | bytearray | memoryview) -> list[int]:
         """Slots whose base bytes inside the range (length prefixes, spacer) differ from the
         recorded frame, e.g. after an interrupted slot write. The interpreter cannot read such
-        a model until the slot is rewritten. Slot maps without frames report nothing."""
+        a model until the slot is rewritten."""
         damaged = []
         view = memoryview(model)
         for s in self.slots:
-            template = s.template()
-            if template is None:
-                continue
             data = bytearray(view[s.offset : s.offset + s.length])
             for t in s.tensors:
                 data[t.offset - s.offset : t.offset - s.offset + t.length] = bytes(t.length)
-            if data != template:
+            if data != s.template():
                 damaged.append(s.slot)
         return damaged
 
     def digest_of(self, model: bytes | bytearray | memoryview) -> str:
-        """SHA-256 of the model with every slot range zeroed (the compiler's definition)."""
-        h = hashlib.sha256()
-        pos = 0
-        view = memoryview(model)
-        for s in sorted(self.slots, key=lambda s: s.offset):
-            h.update(view[pos : s.offset])
-            h.update(bytes(s.length))
-            pos = s.offset + s.length
-        h.update(view[pos:])
-        return h.hexdigest()
+        """SHA-256 of the model with every slot range zeroed (`base_digest`)."""
+        return base_digest(model, [(s.offset, s.length) for s in self.slots])
 
 
+# -- the writer -------------------------------------------------------------------------------
+def base_digest(model: bytes | bytearray | memoryview, ranges: Iterable[tuple[int, int]]) -> str:
+    """SHA-256 of the model with every (offset, length) range zeroed: identifies the base,
+    whatever the slots hold. Streams the file (no copy of the model); ranges must not overlap."""
+    h = hashlib.sha256()
+    pos = 0
+    view = memoryview(model)
+    for offset, length in sorted(ranges):
+        h.update(view[pos:offset])
+        h.update(bytes(length))
+        pos = offset + length
+    h.update(view[pos:])
+    return h.hexdigest()
+
+
+def round_up(value: int, alignment: int) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+def slot_ranges(tensors: Sequence[SlotTensorInfo], alignment: int) -> list[tuple[int, int]]:
+    """(offset, length) of every slot's byte range, in slot order: from its first tensor's data
+    to the end of its last, rounded up to the plan's alignment."""
+    spans: dict[int, list[SlotTensorInfo]] = {}
+    for t in tensors:
+        spans.setdefault(t.slot, []).append(t)
+    if sorted(spans) != list(range(len(spans))):
+        raise SlotMapError(f"slot tensors name slots {sorted(spans)}; expected 0..{len(spans) - 1}")
+    ranges = []
+    for s in range(len(spans)):
+        start = min(t.offset for t in spans[s])
+        end = round_up(max(t.offset + t.length for t in spans[s]), alignment)
+        ranges.append((start, end - start))
+    return ranges
+
+
+def frame_runs(model: bytes | bytearray | memoryview, offset: int, length: int,
+               tensors: Iterable[SlotTensorInfo]) -> Frame:
+    """The base model's own bytes inside a slot range as (relative offset, bytes) runs of
+    non-zero bytes, slot tensors zeroed. A device restores these exactly when a write into the
+    range was interrupted."""
+    frame = bytearray(memoryview(model)[offset : offset + length])
+    for t in tensors:
+        frame[t.offset - offset : t.offset - offset + t.length] = bytes(t.length)
+    runs, i = [], 0
+    while i < length:
+        if frame[i]:
+            j = i
+            while j < length and frame[j]:
+                j += 1
+            runs.append((i, bytes(frame[i:j])))
+            i = j
+        else:
+            i += 1
+    return tuple(runs)
+
+
+def build_slotmap(model: bytes, tensors: Sequence[SlotTensorInfo], gates: Sequence[GateInfo], *,
+                  alignment: int = DEFAULT_ALIGNMENT, headroom: bool = False,
+                  plan: Mapping[str, Any] | None = None) -> SlotMap:
+    """The slot map of `model` from where the compiler placed each slot tensor and gate. With
+    no tensors the model has no slots (a slot-free bundle; the swap manager refuses it)."""
+    if not tensors:
+        return SlotMap(len(model), base_digest(model, []), 0.0, (), ())
+    ranges = slot_ranges(tensors, alignment)
+    slots = []
+    for s, (offset, length) in enumerate(ranges):
+        own = tuple(t for t in tensors if t.slot == s)
+        slots.append(SlotInfo(s, offset, length, own, frame_runs(model, offset, length, own)))
+    if [g.slot for g in gates] != list(range(len(slots))):
+        raise SlotMapError(f"gates name slots {[g.slot for g in gates]}; expected one per slot in order")
+    gate_max = gates[0].gate_max
+    return SlotMap(len(model), base_digest(model, ranges), gate_max, tuple(slots), tuple(gates), alignment,
+                   headroom, plan)
+
+
+# -- reader helpers ---------------------------------------------------------------------------
 def _int(raw: dict, key: str, lo: int, hi: int | None = None) -> int:
     value = raw.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
         raise SlotMapError(f"{key} must be an integer >= {lo}{'' if hi is None else f' and <= {hi}'}, got {value!r}")
     return value
+
+
+def _gate(raw: Any, index: int, gate_max: float) -> GateInfo:
+    if not isinstance(raw, dict):
+        raise SlotMapError(f"gates[{index}] must be an object")
+    scale = raw.get("scale")
+    if not isinstance(scale, (int, float)) or not scale > 0:
+        raise SlotMapError(f"gates[{index}].scale must be positive, got {scale!r}")
+    tensor_index = raw.get("tensor_index", -1)
+    shape = raw.get("shape", [])
+    return GateInfo(_int(raw, "slot", 0), str(raw.get("name")), _int(raw, "input_index", 1), float(scale),
+                    _int(raw, "zero_point", -128, 127), gate_max,
+                    tensor_index if isinstance(tensor_index, int) and not isinstance(tensor_index, bool) else -1,
+                    tuple(d for d in shape if isinstance(d, int)) if isinstance(shape, list) else ())
+
+
+def _tensor(t: Any, where: str, slot: int) -> SlotTensorInfo:
+    if not isinstance(t, dict):
+        raise SlotMapError(f"{where} must be an object")
+    dtype = t.get("dtype")
+    if not isinstance(dtype, str) or dtype not in _DTYPE_BYTES:
+        raise SlotMapError(f"{where}: dtype {dtype!r} is not int8 or int32")
+    shape = t.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise SlotMapError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    scales = t.get("scales")
+    if not isinstance(scales, list) or not scales or not all(isinstance(v, (int, float)) and v > 0 for v in scales):
+        raise SlotMapError(f"{where}: scales must be a non-empty list of positive numbers")
+    kind = t.get("kind")
+    if kind not in AdapterKind.__members__.values():
+        raise SlotMapError(f"{where}: kind {kind!r} is not lora or bottleneck")
+    zero_points = t.get("zero_points", [])
+    if not isinstance(zero_points, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in zero_points):
+        raise SlotMapError(f"{where}: zero_points must be a list of integers")
+    qdim = t.get("quantized_dimension", 0)
+    if not isinstance(qdim, int) or isinstance(qdim, bool):
+        raise SlotMapError(f"{where}: quantized_dimension must be an integer")
+    info = SlotTensorInfo(_int(t, "slot", slot, slot), str(t.get("layer")), AdapterKind(kind), str(t.get("role")),
+                          _int(t, "tensor_index", 0), _int(t, "offset", 0), _int(t, "length", 0), tuple(shape),
+                          dtype, tuple(float(v) for v in scales), str(t.get("name", "")), tuple(zero_points), qdim)
+    if info.length != _DTYPE_BYTES[dtype] * math.prod(shape):
+        raise SlotMapError(f"{where}: {info.length} bytes do not hold {dtype} {tuple(shape)}")
+    return info
+
+
+def _frame(raw: dict, slot: int, offset: int, length: int, spans: list[tuple[int, int]]) -> Frame:
+    if "frame" not in raw:
+        raise SlotMapError(f"slot {slot}: the required field 'frame' is missing (the base bytes inside the slot "
+                           "range; slot maps written before frames were recorded must be exported again)")
+    frame_raw = raw["frame"]
+    if not isinstance(frame_raw, list):
+        raise SlotMapError(f"slot {slot}: frame must be a list of [offset, hex] runs")
+    runs = []
+    for k, run in enumerate(frame_raw):
+        try:
+            rel, data = int(run[0]), bytes.fromhex(run[1])
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise SlotMapError(f"slot {slot}: frame[{k}] is not an [offset, hex] pair") from None
+        if isinstance(run[0], bool) or rel < 0 or rel + len(data) > length:
+            raise SlotMapError(f"slot {slot}: frame[{k}] lies outside the slot's {length}-byte range")
+        if any(offset + rel < e and s < offset + rel + len(data) for s, e in spans):
+            raise SlotMapError(f"slot {slot}: frame[{k}] overlaps a slot tensor")
+        runs.append((rel, data))
+    return tuple(runs)
 
 
 def _slot(raw: Any, index: int, model_bytes: int) -> SlotInfo:
@@ -208,51 +418,19 @@ def _slot(raw: Any, index: int, model_bytes: int) -> SlotInfo:
         raise SlotMapError(f"slot {slot}: tensors must be a non-empty list")
     tensors = []
     for j, t in enumerate(tensors_raw):
-        where = f"slot {slot} tensor {j}"
-        if not isinstance(t, dict):
-            raise SlotMapError(f"{where} must be an object")
-        dtype = t.get("dtype")
-        if not isinstance(dtype, str) or dtype not in _DTYPES:
-            raise SlotMapError(f"{where}: dtype {dtype!r} is not int8 or int32")
-        shape = t.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise SlotMapError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
-        scales = t.get("scales")
-        if not isinstance(scales, list) or not scales or not all(isinstance(v, (int, float)) and v > 0 for v in scales):
-            raise SlotMapError(f"{where}: scales must be a non-empty list of positive numbers")
-        info = SlotTensorInfo(_int(t, "slot", slot, slot), str(t.get("layer")), str(t.get("kind")), str(t.get("role")),
-                              _int(t, "tensor_index", 0), _int(t, "offset", 0), _int(t, "length", 0), tuple(shape),
-                              dtype, tuple(float(v) for v in scales))
-        if info.kind not in ("lora", "bottleneck"):
-            raise SlotMapError(f"{where}: kind {info.kind!r} is not lora or bottleneck")
-        if info.length != _DTYPES[dtype] * math.prod(shape):
-            raise SlotMapError(f"{where}: {info.length} bytes do not hold {dtype} {tuple(shape)}")
+        info = _tensor(t, f"slot {slot} tensor {j}", slot)
         if info.offset < offset or info.offset + info.length > offset + length:
-            raise SlotMapError(f"{where} ({info.layer}/{info.role}): bytes [{info.offset}, {info.offset + info.length}) "
-                               f"lie outside the slot's range [{offset}, {offset + length})")
+            raise SlotMapError(f"slot {slot} tensor {j} ({info.layer}/{info.role}): bytes [{info.offset}, "
+                               f"{info.offset + info.length}) lie outside the slot's range [{offset}, {offset + length})")
         tensors.append(info)
     spans = sorted((t.offset, t.offset + t.length) for t in tensors)
     for (_, end), (start, _) in zip(spans, spans[1:]):
         if start < end:
             raise SlotMapError(f"slot {slot}: two tensors overlap at byte {start}")
-    frame = None
-    if "frame" in raw:
-        frame_raw = raw["frame"]
-        if not isinstance(frame_raw, list):
-            raise SlotMapError(f"slot {slot}: frame must be a list of [offset, hex] runs")
-        runs = []
-        for k, run in enumerate(frame_raw):
-            try:
-                rel, data = int(run[0]), bytes.fromhex(run[1])
-            except (TypeError, ValueError, IndexError, KeyError):
-                raise SlotMapError(f"slot {slot}: frame[{k}] is not an [offset, hex] pair") from None
-            if isinstance(run[0], bool) or rel < 0 or rel + len(data) > length:
-                raise SlotMapError(f"slot {slot}: frame[{k}] lies outside the slot's {length}-byte range")
-            if any(offset + rel < e and s < offset + rel + len(data) for s, e in spans):
-                raise SlotMapError(f"slot {slot}: frame[{k}] overlaps a slot tensor")
-            runs.append((rel, data))
-        frame = tuple(runs)
-    return SlotInfo(slot, offset, length, tuple(tensors), frame)
+    return SlotInfo(slot, offset, length, tuple(tensors), _frame(raw, slot, offset, length, spans))
 
 
-__all__ = ["GateInfo", "SlotInfo", "SlotMap", "SlotMapError", "SlotTensorInfo"]
+__all__ = [
+    "AdapterKind", "Frame", "GateInfo", "SLOTMAP_FORMAT", "SLOTMAP_VERSION", "SlotInfo", "SlotMap", "SlotMapError",
+    "SlotTensorInfo", "TensorRole", "base_digest", "build_slotmap", "frame_runs", "slot_ranges",
+]

@@ -267,16 +267,15 @@ def slot_limits(model: str) -> tuple[dict[str, dict[str, tuple[float, float]]], 
     """Compile the committed spec with its plan and calibration (export.compiler) and read back
     where the INT8 graph saturates (for nn.Net's `limits`) and each slot tensor's largest
     representable entry (for the adapter weights' box)."""
-    from tinyswap.export.bundle import slotmap
-    from tinyswap.export.compiler import compile_model
+    from tinyswap.export.build import build_bundle
     from tinyswap.export.slot_plan import SlotPlan
     from tinyswap.export.spec import load_spec
     from tinyswap import Interpreter
 
-    compiled = compile_model(load_spec(HERE / f"{model}.json"), SlotPlan.load(HERE / f"{model}.plan.json"),
-                             np.load(HERE / f"{model}.calibration.npy"))
+    built = build_bundle(load_spec(HERE / f"{model}.json"), SlotPlan.load(HERE / f"{model}.plan.json"),
+                         np.load(HERE / f"{model}.calibration.npy"))
     ranges = {}
-    for d in Interpreter(model_content=compiled.data).get_tensor_details():
+    for d in Interpreter(model_content=built.data).get_tensor_details():
         scale, zp = d["quantization"]
         if d["dtype"] is np.int8 and scale > 0:
             ranges[d["name"]] = (scale * (-128 - zp), scale * (127 - zp))
@@ -297,7 +296,7 @@ def slot_limits(model: str) -> tuple[dict[str, dict[str, tuple[float, float]]], 
             lim.update(d=ranges[f"slot0/{name}/d"], bn_u=both(f"slot0/{name}/u", f"slot0/{name}/gated"),
                        adapted=ranges[f"{name}/adapted"])
     boxes = {f"{t['layer']}/{t['role']}": BOX * 127 * t["scales"][0]
-             for t in slotmap(compiled)["slots"][0]["tensors"] if t["role"] in ("A", "B", "D", "U")}
+             for t in built.slotmap["slots"][0]["tensors"] if t["role"] in ("A", "B", "D", "U")}
     return limits, boxes
 
 

@@ -1,18 +1,38 @@
 """`tinyswap demo`, the main job: it runs end to end from the committed files and writes what
-it promises (report.json, a Perfetto trace, PNG plots), and its figures hold the targets of
-the models issue (each adapter +10 points INT8, identical to TFLite Micro)."""
+it promises (report.json, a Perfetto trace, PNG plots), and its figures hold the digits
+models' targets (each adapter +10 points INT8, identical to TFLite Micro). The digits CNN is
+compiled once, for both the scripted day and the accuracy and latency tables."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
+import tinyswap.export.build
 from tinyswap.cli import main
+from tinyswap.commands import demo
+from tinyswap.errors import TinySwapError
 
 
-def test_demo_runs_and_writes_its_report_trace_and_plots(tmp_path, capsys) -> None:
+def test_demo_runs_and_writes_its_report_trace_and_plots(tmp_path, capsys, monkeypatch) -> None:
+    compiled = []
+    real_compile = tinyswap.export.build.compile_model
+
+    def counting_compile(spec, plan, calibration):
+        compiled.append(spec.name)
+        return real_compile(spec, plan, calibration)
+
+    monkeypatch.setattr(tinyswap.export.build, "compile_model", counting_compile)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
+    assert len(compiled) == 1  # one bundle serves the scenario and the tables
+    build = out / "build"
+    assert (build / "bundle" / "model.tflite").exists() and (build / "keys" / "signing_key.pub.pem").exists()
+    assert len(list((build / "packages").glob("*.tsap"))) == 6  # every CNN adapter, for the tables
+    assert len(list((build / "scenario" / "packages").glob("*.tsap"))) == 5  # the scenario's build section
     printed = capsys.readouterr().out
+    assert f"built     {build / 'bundle'} (" in printed  # the scenario runs on that same bundle
     assert "Accuracy per adapter" in printed and "Switch latency per storage profile" in printed
     report = json.loads((out / "report.json").read_text())
     rows = report["demo"]["accuracy_per_adapter"]
@@ -29,3 +49,12 @@ def test_demo_runs_and_writes_its_report_trace_and_plots(tmp_path, capsys) -> No
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, png
     assert [r["device"] for r in report["demo"]["switch_latency"]] == ["mcu-qspi", "mcu-qspi", "mcu-ram", "gateway"]
+
+
+def test_the_demo_refuses_a_scenario_whose_build_is_not_the_digits_cnn(monkeypatch) -> None:
+    with pytest.raises(TinySwapError, match="reuses the digits CNN bundle"):
+        demo._check_builds_digits_cnn({"spec": "../mlp.json", "plan": "../mlp.plan.json"})
+    with pytest.raises(TinySwapError, match="reuses the digits CNN bundle"):
+        demo._check_builds_digits_cnn({"spec": "../cnn.json", "plan": "../cnn.plan.json",
+                                       "calibration": "../mlp.calibration.npy"})
+    demo._check_builds_digits_cnn({"spec": "../cnn.json", "plan": "../cnn.plan.json"})

@@ -63,10 +63,17 @@ def test_tf_lite_call_sequence() -> None:
     interp.resize_tensor_input(0, [3, 1])
     interp.allocate_tensors()
     d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
-    interp.set_tensor(d_in["index"], np.array([[1], [2], [3]], np.int8))
+    rows = np.array([[1], [2], [3]], np.int8)
+    interp.set_tensor(d_in["index"], rows)
     interp.invoke()
-    assert interp.get_tensor(d_out["index"]).shape == (3, 1)
-    assert interp.arena_bytes > 0
+    got = interp.get_tensor(d_out["index"])
+    golden = np.concatenate([run_tflm(HELLO.read_bytes(), [row[None]])[0] for row in rows])
+    np.testing.assert_array_equal(got, golden)
+    # hello_world's peak is two live [batch, 16] int8 activations: 16 bytes per row, already
+    # aligned, so a batch of 3 needs exactly three times the arena of one row.
+    single = Interpreter(model_path=HELLO)
+    single.allocate_tensors()
+    assert interp.arena_bytes == 3 * single.arena_bytes > 0
 
 
 def test_usage_errors_are_typed() -> None:

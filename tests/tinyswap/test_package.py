@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tinyswap.export.bundle import slotmap
+from tinyswap.export.bundle import slot_map
 from tinyswap.export.compiler import compile_model
 from tinyswap.export.pack import FloatLora, PackError, pack
 from tinyswap.export.slot_plan import SlotPlan
@@ -37,7 +37,7 @@ def bundle():
     spec = load_spec(EXAMPLES / "mlp.json")
     plan = SlotPlan.from_json(json.loads((EXAMPLES / "mlp.plan.json").read_text()))
     compiled = compile_model(spec, plan, np.load(EXAMPLES / "mlp.calibration.npy"))
-    return compiled, slotmap(compiled)
+    return compiled, slot_map(compiled).to_json()
 
 
 def adapter(layers=("fc1", "fc2"), rank=4, sequence=3, seed=0, name="kws-de") -> FloatLora:

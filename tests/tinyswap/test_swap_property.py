@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyswap.export.bundle import slotmap
+from tinyswap.export.bundle import slot_map
 from tinyswap.export.compiler import compile_model
 from tinyswap.package import Keyring
 from tinyswap.swap import SwapManager
@@ -55,7 +55,7 @@ def test_manager_swaps_and_mixed_batches_match_tflite_micro(case) -> None:
     spec, cal, plan, seed = case
     rng = np.random.default_rng(seed)
     compiled = compile_model(spec, plan, cal)
-    smap = slotmap(compiled)
+    smap = slot_map(compiled).to_json()
     kinds = sorted({t.kind for t in plan.targets})
     pkgs: dict[str, bytes] = {}
     for i in range(plan.num_slots + 1):  # one adapter more than slots: eviction happens
@@ -70,7 +70,7 @@ def test_manager_swaps_and_mixed_batches_match_tflite_micro(case) -> None:
     for step in range(3):
         if step == 2:  # a hot swap: a new version of one adapter, in place
             name = str(rng.choice(names))
-            kind = m._packages_meta[m.adapter_info(name).digest].metadata["kind"]
+            kind = m.adapter_info(name).kind
             pkgs[name] = package(smap, seed % 10_000 + 100, name, sequence=2, kind=kind)
             m.hotswap_adapter(name, pkgs[name])
         rows = random_rows(rng, names, plan.num_slots, batch)

@@ -1,4 +1,4 @@
-"""Implementations of the larger `tinyswap` commands (demo, bench, sim helpers).
+"""Implementations of the larger `tinyswap` commands (demo, sim helpers, the digits example).
 
 These belong to the command-line entry: they may use `export` and `firmware_sim`, but only by
 imports inside their functions, so that importing `tinyswap` never imports either

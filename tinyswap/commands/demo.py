@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,9 +25,9 @@ SCENARIO = DIGITS / "scenarios" / "demo.json"
 
 def run(out_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Any]:
     from tinyswap.firmware_sim.scenario import load_scenario, run_scenario, validate_scenario
-    from tinyswap.firmware_sim.swap_latency import as_rows, markdown, measure
+    from tinyswap.firmware_sim.swap_latency import as_rows, markdown
     from tinyswap.commands.demo_parts import accuracy_table, latency_plot
-    from tinyswap.commands.digits import prepare, resign
+    from tinyswap.commands.digits import prepare, switch_latency
     from tinyswap.commands.sim import build_scenario, print_summary
 
     started = time.perf_counter()
@@ -35,8 +36,11 @@ def run(out_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Any
     progress("[1/4] export the bundle, pack and sign the adapters (committed weights; nothing is trained)")
     scenario = load_scenario(SCENARIO)
     validate_scenario(scenario)
-    scenario = build_scenario(scenario, SCENARIO.parent, out_dir / "build")
-    digits = prepare(out_dir / "build" / "all-adapters", "cnn")
+    # One compilation serves both the scripted day and the accuracy and latency tables, which
+    # holds only while the scenario's build section names the committed CNN: checked first.
+    _check_builds_digits_cnn(scenario["build"])
+    digits = prepare(out_dir / "build", "cnn")
+    scenario = build_scenario(scenario, SCENARIO.parent, out_dir / "build" / "scenario", built=digits.built)
 
     progress(f"[2/4] a day on the device ({SCENARIO.relative_to(DIGITS.parents[1])}, {len(scenario['steps'])} steps)")
     report = run_scenario(scenario, profile="mcu-qspi", out_dir=out_dir, base_dir=SCENARIO.parent,
@@ -46,13 +50,11 @@ def run(out_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Any
     accuracy = accuracy_table(digits)
 
     progress("[4/4] switch latency per storage profile (simulated, datasheet timings)")
-    v2 = resign(digits, "mirror", name=digits.adapters["rot90"].name, sequence=2, version="2.0.0")
-    latency = measure(digits.model_bytes, digits.slotmap, digits.keyring, digits.packages["rot90"], v2,
-                      digits.packages["invert"])
+    latency = switch_latency(digits)
     latency_png = latency_plot(latency, out_dir / "latency.png")
 
     report["demo"] = {
-        "accuracy_per_adapter": accuracy, "switch_latency": as_rows(latency), "arena_bytes": digits.arena_bytes,
+        "accuracy_per_adapter": [asdict(row) for row in accuracy], "switch_latency": as_rows(latency), "arena_bytes": digits.arena_bytes,
         "seconds": time.perf_counter() - started,
     }
     report.setdefault("outputs", {})["latency"] = str(latency_png)
@@ -65,11 +67,11 @@ def run(out_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Any
     progress(f"  {'adapter':<14} {'kind':<11} {'domain':<9} {'base':>7} {'adapted':>8} {'gain':>7}  "
              f"{'TFLM':<10} {'package':>8}")
     for row in accuracy:
-        adapted = "-" if row["adapted_int8"] is None else f"{100 * row['adapted_int8']:.1f}%"
-        gain = "-" if row["adapted_int8"] is None else f"+{100 * (row['adapted_int8'] - row['base_int8']):.1f}"
-        size = "-" if row["package_bytes"] is None else f"{row['package_bytes']} B"
-        progress(f"  {row['adapter'][:14]:<14} {row['kind']:<11} {row['domain']:<9} {100 * row['base_int8']:>6.1f}% "
-                 f"{adapted:>8} {gain:>7}  {'identical' if row['tflm_identical'] else 'DIFFERS':<10} {size:>8}")
+        adapted = "-" if row.adapted_int8 is None else f"{100 * row.adapted_int8:.1f}%"
+        gain = "-" if row.adapted_int8 is None else f"+{100 * (row.adapted_int8 - row.base_int8):.1f}"
+        size = "-" if row.package_bytes is None else f"{row.package_bytes} B"
+        progress(f"  {row.adapter[:14]:<14} {row.kind:<11} {row.domain:<9} {100 * row.base_int8:>6.1f}% "
+                 f"{adapted:>8} {gain:>7}  {'identical' if row.tflm_identical else 'DIFFERS':<10} {size:>8}")
     progress("")
     progress("The scripted day")
     print_summary(report, emit=progress)
@@ -82,6 +84,18 @@ def run(out_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Any
     progress(f"wrote     {latency_png}")
     progress(f"done in {time.perf_counter() - started:.1f} s")
     return report
+
+
+def _check_builds_digits_cnn(build: dict[str, Any]) -> None:
+    from tinyswap.errors import TinySwapError
+
+    named = {key: (SCENARIO.parent / build[key]).resolve() if build.get(key) else None
+             for key in ("spec", "plan", "calibration")}
+    expected = {"spec": (DIGITS / "cnn.json").resolve(), "plan": (DIGITS / "cnn.plan.json").resolve(),
+                "calibration": None}  # None: the spec's own cnn.calibration.npy
+    if named != expected:
+        raise TinySwapError(f"{SCENARIO}: the demo reuses the digits CNN bundle for its build section, but it "
+                            f"names {named}")
 
 
 __all__ = ["SCENARIO", "run"]

@@ -3,13 +3,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:  # the simulator is imported inside functions only
+    from tinyswap.commands.digits import DigitsBundle
+    from tinyswap.firmware_sim.swap_latency import SwapLatency
 
-def accuracy_table(digits: Any, tflm_rows: int = 40) -> list[dict[str, Any]]:
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    """One line of the demo's accuracy table (report.json's `accuracy_per_adapter`)."""
+
+    adapter: str  # "(base model)" for the all-gates-off row
+    kind: str  # lora, bottleneck, or "-" for the base model
+    domain: str
+    base_int8: float  # accuracy on the domain with every gate off
+    adapted_int8: float | None  # with the adapter's gate at 1.0 (None: the base model's row)
+    tflm_identical: bool  # the first rows equal TFLite Micro's outputs byte for byte
+    package_bytes: int | None
+    float_adapted: float | None = None  # the float accuracy recorded with the adapter
+
+
+def accuracy_table(digits: DigitsBundle, tflm_rows: int = 40) -> list[AccuracyRow]:
     """Per adapter: INT8 accuracy on its domain with all gates off (the base model) and with the
     adapter's gate at 1.0, through a SwapManager on the bundle; the first `tflm_rows` rows of
     each run are compared with TFLite Micro byte for byte."""
@@ -37,9 +56,8 @@ def accuracy_table(digits: Any, tflm_rows: int = 40) -> list[dict[str, Any]]:
 
     x0 = digits.images["original"]
     base0 = manager.infer(x0)[0]
-    rows.append({"adapter": "(base model)", "kind": "-", "domain": "original",
-                 "base_int8": float(np.mean(base0.argmax(1) == labels)), "adapted_int8": None,
-                 "tflm_identical": tflm_equal(x0[:tflm_rows], base0[:tflm_rows], None), "package_bytes": None})
+    rows.append(AccuracyRow("(base model)", "-", "original", float(np.mean(base0.argmax(1) == labels)), None,
+                            tflm_equal(x0[:tflm_rows], base0[:tflm_rows], None), None))
     for domain, data in digits.packages.items():
         adapter = digits.adapters[domain]
         manager.load_adapter(data)
@@ -48,16 +66,13 @@ def accuracy_table(digits: Any, tflm_rows: int = 40) -> list[dict[str, Any]]:
         adapted = manager.infer(x, adapters=adapter.name)[0]
         same = (tflm_equal(x[:tflm_rows], adapted[:tflm_rows], adapter.name)
                 and tflm_equal(x[:tflm_rows], base[:tflm_rows], None))
-        rows.append({"adapter": adapter.name, "kind": adapter.kind, "domain": domain,
-                     "base_int8": float(np.mean(base.argmax(1) == labels)),
-                     "adapted_int8": float(np.mean(adapted.argmax(1) == labels)),
-                     "tflm_identical": same, "package_bytes": len(data),
-                     "float_adapted": adapter.accuracy})
+        rows.append(AccuracyRow(adapter.name, adapter.kind, domain, float(np.mean(base.argmax(1) == labels)),
+                                float(np.mean(adapted.argmax(1) == labels)), same, len(data), adapter.accuracy))
         manager.delete_adapter(adapter.name)
     return rows
 
 
-def latency_plot(latency: list[Any], path: Path) -> Path:
+def latency_plot(latency: list[SwapLatency], path: Path) -> Path:
     """Bars per storage configuration: install, hot swap, its floor, rollback (log scale)."""
     import matplotlib
 

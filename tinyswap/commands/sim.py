@@ -3,28 +3,29 @@ adapters with a throwaway key) and printing the run's summary. Imported lazily b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from tinyswap.export.build import BuiltBundle
 
-def build_scenario(scenario: dict[str, Any], base: Path, build_dir: Path) -> dict[str, Any]:
+
+def build_scenario(scenario: dict[str, Any], base: Path, build_dir: Path,
+                   built: BuiltBundle | None = None) -> dict[str, Any]:
     """Resolve a scenario's `build` section: compile the bundle and pack its adapters with a
     throwaway Ed25519 key (a second one for `untrusted` entries) into `build_dir`; return the
-    scenario with `bundle`, `keyring` and `packages` naming those files."""
-    from cryptography.hazmat.primitives import serialization
+    scenario with `bundle`, `keyring` and `packages` naming those files. `built`: this build
+    section's bundle, already written with its key pair (the demo compiles the CNN once)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from tinyswap.export.adapter_source import load_adapter
-    from tinyswap.export.bundle import write_bundle
-    from tinyswap.export.compiler import compile_model
+    from tinyswap.export.build import build_bundle
     from tinyswap.export.pack import pack
     from tinyswap.export.slot_plan import SlotPlan
     from tinyswap.export.spec import load_spec
     from tinyswap.firmware_sim.scenario import ScenarioFileError, ScenarioFormatError
-    from tinyswap.interpreter import Interpreter
 
     build = scenario["build"]
     unknown = sorted(set(build) - {"spec", "plan", "calibration", "adapters"})
@@ -45,17 +46,12 @@ def build_scenario(scenario: dict[str, Any], base: Path, build_dir: Path) -> dic
     except (OSError, ValueError) as exc:
         raise ScenarioFileError(f"scenario: build.calibration: cannot read {cal_path}: {exc}",
                                 field="build.calibration") from exc
-    compiled = compile_model(spec, plan, calibration)
-    interp = Interpreter(model_content=compiled.data)
-    interp.allocate_tensors()
-    bundle_dir = build_dir / "bundle"
-    write_bundle(compiled, bundle_dir, arena_bytes=interp.arena_bytes)
-    smap = json.loads((bundle_dir / "slotmap.json").read_text())
-    keys = {False: Ed25519PrivateKey.generate(), True: Ed25519PrivateKey.generate()}  # trusted, untrusted
-    (build_dir / "keys").mkdir(parents=True, exist_ok=True)
-    public = build_dir / "keys" / "signing_key.pub.pem"
-    public.write_bytes(keys[False].public_key().public_bytes(serialization.Encoding.PEM,
-                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
+    if built is None:
+        built = build_bundle(spec, plan, calibration, build_dir / "bundle", keys_dir=build_dir / "keys")
+    assert built.bundle_dir is not None and built.keys is not None, "a bundle on disk with its key pair"
+    bundle_dir, smap = built.bundle_dir, built.slotmap
+    keys = {False: built.keys.private_key(), True: Ed25519PrivateKey.generate()}  # trusted, untrusted
+    public = built.keys.public_key_path
     (build_dir / "packages").mkdir(parents=True, exist_ok=True)
     packages: dict[str, str] = {}
     for label, entry in build.get("adapters", {}).items():
@@ -73,7 +69,7 @@ def build_scenario(scenario: dict[str, Any], base: Path, build_dir: Path) -> dic
         target = build_dir / "packages" / f"{label}.tsap"
         target.write_bytes(data)
         packages[label] = str(target.resolve())
-    print(f"built     {bundle_dir} ({len(compiled.data)} bytes, {smap['num_slots']} slots) and {len(packages)} "
+    print(f"built     {bundle_dir} ({len(built.data)} bytes, {smap['num_slots']} slots) and {len(packages)} "
           f"packages signed with a throwaway key -> {build_dir / 'packages'}")
     keyring = scenario.get("keyring", [])
     keyring = [keyring] if isinstance(keyring, str) else list(keyring)

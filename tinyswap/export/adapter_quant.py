@@ -22,15 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.errors import TinySwapError
+from tinyswap.export.errors import AdapterQuantError
 
 #: Splits tried per component: the balanced one times 2**(k/4), k = -8..8.
 _SPLIT_GRID = 2.0 ** (np.arange(-8, 9) / 4.0)
 _INT32 = (-(2**31), 2**31 - 1)
-
-
-class AdapterQuantError(TinySwapError):
-    """An adapter cannot be fitted into its slot (e.g. a bottleneck wider than the slot)."""
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,10 @@ from typing import Any, NamedTuple, Union
 
 import numpy as np
 
-from tinyswap.errors import TinySwapError
+from tinyswap.export.errors import AdapterSourceError
 
 PEFT_PREFIX = "base_model.model."
 KINDS = ("lora", "bottleneck")
-
-
-class AdapterSourceError(TinySwapError):
-    """An adapter directory cannot be read or describes something tinyswap cannot pack."""
 
 
 class Lora(NamedTuple):

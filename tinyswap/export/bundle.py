@@ -1,114 +1,66 @@
 """Bundle writers: `model.tflite`, `slotmap.json`, `model_data.h/.cc` and `manifest.json`.
 
-The slot map is derived from where the builder actually placed each slot tensor's bytes, and
-every range is checked against the file before anything is written.
+The slot map is derived from where the builder actually placed each slot tensor's bytes: this
+module turns the compiler's bookkeeping into typed slot-tensor and gate records and hands them
+to the slot map's writer (`tinyswap.slotmap.build_slotmap`), which owns the format, the ranges,
+the base digest and the frames.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 import tinyswap
 from tinyswap.export.compiler import Compiled
+from tinyswap.slotmap import AdapterKind, GateInfo, SlotMap, SlotTensorInfo, build_slotmap
+from tinyswap.slotmap import slot_ranges as _ranges_of
 
-SLOTMAP_FORMAT = "tinyswap-slotmap"
-SLOTMAP_VERSION = 1
+
+def slot_tensor_records(compiled: Compiled) -> list[SlotTensorInfo]:
+    """Every slot tensor as the builder placed it in the file, in the compiler's order."""
+    built = compiled.built
+    records = []
+    for st in compiled.slot_tensors:
+        t = st.tensor
+        offset, length = built.buffer_ranges[t]
+        q = t.quant
+        records.append(SlotTensorInfo(
+            st.slot, st.layer, AdapterKind(st.kind), st.role, built.tensor_indices[t], offset, length,
+            tuple(int(d) for d in t.shape), np.dtype(t.dtype).name, tuple(float(v) for v in q.scale), t.name,
+            tuple(int(v) for v in q.zero_point), int(q.quantized_dimension)))
+    return records
 
 
-def _round_up(value: int, alignment: int) -> int:
-    return (value + alignment - 1) // alignment * alignment
+def gate_records(compiled: Compiled) -> list[GateInfo]:
+    """One gate per slot: graph input 1 + s (input 0 is the data)."""
+    assert compiled.plan is not None
+    return [GateInfo(s, g.name, 1 + s, float(g.quant.scale[0]), int(g.quant.zero_point[0]), compiled.plan.gate_max,
+                     compiled.built.tensor_indices[g], tuple(int(d) for d in g.shape))
+            for s, g in enumerate(compiled.gates)]
 
 
 def slot_ranges(compiled: Compiled) -> list[tuple[int, int]]:
-    """(offset, length) of every slot's byte range: from its first tensor's data to the end of
-    its last, rounded up to the plan's alignment."""
+    """(offset, length) of every slot's byte range (see `tinyswap.slotmap.slot_ranges`)."""
     assert compiled.plan is not None
-    ranges = []
-    for s in range(compiled.plan.num_slots):
-        spans = [compiled.built.buffer_ranges[st.tensor] for st in compiled.slot_tensors if st.slot == s]
-        start = min(o for o, _ in spans)
-        end = _round_up(max(o + n for o, n in spans), compiled.plan.alignment)
-        ranges.append((start, end - start))
-    return ranges
+    return _ranges_of(slot_tensor_records(compiled), compiled.plan.alignment)
 
 
-def base_digest(model: bytes, ranges: list[tuple[int, int]]) -> str:
-    """SHA-256 of the model with every slot range zeroed: identifies the base, whatever the
-    slots hold."""
-    zeroed = bytearray(model)
-    for offset, length in ranges:
-        zeroed[offset : offset + length] = bytes(length)
-    return hashlib.sha256(zeroed).hexdigest()
-
-
-def frame_runs(model: bytes, offset: int, length: int, tensors: list[dict[str, Any]]) -> list[list[Any]]:
-    """The base model's own bytes inside a slot range (flatbuffer length prefixes of the slot's
-    vectors, the spacer's), as [relative offset, hex] runs of non-zero bytes. The base digest
-    zeroes whole slot ranges, so these bytes are recorded here: a device restores them exactly
-    when a write into the range was interrupted."""
-    frame = bytearray(model[offset : offset + length])
-    for t in tensors:
-        frame[t["offset"] - offset : t["offset"] - offset + t["length"]] = bytes(t["length"])
-    runs, i = [], 0
-    while i < length:
-        if frame[i]:
-            j = i
-            while j < length and frame[j]:
-                j += 1
-            runs.append([i, frame[i:j].hex()])
-            i = j
-        else:
-            i += 1
-    return runs
-
-
-def slotmap(compiled: Compiled) -> dict[str, Any]:
+def slot_map(compiled: Compiled) -> SlotMap:
+    """The typed slot map of a compiled model (`.to_json()` is the `slotmap.json` object)."""
     plan = compiled.plan
-    built = compiled.built
     if plan is None:
-        return {"format": SLOTMAP_FORMAT, "version": SLOTMAP_VERSION, "num_slots": 0, "slots": [], "gates": [],
-                "base_digest": hashlib.sha256(built.data).hexdigest()}
-    ranges = slot_ranges(compiled)
-    slots = []
-    for s, (offset, length) in enumerate(ranges):
-        tensors = []
-        for st in compiled.slot_tensors:
-            if st.slot != s:
-                continue
-            t = st.tensor
-            o, n = built.buffer_ranges[t]
-            q = t.quant
-            tensors.append({
-                "slot": s, "layer": st.layer, "kind": st.kind, "role": st.role,
-                "tensor_index": built.tensor_indices[t], "name": t.name, "offset": o, "length": n,
-                "shape": list(t.shape), "dtype": np.dtype(t.dtype).name,
-                "scales": [float(v) for v in q.scale], "zero_points": [int(v) for v in q.zero_point],
-                "quantized_dimension": int(q.quantized_dimension),
-            })
-        slots.append({"slot": s, "offset": offset, "length": length, "tensors": tensors,
-                      "frame": frame_runs(built.data, offset, length, tensors)})
-    gates = [{
-        "slot": s, "name": g.name, "tensor_index": built.tensor_indices[g], "input_index": 1 + s,
-        "shape": list(g.shape), "dtype": "int8", "scale": float(g.quant.scale[0]),
-        "zero_point": int(g.quant.zero_point[0]), "range": [0.0, plan.gate_max],
-    } for s, g in enumerate(compiled.gates)]
-    return {
-        "format": SLOTMAP_FORMAT, "version": SLOTMAP_VERSION, "model": "model.tflite",
-        "model_bytes": len(built.data), "base_digest": base_digest(built.data, ranges),
-        "num_slots": plan.num_slots, "alignment": plan.alignment, "headroom": plan.headroom,
-        "gate_max": plan.gate_max, "plan": plan.to_json(), "gates": gates, "slots": slots,
-    }
+        return build_slotmap(compiled.built.data, [], [])
+    return build_slotmap(compiled.built.data, slot_tensor_records(compiled), gate_records(compiled),
+                         alignment=plan.alignment, headroom=plan.headroom, plan=plan.to_json())
 
 
-def c_sources(model: bytes, smap: dict[str, Any], name: str = "g_model") -> tuple[str, str]:
+def c_sources(model: bytes, smap: SlotMap, name: str = "g_model") -> tuple[str, str]:
     """`model_data.h` and `model_data.cc`: an alignas(16) array, as TFLite Micro expects, and
     a #define per slot range and gate input."""
-    alignment = max(16, int(smap.get("alignment", 16)))
+    alignment = max(16, smap.alignment)
     lines = [
         "// Generated by tinyswap export. Do not edit.",
         "#ifndef TINYSWAP_MODEL_DATA_H_",
@@ -118,16 +70,16 @@ def c_sources(model: bytes, smap: dict[str, Any], name: str = "g_model") -> tupl
         "#include <cstdint>",
         "",
         f"#define TINYSWAP_MODEL_BYTES {len(model)}u",
-        f"#define TINYSWAP_NUM_SLOTS {smap['num_slots']}u",
-        f"#define TINYSWAP_BASE_DIGEST \"{smap['base_digest']}\"",
+        f"#define TINYSWAP_NUM_SLOTS {smap.num_slots}u",
+        f"#define TINYSWAP_BASE_DIGEST \"{smap.base_digest}\"",
     ]
-    for slot in smap["slots"]:
-        s = slot["slot"]
-        lines += [f"#define TINYSWAP_SLOT{s}_OFFSET {slot['offset']}u", f"#define TINYSWAP_SLOT{s}_LENGTH {slot['length']}u"]
-    for gate in smap["gates"]:
-        s = gate["slot"]
-        lines += [f"#define TINYSWAP_GATE{s}_INPUT_INDEX {gate['input_index']}u",
-                  f"#define TINYSWAP_GATE{s}_ZERO_POINT ({gate['zero_point']})"]
+    for slot in smap.slots:
+        s = slot.slot
+        lines += [f"#define TINYSWAP_SLOT{s}_OFFSET {slot.offset}u", f"#define TINYSWAP_SLOT{s}_LENGTH {slot.length}u"]
+    for gate in smap.gates:
+        s = gate.slot
+        lines += [f"#define TINYSWAP_GATE{s}_INPUT_INDEX {gate.input_index}u",
+                  f"#define TINYSWAP_GATE{s}_ZERO_POINT ({gate.zero_point})"]
     lines += ["", f"extern const unsigned char {name}[];", f"extern const unsigned int {name}_len;", "",
               "#endif  // TINYSWAP_MODEL_DATA_H_", ""]
     body = [
@@ -147,16 +99,16 @@ def write_bundle(compiled: Compiled, out_dir: str | Path, arena_bytes: int | Non
                  notes: str = "") -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    smap = slotmap(compiled)
+    smap = slot_map(compiled)
     header, source = c_sources(compiled.data, smap)
-    slot_bytes = sum(s["length"] for s in smap["slots"])
-    payload = sum(t["length"] for s in smap["slots"] for t in s["tensors"])
+    slot_bytes = sum(s.length for s in smap.slots)
+    payload = sum(t.length for s in smap.slots for t in s.tensors)
     manifest = {
         "tool": "tinyswap", "tool_version": tinyswap.__version__, "model": compiled.spec.name,
-        "model_bytes": len(compiled.data), "base_digest": smap["base_digest"], "arena_bytes": arena_bytes,
+        "model_bytes": len(compiled.data), "base_digest": smap.base_digest, "arena_bytes": arena_bytes,
         "flash": {"total": len(compiled.data), "slots": slot_bytes, "base": len(compiled.data) - slot_bytes,
                   "slot_payload": payload, "slot_overhead_ratio": (slot_bytes / payload) if payload else None},
-        "num_slots": smap["num_slots"], "alignment": smap.get("alignment", 16),
+        "num_slots": smap.num_slots, "alignment": smap.alignment,
         "target_notes": notes or "TFLite Micro reference kernels or CMSIS-NN on Cortex-M4/M7/M33; on M55/M85 "
         "CMSIS-NN builds re-create the MicroInterpreter after a swap (kernel sums are cached).",
     }
@@ -165,7 +117,7 @@ def write_bundle(compiled: Compiled, out_dir: str | Path, arena_bytes: int | Non
         "source": out / "model_data.cc", "manifest": out / "manifest.json",
     }
     paths["model"].write_bytes(compiled.data)
-    paths["slotmap"].write_text(json.dumps(smap, indent=2))
+    smap.save(paths["slotmap"])
     paths["header"].write_text(header)
     paths["source"].write_text(source)
     paths["manifest"].write_text(json.dumps(manifest, indent=2))

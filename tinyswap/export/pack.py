@@ -19,11 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tinyswap.export.adapter_quant import LoraQuantReport, quantize_bottleneck, quantize_lora
 from tinyswap.export.adapter_source import AdapterSourceError, Bottleneck, FloatAdapter, FloatLora, Lora, load_adapter
 from tinyswap.errors import TinySwapError
+from tinyswap.export.errors import PackError
 from tinyswap.package import build_package
-
-
-class PackError(TinySwapError):
-    """The adapter cannot be packed for this bundle (unknown layer, wrong kind, bad files)."""
 
 
 @dataclass

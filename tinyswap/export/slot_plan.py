@@ -6,21 +6,17 @@ value. The plan is written into `slotmap.json` so the device knows what it was b
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinyswap.errors import TinySwapError
+from tinyswap.export.errors import SlotPlanError
+from tinyswap.files import read_json
 
 SLOT_KINDS = ("lora", "bottleneck")
 SCALE_POLICIES = ("weight_relative",)
 MIN_ALIGNMENT = 16
 MAX_ALIGNMENT = 1 << 20
-
-
-class SlotPlanError(TinySwapError):
-    """A slot plan field has an invalid value; the message names the field and the value."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +112,5 @@ class SlotPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> "SlotPlan":
-        try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SlotPlanError(f"cannot read slot plan {path}: {exc}") from exc
+        raw = read_json(path, "slot plan")
         return cls.from_json(raw)

@@ -22,18 +22,14 @@ Weights: `fc1/kernel`, `fc1/bias`, ... (`<layer>/kernel`, `<layer>/bias`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tinyswap.errors import TinySwapError
-
-
-class SpecError(TinySwapError):
-    """A model spec or its weights are inconsistent; the message names the layer and field."""
+from tinyswap.export.errors import SpecError
+from tinyswap.files import read_json, read_npz
 
 
 ACTIVATIONS = ("none", "relu", "relu6")
@@ -231,14 +227,7 @@ def _check_weights(spec: ModelSpec) -> None:
 def load_spec(spec_path: str | Path, weights_path: str | Path | None = None) -> ModelSpec:
     """Read `spec.json` and its weights (default: the `.npz` of the same stem beside it)."""
     spec_path = Path(spec_path)
-    try:
-        raw = json.loads(spec_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SpecError(f"cannot read spec {spec_path}: {exc}") from exc
+    raw = read_json(spec_path, "spec")
     weights_path = Path(weights_path) if weights_path else spec_path.with_suffix(".npz")
-    try:
-        with np.load(weights_path, allow_pickle=False) as npz:
-            weights = {k: np.asarray(npz[k], dtype=np.float32) for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"cannot read weights {weights_path}: {exc}") from exc
+    weights = {k: np.asarray(v, dtype=np.float32) for k, v in read_npz(weights_path, "weights").items()}
     return parse_spec(raw, weights)

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tinyswap import schema
-from tinyswap.errors import BuilderError, GraphError, LayoutError, OptionError
+from tinyswap.export.errors import BuilderError, GraphError, LayoutError, OptionError
 from tinyswap.schema import (
     BufferField,
     MetadataField,

@@ -1,29 +1,30 @@
-"""The simulated device: flash partitions, boot, OTA install, swaps with persisted commits,
-test-then-confirm, inference, a RAM budget and a timeline.
+"""The simulated device: a thin facade over its board, its boot and its persisted record.
 
 Why it is built this way (docs/architecture.md "The device", docs/storage-facts.md):
 
+* `board.py` sizes the hardware once from the profile: flash parts on one power supply,
+  partitions, RAM budgets, the slot erase budget. `boot.py` starts the device from what the
+  flash holds. `record.py` holds the persisted record and its pure test-then-confirm
+  transitions. This module runs operations on top of them.
 * The model partition is read in place (`FlashModelImage`, XIP) or copied to RAM at boot
   (`RamModelImage`); the base model's sectors are never erased or programmed after
   provisioning, because every slot write covers whole sectors of its own.
 * The adapter store is LittleFS (`AdapterStore`); packages are stored under their content
   digest, so a package is identified by what it is, and re-installing one is idempotent.
-* The metadata partition (`MetadataStore`) holds one JSON record: the swap manager's whole
-  committed state (`export_state()`), the active adapter set, the trial flag and the last
-  confirmed state. The manager calls `on_commit` after a slot's bytes were written and
-  verified and before any gate may use them; the device persists the record there, so after
-  any power cut the record describes bytes that are really on flash.
-* Test-then-confirm (MCUboot's "test" upgrade, `boot_set_pending(permanent=0)` then
-  `boot_set_confirmed()`): a change of adapters, versions or the active set runs on trial;
-  `confirm()` makes it permanent; a boot that finds a trial record goes back to the confirmed
-  state and persists that revert before anything else. `permanent=True` skips the trial.
-* Boot trusts nothing it does not check: the base-model digest, every package again
-  (signature, base binding, layout, via `restore_state`), and every slot's bytes against the
-  committed content digest; a slot that differs is never enabled and is cleared.
+* The metadata partition (`MetadataStore`) holds one record (`DeviceRecord`): the swap
+  manager's whole committed state, the active set, the trial flag and the last confirmed
+  state. The manager calls `on_commit` after a slot's bytes were written and verified and
+  before any gate may use them; the device persists the record there, so after any power cut
+  the record describes bytes that are really on flash. A record is computed first, committed,
+  and only then adopted in RAM: a commit that fails changes nothing.
+* Test-then-confirm (MCUboot's "test" upgrade): a change of adapters, versions or the active
+  set runs on trial; `confirm()` makes it permanent; a boot that finds a trial record goes
+  back to the confirmed state. `permanent=True` skips the trial.
 * OTA `install` verifies everything (size, format, digest, key, signature, base model, slot
   layout, sequence number, device class) before the first flash operation, so a refused
   package leaves the flash and its counters exactly as they were.
 * Any `PowerLoss` leaves the device unbooted (RAM is gone); `power_on()` then `boot()`.
+  A `FlashMisuseError` (a driver bug) is never worked around: it propagates.
 
 Time: every flash operation is charged by its medium's profile on one `Timeline`; inference
 by `profiles.estimate_inference_seconds`; the trace exports as Chrome/Perfetto JSON.
@@ -33,38 +34,47 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from tinyswap.firmware_sim.board import (
+    METADATA_PARTITION,
+    MODEL_PARTITION,
+    STORE_PARTITION,
+    Board,
+    FlashOptions,
+    RamBudget,
+    ram_budget,
+    size_board,
+)
+from tinyswap.firmware_sim.boot import BootReport, BootSequence
 from tinyswap.firmware_sim.cost import ModelCost, model_cost
 from tinyswap.firmware_sim.errors import (
     BaseModelError,
     DeviceClassError,
     DeviceStateError,
     FlashError,
-    LayoutError,
+    FlashMisuseError,
     MetadataError,
-    MetadataMissingError,
     PackageTooLargeError,
     PowerLoss,
-    RamBudgetError,
     StoreError,
     StoreNotFoundError,
 )
-from tinyswap.firmware_sim.flash import BadBlock, FlashDevice, FlashGeometry, PowerCut
+from tinyswap.firmware_sim.flash import BadBlock, FlashDevice, FlashGeometry, Partition, PowerCut
 from tinyswap.firmware_sim.flashio import erase_sectors, pad_to_unit, program_range
-from tinyswap.firmware_sim.layout import DeviceLayout, plan_layout, sized_geometry
+from tinyswap.firmware_sim.layout import DeviceLayout
 from tinyswap.firmware_sim.lfs_store import AdapterStore
 from tinyswap.firmware_sim.metadata import MetadataStore
-from tinyswap.firmware_sim.model_image import FlashModelImage, RamModelImage, SlotTemplate
-from tinyswap.firmware_sim.power import DomainPartition, PowerDomain
-from tinyswap.firmware_sim.profiles import DEVICES, DeviceProfile, estimate_inference_seconds
+from tinyswap.firmware_sim.model_image import FlashModelImage, RamModelImage
+from tinyswap.firmware_sim.power import PowerSupply
+from tinyswap.firmware_sim.profiles import DEVICES, DeviceProfile, ModelPlacement, estimate_inference_seconds
+from tinyswap.firmware_sim.record import DeviceIdentity, DeviceRecord, Snapshot
 from tinyswap.firmware_sim.storage import StorageProfile
 from tinyswap.firmware_sim.timeline import Timeline
-from tinyswap.cache import PackageCache
 from tinyswap.errors import TinySwapError
 from tinyswap.image import RamImage
 from tinyswap.interpreter import Interpreter
@@ -73,21 +83,7 @@ from tinyswap.router import Experiment, Request, Router, Rule
 from tinyswap.slotmap import SlotMap, SlotMapError
 from tinyswap.swap import AdapterSpec, SwapManager
 
-RECORD_FORMAT = "tinyswap-device-record"
-RECORD_VERSION = 1
 KIB = 1024
-
-
-@dataclass
-class BootReport:
-    """What `boot()` found and did."""
-
-    record_sequence: int | None
-    reverted: bool  # the record was on trial: the confirmed state was restored
-    restored: dict[str, list]  # `SwapManager.restore_state` report
-    cleared_slots: list[int]  # slots whose bytes differed from the committed digest
-    active: dict[str, float]
-    errors: list[str] = field(default_factory=list)  # what went wrong and was worked around
 
 
 @dataclass(frozen=True)
@@ -108,6 +104,18 @@ class ActiveAdapter:
     sequence: int
     weight: float
     slot: int | None  # where its bytes are now (None: not resident)
+
+
+def _read_bundle(model: bytes | bytearray | str | Path, slotmap: SlotMap | Mapping[str, Any] | None
+                 ) -> tuple[bytes, SlotMap | Mapping[str, Any] | None]:
+    """A bundle directory gives `model.tflite` and (unless one was passed) `slotmap.json`."""
+    if not isinstance(model, (str, Path)):
+        return bytes(model), slotmap
+    bundle = Path(model)
+    data = (bundle / "model.tflite").read_bytes()
+    if slotmap is None:
+        slotmap = json.loads((bundle / "slotmap.json").read_text())
+    return data, slotmap
 
 
 class Device:
@@ -141,99 +149,106 @@ class Device:
                  device_class: str | None = None, store_block_cycles: int = 100, worst: bool = False,
                  record_ops: bool = True, flash_images: Mapping[str, bytes] | None = None) -> None:
         self.profile = DEVICES[profile] if isinstance(profile, str) else profile
-        p = self.profile
-        if isinstance(model, (str, Path)):
-            bundle = Path(model)
-            model = (bundle / "model.tflite").read_bytes()
-            if slotmap is None:
-                slotmap = json.loads((bundle / "slotmap.json").read_text())
-        if slotmap is None or keyring is None:
+        data, raw_map = _read_bundle(model, slotmap)
+        if raw_map is None or keyring is None:
             raise DeviceStateError("a device needs the model's slot map and a keyring")
-        self.model = bytes(model)
-        self.slotmap = slotmap if isinstance(slotmap, SlotMap) else SlotMap.from_json(dict(slotmap))
-        try:
-            self.slotmap.check_model(self.model)
-        except SlotMapError as exc:
-            raise BaseModelError(f"the factory model does not match its slot map: {exc}") from exc
+        self.model = data
+        self.slotmap = raw_map if isinstance(raw_map, SlotMap) else SlotMap.from_json(dict(raw_map))
+        self._check_bundle()
         self.keyring = keyring
-        self.template = SlotTemplate(self.slotmap, self.model)
         self.cost: ModelCost = model_cost(self.model)
-        self.device_class = device_class or p.name
-        self.arena_budget = p.arena_budget if arena_budget is None else arena_budget
-        self.cache_budget = p.cache_budget if cache_budget is None else cache_budget
-        self.max_package_bytes = self.cache_budget if max_package_bytes is None else max_package_bytes
-        if self.max_package_bytes > self.cache_budget:
-            raise RamBudgetError(f"max_package_bytes {self.max_package_bytes} exceeds the package cache budget "
-                                 f"{self.cache_budget}: a package must fit the cache to be verified and staged")
-        self.xip = p.model_placement == "xip"
-        self.slot_erase_budget: int | None = None  # set from the model flash's endurance below
+        self.device_class = device_class or self.profile.name
+        self.xip = self.profile.model_placement is ModelPlacement.XIP
         self.store_block_cycles = store_block_cycles
         self.timeline = Timeline(worst=worst, record_ops=record_ops)
-        self.model_storage = model_storage or p.model_storage
-        self.store_storage = store_storage or p.adapter_storage
+        ram = ram_budget(self.profile, len(self.model), arena_budget=arena_budget, cache_budget=cache_budget,
+                         max_package_bytes=max_package_bytes)
+        options = FlashOptions(model_geometry, store_geometry, shared_store, model_storage, store_storage,
+                               store_bytes, metadata_area_bytes, metadata_areas, badblock)
+        self.board: Board = size_board(self.profile, len(self.model), options, ram, self.timeline, flash_images)
+        self.metadata = MetadataStore(self.partitions[METADATA_PARTITION], self.layout.metadata_areas)
+        self.identity = DeviceIdentity(self.profile.name, self.device_class, self.slotmap.base_digest,
+                                       len(self.model), self.slotmap.num_slots)
 
-        # ---- flash parts and partitions
-        if shared_store is None:
-            shared_store = store_geometry is None and p.adapter_storage is p.model_storage
-        if shared_store and store_geometry is not None:
-            raise LayoutError("shared_store=True and a store_geometry contradict each other")
-        if model_geometry is None:
-            base = self.model_storage.geometry()
-            if base.uniform_sector_size is not None:
-                sector = base.uniform_sector_size
-                need = -(-len(self.model) // sector) * sector
-                need += metadata_areas * -(-metadata_area_bytes // sector) * sector
-                need += store_bytes if shared_store else 0
-                model_geometry = sized_geometry(base, need)
-            else:
-                model_geometry = base
-        if not shared_store and store_geometry is None:
-            store_geometry = self.store_storage.geometry(store_bytes)
-        if shared_store:
-            self.store_storage = self.model_storage
-        self.layout: DeviceLayout = plan_layout(
-            model_geometry, len(self.model), metadata_area_bytes=metadata_area_bytes,
-            metadata_areas=metadata_areas, store_geometry=None if shared_store else store_geometry,
-            store_bytes=store_bytes)
-        images = dict(flash_images or {})
-        self.flashes: dict[str, FlashDevice] = {
-            "model": FlashDevice(model_geometry, image=images.get("model"), badblock=badblock,
-                                 clock=self.timeline.timer("flash:model", self.model_storage))}
-        if not shared_store:
-            assert store_geometry is not None
-            self.flashes["store"] = FlashDevice(store_geometry, image=images.get("store"), badblock=badblock,
-                                                clock=self.timeline.timer("flash:store", self.store_storage))
-        self.power = PowerDomain(self.flashes.values())
-        L = self.layout
-        mf = self.flashes["model"]
-        sf = self.flashes.get("store", mf)
-        self.partitions: dict[str, DomainPartition] = {
-            "model": self.power.partition(mf, L.model.offset, L.model.size, "model"),
-            "metadata": self.power.partition(mf, L.metadata.offset, L.metadata.size, "metadata"),
-            "store": self.power.partition(sf, L.store.offset, L.store.size, "adapters"),
-        }
-        self.metadata = MetadataStore(self.partitions["metadata"], L.metadata_areas)
-        cycles = model_geometry.erase_cycles
-        if cycles is not None:
-            # littlefs emubd: a sector is bad once wear >= erase_cycles, so erase number
-            # `cycles` is the first that leaves it unprogrammable; keep 1% in reserve for
-            # erases a power cut kept out of the persisted count.
-            self.slot_erase_budget = cycles - 1 - cycles // 100
-
-        # ---- RAM state (lost at every power cut)
+        # configuration kept across reboots
         self.rules: list[Rule] = []
         self.experiments: list[Experiment] = []
+        self._factory_arena: int | None = None
+        # RAM state (lost at every power cut)
         self._manager: SwapManager | None = None
         self._store: AdapterStore | None = None
         self._router: Router | None = None
         self._image: FlashModelImage | RamModelImage | None = None
-        self._current: dict[str, Any] = {}
-        self._confirmed: dict[str, Any] = {}
-        self._trial = False
+        # The record last committed or restored, and the active set. `_lose_ram` keeps them so
+        # that `trial` and reports still say what was last committed until the next boot
+        # replaces them from flash.
+        self._record: DeviceRecord | None = None
         self._active: dict[str, float] = {}
         self._permanent = False
         self.arena_bytes: int | None = None
         self.last_boot: BootReport | None = None
+
+    def _check_bundle(self) -> None:
+        """The factory model matches its slot map (whose frames, required by `SlotMap`, let boot
+        rewrite a slot that a power cut interrupted)."""
+        try:
+            self.slotmap.check_model(self.model)
+        except SlotMapError as exc:
+            raise BaseModelError(f"the factory model does not match its slot map: {exc}") from exc
+
+    # ================================================================ the board
+    @property
+    def layout(self) -> DeviceLayout:
+        return self.board.layout
+
+    @property
+    def flashes(self) -> dict[str, FlashDevice]:
+        return self.board.flashes
+
+    @property
+    def partitions(self) -> dict[str, Partition]:
+        return self.board.partitions
+
+    @property
+    def power(self) -> PowerSupply:
+        """The one supply of every flash part: cut plan, power state, mutation count."""
+        return self.board.supply
+
+    @property
+    def model_storage(self) -> StorageProfile:
+        return self.board.model_storage
+
+    @property
+    def store_storage(self) -> StorageProfile:
+        return self.board.store_storage
+
+    @property
+    def slot_erase_budget(self) -> int | None:
+        return self.board.slot_erase_budget
+
+    @property
+    def ram_budget(self) -> RamBudget:
+        return self.board.ram
+
+    @property
+    def arena_budget(self) -> int:
+        return self.board.ram.arena
+
+    @property
+    def cache_budget(self) -> int:
+        return self.board.ram.cache
+
+    @property
+    def max_package_bytes(self) -> int:
+        return self.board.ram.max_package
+
+    def factory_arena_bytes(self) -> int:
+        """The interpreter arena the model needs (a property of its graph, computed once)."""
+        if self._factory_arena is None:
+            interp = Interpreter(model_content=self.model)
+            interp.allocate_tensors()
+            self._factory_arena = interp.arena_bytes
+        return self._factory_arena
 
     # ================================================================ probes
     @property
@@ -266,9 +281,14 @@ class Device:
         return self._image
 
     @property
+    def record(self) -> DeviceRecord | None:
+        """The record the device last committed or restored (None before the first boot)."""
+        return self._record
+
+    @property
     def trial(self) -> bool:
         """The committed state runs on trial: the next boot reverts it unless `confirm()`ed."""
-        return self._trial
+        return self._record is not None and self._record.trial
 
     @property
     def mutations(self) -> int:
@@ -303,7 +323,7 @@ class Device:
         if not self.booted:
             return {"booted": False, "powered": self.power.powered}
         return {
-            "booted": True, "trial": self._trial, "active": dict(self._active),
+            "booted": True, "trial": self.trial, "active": dict(self._active),
             "adapters": {n: a["current"] for n, a in self.manager.export_state()["adapters"].items()},
             "resident": self.manager.resident(),
             "record_sequence": None if self.metadata.current is None else self.metadata.current.sequence,
@@ -367,18 +387,18 @@ class Device:
         """Factory programming: the model image, an empty store, an initial confirmed record."""
         with self.timeline.span("provision"):
             try:
-                part = self.partitions["model"]
+                part = self.partitions[MODEL_PARTITION]
                 erase_sectors(part, 0, part.size)
                 program_range(part, 0, pad_to_unit(self.model, part.geometry))
-                store = AdapterStore(self.partitions["store"], block_cycles=self.store_block_cycles)
+                store = AdapterStore(self.partitions[STORE_PARTITION], block_cycles=self.store_block_cycles)
                 store.format()
                 self.metadata.format()
                 empty = SwapManager(RamImage(self.model), self.slotmap, self.keyring).export_state()
-                current = {"state": self._persistable(empty), "active": {}}
                 g = part.geometry
                 wear = {s: 1 for info in self.slotmap.slots  # the factory erase
                         for s in g.sectors_in(part.absolute(info.offset), info.length)} if self.xip else {}
-                self.metadata.commit(self._payload(current, None, False, wear))
+                record = DeviceRecord(self.identity, self.snapshot_of(empty, {}), wear=wear)
+                self.metadata.commit(record.to_payload())
             except PowerLoss:
                 self._lose_ram()
                 raise
@@ -386,148 +406,19 @@ class Device:
 
     # ================================================================ boot
     def boot(self) -> BootReport:
-        """Start from what the flash holds; see the module docstring for the steps."""
+        """Start from what the flash holds; the steps are in `boot.py`."""
         if not self.power.powered:
             raise DeviceStateError("boot: the power is off (call power_on())")
         self._lose_ram()
         with self.timeline.span("boot") as details:
             try:
-                report = self._boot()
+                report = BootSequence(self).run()
             except BaseException:  # power loss or a refusal: nothing half-booted stays
                 self._lose_ram()
                 raise
             details.update(reverted=report.reverted, cleared=report.cleared_slots, errors=len(report.errors))
         self.last_boot = report
         return report
-
-    def _boot(self) -> BootReport:
-        errors: list[str] = []
-        record = self.metadata.load()
-        errors += self.metadata.read_errors
-        if record is None:
-            raise MetadataMissingError("no valid metadata record on the device: provision() it first")
-        payload = record.payload
-        info = payload.get("device", {})
-        if info.get("base_digest") != self.slotmap.base_digest:
-            raise BaseModelError(f"the metadata was written for base model {str(info.get('base_digest'))[:16]}..., "
-                                 f"this bundle is {self.slotmap.base_digest[:16]}...")
-
-        # 1. the model image, its slots' alignment, the base-model digest
-        part = self.partitions["model"]
-        if self.xip:
-            image: FlashModelImage | RamModelImage = FlashModelImage(
-                part, len(self.model), timeline=self.timeline, storage=self.model_storage, template=self.template,
-                erase_budget=self.slot_erase_budget,
-                erase_counts={int(k): int(v) for k, v in payload.get("wear", {}).items()})
-        else:
-            if len(self.model) > self.profile.model_budget:
-                raise RamBudgetError(f"the {len(self.model)}-byte model exceeds the RAM model budget "
-                                     f"{self.profile.model_budget} of {self.profile.name}")
-            image = RamModelImage.load(part, len(self.model), timeline=self.timeline,
-                                       ram_bandwidth=self.profile.weight_bandwidth)
-        image.check_slots(self.slotmap)
-        image.read(0, len(self.model))  # charge the digest pass over the image
-        try:  # slot ranges are zeroed in the digest: checked before anything is rewritten
-            self.slotmap.check_model(image.buffer)
-        except SlotMapError as exc:
-            raise BaseModelError(f"boot: the model partition does not hold the base model: {exc}") from exc
-        repaired = []
-        for info in self.slotmap.slots:  # a cut inside a slot write leaves its structure erased
-            if not self.template.intact(image.buffer, info.offset):
-                if isinstance(image, FlashModelImage):
-                    image.note_interrupted_erase(info.offset, info.length)
-                try:
-                    if isinstance(image, FlashModelImage):
-                        image.write(info.offset, self.template.blank(info.offset), repair=True)
-                    else:
-                        image.write(info.offset, self.template.blank(info.offset))
-                    repaired.append(info.slot)
-                except PowerLoss:
-                    raise
-                except TinySwapError as exc:
-                    errors.append(f"slot {info.slot}: structure bytes damaged and not repairable: {exc}")
-        if repaired:
-            errors.append(f"slots {repaired}: structure bytes damaged (interrupted write), rewritten blank")
-
-        # 2. RAM budget: the arena this model needs, the cache, the model copy
-        interp = Interpreter(model_content=image.buffer)
-        interp.allocate_tensors()
-        self.arena_bytes = interp.arena_bytes
-        self._check_ram(self.arena_bytes)
-
-        # 3. the adapter store
-        store = AdapterStore(self.partitions["store"], block_cycles=self.store_block_cycles)
-        try:
-            store.mount()
-            self._store = store
-        except PowerLoss:
-            raise
-        except (StoreError, FlashError) as exc:
-            errors.append(f"adapter store: {exc}")
-            self._store = None
-
-        # 4. the state to restore: the confirmed one when the record is on trial
-        reverted = bool(payload.get("trial"))
-        chosen = payload["confirmed"] if reverted else payload["current"]
-        state = self._persistable(chosen["state"])
-        manager = SwapManager(image, self.slotmap, self.keyring, cache=PackageCache(self.cache_budget),
-                              fetch=self._fetch, on_commit=self._on_commit, on_event=self._on_event)
-        restored = manager.restore_state(state, self._fetch_or_none)
-        self._image, self._manager = image, manager
-        if isinstance(image, FlashModelImage):
-            # Bytes that differ from the last record mean an erase the record missed (a cut or
-            # a failed commit after a slot write): count it before deciding anything.
-            recorded = payload["current"]["state"]["slots"]
-            for info, rec in zip(self.slotmap.slots, recorded):
-                if info.slot not in repaired and rec.get("content_sha256") is not None \
-                        and manager.content_digest(info.slot) != rec["content_sha256"]:
-                    image.note_interrupted_erase(info.offset, info.length)
-        active = {n: float(w) for n, w in chosen.get("active", {}).items() if n in manager.adapters}
-        self._active = active
-        self._current = {"state": self._persistable(manager.export_state()), "active": active}
-        self._confirmed, self._trial = self._current, False
-
-        # 5. persist what was restored (the revert, dropped adapters, disabled slots) first
-        try:
-            self._persist(manager.export_state(), active, confirm=True)
-        except MetadataError as exc:
-            errors.append(f"persisting the restored state: {exc}")
-
-        # 6. no slot may hold bytes other than its committed content: clear the others
-        cleared = []
-        for rec in manager.slot_table():
-            if manager.content_digest(rec.slot) != rec.content_sha256:
-                try:
-                    manager.clear_slot(rec.slot)
-                    cleared.append(rec.slot)
-                except PowerLoss:
-                    raise
-                except TinySwapError as exc:
-                    errors.append(f"clearing slot {rec.slot}: {exc}")
-
-        # 7. the active set, resident again (RAM images start empty)
-        try:
-            manager.set_adapter(active)
-        except PowerLoss:
-            raise
-        except TinySwapError as exc:
-            errors.append(f"activating {sorted(active)}: {exc}")
-            manager.set_adapter({})
-        self._router = Router(manager, self.rules)
-        for experiment in self.experiments:
-            self._router.add_experiment(experiment)
-        return BootReport(record.sequence, reverted, restored, cleared, active, errors)
-
-    def _check_ram(self, arena: int) -> None:
-        p = self.profile
-        if arena > self.arena_budget:
-            raise RamBudgetError(f"the interpreter arena needs {arena} bytes, over the arena budget "
-                                 f"{self.arena_budget} of {p.name}")
-        model_ram = 0 if self.xip else len(self.model)
-        used = arena + self.cache_budget + model_ram
-        if used > p.ram_bytes:
-            raise RamBudgetError(f"arena {arena} + package cache {self.cache_budget} + model copy {model_ram} = "
-                                 f"{used} bytes exceed the {p.ram_bytes} bytes of RAM of {p.name}")
 
     # ================================================================ OTA
     def install(self, package: bytes | bytearray) -> InstallResult:
@@ -610,8 +501,12 @@ class Device:
             try:
                 self._persist(m.export_state(), spec)
             except MetadataError:
-                with contextlib.suppress(TinySwapError):
+                try:  # best effort: the error being raised is the metadata's
                     m.set_adapter(previous)
+                except FlashMisuseError:
+                    raise
+                except TinySwapError:
+                    pass
                 raise
             self._active = spec
 
@@ -637,7 +532,7 @@ class Device:
     def confirm(self) -> bool:
         """Make the trial state permanent. Returns False when nothing was on trial."""
         with self._operation("confirm"):
-            if not self._trial:
+            if not self.trial:
                 return False
             self._persist(self.manager.export_state(), self._active, confirm=True)
             return True
@@ -684,45 +579,37 @@ class Device:
         return self.timeline.write_chrome_trace(path)
 
     # ================================================================ persistence
-    def _persistable(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        """The state as stored: a RAM image's slots do not survive power-off, so none is recorded."""
-        out = json.loads(json.dumps(state))  # a deep, JSON-typed copy
-        if not self.xip:
-            out["slots"] = [{"slot": s["slot"], "digest": None} for s in out["slots"]]
-        return out
-
-    def _payload(self, current: dict[str, Any], confirmed: dict[str, Any] | None, trial: bool,
-                 wear: Mapping[int, int] | None = None) -> dict[str, Any]:
-        if wear is None:
-            wear = self._image.erase_counts if isinstance(self._image, FlashModelImage) else {}
-        return {"format": RECORD_FORMAT, "version": RECORD_VERSION,
-                "wear": {str(k): int(v) for k, v in sorted(wear.items())},
-                "device": {"profile": self.profile.name, "device_class": self.device_class,
-                           "base_digest": self.slotmap.base_digest, "model_bytes": len(self.model),
-                           "slots": self.slotmap.num_slots},
-                "current": current, "confirmed": confirmed, "trial": trial}
+    def snapshot_of(self, state: Mapping[str, Any], active: Mapping[str, float]) -> Snapshot:
+        """`state` + `active` as the record stores them (a RAM image's slots are not recorded:
+        they do not survive power-off)."""
+        return Snapshot.of(state, active, slots_persist=self.xip)
 
     def _on_commit(self, state: dict[str, Any]) -> None:
         self._persist(state, self._active)
 
     def _persist(self, state: Mapping[str, Any], active: Mapping[str, float], *, confirm: bool = False) -> None:
-        """Commit the record for `state` + `active`; raises (and changes nothing) if it does not land."""
-        current = {"state": self._persistable(state), "active": {n: float(w) for n, w in active.items()}}
-        if confirm or self._permanent or (not self._trial and _same_logic(current, self._current)):
-            confirmed, trial = None, False  # permanent, or only the slot table of a confirmed state moved
-        else:
-            confirmed, trial = (self._confirmed if self._trial else self._current), True
-        payload = self._payload(current, confirmed, trial)
+        """Commit the record for `state` + `active` (on trial unless `confirm`, a permanent
+        operation, or a slot-only move); raises, and changes nothing, if it does not land."""
+        if self._record is None:
+            raise DeviceStateError("no record to commit on: boot() first")
+        new = self.snapshot_of(state, active)
+        record = self._record.confirm(new) if confirm else self._record.commit(new, permanent=self._permanent)
+        self._commit_record(record)
+
+    def _commit_record(self, record: DeviceRecord) -> None:
+        """Write `record` (with the image's erase counts) unless the flash already says exactly
+        that, then adopt it: RAM follows only what landed."""
+        image = self._image
+        record = record.with_wear(image.erase_counts if isinstance(image, FlashModelImage) else {})
+        payload = record.to_payload()
         on_flash = self.metadata.current
         if on_flash is None or on_flash.payload != payload:
-            with self.timeline.span("commit", cat="metadata", trial=trial) as details:
-                record = self.metadata.commit(payload)
-                details.update(sequence=record.sequence, area=record.area, mutations=self.power.mutations)
-        if isinstance(self._image, FlashModelImage):
-            self._image.mark_persisted()
-        self._current = current
-        self._confirmed = current if not trial else confirmed  # type: ignore[assignment]
-        self._trial = trial
+            with self.timeline.span("commit", cat="metadata", trial=record.trial) as details:
+                written = self.metadata.commit(payload)
+                details.update(sequence=written.sequence, area=written.area, mutations=self.power.mutations)
+        if isinstance(image, FlashModelImage):
+            image.mark_persisted()
+        self._record = record
 
     def _fetch(self, digest: str) -> bytes:
         return self.store.read(digest)
@@ -734,20 +621,11 @@ class Device:
             return self._store.read(digest)
         except PowerLoss:
             raise
-        except (StoreError, FlashError):
+        except (StoreError, FlashError):  # faults only: a misuse error propagates
             return None
 
     def _on_event(self, kind: str, details: dict[str, Any]) -> None:
         self.timeline.instant(kind, cat="manager", **details)
-
-
-def _same_logic(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Same adapters, versions, anti-rollback counters and active set (slot placement aside)."""
-    if not a or not b:
-        return False
-    sa, sb = a["state"], b["state"]
-    return (sa["adapters"] == sb["adapters"] and sa["last_sequence"] == sb["last_sequence"]
-            and a["active"] == b["active"])
 
 
 __all__ = ["ActiveAdapter", "BootReport", "Device", "InstallResult"]

@@ -1,9 +1,16 @@
 """Errors the simulated device raises, under tinyswap's one hierarchy (`TinySwapError`).
 
-Flash errors come in two kinds. Misuse (misaligned, out of range, unerased write) is a
-driver bug: real parts silently corrupt data or latch an error flag, the simulator refuses
-loudly. Faults (power loss, worn-out sectors, injected failures) are what the update logic
-under test must survive. Every message names the address and what was expected.
+Flash errors come in two separate families, and no `except` may catch both by accident:
+
+* `FlashMisuseError`: the caller broke a rule of the part (misaligned or empty program or
+  erase, a program into a unit not erased since its last program, an access outside the
+  device or partition, an inconsistent geometry or fault plan). That is a driver bug: real
+  parts silently corrupt data or latch an error flag, the simulator refuses loudly, and the
+  update logic must never treat it as wear and work around it.
+* `FlashError`: a hardware fault the update logic under test must survive (power loss,
+  worn-out sectors, injected write failures).
+
+Every message names the address and what was expected.
 """
 
 from __future__ import annotations
@@ -13,24 +20,28 @@ from tinyswap.image import ImageWriteError
 from tinyswap.package import PackageError, PackageFormatError
 
 
-class FlashError(TinySwapError):
-    """Base class of every error the simulated flash raises."""
+class FlashMisuseError(TinySwapError):
+    """Base class of the programmer errors the simulated flash refuses (never a hardware fault)."""
 
 
-class FlashGeometryError(FlashError, ValueError):
+class FlashGeometryError(FlashMisuseError, ValueError):
     """A flash geometry, partition or fault plan is inconsistent (bad sizes, alignment, erase value)."""
 
 
-class AlignmentError(FlashError):
+class AlignmentError(FlashMisuseError):
     """A program is not aligned to the write unit, or an erase does not cover whole sectors."""
 
 
-class OutOfRangeError(FlashError):
+class OutOfRangeError(FlashMisuseError):
     """An access falls (partly) outside the device or the partition it was made through."""
 
 
-class UnerasedWriteError(FlashError):
+class UnerasedWriteError(FlashMisuseError):
     """A program targets a write unit that was programmed since its last erase (program-only-erased rule)."""
+
+
+class FlashError(TinySwapError):
+    """Base class of the hardware faults of the simulated flash (what update code must survive)."""
 
 
 class WornOutError(FlashError):
@@ -87,16 +98,17 @@ class StoreNameError(StoreError, ValueError):
 
 # ------------------------------------------------------------------ model image and metadata
 
-class ModelImageError(FlashError, ImageWriteError):
+class ModelImageError(ImageWriteError):
     """A write into the flash-backed model image was refused or failed (also a `tinyswap`
     `ImageWriteError`, so the swap manager's callers can catch either)."""
 
 
-class SlotAlignmentError(ModelImageError):
-    """A slot range does not cover whole flash sectors: erasing it would erase base-model bytes."""
+class SlotAlignmentError(ModelImageError, FlashMisuseError):
+    """A slot range does not cover whole flash sectors (erasing it would erase base-model bytes),
+    or lies outside the image: the bundle does not fit this part, not a hardware fault."""
 
 
-class SlotWriteError(ModelImageError):
+class SlotWriteError(ModelImageError, FlashError):
     """The flash failed while a slot was erased or programmed (worn-out sector, injected failure)."""
 
 
@@ -119,6 +131,10 @@ class WearNotRecordedError(SlotWriteError, MetadataWriteError):
 
 class MetadataFullError(MetadataWriteError):
     """A metadata record is larger than one metadata area."""
+
+
+class MetadataRecordError(MetadataError):
+    """A valid metadata record (its digest checks) does not have the device record's form."""
 
 
 class MetadataMissingError(MetadataError):

@@ -21,6 +21,12 @@ simulation. The rules follow the three simulators the project trusts (see
   "after"), torn programs (Zephyr's flash simulator threshold: only part of the bytes land),
   chained cuts, and probabilistic failures of writes into an address range (MCUboot
   `add_bad_region`, which we apply to any overlap rather than only full containment).
+  *When* power fails is decided by the part's `power.PowerSupply` (its own, or one shared
+  with the other parts of a device, so cuts are numbered across all of them); the part only
+  applies what the cut does to its medium.
+
+Rule violations raise `FlashMisuseError`s (driver bugs), faults raise `FlashError`s; the two
+families are disjoint so that no fault handler can hide a bug.
 
 Counters, not clocks: every operation issued to the medium is counted (commands, bytes, pages,
 per-sector erases and programs); `tinyswap.firmware_sim.storage` turns counters into seconds.
@@ -47,9 +53,9 @@ from tinyswap.firmware_sim.errors import (
     FlashGeometryError,
     InjectedWriteError,
     OutOfRangeError,
-    PowerLoss,
     UnerasedWriteError,
 )
+from tinyswap.firmware_sim.power import CutPoint, PowerCut, PowerSupply
 
 KIB = 1024
 
@@ -271,32 +277,6 @@ class FlashCounters:
         return FlashCounters(**values)
 
 
-class CutPoint(enum.Enum):
-    BEFORE = "before"  # the op never reaches the medium (MCUboot replay)
-    AFTER = "after"  # the op completes, then power is lost (littlefs replay)
-    TORN = "torn"  # power is lost during the op: only a prefix lands
-
-
-@dataclass(frozen=True)
-class PowerCut:
-    """Cut power at mutating operation `op` (1-based, counted from `FlashDevice.arm`).
-
-    For TORN, `keep` is how many bytes of the operation land (a program's data prefix, or the
-    prefix of an erase range that reaches the erase value); None picks a point inside the
-    middle write unit, so the cut ends inside a unit whenever the unit is wider than a byte.
-    """
-
-    op: int
-    when: CutPoint = CutPoint.BEFORE
-    keep: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.op < 1:
-            raise FlashGeometryError(f"power cut op index is 1-based, got {self.op}")
-        if self.keep is not None and (self.when is not CutPoint.TORN or self.keep < 0):
-            raise FlashGeometryError(f"keep={self.keep} only applies to a TORN cut and must be >= 0")
-
-
 @dataclass(frozen=True)
 class FailRange:
     """Programs (and optionally erases) overlapping [start, end) fail with `probability`.
@@ -319,7 +299,11 @@ class FailRange:
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """Power cuts (one, or several chained) and probabilistic write failures, with a seed."""
+    """Power cuts (one, or several chained) and probabilistic write failures, with a seed.
+
+    The cuts are handed to the part's power supply (`FlashDevice.arm`); the failures stay
+    with the part (they are a property of its medium, not of the power).
+    """
 
     cuts: tuple[PowerCut, ...] = ()
     failures: tuple[FailRange, ...] = ()
@@ -350,7 +334,8 @@ class FlashDevice:
     """A flash part over a `bytearray` image: read, program, erase, view, counters and faults.
 
     `clock` (anything with `charge(FlashOp)`) is advanced by each counted operation;
-    `record_ops=True` keeps every counted operation in `oplog` for replay and tracing.
+    `record_ops=True` keeps every counted operation in `oplog` for replay and tracing;
+    `supply`: the power supply the part is wired to (default: a supply of its own).
     """
 
     def __init__(
@@ -361,6 +346,7 @@ class FlashDevice:
         badblock: BadBlock = BadBlock.PROGERROR,
         clock: OpSink | None = None,
         record_ops: bool = False,
+        supply: PowerSupply | None = None,
     ) -> None:
         self.geometry = geometry
         self.badblock = badblock
@@ -378,11 +364,9 @@ class FlashDevice:
         units = np.frombuffer(bytes(self._image), dtype=np.uint8).reshape(-1, g.write_align)
         self._programmed = np.any(units != g.erase_value, axis=1)
         self._wear = [0] * g.sector_count
-        self._powered = True
+        self.supply = supply if supply is not None else PowerSupply()
         self._plan = FaultPlan()
         self._rng = random.Random(0)
-        self._mutations = 0
-        self._pending_cuts: dict[int, PowerCut] = {}
         self.reset_counters()
 
     # ---------------------------------------------------------------- state and probes
@@ -392,12 +376,12 @@ class FlashDevice:
 
     @property
     def powered(self) -> bool:
-        return self._powered
+        return self.supply.powered
 
     @property
     def mutations(self) -> int:
-        """Mutating operations attempted since the fault plan was armed."""
-        return self._mutations
+        """Mutating operations attempted since the power supply was armed (all its parts)."""
+        return self.supply.mutations
 
     def wear(self, sector: int) -> int:
         """Erase cycles a sector has used (littlefs `lfs_emubd_wear`)."""
@@ -438,22 +422,22 @@ class FlashDevice:
 
     # ---------------------------------------------------------------- faults
     def arm(self, plan: FaultPlan) -> None:
-        """Install a fault plan; mutating operations are counted from 1 again."""
+        """Install a fault plan: its failures on this part, its cuts on the part's power
+        supply (which numbers mutating operations from 1 again, on every part it feeds)."""
+        self.supply.arm(plan.cuts)
         self._plan = plan
         self._rng = random.Random(plan.seed)
-        self._mutations = 0
-        self._pending_cuts = {c.op: c for c in plan.cuts}
 
     def disarm(self) -> None:
         self.arm(FaultPlan())
 
     def power_off(self) -> None:
-        """Cut power now (outside any operation)."""
-        self._powered = False
+        """Cut power now (outside any operation): every part on the supply stops."""
+        self.supply.cut()
 
     def power_on(self) -> None:
         """Restore power after a cut; the image keeps whatever reached it."""
-        self._powered = True
+        self.supply.power_on()
 
     # ---------------------------------------------------------------- operations
     def read(self, offset: int, length: int) -> bytes:
@@ -526,7 +510,7 @@ class FlashDevice:
                     program_ops=1, program_bytes=reach, program_pages=pages)
         for s in g.sectors_in(offset, max(reach, 1)):
             self._sector_programs[s] += 1
-        self._end_mutation(cut, error)
+        self._end_mutation(OpKind.PROGRAM, offset, cut, error)
 
     def erase(self, offset: int, length: int) -> None:
         """Erase whole sectors covering exactly [offset, offset + length); may span sectors."""
@@ -569,7 +553,7 @@ class FlashDevice:
                 self._programmed[start // g.write_align:(start + size) // g.write_align] = True
         self._count(FlashOp(OpKind.ERASE, offset, sum(erased), erased=tuple(erased)),
                     erase_ops=1, erase_bytes=sum(erased))
-        self._end_mutation(cut, error)
+        self._end_mutation(OpKind.ERASE, offset, cut, error)
 
     # ---------------------------------------------------------------- internals
     def _mark_erased(self, start: int, size: int) -> None:
@@ -577,8 +561,7 @@ class FlashDevice:
         self._programmed[start // a:(start + size) // a] = False
 
     def _check_powered(self, what: str, offset: int) -> None:
-        if not self._powered:
-            raise PowerLoss(f"{self.geometry.name}: {what} at {offset:#x} refused: power is off (call power_on())")
+        self.supply.check(f"{self.geometry.name}: {what} at {offset:#x}")
 
     def _check_range(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -592,32 +575,22 @@ class FlashDevice:
                 raise BadBlockReadError(f"{self.geometry.name}: read at {offset:#x} hit worn-out sector(s) {worn}")
 
     def _begin_mutation(self, kind: OpKind, offset: int, length: int) -> PowerCut | None:
-        """Count the attempt; apply a cut BEFORE or an injected failure; return a later cut."""
-        self._mutations += 1
-        cut = self._pending_cuts.pop(self._mutations, None)
-        if cut is not None and cut.when is CutPoint.BEFORE:
-            self._powered = False
-            raise PowerLoss(f"{self.geometry.name}: power cut before mutating op {self._mutations} "
-                            f"({kind.value} at {offset:#x})")
+        """Ask the supply whether power fails here (a BEFORE cut raises); apply an injected
+        failure; return an AFTER or TORN cut for the operation to apply."""
+        what = f"{self.geometry.name}: {kind.value} at {offset:#x}"
+        cut = self.supply.begin_mutation(what)
         for fr in self._plan.failures:
             if kind is OpKind.ERASE and not fr.erases:
                 continue
             if offset < fr.end and fr.start < offset + length and self._rng.random() < fr.probability:
-                if cut is not None:  # the failed op was also the cut point: power is lost anyway
-                    self._powered = False
-                    raise PowerLoss(f"{self.geometry.name}: power cut at failed op {self._mutations}")
-                raise InjectedWriteError(
-                    f"{self.geometry.name}: injected failure of {kind.value} at {offset:#x} "
-                    f"(failing range [{fr.start:#x}, {fr.end:#x}), p={fr.probability})")
+                error = InjectedWriteError(
+                    f"{what}: injected failure (failing range [{fr.start:#x}, {fr.end:#x}), p={fr.probability})")
+                # The failed op is also the cut point: nothing lands and power is lost anyway.
+                self.supply.end_mutation(cut, what, error)
         return cut
 
-    def _end_mutation(self, cut: PowerCut | None, error: Exception | None) -> None:
-        if cut is not None:
-            self._powered = False
-            raise PowerLoss(f"{self.geometry.name}: power cut {cut.when.value} mutating op "
-                            f"{self._mutations}") from error
-        if error is not None:
-            raise error
+    def _end_mutation(self, kind: OpKind, offset: int, cut: PowerCut | None, error: Exception | None) -> None:
+        self.supply.end_mutation(cut, f"{self.geometry.name}: {kind.value} at {offset:#x}", error)
 
     def _count(self, op: FlashOp, **deltas: int) -> None:
         for k, v in deltas.items():

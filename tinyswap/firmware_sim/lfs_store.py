@@ -27,8 +27,11 @@ LFS_ERR_CORRUPT, which makes littlefs relocate the block (as with its own emubd)
 `littlefs-python` read callback cannot return an error (its wrapper always reports success),
 so a failed read is recorded, every later program/erase of the same call fails with
 LFS_ERR_IO (nothing built from the filler bytes littlefs got can be committed), and the store
-raises `StoreIOError` after the call. Whenever a store operation raises a `StoreError`, `name`
-holds its old or its new bytes, exactly as after a power cut; the caller must not assume which.
+raises `StoreIOError` after the call. A `FlashMisuseError` inside a callback (a misaligned or
+unerased program: a bug, not a fault) cannot propagate through the C code either; it is kept
+and re-raised as itself after the call, never turned into a store error. Whenever a store
+operation raises a `StoreError`, `name` holds its old or its new bytes, exactly as after a
+power cut; the caller must not assume which.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class PartitionContext(littlefs.UserContext):
     """littlefs block-device callbacks over a `Partition`; block i is the partition's sector i.
 
     Never raises into littlefs (the Cython callbacks are `noexcept`): flash faults become
-    littlefs error codes, power loss becomes silence, anything unexpected is recorded.
+    littlefs error codes, power loss becomes silence; misuse and anything unexpected are
+    recorded (`bugs`) and the store re-raises them after the littlefs call.
     """
 
     def __init__(self, partition: Partition, block_size: int) -> None:
@@ -78,11 +82,13 @@ class PartitionContext(littlefs.UserContext):
         self.lost: PowerLoss | None = None
         self.read_errors: list[BadBlockReadError] = []
         self.io_errors: list[Exception] = []
+        self.bugs: list[Exception] = []  # misuse and unexpected errors: re-raised as they are
         self._frozen: bytes | None = None
 
     def reset_errors(self) -> None:
         self.read_errors.clear()
         self.io_errors.clear()
+        self.bugs.clear()
 
     def _power_lost(self, exc: PowerLoss) -> None:
         if self.lost is None:
@@ -102,15 +108,18 @@ class PartitionContext(littlefs.UserContext):
                 # fail with LFS_ERR_IO, so nothing derived from the filler is ever committed.
                 self.read_errors.append(exc)
                 return bytes([self.partition.erase_value]) * size
-            except Exception as exc:  # noqa: BLE001 - must not propagate into C
+            except FlashError as exc:  # any other fault of the part
                 self.io_errors.append(exc)
+                return bytes([self.partition.erase_value]) * size
+            except Exception as exc:  # noqa: BLE001 - must not propagate into C
+                self.bugs.append(exc)
                 return bytes([self.partition.erase_value]) * size
         assert self._frozen is not None
         return self._frozen[start:start + size]
 
     @property
     def poisoned(self) -> bool:
-        return bool(self.read_errors or self.io_errors)
+        return bool(self.read_errors or self.io_errors or self.bugs)
 
     def prog(self, cfg: lfs.LFSConfig, block: int, off: int, data: bytes) -> int:
         if self.lost is not None:
@@ -123,8 +132,11 @@ class PartitionContext(littlefs.UserContext):
             self._power_lost(exc)
         except BadBlockProgramError:
             return LFS_ERR_CORRUPT  # littlefs relocates the block
-        except Exception as exc:  # noqa: BLE001 - injected failures and anything unexpected
+        except FlashError as exc:  # injected failures
             self.io_errors.append(exc)
+            return LFS_ERR_IO
+        except Exception as exc:  # noqa: BLE001 - misuse and anything unexpected: a bug
+            self.bugs.append(exc)
             return LFS_ERR_IO
         return LFS_ERR_OK
 
@@ -139,8 +151,11 @@ class PartitionContext(littlefs.UserContext):
             self._power_lost(exc)
         except BadBlockEraseError:
             return LFS_ERR_CORRUPT
-        except Exception as exc:  # noqa: BLE001
+        except FlashError as exc:
             self.io_errors.append(exc)
+            return LFS_ERR_IO
+        except Exception as exc:  # noqa: BLE001
+            self.bugs.append(exc)
             return LFS_ERR_IO
         return LFS_ERR_OK
 
@@ -336,6 +351,9 @@ class AdapterStore:
             self._discard()
             raise PowerLoss(f"store on {self.partition.name!r}: power lost during {what}; "
                             "power_on() the flash and mount() again") from ctx.lost
+        if ctx.bugs:
+            self._discard()  # littlefs's RAM state followed a failed callback: not trusted
+            raise ctx.bugs[0]
         if ctx.read_errors:
             raise StoreIOError(f"{what}: flash read failed: {ctx.read_errors[0]}") from ctx.read_errors[0]
         if ctx.io_errors:

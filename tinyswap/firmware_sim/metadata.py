@@ -18,7 +18,7 @@ Record (little-endian), padded with the erase value to the write unit:
     18      L     JSON payload (UTF-8)
     18+L    32    SHA-256 of bytes [0, 18+L)
 
-A torn or half-erased record fails its digest and is ignored (the MCUboot #1966 failure, a
+A torn or half-erased record fails its digest and is ignored (a failure MCUboot once had, a
 half-written magic accepted as valid, cannot happen: nothing is trusted before the digest).
 Every commit is read back and compared before it counts; a failed program or erase, or a
 read-back mismatch, raises `MetadataWriteError` (never a silent success). A failed attempt is
@@ -94,7 +94,7 @@ class MetadataStore:
                 rec = self._read_area(index)
             except PowerLoss:
                 raise
-            except FlashError as exc:  # an unreadable (worn) area holds nothing we can trust
+            except FlashError as exc:  # a fault: an unreadable (worn) area holds nothing we can trust
                 self.read_errors.append(f"area {index}: {exc}")
                 continue
             if rec is not None:
@@ -150,7 +150,7 @@ class MetadataStore:
                 self._write_area(area, data)
             except PowerLoss:
                 raise
-            except (FlashError, MetadataWriteError) as exc:
+            except (FlashError, MetadataWriteError) as exc:  # faults only; a misuse error is a bug
                 failures.append(f"area {area}: {exc}")
                 continue
             self.current = Record(sequence, area, payload)

@@ -13,6 +13,15 @@ memory-mapped view the interpreter executes from: what is verified is exactly wh
 They are charged to the timeline as in-place reads at the medium's read bandwidth, not as
 flash commands (the simulator's READERROR bad-block mode applies to read commands only).
 
+A slot write is whatever the swap manager hands over: the slot's whole aligned range, frame
+bytes (the flatbuffer length prefixes between the slot tensors, owned by the slot map) and
+tensors alike, so the image never rebuilds a write; it erases and programs exactly that.
+
+Only hardware faults of the flash (worn-out sectors, injected failures) become
+`SlotWriteError`s; `PowerLoss` passes through, and a `FlashMisuseError` (a driver bug: an
+unerased or misaligned program) propagates as itself, so that no caller can mistake a bug
+for wear and retire a good slot.
+
 `RamModelImage` (the `mcu-ram` / `gateway` placement): the model is copied from its partition
 into RAM at boot and slots are written in RAM only; the flash copy is never written, so a
 slot's contents do not survive a reboot and the device rewrites them from the adapter store.
@@ -20,9 +29,8 @@ slot's contents do not survive a reboot and the device rewrites them from the ad
 
 from __future__ import annotations
 
-from typing import Mapping
-
-import numpy as np
+import contextlib
+from typing import Iterator, Mapping
 
 from tinyswap.firmware_sim.errors import (
     FlashError,
@@ -40,65 +48,23 @@ from tinyswap.image import RamImage
 from tinyswap.slotmap import SlotMap
 
 
-class SlotTemplate:
-    """The base model's bytes inside each slot range that are not slot tensor data.
-
-    Why: a slot's aligned range also holds flatbuffer structure (the length prefixes of the
-    slot tensors' buffers, padding). The base-model digest zeroes whole slot ranges, so it does
-    not protect those bytes, and the swap manager copies them from the live image. On flash,
-    a power cut between a slot's erase and its program leaves them at the erase value, and
-    the model no longer parses (a buffer length of 0xFFFFFFFF). The device therefore keeps
-    this template (a few hundred bytes from the bundle, const data in firmware), forces every
-    slot write to carry the template's structure bytes, and repairs damaged slots at boot.
-    """
-
-    def __init__(self, slotmap: SlotMap, model: bytes | bytearray | memoryview) -> None:
-        self.slots = {}
-        for info in slotmap.slots:
-            base = np.frombuffer(bytes(model[info.offset:info.offset + info.length]), np.uint8).copy()
-            tensor = np.zeros(info.length, bool)
-            for t in info.tensors:
-                tensor[t.offset - info.offset:t.offset - info.offset + t.length] = True
-            base[tensor] = 0
-            self.slots[info.offset] = (info.slot, info.length, base, tensor)
-
-    def conform(self, offset: int, data: bytes) -> bytes:
-        """`data` for the slot starting at `offset`, with the template's structure bytes."""
-        entry = self.slots.get(offset)
-        if entry is None or entry[1] != len(data):
-            return data
-        _, _, base, tensor = entry
-        return np.where(tensor, np.frombuffer(data, np.uint8), base).astype(np.uint8).tobytes()
-
-    def intact(self, image: bytes | bytearray | memoryview, offset: int) -> bool:
-        """The slot's structure bytes in `image` are the base model's."""
-        _, length, base, tensor = self.slots[offset]
-        got = np.frombuffer(bytes(image[offset:offset + length]), np.uint8)
-        return bool(np.array_equal(got[~tensor], base[~tensor]))
-
-    def blank(self, offset: int) -> bytes:
-        """The slot holding nothing: structure bytes and zero tensors."""
-        return self.slots[offset][2].tobytes()
-
-
 class FlashModelImage:
     """The model read in place from a flash partition; slot writes erase and program sectors.
 
     partition: the model partition (its first `length` bytes are the model file).
     timeline / storage: where in-place reads are charged (optional).
-    template: the slots' structure bytes; every write of a whole slot carries them.
     erase_budget: erases a sector may take before a write into it is refused (None: no limit);
         erase_counts: the firmware's own count per sector index (persisted by the device).
 
     Why an erase budget: a worn NOR sector that still erases but no longer programs (littlefs
-    emubd PROGERROR / PROGNOOP) would lose the slot's structure bytes and leave a model that no
+    emubd PROGERROR / PROGNOOP) would lose the slot's frame bytes and leave a model that no
     longer parses. Firmware cannot read wear from the part, so it counts its own erases against
     the datasheet endurance and retires the slot first (`SlotWornError`, nothing touched).
     """
 
     def __init__(self, partition: Partition, length: int, *, timeline: Timeline | None = None,
-                 storage: StorageProfile | None = None, template: SlotTemplate | None = None,
-                 erase_budget: int | None = None, erase_counts: Mapping[int, int] | None = None) -> None:
+                 storage: StorageProfile | None = None, erase_budget: int | None = None,
+                 erase_counts: Mapping[int, int] | None = None) -> None:
         if not 0 < length <= partition.size:
             raise SlotAlignmentError(
                 f"a {length}-byte model does not fit partition {partition.name!r} of {partition.size} bytes")
@@ -107,12 +73,12 @@ class FlashModelImage:
         self._view = partition.view(0, length)  # zero copy: later programs show through
         self._timeline = timeline
         self._storage = storage
-        self.template = template
         self.erase_budget = erase_budget
         self.erase_counts: dict[int, int] = dict(erase_counts or {})
         self.persisted: dict[int, int] = dict(self.erase_counts)  # what the metadata records
         self.writes = 0
         self.bytes_written = 0
+        self._repairing = False
 
     @property
     def buffer(self) -> memoryview:
@@ -150,16 +116,21 @@ class FlashModelImage:
         for s in g.sectors_in(self.partition.absolute(offset), length):
             self.erase_counts[s] = self.erase_counts.get(s, 0) + 1
 
-    def write(self, offset: int, data: bytes, *, repair: bool = False) -> None:
-        """Erase the sectors of [offset, offset + len(data)) and program `data` into them.
+    @contextlib.contextmanager
+    def repairing(self) -> Iterator[None]:
+        """Boot-time repair of slots: writes are allowed although a sector's last erase is not
+        yet recorded in the metadata (a slot whose frame an interrupted write damaged must be
+        rewritten for the model to parse at all); the erase budget still holds."""
+        self._repairing = True
+        try:
+            yield
+        finally:
+            self._repairing = False
 
-        `repair`: a boot-time rewrite of damaged structure bytes, allowed although the sector's
-        last erase is not yet recorded (the model cannot run without it); the budget still holds.
-        """
+    def write(self, offset: int, data: bytes) -> None:
+        """Erase the sectors of [offset, offset + len(data)) and program `data` into them."""
         data = bytes(data)
         self.check_range(offset, len(data))
-        if self.template is not None:
-            data = self.template.conform(offset, data)
         g = self.partition.geometry
         sectors = list(g.sectors_in(self.partition.absolute(offset), len(data)))
         if self.erase_budget is not None and not g.managed:
@@ -168,7 +139,7 @@ class FlashModelImage:
                 raise SlotWornError(f"slot range [{offset:#x}, {offset + len(data):#x}): sector(s) {worn} used their "
                                     f"budget of {self.erase_budget} erases; the slot is retired")
             pending = [s for s in sectors if self.erase_counts.get(s, 0) > self.persisted.get(s, 0)]
-            if pending and not repair:
+            if pending and not self._repairing:
                 raise WearNotRecordedError(
                     f"slot range [{offset:#x}, {offset + len(data):#x}): the last erase of sector(s) {pending} is not "
                     f"recorded in the metadata yet (its commit failed); not erasing again")
@@ -180,7 +151,7 @@ class FlashModelImage:
             program_range(self.partition, offset, pad_to_unit(data, self.partition.geometry))
         except PowerLoss:
             raise
-        except FlashError as exc:
+        except FlashError as exc:  # faults only: a FlashMisuseError (driver bug) propagates as is
             raise SlotWriteError(f"slot write [{offset:#x}, {offset + len(data):#x}) of the model image "
                                  f"failed: {exc}") from exc
         self.writes += 1
@@ -232,4 +203,4 @@ class RamModelImage(RamImage):
             self._timeline.advance(length / self._bandwidth, what, cat="ram", bytes=length)
 
 
-__all__ = ["FlashModelImage", "RamModelImage", "SlotTemplate"]
+__all__ = ["FlashModelImage", "RamModelImage"]

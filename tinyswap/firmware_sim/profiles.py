@@ -12,6 +12,7 @@ profiles, not a cycle-accurate simulator.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from tinyswap.firmware_sim.errors import ProfileError
@@ -83,6 +84,17 @@ CPUS: dict[str, CpuProfile] = {c.name: c for c in (CORTEX_M4, CORTEX_M7, CORTEX_
 
 # ------------------------------------------------------------------------------------ devices
 
+class ModelPlacement(str, enum.Enum):
+    """Where inference reads the model from. A `str` enum, so reports and comparisons with the
+    scenario format's strings keep working."""
+
+    XIP = "xip"  # read in place from the model's flash (memory-mapped), zero copy
+    RAM = "ram"  # copied into RAM at boot; slot writes never reach flash
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
     """One device: CPU and clock, RAM and its budgets, model and adapter storage.
@@ -104,15 +116,19 @@ class DeviceProfile:
     arena_budget: int
     cache_budget: int
     model_storage: StorageProfile
-    model_placement: str
+    model_placement: ModelPlacement
     adapter_storage: StorageProfile
     weight_bandwidth: float | None
     model_budget: int = 0
 
     def __post_init__(self) -> None:
-        if self.model_placement not in ("xip", "ram"):
-            raise ProfileError(f"{self.name}: model_placement must be 'xip' or 'ram', got {self.model_placement!r}")
-        if self.model_placement == "ram" and self.model_budget <= 0:
+        try:
+            placement = ModelPlacement(self.model_placement)
+        except ValueError:
+            raise ProfileError(f"{self.name}: model_placement must be 'xip' or 'ram', "
+                               f"got {self.model_placement!r}") from None
+        object.__setattr__(self, "model_placement", placement)
+        if placement is ModelPlacement.RAM and self.model_budget <= 0:
             raise ProfileError(f"{self.name}: a RAM-resident model needs a model_budget")
         used = self.arena_budget + self.cache_budget + self.model_budget
         if used > self.ram_bytes:
@@ -142,7 +158,7 @@ def estimate_inference_seconds(macs: int, profile: DeviceProfile, weight_bytes: 
 
 def model_load_seconds(model_bytes: int, profile: DeviceProfile, worst: bool = False) -> float:
     """Boot-time cost of placing the model: 0 for XIP, one read of the image for "ram"."""
-    if profile.model_placement == "xip":
+    if profile.model_placement is ModelPlacement.XIP:
         return 0.0
     return elapsed([FlashOp(OpKind.READ, 0, model_bytes)], profile.model_storage, worst)
 
@@ -160,7 +176,7 @@ MCU_QSPI = DeviceProfile(
     arena_budget=320 * KIB,
     cache_budget=128 * KIB,  # leaves 64 KB for stacks, firmware data and littlefs buffers
     model_storage=W25Q128JV,
-    model_placement="xip",
+    model_placement=ModelPlacement.XIP,
     adapter_storage=SD_SPI,
     weight_bandwidth=W25Q128JV.read_bandwidth,
 )
@@ -178,7 +194,7 @@ MCU_RAM = DeviceProfile(
     arena_budget=384 * KIB,
     cache_budget=2 * MIB,
     model_storage=W25Q128JV,
-    model_placement="ram",
+    model_placement=ModelPlacement.RAM,
     adapter_storage=W25Q128JV,
     weight_bandwidth=400e6,
     model_budget=4 * MIB,
@@ -195,7 +211,7 @@ GATEWAY = DeviceProfile(
     arena_budget=64 * MIB,
     cache_budget=256 * MIB,
     model_storage=NVME,
-    model_placement="ram",
+    model_placement=ModelPlacement.RAM,
     adapter_storage=NVME,
     weight_bandwidth=None,
     model_budget=256 * MIB,
@@ -205,5 +221,5 @@ DEVICES: dict[str, DeviceProfile] = {d.name: d for d in (MCU_QSPI, MCU_RAM, GATE
 
 __all__ = [
     "CORTEX_A53", "CORTEX_M4", "CORTEX_M55", "CORTEX_M7", "CPUS", "CpuProfile", "DEVICES", "DeviceProfile",
-    "GATEWAY", "MCU_QSPI", "MCU_RAM", "estimate_inference_seconds", "model_load_seconds",
+    "GATEWAY", "MCU_QSPI", "MCU_RAM", "ModelPlacement", "estimate_inference_seconds", "model_load_seconds",
 ]

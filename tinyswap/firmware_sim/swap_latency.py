@@ -11,6 +11,11 @@ the slot's sectors and program its bytes page by page (typical datasheet timings
 `storage.op_seconds` the simulator charges), with no verification and no metadata. The ratio
 simulated / floor is the price of the safety protocol. Where the slot lives in RAM (the model
 was copied to RAM at boot) there is no flash floor; the swap is then charged as a RAM copy.
+
+This stays in the simulator rather than in `tinyswap.benchmarks`: every figure is simulated time
+from the device model's own cost functions (deterministic, independent of the host), not a
+wall-clock measurement; it needs nothing but the simulator and the runtime; and `tinyswap demo`
+reports it too, which must not depend on the benchmarks. The benchmark suite only prints it.
 """
 
 from __future__ import annotations

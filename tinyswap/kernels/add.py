@@ -7,15 +7,36 @@ scaled to twice the larger input scale; the sum is scaled to the output.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
 from tinyswap.kernels.elementwise import float_binary_params, prepare_binary
-from tinyswap.kernels.quantized import activation_range, checked_multiplier
+from tinyswap.kernels.quantized import FloatActivation, activation_range, checked_multiplier
 from tinyswap.kernels.registry import register
 
 LEFT_SHIFT = 20  # int8; TFLM uses 15 for int16
+
+
+@dataclass(frozen=True)
+class AddParams:
+    """int8 ADD and SUB (TFLM `ArithmeticParams`): each input less its zero point, shifted left
+    by LEFT_SHIFT, rescaled by its (multiplier, shift); the sum or difference rescaled by the
+    output's, plus the output zero point, clamped."""
+
+    input1_zero_point: int
+    input2_zero_point: int
+    output_zero_point: int
+    input1_multiplier: int
+    input1_shift: int
+    input2_multiplier: int
+    input2_shift: int
+    output_multiplier: int
+    output_shift: int
+    act_min: int
+    act_max: int
 
 
 def smaller_than_one(ctx: PrepareContext, real: float, what: str) -> tuple[int, int]:
@@ -26,43 +47,41 @@ def smaller_than_one(ctx: PrepareContext, real: float, what: str) -> tuple[int, 
     return multiplier, shift
 
 
-def additive_params(ctx: PrepareContext, s1: float, s2: float, s_out: float) -> dict:
-    """Multipliers of ADD and SUB, computed in double precision from the float32 scales."""
+def additive_multipliers(ctx: PrepareContext, s1: float, s2: float, s_out: float) -> tuple[tuple[int, int], ...]:
+    """((m1, shift1), (m2, shift2), (m_out, shift_out)) of ADD and SUB, computed in double
+    precision from the float32 scales."""
     twice = 2.0 * max(s1, s2)
     reals = (s1 / twice, s2 / twice, twice / ((1 << LEFT_SHIFT) * s_out))
-    (m1, sh1), (m2, sh2), (mo, sho) = (
-        smaller_than_one(ctx, r, w) for r, w in zip(reals, ("input 1", "input 2", "output"))
-    )
-    return {"m1": m1, "s1": sh1, "m2": m2, "s2": sh2, "mo": mo, "so": sho}
+    return tuple(smaller_than_one(ctx, r, w) for r, w in zip(reals, ("input 1", "input 2", "output")))
 
 
-def additive_eval(p: dict, a: np.ndarray, b: np.ndarray, sign: int) -> np.ndarray:
-    a1 = multiply_by_quantized_multiplier((a.astype(np.int64) - p["zp1"]) << LEFT_SHIFT, p["m1"], p["s1"])
-    b1 = multiply_by_quantized_multiplier((b.astype(np.int64) - p["zp2"]) << LEFT_SHIFT, p["m2"], p["s2"])
-    out = multiply_by_quantized_multiplier(a1 + sign * b1, p["mo"], p["so"]) + p["zp_out"]
-    lo, hi = p["range"]
-    return np.clip(out, lo, hi).astype(np.int8)
+def additive_eval(p: AddParams, a: np.ndarray, b: np.ndarray, sign: int) -> np.ndarray:
+    a1 = multiply_by_quantized_multiplier((a.astype(np.int64) - p.input1_zero_point) << LEFT_SHIFT,
+                                          p.input1_multiplier, p.input1_shift)
+    b1 = multiply_by_quantized_multiplier((b.astype(np.int64) - p.input2_zero_point) << LEFT_SHIFT,
+                                          p.input2_multiplier, p.input2_shift)
+    out = multiply_by_quantized_multiplier(a1 + sign * b1, p.output_multiplier, p.output_shift) + p.output_zero_point
+    return np.clip(out, p.act_min, p.act_max).astype(np.int8)
 
 
 @register
-class Add(Kernel):
+class Add(Kernel[AddParams | FloatActivation]):
     op_name = "ADD"
     sign = +1
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[AddParams | FloatActivation]:
         a, b, y, shape, is_float = prepare_binary(ctx)
         if is_float:
             return Prepared([shape], float_binary_params(ctx))
         (s1, zp1), (s2, zp2), (so, zpo) = ctx.per_tensor(a), ctx.per_tensor(b), ctx.per_tensor(y)
-        params = additive_params(ctx, s1, s2, so)
-        params.update(float=False, zp1=zp1, zp2=zp2, zp_out=zpo,
-                      range=activation_range(ctx.option("fused_activation_function"), so, zpo, y.type))
-        return Prepared([shape], params)
+        (m1, sh1), (m2, sh2), (mo, sho) = additive_multipliers(ctx, s1, s2, so)
+        act_min, act_max = activation_range(ctx.activation(), so, zpo)
+        return Prepared([shape], AddParams(zp1, zp2, zpo, m1, sh1, m2, sh2, mo, sho, act_min, act_max))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[AddParams | FloatActivation],
+             inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
-        if p["float"]:
-            lo, hi = p["range"]
+        if isinstance(p, FloatActivation):
             result = inputs[0] + inputs[1] if self.sign > 0 else inputs[0] - inputs[1]
-            return [np.clip(result, lo, hi).astype(np.float32)]
+            return [np.clip(result, p.act_min, p.act_max).astype(np.float32)]
         return [additive_eval(p, inputs[0], inputs[1], self.sign)]

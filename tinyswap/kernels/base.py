@@ -4,6 +4,12 @@ Mirrors TFLite Micro's split (`Prepare` turns float scales into multipliers once
 integer only). `prepare` sees tensor metadata and constant *views*; it must not cache anything
 derived from constant bytes, because adapter slots are patched in place between invokes and
 the next `eval` must see the new bytes (TFLM reference kernels cache nothing either).
+
+Kernels know nothing about the model file or the graph: the interpreter describes each
+operator to them with the small records below (`TensorSpec`, `TensorQuant`, `PrepareContext`),
+so a kernel can be prepared and run from hand-written descriptions and arrays alone.
+`prepare` returns its parameters as a frozen, typed record per op (`Prepared.params`); `eval`
+reads that record and nothing else.
 """
 
 from __future__ import annotations
@@ -11,13 +17,27 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Generic, Mapping, Sequence, TypeVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from tinyswap.errors import ModelError, QuantizationError, TinySwapError, UnsupportedOpError
-from tinyswap.reader import OperatorDef, Quantization
-from tinyswap.schema import TensorType
+
+# The element types kernels compute on, as NumPy dtypes (the interpreter maps the file's type
+# codes onto these; a type NumPy cannot hold reaches a kernel with dtype None).
+FLOAT32 = np.dtype(np.float32)
+INT8 = np.dtype(np.int8)
+UINT8 = np.dtype(np.uint8)
+INT16 = np.dtype(np.int16)
+INT32 = np.dtype(np.int32)
+INT64 = np.dtype(np.int64)
+BOOL = np.dtype(np.bool_)
+
+
+def dtype_name(dtype: DTypeLike) -> str:
+    """The TFLite spelling of a NumPy element type ("INT8", "FLOAT32"), for messages."""
+    return np.dtype(dtype).name.upper()
 
 
 class Profile(str, enum.Enum):
@@ -27,22 +47,52 @@ class Profile(str, enum.Enum):
     LITERT = "litert"  # LiteRT's BUILTIN_REF resolver (single rounding in FC/conv)
 
 
-@dataclass(frozen=True)
+class FusedActivation(enum.IntEnum):
+    """TFLite's `ActivationFunctionType` codes: the values a model's options carry."""
+
+    NONE = 0
+    RELU = 1
+    RELU_N1_TO_1 = 2
+    RELU6 = 3
+    TANH = 4
+    SIGN_BIT = 5
+
+
+class Padding(enum.IntEnum):
+    """TFLite's `Padding` codes."""
+
+    SAME = 0
+    VALID = 1
+
+
+@dataclass(frozen=True, eq=False)
+class TensorQuant:
+    """Affine quantization: real = scale * (q - zero_point), per tensor or along one axis."""
+
+    scale: np.ndarray  # float32, one value or one per channel
+    zero_point: np.ndarray  # int64, same length as scale
+    quantized_dimension: int = 0
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.size > 1
+
+
+@dataclass(frozen=True, eq=False)
 class TensorSpec:
     """What a kernel may know about a tensor at prepare time."""
 
     index: int
     name: str
     shape: tuple[int, ...]
-    type: TensorType
-    quantization: Quantization | None
+    dtype: np.dtype | None  # None: an element type NumPy cannot hold (refused by name)
+    quantization: TensorQuant | None = None
     constant: np.ndarray | None = field(default=None, repr=False)
+    type_name: str = ""  # TFLite's name of the type; derived from dtype when not given
 
-    @property
-    def dtype(self) -> np.dtype:
-        from tinyswap.schema import NUMPY_DTYPES
-
-        return NUMPY_DTYPES[self.type]
+    def __post_init__(self) -> None:
+        if not self.type_name:
+            object.__setattr__(self, "type_name", dtype_name(self.dtype) if self.dtype is not None else "UNKNOWN")
 
     @property
     def is_constant(self) -> bool:
@@ -53,29 +103,43 @@ class TensorSpec:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
-@dataclass
-class Prepared:
-    """Frozen per-op parameters. Kernels subclass it or fill `params`."""
+P = TypeVar("P")
 
-    output_shapes: list[tuple[int, ...]]
-    params: dict[str, Any] = field(default_factory=dict)
+
+@dataclass(frozen=True, eq=False)
+class Prepared(Generic[P]):
+    """What `prepare` hands to `eval`: output shapes and the op's frozen parameter record."""
+
+    output_shapes: Sequence[tuple[int, ...]]
+    params: P = None  # type: ignore[assignment]  # ops that only move bytes need none
     # Output values already known at prepare time (SHAPE of a static tensor, slices and packs
     # of those): the interpreter treats them as constants downstream, so the converter's
     # dynamic-batch `Flatten` (SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE) gets a static shape.
-    folded: list[np.ndarray] | None = None
+    folded: Sequence[np.ndarray] | None = None
+
+
+def frozen_array(values: np.ndarray) -> np.ndarray:
+    """A read-only copy: parameter records are immutable, arrays in them too."""
+    out = np.array(values)
+    out.setflags(write=False)
+    return out
 
 
 @dataclass
 class PrepareContext:
-    op: OperatorDef
+    """One operator as a kernel sees it: its name, builtin options and tensor descriptions."""
+
+    op_index: int
+    op_name: str
+    options: Mapping[str, Any]
     inputs: list[TensorSpec | None]
     outputs: list[TensorSpec]
-    profile: Profile
+    profile: Profile = Profile.TFLM
     num_threads: int = 1  # intra-op threads a kernel may use (batch slices)
 
     @property
     def where(self) -> str:
-        return f"operator {self.op.index} ({self.op.op_name})"
+        return f"operator {self.op_index} ({self.op_name})"
 
     def error(self, message: str) -> ModelError:
         return ModelError(f"{self.where}: {message}")
@@ -102,44 +166,51 @@ class PrepareContext:
 
     def unsupported_type(self, tensor: TensorSpec, supported: str) -> UnsupportedOpError:
         return UnsupportedOpError(
-            f"{self.where}: tensor {tensor.index} ({tensor.name!r}) has type {tensor.type.name}; "
+            f"{self.where}: tensor {tensor.index} ({tensor.name!r}) has type {tensor.type_name}; "
             f"supported: {supported}"
         )
 
-    def require_types(self, tensor: TensorSpec, *types: TensorType) -> None:
-        if tensor.type not in types:
-            raise self.unsupported_type(tensor, ", ".join(t.name for t in types))
+    def require_types(self, tensor: TensorSpec, *dtypes: np.dtype) -> None:
+        if tensor.dtype is None or tensor.dtype not in dtypes:
+            raise self.unsupported_type(tensor, ", ".join(dtype_name(t) for t in dtypes))
 
     def per_tensor(self, tensor: TensorSpec) -> tuple[float, int]:
         """(scale as a float32-valued Python float, zero point) of a per-tensor quantized tensor."""
         q = tensor.quantization
         if q is None:
             raise QuantizationError(
-                f"{self.where}: tensor {tensor.index} ({tensor.name!r}) of type {tensor.type.name} "
+                f"{self.where}: tensor {tensor.index} ({tensor.name!r}) of type {tensor.type_name} "
                 "has no quantization parameters"
             )
         return float(q.scale[0]), int(q.zero_point[0])
 
     def option(self, name: str) -> Any:
-        if name not in self.op.options:
+        if name not in self.options:
             raise self.error(f"missing builtin option {name!r}")
-        return self.op.options[name]
+        return self.options[name]
+
+    def activation(self) -> FusedActivation:
+        """The fused activation option (an unknown code is refused at prepare)."""
+        return FusedActivation(int(self.option("fused_activation_function")))
+
+    def padding(self) -> Padding:
+        return Padding(int(self.option("padding")))
 
 
-class Kernel(ABC):
+class Kernel(ABC, Generic[P]):
     """One TFLite builtin operator. Subclasses set `op_name` and register themselves."""
 
     op_name: ClassVar[str]
 
     @abstractmethod
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[P]:
         """Check types, shapes and options; compute output shapes and integer parameters."""
 
     @abstractmethod
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[P], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         """Compute outputs from input arrays (constants are live views). Integer only."""
 
-    def run_prepare(self, ctx: PrepareContext) -> Prepared:
+    def run_prepare(self, ctx: PrepareContext) -> Prepared[P]:
         """Template method: re-raise unexpected failures with the operator named."""
         try:
             return self.prepare(ctx)

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext
 from tinyswap.kernels.layout import same_quantization
 from tinyswap.kernels.registry import register
 from tinyswap.kernels.space_to_batch_nd import spatial_params
-from tinyswap.schema import TensorType
+
+
+@dataclass(frozen=True)
+class BatchToSpaceNDParams:
+    block_shape: tuple[int, ...]  # one block size per spatial dimension
+    crops: tuple[tuple[int, int], ...]  # (before, after) per spatial dimension
 
 
 @register
-class BatchToSpaceND(Kernel):
+class BatchToSpaceND(Kernel[BatchToSpaceNDParams]):
     op_name = "BATCH_TO_SPACE_ND"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[BatchToSpaceNDParams]:
         ctx.expect_counts(3)
         x, y = ctx.input(0), ctx.output()
-        ctx.require_types(x, TensorType.INT8, TensorType.FLOAT32)
+        ctx.require_types(x, INT8, FLOAT32)
         same_quantization(ctx, x, y)
         block, crops = spatial_params(ctx, len(x.shape), "crops")
         blocks = int(np.prod(block))
@@ -29,12 +36,12 @@ class BatchToSpaceND(Kernel):
         if any(c < 0 for c in cropped):
             raise ctx.error(f"crops {crops} exceed the spatial shape {full}")
         shape = (x.shape[0] // blocks, *cropped, x.shape[-1])
-        return Prepared([shape], {"block": block, "crops": crops})
+        return Prepared([shape], BatchToSpaceNDParams(block, crops))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[BatchToSpaceNDParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
-        block, crops = p["block"], p["crops"]
+        block, crops = p.block_shape, p.crops
         c = x.shape[-1]
         if len(block) == 1:
             (bw,) = block

@@ -3,26 +3,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import (
+    BOOL,
+    FLOAT32,
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    UINT8,
+    FusedActivation,
+    Kernel,
+    Prepared,
+    PrepareContext,
+)
 from tinyswap.kernels.layout import normalize_axis, same_quantization
 from tinyswap.kernels.registry import register
-from tinyswap.schema import Activation, TensorType
+
+
+@dataclass(frozen=True)
+class ConcatenationParams:
+    axis: int  # normalised to [0, rank)
 
 
 @register
-class Concatenation(Kernel):
+class Concatenation(Kernel[ConcatenationParams]):
     op_name = "CONCATENATION"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[ConcatenationParams]:
         if not ctx.inputs:
             raise ctx.error("needs at least one input")
         y = ctx.output()
-        if ctx.op.options.get("fused_activation_function", Activation.NONE) != Activation.NONE:
+        if ctx.options.get("fused_activation_function", FusedActivation.NONE) != FusedActivation.NONE:
             raise ctx.error("a fused activation on CONCATENATION is not supported (TFLM refuses it too)")
-        ctx.require_types(y, TensorType.INT8, TensorType.FLOAT32, TensorType.INT32, TensorType.INT64,
-                          TensorType.INT16, TensorType.UINT8, TensorType.BOOL)
+        ctx.require_types(y, INT8, FLOAT32, INT32, INT64, INT16, UINT8, BOOL)
         specs = [ctx.input(i) for i in range(len(ctx.inputs))]
         rank = len(specs[0].shape)
         axis = normalize_axis(ctx, ctx.option("axis"), rank)
@@ -37,7 +54,7 @@ class Concatenation(Kernel):
         folded = None
         if all(s.constant is not None for s in specs):
             folded = [np.concatenate([np.asarray(s.constant) for s in specs], axis=axis)]
-        return Prepared([tuple(shape)], {"axis": axis}, folded=folded)
+        return Prepared([tuple(shape)], ConcatenationParams(axis), folded=folded)
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        return [np.concatenate(inputs, axis=prepared.params["axis"])]
+    def eval(self, prepared: Prepared[ConcatenationParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [np.concatenate(inputs, axis=prepared.params.axis)]

@@ -7,20 +7,40 @@ matrix product in float64, exact for int8 operands (see `quantized.exact_int_mat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
-from tinyswap.kernels.conv_common import compute_window, finish_output, output_stage_params, pad_spatial, patches
-from tinyswap.kernels.quantized import exact_float_dtype
+from tinyswap.kernels.conv_common import (
+    Window,
+    compute_window,
+    finish_output,
+    output_stage_params,
+    pad_spatial,
+    patches,
+)
+from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
 
 
+@dataclass(frozen=True)
+class Conv2DParams:
+    """`stage` is the int8 output stage or, for float32 models, the activation clamp."""
+
+    window: Window
+    out_channels: int
+    pointwise: bool  # 1x1 filter, stride 1: the input rows are the im2col matrix already
+    threads: int
+    stage: OutputStage | FloatActivation
+
+
 @register
-class Conv2D(Kernel):
+class Conv2D(Kernel[Conv2DParams]):
     op_name = "CONV_2D"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[Conv2DParams]:
         ctx.expect_counts((2, 3))
         x, f, y = ctx.input(0), ctx.input(1), ctx.output()
         bias = ctx.optional_input(2)
@@ -35,32 +55,32 @@ class Conv2D(Kernel):
         win = compute_window(ctx, in_h, in_w, kh, kw)
         out_shape = (batch, win.out_h, win.out_w, out_c)
         pointwise = (kh, kw, win.stride_h, win.stride_w) == (1, 1, 1, 1)
-        params = {"window": win, "out_c": out_c, "pointwise": pointwise, "threads": ctx.num_threads}
-        params.update(output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=0))
-        return Prepared([out_shape], params)
+        stage = output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=0)
+        return Prepared([out_shape], Conv2DParams(win, out_c, pointwise, ctx.num_threads, stage))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[Conv2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
-        win = p["window"]
-        out = map_batches(lambda rows: self._rows(p, x[rows], inputs), x.shape[0], p["threads"],
-                          values_per_row=win.out_h * win.out_w * p["out_c"])
+        win = p.window
+        out = map_batches(lambda rows: self._rows(p, x[rows], inputs), x.shape[0], p.threads,
+                          values_per_row=win.out_h * win.out_w * p.out_channels)
         return [out.reshape(prepared.output_shapes[0])]
 
     @staticmethod
-    def _rows(p: dict, x: np.ndarray, inputs: list[np.ndarray | None]) -> np.ndarray:
+    def _rows(p: Conv2DParams, x: np.ndarray, inputs: list[np.ndarray | None]) -> np.ndarray:
         f = inputs[1]
         bias = inputs[2] if len(inputs) > 2 else None
-        win = p["window"]
-        out_c = p["out_c"]
+        win = p.window
+        out_c = p.out_channels
+        is_float = isinstance(p.stage, FloatActivation)
         k = win.filter_h * win.filter_w * x.shape[3]
-        dtype = np.dtype(np.float64) if p["float"] else exact_float_dtype(k)
+        dtype = np.dtype(np.float64) if is_float else exact_float_dtype(k)
         # Subtracting the zero point while padding makes the padding contribute exactly 0,
         # as the reference kernel's skipped out-of-image taps do.
-        shifted = pad_spatial(x, win, 0, dtype, 0 if p["float"] else p["x_zp"])
-        if p["pointwise"]:
+        shifted = pad_spatial(x, win, 0, dtype, 0 if is_float else p.stage.input_zero_point)
+        if p.pointwise:
             cols = shifted.reshape(-1, k)  # a 1x1 stride-1 convolution needs no im2col copy
         else:
             cols = patches(shifted, win, padded=True).reshape(-1, k)
         acc = f.reshape(out_c, k).astype(dtype) @ cols.T  # [out_c, pixels]: channel-major
-        return finish_output(acc, bias, k, p, (x.shape[0], win.out_h, win.out_w, out_c))
+        return finish_output(acc, bias, k, p.stage, (x.shape[0], win.out_h, win.out_w, out_c))

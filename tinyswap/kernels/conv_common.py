@@ -13,16 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import PrepareContext, TensorSpec
+from tinyswap.kernels.base import FLOAT32, INT8, INT32, Padding, PrepareContext, TensorSpec
 from tinyswap.kernels.quantized import (
-    activation_range,
+    FloatActivation,
+    OutputStage,
     add_bias_exactly,
-    channel_multipliers,
-    float_activation_range,
+    float_activation,
+    output_stage,
     requantize_int8,
     requantize_int8_fast,
 )
-from tinyswap.schema import Padding, TensorType
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def _out_and_pad(size: int, filt: int, stride: int, dilation: int, padding: Padd
 
 def compute_window(ctx: PrepareContext, in_h: int, in_w: int, filter_h: int, filter_w: int,
                    dilate: bool = True) -> Window:
-    opts = ctx.op.options
+    opts = ctx.options
     sh, sw = int(opts.get("stride_h", 1)), int(opts.get("stride_w", 1))
     dh = int(opts.get("dilation_h_factor", 1)) if dilate else 1
     dw = int(opts.get("dilation_w_factor", 1)) if dilate else 1
@@ -61,7 +61,7 @@ def compute_window(ctx: PrepareContext, in_h: int, in_w: int, filter_h: int, fil
         raise ctx.error(f"strides ({sh}, {sw}) and dilations ({dh}, {dw}) must be >= 1")
     if filter_h < 1 or filter_w < 1:
         raise ctx.error(f"filter {filter_h}x{filter_w} must be at least 1x1")
-    padding = ctx.option("padding")
+    padding = ctx.padding()
     out_h, pt, pb = _out_and_pad(in_h, filter_h, sh, dh, padding)
     out_w, pl, pr = _out_and_pad(in_w, filter_w, sw, dw, padding)
     if out_h < 1 or out_w < 1:
@@ -117,37 +117,37 @@ def check_filter_quantization(ctx: PrepareContext, spec: TensorSpec, channels: i
 
 
 def output_stage_params(ctx: PrepareContext, x: TensorSpec, f: TensorSpec, y: TensorSpec,
-                        bias: TensorSpec | None, out_c: int, filter_axis: int) -> dict:
+                        bias: TensorSpec | None, out_c: int, filter_axis: int) -> OutputStage | FloatActivation:
     """Types, per-channel multipliers and activation range of a convolution's output stage
     (TFLM `PopulateConvolutionQuantizationParams`). Both CONV_2D and DEPTHWISE_CONV_2D round
     twice in TFLM and in LiteRT's BUILTIN_REF (measured)."""
-    activation = ctx.option("fused_activation_function")
-    if x.type == TensorType.FLOAT32:
+    activation = ctx.activation()
+    if x.dtype == FLOAT32:
         for spec in (f, y) + ((bias,) if bias is not None else ()):
-            ctx.require_types(spec, TensorType.FLOAT32)
-        return {"float": True, "range": float_activation_range(activation)}
+            ctx.require_types(spec, FLOAT32)
+        return float_activation(activation)
     for spec in (x, f, y):
-        ctx.require_types(spec, TensorType.INT8)
+        ctx.require_types(spec, INT8)
     if bias is not None:
-        ctx.require_types(bias, TensorType.INT32)
+        ctx.require_types(bias, INT32)
     check_filter_quantization(ctx, f, out_c, filter_axis)
     x_scale, x_zp = ctx.per_tensor(x)
     y_scale, y_zp = ctx.per_tensor(y)
-    multipliers, shifts = channel_multipliers(x_scale, f.quantization.scale, y_scale, out_c, ctx.profile)
-    return {"float": False, "x_zp": x_zp, "y_zp": y_zp, "multipliers": multipliers, "shifts": shifts,
-            "range": activation_range(activation, y_scale, y_zp, y.type)}
+    return output_stage(x_scale, x_zp, f.quantization.scale, y_scale, y_zp, out_c, activation, ctx.profile)
 
 
-def finish_output(acc: np.ndarray, bias: np.ndarray | None, terms: int, p: dict, out_shape: tuple[int, ...]) -> np.ndarray:
+def finish_output(acc: np.ndarray, bias: np.ndarray | None, terms: int, stage: OutputStage | FloatActivation,
+                  out_shape: tuple[int, ...]) -> np.ndarray:
     """Bias, requantization (or float activation) of a channel-major [channels, pixels]
     accumulator of `terms`-product sums, returned NHWC."""
-    lo, hi = p["range"]
-    if p["float"]:
+    lo, hi = stage.act_min, stage.act_max
+    if isinstance(stage, FloatActivation):
         if bias is not None:
             acc = acc + bias.astype(np.float64)[:, None]
         return np.clip(acc.T.astype(np.float32), lo, hi).reshape(out_shape)
     acc = add_bias_exactly(acc, bias, terms)
-    out = requantize_int8_fast(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi)
+    multipliers, shifts = stage.multiplier_array(), stage.shift_array()
+    out = requantize_int8_fast(acc, multipliers, shifts, stage.output_zero_point, lo, hi)
     if out is None:
-        out = requantize_int8(acc, p["multipliers"], p["shifts"], p["y_zp"], lo, hi, False)
+        out = requantize_int8(acc, multipliers, shifts, stage.output_zero_point, lo, hi, False)
     return out.T.reshape(out_shape)

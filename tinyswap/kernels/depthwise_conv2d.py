@@ -8,20 +8,41 @@ Computed per input channel as a batched float64 matrix product, exact for int8 o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
-from tinyswap.kernels.conv_common import compute_window, finish_output, output_stage_params, pad_spatial, patches
-from tinyswap.kernels.quantized import exact_float_dtype
+from tinyswap.kernels.conv_common import (
+    Window,
+    compute_window,
+    finish_output,
+    output_stage_params,
+    pad_spatial,
+    patches,
+)
+from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
 
 
+@dataclass(frozen=True)
+class DepthwiseConv2DParams:
+    """Output channel `c * depth_multiplier + m` reads input channel `c`; `stage` is the int8
+    output stage or, for float32 models, the activation clamp."""
+
+    window: Window
+    in_channels: int
+    depth_multiplier: int
+    threads: int
+    stage: OutputStage | FloatActivation
+
+
 @register
-class DepthwiseConv2D(Kernel):
+class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
     op_name = "DEPTHWISE_CONV_2D"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[DepthwiseConv2DParams]:
         ctx.expect_counts((2, 3))
         x, f, y = ctx.input(0), ctx.input(1), ctx.output()
         bias = ctx.optional_input(2)
@@ -39,28 +60,29 @@ class DepthwiseConv2D(Kernel):
             raise ctx.error(f"bias has {bias.size} elements, expected {out_c}")
         win = compute_window(ctx, in_h, in_w, kh, kw)
         out_shape = (batch, win.out_h, win.out_w, out_c)
-        params = {"window": win, "in_c": in_c, "multiplier": multiplier, "threads": ctx.num_threads}
-        params.update(output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=3))
-        return Prepared([out_shape], params)
+        stage = output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=3)
+        return Prepared([out_shape], DepthwiseConv2DParams(win, in_c, multiplier, ctx.num_threads, stage))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[DepthwiseConv2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
-        win = p["window"]
-        out = map_batches(lambda rows: self._rows(p, x[rows], inputs), x.shape[0], p["threads"],
-                          values_per_row=win.out_h * win.out_w * p["in_c"] * p["multiplier"])
+        win = p.window
+        out = map_batches(lambda rows: self._rows(p, x[rows], inputs), x.shape[0], p.threads,
+                          values_per_row=win.out_h * win.out_w * p.in_channels * p.depth_multiplier)
         return [out.reshape(prepared.output_shapes[0])]
 
     @staticmethod
-    def _rows(p: dict, x: np.ndarray, inputs: list[np.ndarray | None]) -> np.ndarray:
+    def _rows(p: DepthwiseConv2DParams, x: np.ndarray, inputs: list[np.ndarray | None]) -> np.ndarray:
         f = inputs[1]
         bias = inputs[2] if len(inputs) > 2 else None
-        win, in_c, m = p["window"], p["in_c"], p["multiplier"]
+        win, in_c, m = p.window, p.in_channels, p.depth_multiplier
+        is_float = isinstance(p.stage, FloatActivation)
+        x_zp = 0 if is_float else p.stage.input_zero_point
         taps = win.filter_h * win.filter_w
-        dtype = np.dtype(np.float64) if p["float"] else exact_float_dtype(taps)
+        dtype = np.dtype(np.float64) if is_float else exact_float_dtype(taps)
         # Subtracting the zero point while padding makes the padding contribute exactly 0,
         # as the reference kernel's skipped out-of-image taps do.
-        shifted = pad_spatial(x, win, 0, dtype, 0 if p["float"] else p["x_zp"])
+        shifted = pad_spatial(x, win, 0, dtype, x_zp)
         b = x.shape[0]
         n = b * win.out_h * win.out_w
         if in_c == 1:
@@ -72,14 +94,14 @@ class DepthwiseConv2D(Kernel):
             # channel axis is the contiguous inner loop. Integer models multiply in int16 (every
             # product |x - zp| * |w| <= 255 * 128 fits) and sum in int32: half the bytes of
             # float32 per product, measured 40% faster.
-            if not p["float"]:
-                shifted = pad_spatial(x, win, 0, np.dtype(np.int16), p["x_zp"])
+            if not is_float:
+                shifted = pad_spatial(x, win, 0, np.dtype(np.int16), x_zp)
             win_view = patches(shifted, win, padded=True)  # [b, oh, ow, kh, kw, in_c], a view
             weights = f.reshape(taps, in_c, m).astype(shifted.dtype)
             if m == 1:  # drop the size-1 axis: NumPy would make it the innermost loop
                 weights = weights[:, :, 0]
             shape = (b, win.out_h, win.out_w, in_c) + ((m,) if m > 1 else ())
-            acc = np.empty(shape, dtype=np.float64 if p["float"] else np.int32)
+            acc = np.empty(shape, dtype=np.float64 if is_float else np.int32)
             product = np.empty(shape, dtype=shifted.dtype)
             for t in range(taps):
                 tap = win_view[:, :, :, t // win.filter_w, t % win.filter_w, :]
@@ -91,5 +113,5 @@ class DepthwiseConv2D(Kernel):
             # Channel-major, C order (the requantizer indexes it flat), output channel c * m + k
             # as TFLite orders them; one pass transposes and converts (exact: |sum| < 2**24
             # when dtype is float32).
-            acc = acc.reshape(n, in_c * m).T.astype(np.float64 if p["float"] else dtype, order="C")
-        return finish_output(acc, bias, taps, p, (b, win.out_h, win.out_w, in_c * m))
+            acc = acc.reshape(n, in_c * m).T.astype(np.float64 if is_float else dtype, order="C")
+        return finish_output(acc, bias, taps, p.stage, (b, win.out_h, win.out_w, in_c * m))

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext
 from tinyswap.kernels.registry import register
-from tinyswap.schema import TensorType
+
+
+@dataclass(frozen=True)
+class DequantizeParams:
+    scale: float  # the input's float32 scale, widened to double as TFLM does
+    zero_point: int
 
 
 @register
-class Dequantize(Kernel):
+class Dequantize(Kernel[DequantizeParams]):
     op_name = "DEQUANTIZE"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[DequantizeParams]:
         ctx.expect_counts(1)
         x, y = ctx.input(0), ctx.output()
-        ctx.require_types(x, TensorType.INT8)
-        ctx.require_types(y, TensorType.FLOAT32)
+        ctx.require_types(x, INT8)
+        ctx.require_types(y, FLOAT32)
         scale, zp = ctx.per_tensor(x)
-        return Prepared([x.shape], {"scale": float(np.float32(scale)), "zp": zp})
+        return Prepared([x.shape], DequantizeParams(float(np.float32(scale)), zp))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[DequantizeParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
-        return [(p["scale"] * (inputs[0].astype(np.float64) - p["zp"])).astype(np.float32)]
+        return [(p.scale * (inputs[0].astype(np.float64) - p.zero_point)).astype(np.float32)]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyswap.kernels.base import PrepareContext, TensorSpec
-from tinyswap.kernels.quantized import float_activation_range
-from tinyswap.schema import TensorType
+from tinyswap.kernels.base import FLOAT32, INT8, PrepareContext, TensorSpec
+from tinyswap.kernels.quantized import FloatActivation, float_activation
 
 MAX_BROADCAST_RANK = 6  # TFLM's Broadcast*6DSlow kernels
 
@@ -25,14 +24,15 @@ def prepare_binary(ctx: PrepareContext) -> tuple[TensorSpec, TensorSpec, TensorS
     ctx.expect_counts(2)
     a, b, y = ctx.input(0), ctx.input(1), ctx.output()
     shape = broadcast_shape(ctx, a, b)
-    if a.type == TensorType.FLOAT32:
+    if a.dtype == FLOAT32:
         for spec in (b, y):
-            ctx.require_types(spec, TensorType.FLOAT32)
+            ctx.require_types(spec, FLOAT32)
         return a, b, y, shape, True
     for spec in (a, b, y):
-        ctx.require_types(spec, TensorType.INT8)
+        ctx.require_types(spec, INT8)
     return a, b, y, shape, False
 
 
-def float_binary_params(ctx: PrepareContext) -> dict:
-    return {"float": True, "range": float_activation_range(ctx.option("fused_activation_function"))}
+def float_binary_params(ctx: PrepareContext) -> FloatActivation:
+    """A float32 binary op's parameters: the fused activation's clamp, nothing else."""
+    return float_activation(ctx.activation())

@@ -7,29 +7,42 @@ acc = sum_d w[c, d] * (x[b, d] - x_zp) + bias[c]; out = clamp(MBQM(acc, M_c, s_c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Profile
 from tinyswap.kernels.quantized import (
-    activation_range,
-    channel_multipliers,
+    FloatActivation,
+    OutputStage,
     exact_int_matmul,
-    float_activation_range,
+    float_activation,
+    output_stage,
     requantize,
 )
 from tinyswap.kernels.registry import register
-from tinyswap.schema import TensorType
+
+
+@dataclass(frozen=True)
+class FullyConnectedParams:
+    """[batches, depth] rows times [units, depth] weights; `stage` is int8 requantization or,
+    for float32 models, the activation clamp."""
+
+    batches: int
+    depth: int
+    units: int
+    stage: OutputStage | FloatActivation
 
 
 @register
-class FullyConnected(Kernel):
+class FullyConnected(Kernel[FullyConnectedParams]):
     op_name = "FULLY_CONNECTED"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[FullyConnectedParams]:
         ctx.expect_counts((2, 3))
         x, w, y = ctx.input(0), ctx.input(1), ctx.output()
         bias = ctx.optional_input(2)
-        if ctx.op.options.get("weights_format", 0) != 0:
+        if ctx.options.get("weights_format", 0) != 0:
             raise ctx.error("shuffled weights format is not supported")
         if len(w.shape) != 2:
             raise ctx.error(f"weights must be 2-D [units, depth], got shape {w.shape}")
@@ -39,29 +52,26 @@ class FullyConnected(Kernel):
         if bias is not None and bias.size != units:
             raise ctx.error(f"bias has {bias.size} elements, expected {units}")
         batches = x.size // depth
-        if ctx.op.options.get("keep_num_dims", False):
+        if ctx.options.get("keep_num_dims", False):
             if x.shape[-1] != depth:
                 raise ctx.error(f"keep_num_dims needs the last input dimension {x.shape[-1]} == {depth}")
             out_shape = tuple(x.shape[:-1]) + (units,)
         else:
             out_shape = (batches, units)
-        activation = ctx.option("fused_activation_function")
-        params: dict = {"depth": depth, "units": units, "batches": batches}
+        activation = ctx.activation()
 
-        if x.type == TensorType.FLOAT32:
-            ctx.require_types(w, TensorType.FLOAT32)
-            ctx.require_types(y, TensorType.FLOAT32)
+        if x.dtype == FLOAT32:
+            ctx.require_types(w, FLOAT32)
+            ctx.require_types(y, FLOAT32)
             if bias is not None:
-                ctx.require_types(bias, TensorType.FLOAT32)
-            params["float"] = True
-            params["range"] = float_activation_range(activation)
-            return Prepared([out_shape], params)
+                ctx.require_types(bias, FLOAT32)
+            return Prepared([out_shape], FullyConnectedParams(batches, depth, units, float_activation(activation)))
 
-        ctx.require_types(x, TensorType.INT8)
-        ctx.require_types(w, TensorType.INT8)
-        ctx.require_types(y, TensorType.INT8)
+        ctx.require_types(x, INT8)
+        ctx.require_types(w, INT8)
+        ctx.require_types(y, INT8)
         if bias is not None:
-            ctx.require_types(bias, TensorType.INT32)
+            ctx.require_types(bias, INT32)
         x_scale, x_zp = ctx.per_tensor(x)
         y_scale, y_zp = ctx.per_tensor(y)
         wq = w.quantization
@@ -71,34 +81,25 @@ class FullyConnected(Kernel):
             raise ctx.error("int8 weights must be symmetric (zero point 0)")
         if wq.per_channel and (wq.quantized_dimension != 0 or wq.scale.size != units):
             raise ctx.error(f"per-channel weights need {units} scales on axis 0")
-        single = ctx.profile == Profile.LITERT
-        multipliers, shifts = channel_multipliers(x_scale, wq.scale, y_scale, units, ctx.profile)
-        params.update(
-            float=False,
-            x_zp=x_zp,
-            y_zp=y_zp,
-            multipliers=multipliers,
-            shifts=shifts,
-            single_rounding=single,
-            range=activation_range(activation, y_scale, y_zp, y.type),
-        )
-        return Prepared([out_shape], params)
+        stage = output_stage(x_scale, x_zp, wq.scale, y_scale, y_zp, units, activation, ctx.profile,
+                             single_rounding=ctx.profile == Profile.LITERT)
+        return Prepared([out_shape], FullyConnectedParams(batches, depth, units, stage))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[FullyConnectedParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
+        stage = p.stage
         x, w = inputs[0], inputs[1]
         bias = inputs[2] if len(inputs) > 2 else None
         out_shape = prepared.output_shapes[0]
-        rows = x.reshape(p["batches"], p["depth"])
-        if p["float"]:
+        rows = x.reshape(p.batches, p.depth)
+        if isinstance(stage, FloatActivation):
             acc = rows.astype(np.float64) @ w.astype(np.float64).T
             if bias is not None:
                 acc = acc + bias
-            lo, hi = p["range"]
-            return [np.clip(acc.astype(np.float32), lo, hi).reshape(out_shape)]
-        acc = exact_int_matmul(rows.astype(np.int64) - p["x_zp"], w.T)
+            return [np.clip(acc.astype(np.float32), stage.act_min, stage.act_max).reshape(out_shape)]
+        acc = exact_int_matmul(rows.astype(np.int64) - stage.input_zero_point, w.T)
         if bias is not None:
             acc += bias.astype(np.int64)
-        out = requantize(acc, p["multipliers"], p["shifts"], p["single_rounding"]) + p["y_zp"]
-        lo, hi = p["range"]
-        return [np.clip(out, lo, hi).astype(np.int8).reshape(out_shape)]
+        out = requantize(acc, stage.multiplier_array(), stage.shift_array(), stage.single_rounding)
+        out = out + stage.output_zero_point
+        return [np.clip(out, stage.act_min, stage.act_max).astype(np.int8).reshape(out_shape)]

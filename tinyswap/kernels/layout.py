@@ -9,8 +9,8 @@ from tinyswap.kernels.base import PrepareContext, TensorSpec
 
 def same_quantization(ctx: PrepareContext, a: TensorSpec, b: TensorSpec) -> None:
     """Layout ops copy bytes: input and output must share type, scale and zero point."""
-    if a.type != b.type:
-        raise ctx.error(f"input type {a.type.name} differs from output type {b.type.name}")
+    if a.type_name != b.type_name:
+        raise ctx.error(f"input type {a.type_name} differs from output type {b.type_name}")
     qa, qb = a.quantization, b.quantization
     if qa is not None and qb is not None and (
         not np.array_equal(qa.scale, qb.scale) or not np.array_equal(qa.zero_point, qb.zero_point)

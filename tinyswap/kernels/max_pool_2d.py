@@ -6,22 +6,22 @@ import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
 from tinyswap.kernels.conv_common import patches
-from tinyswap.kernels.pooling import prepare_pool
+from tinyswap.kernels.pooling import Pool2DParams, prepare_pool
 from tinyswap.kernels.registry import register
 
 
 @register
-class MaxPool2D(Kernel):
+class MaxPool2D(Kernel[Pool2DParams]):
     op_name = "MAX_POOL_2D"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
-        return prepare_pool(ctx)
+    def prepare(self, ctx: PrepareContext) -> Prepared[Pool2DParams]:
+        shape, params = prepare_pool(ctx)
+        return Prepared([shape], params)
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[Pool2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
-        lo, hi = p["range"]
         # Padding with the dtype's lowest value never wins a max over at least one real tap.
-        pad = -np.inf if p["float"] else np.iinfo(x.dtype).min
-        out = patches(x, p["window"], pad).max(axis=(3, 4))
-        return [np.clip(out, lo, hi).astype(x.dtype)]
+        pad = -np.inf if p.is_float else np.iinfo(x.dtype).min
+        out = patches(x, p.window, pad).max(axis=(3, 4))
+        return [np.clip(out, p.act_min, p.act_max).astype(x.dtype)]

@@ -8,52 +8,60 @@ shift' = output_shift - shift.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.fixedpoint import multiply_by_quantized_multiplier
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext
 from tinyswap.kernels.layout import constant_ints, normalize_axis
-from tinyswap.kernels.quantized import checked_multiplier
+from tinyswap.kernels.quantized import Rescale, checked_multiplier
 from tinyswap.kernels.registry import register
-from tinyswap.schema import TensorType
+
+
+@dataclass(frozen=True)
+class MeanParams:
+    """Averages `count` values over `axes`. int8: `rescale` maps the sum (its input zero point
+    is zero_point * count) with the division by `count` folded into the multiplier; float32
+    models have none."""
+
+    axes: tuple[int, ...]
+    keep_dims: bool
+    count: int
+    rescale: Rescale | None
 
 
 @register
-class Mean(Kernel):
+class Mean(Kernel[MeanParams]):
     op_name = "MEAN"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[MeanParams]:
         ctx.expect_counts(2)
         x, y = ctx.input(0), ctx.output()
         rank = len(x.shape)
         axes = tuple(sorted({normalize_axis(ctx, a, rank) for a in constant_ints(ctx, ctx.input(1), "axis input")}))
-        keep = bool(ctx.op.options.get("keep_dims", False))
+        keep = bool(ctx.options.get("keep_dims", False))
         shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape)) if keep else tuple(
             d for a, d in enumerate(x.shape) if a not in axes)
         n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
         if n == 0:
             raise ctx.error("averaging over an empty axis")
-        params: dict = {"axes": axes, "keep": keep, "n": n}
-        if x.type == TensorType.FLOAT32:
-            ctx.require_types(y, TensorType.FLOAT32)
-            params["float"] = True
-            return Prepared([shape], params)
-        ctx.require_types(x, TensorType.INT8)
-        ctx.require_types(y, TensorType.INT8)
+        if x.dtype == FLOAT32:
+            ctx.require_types(y, FLOAT32)
+            return Prepared([shape], MeanParams(axes, keep, n, None))
+        ctx.require_types(x, INT8)
+        ctx.require_types(y, INT8)
         (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
         m, s = checked_multiplier(xs / ys)
         k = min(n.bit_length() - 1, 32, 31 + s)
         m_n = int((m << k) // n) if k >= 0 else int((m >> -k) // n)
-        params.update(float=False, x_zp=xzp, y_zp=yzp, m=m_n, s=s - k)
-        return Prepared([shape], params)
+        return Prepared([shape], MeanParams(axes, keep, n, Rescale(xzp * n, yzp, m_n, s - k)))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[MeanParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
         out_shape = prepared.output_shapes[0]
-        if p["float"]:
-            total = x.sum(axis=p["axes"], dtype=np.float32, keepdims=p["keep"])
-            return [(total / np.float32(p["n"])).astype(np.float32).reshape(out_shape)]
-        total = x.astype(np.int64).sum(axis=p["axes"], keepdims=p["keep"]) - p["x_zp"] * p["n"]
-        out = multiply_by_quantized_multiplier(total, p["m"], p["s"]) + p["y_zp"]
+        if p.rescale is None:
+            total = x.sum(axis=p.axes, dtype=np.float32, keepdims=p.keep_dims)
+            return [(total / np.float32(p.count)).astype(np.float32).reshape(out_shape)]
+        out = p.rescale.apply(x.astype(np.int64).sum(axis=p.axes, keepdims=p.keep_dims))
         return [np.clip(out, -128, 127).astype(np.int8).reshape(out_shape)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
@@ -9,12 +11,17 @@ from tinyswap.kernels.layout import normalize_axis, same_quantization
 from tinyswap.kernels.registry import register
 
 
+@dataclass(frozen=True)
+class PackParams:
+    axis: int  # the new axis, normalised to [0, rank]
+
+
 @register
-class Pack(Kernel):
+class Pack(Kernel[PackParams]):
     op_name = "PACK"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
-        count = ctx.op.options.get("values_count", len(ctx.inputs))
+    def prepare(self, ctx: PrepareContext) -> Prepared[PackParams]:
+        count = ctx.options.get("values_count", len(ctx.inputs))
         if count != len(ctx.inputs) or count < 1:
             raise ctx.error(f"values_count {count} but {len(ctx.inputs)} inputs")
         ctx.expect_counts(count)
@@ -24,13 +31,13 @@ class Pack(Kernel):
             same_quantization(ctx, spec, y)
             if spec.shape != first.shape:
                 raise ctx.error(f"input {i} has shape {spec.shape}, input 0 has {first.shape}")
-        axis = normalize_axis(ctx, ctx.op.options.get("axis", 0), len(first.shape) + 1)
+        axis = normalize_axis(ctx, ctx.options.get("axis", 0), len(first.shape) + 1)
         shape = list(first.shape)
         shape.insert(axis, count)
         folded = None
         if all(ctx.input(i).constant is not None for i in range(count)):
             folded = [np.stack([np.asarray(ctx.input(i).constant) for i in range(count)], axis=axis)]
-        return Prepared([tuple(shape)], {"axis": axis}, folded=folded)
+        return Prepared([tuple(shape)], PackParams(axis), folded=folded)
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        return [np.stack(inputs, axis=prepared.params["axis"])]
+    def eval(self, prepared: Prepared[PackParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [np.stack(inputs, axis=prepared.params.axis)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tinyswap.kernels.base import Prepared, PrepareContext
-from tinyswap.kernels.pad import Pad, prepare_pad
+from tinyswap.kernels.pad import Pad, PadParams, prepare_pad
 from tinyswap.kernels.registry import register
 
 
@@ -11,5 +11,5 @@ from tinyswap.kernels.registry import register
 class PadV2(Pad):
     op_name = "PADV2"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[PadParams]:
         return prepare_pad(ctx, (2, 3))

@@ -6,15 +6,30 @@ only clamps to the fused activation's range.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.kernels.base import Prepared, PrepareContext
-from tinyswap.kernels.conv_common import compute_window
+from tinyswap.kernels.base import FLOAT32, INT8, PrepareContext
+from tinyswap.kernels.conv_common import Window, compute_window
 from tinyswap.kernels.quantized import activation_range, float_activation_range
-from tinyswap.schema import TensorType
 
 
-def prepare_pool(ctx: PrepareContext) -> Prepared:
+@dataclass(frozen=True)
+class Pool2DParams:
+    """The pooling window over an [in_height, in_width] image and the activation clamp (in the
+    input's own quantization for int8, real values for float32)."""
+
+    window: Window
+    in_height: int
+    in_width: int
+    is_float: bool
+    act_min: int | float
+    act_max: int | float
+
+
+def prepare_pool(ctx: PrepareContext) -> tuple[tuple[int, ...], Pool2DParams]:
+    """(output shape, parameters) after the checks both pooling ops share."""
     ctx.expect_counts(1)
     x, y = ctx.input(0), ctx.output()
     if len(x.shape) != 4:
@@ -22,14 +37,13 @@ def prepare_pool(ctx: PrepareContext) -> Prepared:
     batch, in_h, in_w, channels = x.shape
     fh, fw = int(ctx.option("filter_height")), int(ctx.option("filter_width"))
     win = compute_window(ctx, in_h, in_w, fh, fw, dilate=False)
-    activation = ctx.option("fused_activation_function")
-    params: dict = {"window": win, "in_hw": (in_h, in_w)}
-    if x.type == TensorType.FLOAT32:
-        ctx.require_types(y, TensorType.FLOAT32)
-        params.update(float=True, range=float_activation_range(activation))
+    activation = ctx.activation()
+    if x.dtype == FLOAT32:
+        ctx.require_types(y, FLOAT32)
+        lo, hi = float_activation_range(activation)
     else:
-        ctx.require_types(x, TensorType.INT8)
-        ctx.require_types(y, TensorType.INT8)
+        ctx.require_types(x, INT8)
+        ctx.require_types(y, INT8)
         x_scale, x_zp = ctx.per_tensor(x)
         y_scale, y_zp = ctx.per_tensor(y)
         if np.float32(x_scale) != np.float32(y_scale) or x_zp != y_zp:
@@ -37,5 +51,6 @@ def prepare_pool(ctx: PrepareContext) -> Prepared:
                 f"int8 pooling needs equal input and output quantization, got ({x_scale}, {x_zp}) "
                 f"and ({y_scale}, {y_zp})"
             )
-        params.update(float=False, range=activation_range(activation, y_scale, y_zp, y.type))
-    return Prepared([(batch, win.out_h, win.out_w, channels)], params)
+        lo, hi = activation_range(activation, y_scale, y_zp)
+    params = Pool2DParams(win, in_h, in_w, x.dtype == FLOAT32, lo, hi)
+    return (batch, win.out_h, win.out_w, channels), params

@@ -1,4 +1,5 @@
-"""Quantization helpers shared by kernels: activation ranges, multipliers, requantization.
+"""Quantization helpers shared by kernels: activation ranges, multipliers, requantization, and
+the parameter records the rescaling kernels share.
 
 Float appears only here and only at prepare time (turning scales into integer multipliers),
 in the exact precision TFLite uses: float32 scales widened to double.
@@ -7,24 +8,63 @@ in the exact precision TFLite uses: float32 scales widened to double.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
+from tinyswap.errors import QuantizationError
 from tinyswap.fixedpoint import (
     multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_single_rounding,
     quantize_multiplier,
     quantize_multiplier_single_rounding,
 )
-from tinyswap.kernels.base import Profile
-from tinyswap.schema import Activation, TensorType
+from tinyswap.kernels.base import INT8, FusedActivation, Profile
 
-QUANT_RANGES: dict[TensorType, tuple[int, int]] = {
-    TensorType.INT8: (-128, 127),
-    TensorType.UINT8: (0, 255),
-    TensorType.INT16: (-32768, 32767),
-    TensorType.INT32: (-(2**31), 2**31 - 1),
-}
+
+@dataclass(frozen=True)
+class Rescale:
+    """One per-tensor requantization: MBQM(q - input_zero_point, multiplier, shift) +
+    output_zero_point (TFLite's real multiplier = multiplier * 2**(shift - 31))."""
+
+    input_zero_point: int
+    output_zero_point: int
+    multiplier: int
+    shift: int
+
+    def apply(self, q: np.ndarray) -> np.ndarray:
+        """The rescaled values as int64, before any clamp."""
+        return multiply_by_quantized_multiplier(q.astype(np.int64) - self.input_zero_point,
+                                                self.multiplier, self.shift) + self.output_zero_point
+
+
+@dataclass(frozen=True)
+class OutputStage:
+    """The int8 output stage of FULLY_CONNECTED and the convolutions: one (multiplier, shift)
+    per output channel (a per-tensor filter scale is repeated) and the fused activation's
+    clamp. Tuples, not arrays, so that the record is immutable and compares by value."""
+
+    input_zero_point: int
+    output_zero_point: int
+    multipliers: tuple[int, ...]
+    shifts: tuple[int, ...]
+    act_min: int
+    act_max: int
+    single_rounding: bool = False  # LiteRT's FULLY_CONNECTED rounds once
+
+    def multiplier_array(self) -> np.ndarray:
+        return np.asarray(self.multipliers, dtype=np.int64)
+
+    def shift_array(self) -> np.ndarray:
+        return np.asarray(self.shifts, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class FloatActivation:
+    """A float32 op's only parameter: the fused activation's clamp."""
+
+    act_min: float
+    act_max: float
 
 
 def _round_half_away(x: float) -> float:
@@ -44,19 +84,21 @@ def _quantize_float32(scale: float, zero_point: int, value: float) -> int:
     return zero_point + int(_round_half_away(quotient))
 
 
-def activation_range(activation: Activation, scale: float, zero_point: int, ttype: TensorType) -> tuple[int, int]:
-    """TFLite `CalculateActivationRangeQuantized` for an output tensor of type `ttype`."""
-    qmin, qmax = QUANT_RANGES[ttype]
-    if activation == Activation.NONE:
+def activation_range(activation: FusedActivation, scale: float, zero_point: int,
+                     dtype: np.dtype = INT8) -> tuple[int, int]:
+    """TFLite `CalculateActivationRangeQuantized` for an integer output tensor of `dtype`."""
+    info = np.iinfo(dtype)
+    qmin, qmax = int(info.min), int(info.max)
+    if activation == FusedActivation.NONE:
         return qmin, qmax
-    if activation == Activation.RELU:
+    if activation == FusedActivation.RELU:
         return max(qmin, _quantize_float32(scale, zero_point, 0.0)), qmax
-    if activation == Activation.RELU6:
+    if activation == FusedActivation.RELU6:
         return (
             max(qmin, _quantize_float32(scale, zero_point, 0.0)),
             min(qmax, _quantize_float32(scale, zero_point, 6.0)),
         )
-    if activation == Activation.RELU_N1_TO_1:
+    if activation == FusedActivation.RELU_N1_TO_1:
         return (
             max(qmin, _quantize_float32(scale, zero_point, -1.0)),
             min(qmax, _quantize_float32(scale, zero_point, 1.0)),
@@ -64,15 +106,19 @@ def activation_range(activation: Activation, scale: float, zero_point: int, ttyp
     raise ValueError(f"fused activation {activation.name} is not supported on quantized tensors")
 
 
-def float_activation_range(activation: Activation) -> tuple[float, float]:
+def float_activation_range(activation: FusedActivation) -> tuple[float, float]:
     """TFLite `CalculateActivationRange` for float32 outputs."""
     inf = float("inf")
     return {
-        Activation.NONE: (-inf, inf),
-        Activation.RELU: (0.0, inf),
-        Activation.RELU6: (0.0, 6.0),
-        Activation.RELU_N1_TO_1: (-1.0, 1.0),
+        FusedActivation.NONE: (-inf, inf),
+        FusedActivation.RELU: (0.0, inf),
+        FusedActivation.RELU6: (0.0, 6.0),
+        FusedActivation.RELU_N1_TO_1: (-1.0, 1.0),
     }[activation]
+
+
+def float_activation(activation: FusedActivation) -> FloatActivation:
+    return FloatActivation(*float_activation_range(activation))
 
 
 # A multiplier needing a left shift above this would overflow int32 in TFLite's C++
@@ -82,8 +128,6 @@ MAX_LEFT_SHIFT = 30
 
 def checked_multiplier(real: float, quantize=quantize_multiplier) -> tuple[int, int]:
     """`quantize(real)` after checking that the effective scale is finite and representable."""
-    from tinyswap.errors import QuantizationError
-
     if not math.isfinite(real) or real < 0:
         raise QuantizationError(f"effective scale {real!r} is not a finite non-negative number")
     multiplier, shift = quantize(real)
@@ -109,6 +153,17 @@ def channel_multipliers(
     multipliers = np.array([p[0] for p in pairs], dtype=np.int64)
     shifts = np.array([p[1] for p in pairs], dtype=np.int64)
     return multipliers, shifts
+
+
+def output_stage(input_scale: float, input_zero_point: int, filter_scales: np.ndarray, output_scale: float,
+                 output_zero_point: int, channels: int, activation: FusedActivation, profile: Profile,
+                 single_rounding: bool = False) -> OutputStage:
+    """The `OutputStage` of a FULLY_CONNECTED or convolution with these scales (TFLM
+    `PopulateConvolutionQuantizationParams`)."""
+    multipliers, shifts = channel_multipliers(input_scale, filter_scales, output_scale, channels, profile)
+    act_min, act_max = activation_range(activation, output_scale, output_zero_point)
+    return OutputStage(input_zero_point, output_zero_point, tuple(int(m) for m in multipliers),
+                       tuple(int(s) for s in shifts), act_min, act_max, single_rounding)
 
 
 def requantize(acc: np.ndarray, multiplier, shift, single_rounding: bool) -> np.ndarray:
@@ -222,8 +277,6 @@ def requantize_int8_fast(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndar
         rows = flat // acc.shape[1]
         m = multiplier[rows] if multiplier.size > 1 else multiplier[0]
         s = shift[rows] if shift.size > 1 else shift[0]
-        from tinyswap.fixedpoint import multiply_by_quantized_multiplier
-
         out.reshape(-1)[flat] = np.clip(multiply_by_quantized_multiplier(exact_acc, m, s) + zero_point, lo, hi)
     return out
 

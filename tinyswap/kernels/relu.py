@@ -3,37 +3,44 @@ input_scale / output_scale, clamp at the output's zero) and float32."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.fixedpoint import multiply_by_quantized_multiplier
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
-from tinyswap.kernels.quantized import checked_multiplier, round_half_away_f32
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext
+from tinyswap.kernels.quantized import Rescale, checked_multiplier, round_half_away_f32
 from tinyswap.kernels.registry import register
-from tinyswap.schema import TensorType
+
+
+@dataclass(frozen=True)
+class ReluParams:
+    """int8: rescale to the output's quantization, then clamp to [act_min, act_max]."""
+
+    rescale: Rescale
+    act_min: int
+    act_max: int
 
 
 @register
-class Relu(Kernel):
+class Relu(Kernel[ReluParams | None]):
     op_name = "RELU"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[ReluParams | None]:
         ctx.expect_counts(1)
         x, y = ctx.input(0), ctx.output()
-        if x.type == TensorType.FLOAT32:
-            ctx.require_types(y, TensorType.FLOAT32)
-            return Prepared([x.shape], {"float": True})
-        ctx.require_types(x, TensorType.INT8)
-        ctx.require_types(y, TensorType.INT8)
+        if x.dtype == FLOAT32:
+            ctx.require_types(y, FLOAT32)
+            return Prepared([x.shape], None)  # max(x, 0) needs no parameter
+        ctx.require_types(x, INT8)
+        ctx.require_types(y, INT8)
         (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
         m, s = checked_multiplier(float(np.float32(xs) / np.float32(ys)))
         lo = max(-128, yzp + int(round_half_away_f32(np.float32(0.0) / np.float32(ys))))
-        return Prepared([x.shape], {"float": False, "x_zp": xzp, "y_zp": yzp, "m": m, "s": s, "range": (lo, 127)})
+        return Prepared([x.shape], ReluParams(Rescale(xzp, yzp, m, s), lo, 127))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[ReluParams | None], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
-        if p["float"]:
+        if p is None:
             return [np.maximum(x, np.float32(0))]
-        out = multiply_by_quantized_multiplier(x.astype(np.int64) - p["x_zp"], p["m"], p["s"]) + p["y_zp"]
-        lo, hi = p["range"]
-        return [np.clip(out, lo, hi).astype(np.int8)]
+        return [np.clip(p.rescale.apply(x), p.act_min, p.act_max).astype(np.int8)]

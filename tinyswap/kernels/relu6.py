@@ -4,13 +4,13 @@ Both agree when input and output share quantization, which is what converters em
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.fixedpoint import multiply_by_quantized_multiplier
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
-from tinyswap.kernels.quantized import checked_multiplier, round_half_away_f32
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.quantized import Rescale, checked_multiplier, round_half_away_f32
 from tinyswap.kernels.registry import register
-from tinyswap.schema import TensorType
 
 
 def quantize_value_f32(value: float, scale: float, zero_point: int) -> int:
@@ -19,34 +19,41 @@ def quantize_value_f32(value: float, scale: float, zero_point: int) -> int:
     return min(127, max(-128, q))
 
 
+@dataclass(frozen=True)
+class Relu6Params:
+    """int8: clamp to [act_min, act_max], after `rescale` when there is one (LiteRT with
+    differing input and output quantization)."""
+
+    act_min: int
+    act_max: int
+    rescale: Rescale | None = None
+
+
 @register
-class Relu6(Kernel):
+class Relu6(Kernel[Relu6Params | None]):
     op_name = "RELU6"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[Relu6Params | None]:
         ctx.expect_counts(1)
         x, y = ctx.input(0), ctx.output()
-        if x.type == TensorType.FLOAT32:
-            ctx.require_types(y, TensorType.FLOAT32)
-            return Prepared([x.shape], {"float": True})
-        ctx.require_types(x, TensorType.INT8)
-        ctx.require_types(y, TensorType.INT8)
+        if x.dtype == FLOAT32:
+            ctx.require_types(y, FLOAT32)
+            return Prepared([x.shape], None)  # clip(x, 0, 6) needs no parameter
+        ctx.require_types(x, INT8)
+        ctx.require_types(y, INT8)
         (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
         same = np.float32(xs) == np.float32(ys) and xzp == yzp
         if ctx.profile == Profile.TFLM or same:
-            return Prepared([x.shape], {"float": False, "rescale": False,
-                                        "range": (xzp, quantize_value_f32(6.0, xs, xzp))})
+            return Prepared([x.shape], Relu6Params(xzp, quantize_value_f32(6.0, xs, xzp)))
         m, s = checked_multiplier(float(np.float32(xs) / np.float32(ys)))
-        return Prepared([x.shape], {"float": False, "rescale": True, "x_zp": xzp, "y_zp": yzp, "m": m, "s": s,
-                                    "range": (max(-128, yzp), quantize_value_f32(6.0, ys, yzp))})
+        rescale = Rescale(xzp, yzp, m, s)
+        return Prepared([x.shape], Relu6Params(max(-128, yzp), quantize_value_f32(6.0, ys, yzp), rescale))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[Relu6Params | None], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
-        if p["float"]:
+        if p is None:
             return [np.clip(x, np.float32(0), np.float32(6))]
-        lo, hi = p["range"]
-        if not p["rescale"]:
-            return [np.clip(x, lo, hi).astype(np.int8)]
-        out = multiply_by_quantized_multiplier(x.astype(np.int64) - p["x_zp"], p["m"], p["s"]) + p["y_zp"]
-        return [np.clip(out, lo, hi).astype(np.int8)]
+        if p.rescale is None:
+            return [np.clip(x, p.act_min, p.act_max).astype(np.int8)]
+        return [np.clip(p.rescale.apply(x), p.act_min, p.act_max).astype(np.int8)]

@@ -20,8 +20,8 @@ class Reshape(Kernel):
         shape_input = ctx.optional_input(1)
         if shape_input is not None and len(shape_input.shape) == 1 and shape_input.size > 0:
             target = list(constant_ints(ctx, shape_input, "shape input"))
-        elif ctx.op.options.get("new_shape"):
-            target = list(ctx.op.options["new_shape"])
+        elif ctx.options.get("new_shape"):
+            target = list(ctx.options["new_shape"])
         else:
             target = list(y.shape)
         if target.count(-1) > 1:

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import INT32, INT64, Kernel, Prepared, PrepareContext, frozen_array
 from tinyswap.kernels.registry import register
-from tinyswap.schema import TensorType
+
+
+@dataclass(frozen=True, eq=False)
+class ShapeParams:
+    value: np.ndarray  # the input's shape in the output's integer type (read-only)
 
 
 @register
-class Shape(Kernel):
+class Shape(Kernel[ShapeParams]):
     op_name = "SHAPE"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[ShapeParams]:
         ctx.expect_counts(1)
         x, y = ctx.input(0), ctx.output()
-        ctx.require_types(y, TensorType.INT32, TensorType.INT64)
-        value = np.array(x.shape, dtype=y.dtype)
-        return Prepared([value.shape], {"value": value}, folded=[value])
+        ctx.require_types(y, INT32, INT64)
+        value = frozen_array(np.array(x.shape, dtype=y.dtype))
+        return Prepared([value.shape], ShapeParams(value), folded=[value])
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        return [prepared.params["value"]]
+    def eval(self, prepared: Prepared[ShapeParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [prepared.params.value]

@@ -9,6 +9,7 @@ summed in Q12.19, inverted with `GetReciprocal`, and the products rounded into i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,9 +23,8 @@ from tinyswap.fixedpoint import (
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 )
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
 from tinyswap.kernels.registry import register
-from tinyswap.schema import TensorType
 
 SCALED_DIFF_INTEGER_BITS = 5
 ACCUMULATION_INTEGER_BITS = 12
@@ -41,11 +41,27 @@ def softmax_input_scaling(beta: float, input_scale: float, single_rounding: bool
     return multiplier, left_shift, -radius
 
 
+@dataclass(frozen=True)
+class SoftmaxParams:
+    """int8 SOFTMAX (TFLM `SoftmaxParams`): differences to the row max at or above `diff_min`
+    are rescaled into Q5.26 by (multiplier, left_shift); the rest contribute nothing."""
+
+    multiplier: int
+    left_shift: int
+    diff_min: int
+    single_rounding: bool  # LiteRT rescales the differences with one rounding
+
+
+@dataclass(frozen=True)
+class FloatSoftmaxParams:
+    beta: float
+
+
 @register
-class Softmax(Kernel):
+class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
     op_name = "SOFTMAX"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[SoftmaxParams | FloatSoftmaxParams]:
         ctx.expect_counts(1)
         x, y = ctx.input(0), ctx.output()
         if not x.shape:
@@ -53,11 +69,11 @@ class Softmax(Kernel):
         beta = float(ctx.option("beta"))
         if not math.isfinite(beta) or beta <= 0:
             raise ctx.error(f"beta {beta} must be a positive number")
-        if x.type == TensorType.FLOAT32:
-            ctx.require_types(y, TensorType.FLOAT32)
-            return Prepared([x.shape], {"float": True, "beta": beta})
-        ctx.require_types(x, TensorType.INT8)
-        ctx.require_types(y, TensorType.INT8)
+        if x.dtype == FLOAT32:
+            ctx.require_types(y, FLOAT32)
+            return Prepared([x.shape], FloatSoftmaxParams(beta))
+        ctx.require_types(x, INT8)
+        ctx.require_types(y, INT8)
         x_scale, _ = ctx.per_tensor(x)
         y_scale, y_zp = ctx.per_tensor(y)
         if y_zp != -128 or np.float32(y_scale) != np.float32(1.0 / 256):
@@ -67,22 +83,22 @@ class Softmax(Kernel):
         multiplier, left_shift, diff_min = softmax_input_scaling(
             float(np.float32(beta)), float(np.float32(x_scale)), single
         )
-        return Prepared([x.shape], {"float": False, "multiplier": multiplier, "left_shift": left_shift,
-                                    "diff_min": diff_min, "single_rounding": single})
+        return Prepared([x.shape], SoftmaxParams(multiplier, left_shift, diff_min, single))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[SoftmaxParams | FloatSoftmaxParams],
+             inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
-        if p["float"]:
+        if isinstance(p, FloatSoftmaxParams):
             x32 = x.astype(np.float32)
-            e = np.exp((x32 - x32.max(axis=-1, keepdims=True)) * np.float32(p["beta"]))
+            e = np.exp((x32 - x32.max(axis=-1, keepdims=True)) * np.float32(p.beta))
             return [(e / e.sum(axis=-1, keepdims=True, dtype=np.float32)).astype(np.float32)]
         diff = x.astype(np.int64) - x.max(axis=-1, keepdims=True).astype(np.int64)
-        inside = diff >= p["diff_min"]
-        if p["single_rounding"]:
-            rescaled = multiply_by_quantized_multiplier_single_rounding(diff, p["multiplier"], p["left_shift"])
+        inside = diff >= p.diff_min
+        if p.single_rounding:
+            rescaled = multiply_by_quantized_multiplier_single_rounding(diff, p.multiplier, p.left_shift)
         else:
-            rescaled = multiply_by_quantized_multiplier_greater_than_one(diff, p["multiplier"], p["left_shift"])
+            rescaled = multiply_by_quantized_multiplier_greater_than_one(diff, p.multiplier, p.left_shift)
         exps = exp_on_negative_values(np.where(inside, rescaled, 0), SCALED_DIFF_INTEGER_BITS)
         exps = np.where(inside, exps, 0)
         sum_of_exps = rescale(exps, 0, ACCUMULATION_INTEGER_BITS).sum(axis=-1, keepdims=True)

@@ -11,12 +11,20 @@ difference reaches the output: the profiles follow their runtimes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
 from tinyswap.kernels.layout import constant_ints, same_quantization
 from tinyswap.kernels.registry import register
-from tinyswap.schema import TensorType
+
+
+@dataclass(frozen=True)
+class SpaceToBatchNDParams:
+    block_shape: tuple[int, ...]  # one block size per spatial dimension
+    paddings: tuple[tuple[int, int], ...]  # (before, after) per spatial dimension
+    pad_value: int | float
 
 
 def spatial_params(ctx: PrepareContext, rank: int, what: str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
@@ -33,29 +41,29 @@ def spatial_params(ctx: PrepareContext, rank: int, what: str) -> tuple[tuple[int
 
 
 @register
-class SpaceToBatchND(Kernel):
+class SpaceToBatchND(Kernel[SpaceToBatchNDParams]):
     op_name = "SPACE_TO_BATCH_ND"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[SpaceToBatchNDParams]:
         ctx.expect_counts(3)
         x, y = ctx.input(0), ctx.output()
-        ctx.require_types(x, TensorType.INT8, TensorType.FLOAT32)
+        ctx.require_types(x, INT8, FLOAT32)
         same_quantization(ctx, x, y)
         block, pads = spatial_params(ctx, len(x.shape), "paddings")
         padded = [d + a + b for d, (a, b) in zip(x.shape[1:-1], pads)]
         if any(p % b for p, b in zip(padded, block)):
             raise ctx.error(f"padded spatial shape {padded} is not divisible by block_shape {block}")
         value = 0
-        if x.type == TensorType.INT8 and ctx.profile == Profile.LITERT:
+        if x.dtype == INT8 and ctx.profile == Profile.LITERT:
             value = ctx.per_tensor(y)[1]
         shape = (x.shape[0] * int(np.prod(block)), *[p // b for p, b in zip(padded, block)], x.shape[-1])
-        return Prepared([shape], {"block": block, "pads": pads, "value": value})
+        return Prepared([shape], SpaceToBatchNDParams(block, pads, value))
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def eval(self, prepared: Prepared[SpaceToBatchNDParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
-        block = p["block"]
-        padded = np.pad(x, ((0, 0), *p["pads"], (0, 0)), constant_values=p["value"])
+        block = p.block_shape
+        padded = np.pad(x, ((0, 0), *p.paddings, (0, 0)), constant_values=p.pad_value)
         b, c = x.shape[0], x.shape[-1]
         if len(block) == 1:
             (bw,) = block

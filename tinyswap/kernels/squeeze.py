@@ -17,7 +17,7 @@ class Squeeze(Kernel):
         ctx.expect_counts(1)
         x, y = ctx.input(0), ctx.output()
         same_quantization(ctx, x, y)
-        dims = ctx.op.options.get("squeeze_dims") or ()
+        dims = ctx.options.get("squeeze_dims") or ()
         rank = len(x.shape)
         if dims:
             axes = {normalize_axis(ctx, d, rank, "squeeze dimension") for d in dims}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, frozen_array
 from tinyswap.kernels.layout import constant_ints, same_quantization
 from tinyswap.kernels.registry import register
 
@@ -27,11 +29,16 @@ def _axis_indices(dim: int, begin: int, end: int, stride: int, begin_masked: boo
     return range(start, min(max(end, lo), hi), stride)
 
 
+@dataclass(frozen=True, eq=False)
+class StridedSliceParams:
+    mesh: tuple[np.ndarray, ...]  # open-mesh indices (np.ix_) of the selected elements, read-only
+
+
 @register
-class StridedSlice(Kernel):
+class StridedSlice(Kernel[StridedSliceParams]):
     op_name = "STRIDED_SLICE"
 
-    def prepare(self, ctx: PrepareContext) -> Prepared:
+    def prepare(self, ctx: PrepareContext) -> Prepared[StridedSliceParams]:
         ctx.expect_counts((3, 4))
         x, y = ctx.input(0), ctx.output()
         same_quantization(ctx, x, y)
@@ -43,7 +50,7 @@ class StridedSlice(Kernel):
             raise ctx.error(f"begin/end/strides lengths {len(begin)}/{len(end)}/{len(strides)} vs rank {rank}")
         if 0 in strides:
             raise ctx.error("stride 0")
-        opts = ctx.op.options
+        opts = ctx.options
         if opts.get("ellipsis_mask", 0) or opts.get("new_axis_mask", 0):
             raise ctx.error("ellipsis_mask and new_axis_mask are not supported")
         bm, em, sm = opts.get("begin_mask", 0), opts.get("end_mask", 0), opts.get("shrink_axis_mask", 0)
@@ -67,11 +74,11 @@ class StridedSlice(Kernel):
             index.append(np.array(r, dtype=np.int64))
             if not (a < len(begin) and sm >> a & 1):
                 shape.append(len(r))
-        mesh = np.ix_(*index) if rank else ()
+        mesh = tuple(frozen_array(axis) for axis in np.ix_(*index)) if rank else ()
         folded = None
         if x.constant is not None:
             folded = [np.asarray(x.constant)[mesh].reshape(shape)]
-        return Prepared([tuple(shape)], {"mesh": mesh}, folded=folded)
+        return Prepared([tuple(shape)], StridedSliceParams(mesh), folded=folded)
 
-    def eval(self, prepared: Prepared, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        return [inputs[0][prepared.params["mesh"]].reshape(prepared.output_shapes[0])]
+    def eval(self, prepared: Prepared[StridedSliceParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [inputs[0][prepared.params.mesh].reshape(prepared.output_shapes[0])]

@@ -21,6 +21,7 @@ from safetensors.numpy import save_file
 from tinyswap.export.adapter_source import AdapterSourceError, Bottleneck, Lora, load_adapter
 from tinyswap.export.pack import PackError, pack
 from tinyswap.package import Keyring, parse_package
+from tinyswap.quantize import quantize_int8
 from tinyswap.swap import SwapManager
 
 from tests.adapter_cases import EXAMPLES, KEY, example_bundle
@@ -167,7 +168,7 @@ def test_real_peft_directory_imports_and_its_quantized_effect_matches_the_float_
     m.load_adapter(data)
     x = np.random.default_rng(0).standard_normal((512, 64)).astype(np.float32)
     q, oq = bundle.compiled.input_quant, bundle.compiled.output_quant
-    xq = np.clip(np.round(x / q.scale) + q.zero_point, -128, 127).astype(np.int8)
+    xq = quantize_int8(x, q.scale, q.zero_point)
     ours = (m.infer(xq, adapters="peft-real")[0].astype(np.float64) - oq.zero_point) * oq.scale
     base = (m.infer(xq)[0].astype(np.float64) - oq.zero_point) * oq.scale
     with torch.no_grad():

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 from tinyswap.export.adapter_quant import quantize_lora
-from tinyswap.export.bundle import slotmap
+from tinyswap.export.bundle import slot_map
 from tinyswap.export.compiler import compile_model
 from tinyswap.export.float_model import forward
 from tinyswap.export.slot_plan import SlotPlan, SlotTarget
 from tinyswap.export.spec import parse_spec
 from tinyswap import Interpreter
+from tinyswap.quantize import quantize_int8
 
 
 def random_mlp(seed: int):
@@ -41,7 +42,7 @@ def random_mlp(seed: int):
 
 def int8_probabilities(compiled, data, x, gates) -> np.ndarray:
     q, oq = compiled.input_quant, compiled.output_quant
-    xq = np.clip(np.round(x / q.scale) + q.zero_point, -128, 127).astype(np.int8)
+    xq = quantize_int8(x, q.scale, q.zero_point)
     g = [np.full((len(x), 1), v, np.int8) for v in gates]
     y = Interpreter(model_content=data).run(xq, *g)[0].astype(np.float64)
     return (y - oq.zero_point) * oq.scale
@@ -56,7 +57,7 @@ def test_base_and_adapted_fidelity(seed: int) -> None:
     x = rng.standard_normal((512, 32)).astype(np.float32)
     weights = dict(spec.weights)
     data = bytearray(compiled.data)
-    tensors = {(t["layer"], t["role"]): t for t in slotmap(compiled)["slots"][0]["tensors"]}
+    tensors = {(t["layer"], t["role"]): t for t in slot_map(compiled).to_json()["slots"][0]["tensors"]}
     for i in range(3):
         k = spec.kernel(f"fc{i}")
         a = rng.standard_normal((4, k.shape[0])) / np.sqrt(k.shape[0])

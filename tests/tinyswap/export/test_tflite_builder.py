@@ -31,7 +31,7 @@ from tinyswap.export.tflite_builder import (
     build_model_with_layout,
     tensor_indices,
 )
-from tinyswap.errors import BuilderError, GraphError, OptionError
+from tinyswap.export.errors import BuilderError, GraphError, OptionError
 from tinyswap.schema import (
     BUILTIN_OPERATOR_CODES,
     OPTIONS_TABLES,

@@ -11,10 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tinyswap.firmware_sim.device import Device
 from tinyswap.firmware_sim.errors import (
-    BaseModelError,
     DeviceClassError,
     DeviceStateError,
-    MetadataMissingError,
     MetadataWriteError,
     PackageTooLargeError,
     PowerLoss,
@@ -347,21 +345,7 @@ def test_ram_budget_is_enforced():
         d.install(P["A1"])
 
 
-# ------------------------------------------------------------------------------ boot refusals
-
-def test_boot_refuses_an_unprovisioned_device_and_a_damaged_base_model():
-    d = Device("mcu-qspi", B.data, B.smap, KEYRING)
-    with pytest.raises(MetadataMissingError):
-        d.boot()
-    d.provision()
-    images = d.flash_images()
-    model = bytearray(images["model"])
-    model[100] ^= 0xFF  # a base-model byte (outside every slot)
-    images["model"] = bytes(model)
-    bad = Device("mcu-qspi", B.data, B.smap, KEYRING, flash_images=images)
-    with pytest.raises(BaseModelError):
-        bad.boot()
-
+# ------------------------------------------------------------------------------ power and boot order
 
 def test_operations_need_power_and_a_boot():
     d = with_a1()

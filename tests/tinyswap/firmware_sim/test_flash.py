@@ -11,12 +11,15 @@ from typing import Callable
 
 import pytest
 
+from tinyswap.errors import TinySwapError
 from tinyswap.firmware_sim.errors import (
     AlignmentError,
     BadBlockEraseError,
     BadBlockProgramError,
     BadBlockReadError,
+    FlashError,
     FlashGeometryError,
+    FlashMisuseError,
     InjectedWriteError,
     OutOfRangeError,
     PowerLoss,
@@ -131,19 +134,36 @@ def test_program_read_roundtrip_and_unerased_write(geom):
 
 def test_program_alignment(geom):
     f = FlashDevice(geom)
+    blank = bytes([geom.erase_value])
     with pytest.raises(AlignmentError, match="empty"):
         f.program(0, b"")
     if geom.write_align == 1:
-        f.program(3, b"\x01\x02\x03")  # NOR: any byte
-        return
-    with pytest.raises(AlignmentError, match="aligned"):
-        f.program(1, pattern(geom.write_align))
-    with pytest.raises(AlignmentError, match="aligned"):
-        f.program(0, pattern(geom.write_align - 1))
-    with pytest.raises(AlignmentError):
-        f.program(geom.write_align, pattern(geom.write_align + 1))
-    assert f.image_bytes(0, 2 * geom.write_align) == bytes([geom.erase_value]) * 2 * geom.write_align
-    assert f.snapshot().program_ops == 0
+        f.program(3, b"\x01\x02\x03")  # NOR: any byte, any length
+        assert f.read(0, 8) == blank * 3 + b"\x01\x02\x03" + blank * 2
+        c = f.snapshot()
+        assert (c.program_ops, c.program_bytes) == (1, 3)
+    else:
+        with pytest.raises(AlignmentError, match="aligned"):
+            f.program(1, pattern(geom.write_align))
+        with pytest.raises(AlignmentError, match="aligned"):
+            f.program(0, pattern(geom.write_align - 1))
+        with pytest.raises(AlignmentError):
+            f.program(geom.write_align, pattern(geom.write_align + 1))
+        assert f.image_bytes(0, 2 * geom.write_align) == blank * 2 * geom.write_align
+        assert f.snapshot().program_ops == 0
+        # the refused programs marked nothing as programmed: the same units take aligned writes
+        f.program(0, pattern(2 * geom.write_align))
+        assert f.read(0, 2 * geom.write_align) == pattern(2 * geom.write_align)
+
+
+def test_misuse_and_faults_are_separate_error_families():
+    """A rule violation is a driver bug, never a fault: no `except FlashError` can catch it."""
+    for misuse in (AlignmentError, OutOfRangeError, UnerasedWriteError, FlashGeometryError):
+        assert issubclass(misuse, FlashMisuseError) and issubclass(misuse, TinySwapError)
+        assert not issubclass(misuse, FlashError)
+    for fault in (PowerLoss, WornOutError, BadBlockProgramError, BadBlockEraseError, BadBlockReadError,
+                  InjectedWriteError):
+        assert issubclass(fault, FlashError) and not issubclass(fault, FlashMisuseError)
 
 
 def test_erase_alignment_and_spans(geom):

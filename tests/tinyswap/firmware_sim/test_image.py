@@ -1,15 +1,27 @@
 """Model images on the simulated device: XIP reads in place, slot writes cover whole sectors,
-misaligned slot ranges are refused before anything is touched, the RAM variant."""
+misaligned slot ranges are refused before anything is touched, an interrupted slot's frame is
+rewritten by the swap manager's clear path, driver bugs stay misuse errors, the RAM variant."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tinyswap.firmware_sim.errors import PowerLoss, SlotAlignmentError, SlotWriteError
+from tinyswap.firmware_sim import model_image
+from tinyswap.firmware_sim.errors import (
+    AlignmentError,
+    FlashError,
+    FlashMisuseError,
+    PowerLoss,
+    SlotAlignmentError,
+    SlotWornError,
+    SlotWriteError,
+    UnerasedWriteError,
+    WearNotRecordedError,
+)
 from tinyswap.firmware_sim.flash import KIB, BadBlock, CutPoint, FailRange, FaultPlan, FlashDevice, FlashGeometry, Partition
 from tinyswap.firmware_sim.flashio import program_chunk
-from tinyswap.firmware_sim.model_image import FlashModelImage, RamModelImage, SlotTemplate
+from tinyswap.firmware_sim.model_image import FlashModelImage, RamModelImage
 from tinyswap.image import ImageWriteError
 from tinyswap.slotmap import SlotMap
 from tinyswap.swap import SwapManager
@@ -34,7 +46,7 @@ def test_xip_buffer_is_the_live_flash_and_swaps_match_tflm():
     b = bundle_for(4096)
     p = packages_for(4096)
     f, part = flash_with(b.data)
-    image = FlashModelImage(part, len(b.data), template=SlotTemplate(SlotMap.from_json(b.smap), b.data))
+    image = FlashModelImage(part, len(b.data))
     m = SwapManager(image, b.smap, KEYRING)
     x = inputs(3)
     base = m.infer(x)[0]
@@ -144,16 +156,74 @@ def test_worn_slot_sector_reports_a_typed_error():
         image.write(info["offset"], bytes(info["length"]))
 
 
-def test_template_restores_structure_bytes_of_an_interrupted_slot():
+def test_clear_slot_rewrites_the_frame_of_an_interrupted_slot():
+    """A cut between a slot's erase and its program leaves the slot's frame (the flatbuffer
+    length prefixes between its tensors) at the erase value and the model unparseable. The
+    slot map knows the frame; the swap manager's clear path writes frame + zero tensors."""
     b = bundle_for(4096)
     smap = SlotMap.from_json(b.smap)
-    tpl = SlotTemplate(smap, b.data)
     info = smap.slots[1]
     damaged = bytearray(b.data)
     damaged[info.offset:info.offset + info.length] = b"\xff" * info.length  # erased, never programmed
-    assert tpl.intact(b.data, info.offset) and not tpl.intact(damaged, info.offset)
-    blank = tpl.blank(info.offset)
-    assert b.data[info.offset:info.offset + info.length] == blank  # the factory slot is blank
-    garbage = tpl.conform(info.offset, b"\xff" * info.length)
-    damaged[info.offset:info.offset + info.length] = garbage
-    assert tpl.intact(damaged, info.offset)
+    f, part = flash_with(bytes(damaged))
+    image = FlashModelImage(part, len(b.data))
+    assert smap.damaged_frames(b.data) == [] and smap.damaged_frames(image.buffer) == [1]
+    m = SwapManager(image, b.smap, KEYRING)
+    before = f.snapshot()
+    m.clear_slot(1)
+    assert smap.damaged_frames(image.buffer) == []
+    assert f.image_bytes(0, len(b.data)) == b.data  # the factory slot is exactly frame + zeros
+    assert (f.snapshot() - before).erase_ops == 1  # one whole-range write, not a byte-wise rebuild
+    x = inputs(2)
+    np.testing.assert_array_equal(m.infer(x)[0], tflm_rows(b.data, x, gates_for_rows(b.smap, [{}] * 2)))
+
+
+def _forgetful_erase(monkeypatch) -> None:
+    """A driver bug: the slot write programs without erasing first."""
+    monkeypatch.setattr(model_image, "erase_sectors", lambda part, offset, length: 0)
+
+
+def _misaligned_program(monkeypatch) -> None:
+    """A driver bug: the slot write programs one byte past where it should."""
+    real = model_image.program_range
+    monkeypatch.setattr(model_image, "program_range", lambda part, offset, data: real(part, offset + 1, data[:-8]))
+
+
+@pytest.mark.parametrize("bug, error", [(_forgetful_erase, UnerasedWriteError), (_misaligned_program, AlignmentError)],
+                         ids=["unerased", "misaligned"])
+def test_a_driver_bug_stays_a_misuse_error_and_never_retires_the_slot(monkeypatch, bug, error):
+    b = bundle_for(4096)
+    p = packages_for(4096)
+    f, part = flash_with(b.data, write_align=8)
+    image = FlashModelImage(part, len(b.data))
+    info = b.smap["slots"][0]
+    bug(monkeypatch)
+    with pytest.raises(error) as err:  # the image does not turn it into a slot write failure
+        image.write(info["offset"], bytes(range(256)) * (info["length"] // 256))
+    assert isinstance(err.value, FlashMisuseError)
+    assert not isinstance(err.value, (FlashError, SlotWriteError))
+    # through the swap manager: the misuse propagates, the slot is neither enabled nor retired
+    m = SwapManager(image, b.smap, KEYRING)
+    with pytest.raises(error):
+        m.load_adapter(p["A1"])
+    state = m.export_state()
+    assert state["retired"] == [] and all(s["digest"] is None for s in state["slots"])
+
+
+def test_an_unrecorded_erase_blocks_writes_except_a_boot_repair_and_the_budget_always_holds():
+    b = bundle_for(4096)
+    info = b.smap["slots"][0]
+    f, part = flash_with(b.data)
+    sector = info["offset"] // (4 * KIB)
+    image = FlashModelImage(part, len(b.data), erase_budget=3, erase_counts={sector: 1})
+    image.note_interrupted_erase(info["offset"], info["length"])  # found at boot, not yet persisted
+    blank = b.data[info["offset"]:info["offset"] + info["length"]]
+    with pytest.raises(WearNotRecordedError):
+        image.write(info["offset"], blank)
+    with image.repairing():
+        image.write(info["offset"], blank)  # the frame must come back for the model to parse
+    assert image.erase_counts[sector] == 3 and image.persisted == {sector: 1}
+    image.mark_persisted()
+    with image.repairing(), pytest.raises(SlotWornError):
+        image.write(info["offset"], blank)  # budget used: refused even for a repair
+    assert f.image_bytes(0, len(b.data)) == b.data

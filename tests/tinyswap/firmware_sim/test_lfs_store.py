@@ -11,6 +11,8 @@ import littlefs
 import pytest
 
 from tinyswap.firmware_sim.errors import (
+    AlignmentError,
+    FlashMisuseError,
     PowerLoss,
     StoreError,
     StoreFullError,
@@ -385,3 +387,20 @@ def test_wear_out_reports_or_works_around(mode):
         # littlefs relocates around bad programs/erases until most blocks are gone; with
         # READERROR the first unreadable block stops every operation that reads it (reported)
         assert worn > g.sector_count // 2
+
+
+class _OffByOne(Partition):
+    """A buggy block-device driver: programs land one byte past where littlefs asked."""
+
+    def program(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        super().program(offset + 1, data)
+
+
+def test_a_driver_bug_inside_littlefs_is_raised_as_itself_not_as_a_store_error():
+    """littlefs callbacks cannot raise into C; a misuse error is kept and re-raised after the
+    call, so the store never reports a bug as an I/O error that firmware would work around."""
+    g = FlashGeometry.uniform(4 * KIB, 33, write_align=4, name="nor-4k-a4")
+    f = FlashDevice(g)
+    with pytest.raises(AlignmentError) as err:
+        AdapterStore(_OffByOne(f, g.sectors[0], g.size - g.sectors[0], "adapters")).format()
+    assert isinstance(err.value, FlashMisuseError) and not isinstance(err.value, StoreError)

@@ -8,7 +8,15 @@ import struct
 
 import pytest
 
-from tinyswap.firmware_sim.errors import MetadataFullError, MetadataWriteError, PowerLoss
+from tinyswap.firmware_sim import metadata
+from tinyswap.firmware_sim.errors import (
+    FlashError,
+    MetadataError,
+    MetadataFullError,
+    MetadataWriteError,
+    PowerLoss,
+    UnerasedWriteError,
+)
 from tinyswap.firmware_sim.flash import KIB, BadBlock, CutPoint, FailRange, FaultPlan, FlashDevice, FlashGeometry, Partition
 from tinyswap.firmware_sim.metadata import MAGIC, MetadataStore, encode_record
 from tinyswap.firmware_sim.storage import SD_SPI
@@ -162,3 +170,16 @@ def test_worn_out_areas_report_errors_and_keep_the_last_good_record(mode):
             errors += 1
         assert reload(f).current.payload == last
     assert errors > 0 and last is not None
+
+
+def test_a_driver_bug_is_not_a_failed_commit(monkeypatch):
+    """A program into unerased flash (here: a driver that forgot to erase) is a misuse error,
+    raised as itself: a failed commit would be retried in another area and reported as wear."""
+    f, md = store_on(GEOMETRIES["nor4k"](0xFF, 1))
+    md.commit(payload(1))
+    md.commit(payload(2))  # both areas hold a record now
+    monkeypatch.setattr(metadata, "erase_sectors", lambda part, offset, length: 0)
+    with pytest.raises(UnerasedWriteError) as err:
+        md.commit(payload(3))
+    assert not isinstance(err.value, (MetadataError, FlashError))
+    assert reload(f).current.payload == payload(2)  # nothing was written

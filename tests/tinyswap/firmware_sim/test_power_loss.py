@@ -3,7 +3,7 @@
 MCUboot's method (`sim/src/image.rs` `run_perm_with_fails` / `run_revert_with_fails`): run the
 scenario once cleanly and count its N mutating flash operations (all parts of the device, on
 one power supply), then for each i in 1..N cut power before operation i, after it, and in the
-middle of it (a torn write, which MCUboot's simulator lacks: mcuboot #1966), power on, boot,
+middle of it (a torn write, which MCUboot's simulator lacks), power on, boot,
 and check (`device_cases.check_device`):
 
 * each slot holds exactly its old or exactly its new content (vs. the package files);
@@ -16,7 +16,7 @@ and check (`device_cases.check_device`):
 
 The default run replays a seeded sample of cut points on one rig per erase value; the
 exhaustive sweep over every rig x erase value x write alignment is marked slow:
-`TINYSWAP_FULL=1 .venv/bin/python -m pytest -p no:xdist -m "" -s tests/firmware_sim/test_power_loss.py`.
+`TINYSWAP_FULL=1 .venv/bin/python -m pytest -p no:xdist -m "" -s tests/tinyswap/firmware_sim/test_power_loss.py`.
 """
 
 from __future__ import annotations

@@ -10,8 +10,11 @@ from hypothesis import strategies as st
 from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 from tinyswap import Interpreter
 from tinyswap.errors import ModelError
+from tinyswap.kernels.concatenation import ConcatenationParams
+from tinyswap.kernels.pack import PackParams
 
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8
+from tests.op_cases import prepare, spec
 
 Q = Quant(0.07, -9)
 
@@ -96,3 +99,13 @@ def test_expand_dims_matches_oracles(axis: int) -> None:
     v = random_int8(np.random.default_rng(3), (2, 5))
     assert assert_matches_tflm(model, [v])[0].shape == tuple(shape)
     assert_matches_litert_ref(model, [v])
+
+
+def test_prepare_builds_the_axis_params_records() -> None:
+    # Negative axes are normalised: -1 of rank 2 is 1; PACK's -1 counts the new axis (rank 2).
+    a, b = spec(0, (2, 3), np.int8, 0.1, 0), spec(1, (2, 1), np.int8, 0.1, 0)
+    concat = prepare("CONCATENATION", [a, b], [spec(2, (2, 4), np.int8, 0.1, 0)], {"axis": -1})
+    assert concat.params == ConcatenationParams(axis=1) and tuple(concat.output_shapes) == ((2, 4),)
+    c, d = spec(0, (3,), np.int8, 0.1, 0), spec(1, (3,), np.int8, 0.1, 0)
+    pack = prepare("PACK", [c, d], [spec(2, (3, 2), np.int8, 0.1, 0)], {"values_count": 2, "axis": -1})
+    assert pack.params == PackParams(axis=1) and tuple(pack.output_shapes) == ((3, 2),)

@@ -9,8 +9,20 @@ from hypothesis import strategies as st
 
 from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 from tinyswap import Interpreter
+from tinyswap.kernels.conv2d import Conv2DParams
+from tinyswap.kernels.conv_common import Window
+from tinyswap.kernels.quantized import OutputStage
 
-from tests.op_cases import ACTIVATIONS, activation_quant, output_scale_for, rng_from, window
+from tests.op_cases import (
+    ACTIVATIONS,
+    activation_quant,
+    output_scale_for,
+    prepare,
+    rng_from,
+    run_kernel,
+    spec,
+    window,
+)
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8
 
 
@@ -75,3 +87,26 @@ def test_full(case) -> None:
 @given(cases(with_bias=True))
 def test_full_litert(case) -> None:
     assert_matches_litert_ref(*case)
+
+
+def test_prepare_builds_the_hand_derived_params_record() -> None:
+    # Per-channel filter scales [0.5, 0.25], x_scale 0.5, y_scale 0.5: effective scales 0.5 and
+    # 0.25 = 0.5 * 2**0 and 0.5 * 2**-1, so both multipliers are 2**30 with shifts 0 and -1.
+    # SAME, stride 1, 2x2 filter on 3x3: out 3x3, total padding (3-1)*1 + 2 - 3 = 1, all after.
+    x = spec(0, (1, 3, 3, 1), np.int8, 0.5, 0)
+    f = spec(1, (2, 2, 2, 1), np.int8, [0.5, 0.25], 0, constant=np.zeros((2, 2, 2, 1), np.int8))
+    y = spec(2, (1, 3, 3, 2), np.int8, 0.5, -1)
+    options = {"padding": 0, "stride_h": 1, "stride_w": 1, "fused_activation_function": 0}
+    prepared = prepare("CONV_2D", [x, f], [y], options)
+    window = Window(filter_h=2, filter_w=2, stride_h=1, stride_w=1, dilation_h=1, dilation_w=1,
+                    out_h=3, out_w=3, pad_top=0, pad_bottom=1, pad_left=0, pad_right=1)
+    stage = OutputStage(0, -1, (2**30, 2**30), (0, -1), -128, 127)
+    assert prepared.params == Conv2DParams(window, out_channels=2, pointwise=False, threads=1, stage=stage)
+    assert tuple(prepared.output_shapes) == ((1, 3, 3, 2),)
+    # 2x2 input ones, filter channel 0 all 1 and channel 1 all 2: the top-left output sees all
+    # four taps: acc 4 -> 4 * 0.5 = 2 - 1 = 1; acc 8 -> 8 * 0.25 = 2 - 1 = 1. The bottom-right
+    # output sees one tap: 1 * 0.5 = 0.5 and 2 * 0.25 = 0.5 both round to 1, less 1 = 0.
+    filt = np.stack([np.ones((2, 2, 1)), np.full((2, 2, 1), 2)]).astype(np.int8)
+    out = run_kernel("CONV_2D", prepared, np.ones((1, 3, 3, 1), np.int8), filt)[0]
+    np.testing.assert_array_equal(out[0, 0, 0], [1, 1])
+    np.testing.assert_array_equal(out[0, 2, 2], [0, 0])

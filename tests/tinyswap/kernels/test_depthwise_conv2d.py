@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 
 from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 from tinyswap import Interpreter
+from tinyswap.kernels.conv_common import Window
+from tinyswap.kernels.depthwise_conv2d import DepthwiseConv2DParams
+from tinyswap.kernels.quantized import OutputStage
 
-from tests.op_cases import ACTIVATIONS, activation_quant, output_scale_for, rng_from, window
+from tests.op_cases import ACTIVATIONS, activation_quant, output_scale_for, prepare, rng_from, spec, window
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8
 
 
@@ -76,3 +79,18 @@ def test_full(case) -> None:
 @given(cases(with_bias=True))
 def test_full_litert(case) -> None:
     assert_matches_litert_ref(*case)
+
+
+def test_prepare_builds_the_hand_derived_params_record() -> None:
+    # Two input channels, depth multiplier 2, filter scales [0.5, 0.5, 1, 1] on axis 3, x_scale
+    # 0.25, y_scale 1: effective 0.125 = 0.5 * 2**-2 and 0.25 = 0.5 * 2**-1 -> multipliers
+    # 2**30, shifts (-2, -2, -1, -1). RELU6 with y_zp 0: [0, round(6 / 1)] = [0, 6].
+    # VALID, stride 2, 3x3 on 4x4: out (4 - 3 + 2) // 2 = 1, no padding.
+    x = spec(0, (1, 4, 4, 2), np.int8, 0.25, 5)
+    f = spec(1, (1, 3, 3, 4), np.int8, [0.5, 0.5, 1.0, 1.0], 0, constant=np.zeros((1, 3, 3, 4), np.int8), axis=3)
+    y = spec(2, (1, 1, 1, 4), np.int8, 1.0, 0)
+    options = {"padding": 1, "stride_h": 2, "stride_w": 2, "depth_multiplier": 2, "fused_activation_function": 3}
+    prepared = prepare("DEPTHWISE_CONV_2D", [x, f], [y], options)
+    window = Window(3, 3, 2, 2, 1, 1, out_h=1, out_w=1, pad_top=0, pad_bottom=0, pad_left=0, pad_right=0)
+    stage = OutputStage(5, 0, (2**30,) * 4, (-2, -2, -1, -1), 0, 6)
+    assert prepared.params == DepthwiseConv2DParams(window, in_channels=2, depth_multiplier=2, threads=1, stage=stage)

@@ -10,8 +10,12 @@ from hypothesis import strategies as st
 from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 from tinyswap import Interpreter
 from tinyswap.errors import ModelError, UnsupportedOpError
+from tinyswap.kernels.base import Profile
+from tinyswap.kernels.fully_connected import FullyConnectedParams
+from tinyswap.kernels.quantized import FloatActivation, OutputStage
 
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8
+from tests.op_cases import prepare, run_kernel, spec
 
 ACTIVATIONS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
 
@@ -124,3 +128,37 @@ def test_bad_weights_rank_and_types_are_refused() -> None:
     model = build_model(Model([Operator("FULLY_CONNECTED", [x, w3], [y8])], [x], [y8]))
     with pytest.raises(ModelError, match="whole number of rows"):
         Interpreter(model_content=model).allocate_tensors()
+
+
+def test_prepare_builds_the_hand_derived_params_record() -> None:
+    # effective scale = x_scale * w_scale / y_scale = 0.5 * 0.25 / 0.75 = 1/6 = 0.6667 * 2**-2:
+    # multiplier = round(2/3 * 2**31) = round(1431655765.33) = 1431655765, shift = -2, for both
+    # units (per-tensor weights). RELU with y_zp 2: act_min = 2 + round(0 / 0.75) = 2.
+    x = spec(0, (1, 3), np.int8, 0.5, -3)
+    w = spec(1, (2, 3), np.int8, 0.25, 0, constant=np.zeros((2, 3), np.int8))
+    y = spec(2, (1, 2), np.int8, 0.75, 2)
+    prepared = prepare("FULLY_CONNECTED", [x, w], [y], {"fused_activation_function": 1})
+    stage = OutputStage(input_zero_point=-3, output_zero_point=2, multipliers=(1431655765, 1431655765),
+                        shifts=(-2, -2), act_min=2, act_max=127, single_rounding=False)
+    assert prepared.params == FullyConnectedParams(batches=1, depth=3, units=2, stage=stage)
+    assert tuple(prepared.output_shapes) == ((1, 2),)
+    # LiteRT's FULLY_CONNECTED rounds once; the multipliers are the same.
+    litert = prepare("FULLY_CONNECTED", [x, w], [y], {"fused_activation_function": 1}, Profile.LITERT)
+    assert litert.params.stage.single_rounding and litert.params.stage.multipliers == stage.multipliers
+    # float32: only the activation clamp (RELU6 -> [0, 6]).
+    xf, wf, yf = spec(0, (2, 3), np.float32), spec(1, (4, 3), np.float32), spec(2, (2, 4), np.float32)
+    floats = prepare("FULLY_CONNECTED", [xf, wf], [yf], {"fused_activation_function": 3})
+    assert floats.params == FullyConnectedParams(2, 3, 4, FloatActivation(0.0, 6.0))
+
+
+def test_kernel_runs_on_arrays_without_a_model() -> None:
+    # x - x_zp = [4, 5, 6]; w = [[1, 0, -1], [2, 2, 2]]: acc = [-2, 30], bias [0, 6] -> [-2, 36].
+    # acc / 6: -0.33 -> 0, 6 -> 6; + y_zp 2 -> [2, 8]; RELU keeps act_min 2.
+    x = spec(0, (1, 3), np.int8, 0.5, -3)
+    w = spec(1, (2, 3), np.int8, 0.25, 0, constant=np.zeros((2, 3), np.int8))
+    b = spec(2, (2,), np.int32, 0.125, 0, constant=np.zeros(2, np.int32))
+    y = spec(3, (1, 2), np.int8, 0.75, 2)
+    prepared = prepare("FULLY_CONNECTED", [x, w, b], [y], {"fused_activation_function": 1})
+    out = run_kernel("FULLY_CONNECTED", prepared, np.array([[1, 2, 3]], np.int8),
+                     np.array([[1, 0, -1], [2, 2, 2]], np.int8), np.array([0, 6], np.int32))[0]
+    np.testing.assert_array_equal(out, [[2, 8]])

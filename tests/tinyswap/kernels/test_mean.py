@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
 from tinyswap import Interpreter
+from tinyswap.kernels.mean import MeanParams
+from tinyswap.kernels.quantized import Rescale
 
-from tests.op_cases import activation_quant, rng_from
+from tests.op_cases import activation_quant, prepare, rng_from, run_kernel, spec
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8
 
 
@@ -62,3 +64,20 @@ def test_float32_close(case) -> None:
 def test_full(case) -> None:
     assert_matches_tflm(*case)
     assert_matches_litert_ref(*case)
+
+
+def test_prepare_builds_the_hand_derived_params_record() -> None:
+    # x_scale / y_scale = 0.5 / 0.25 = 2 = 0.5 * 2**2 -> (2**30, 2); n = 4 values, so
+    # k = min(floor(log2 4), 32, 31 + 2) = 2: multiplier (2**30 << 2) // 4 = 2**30, shift 2 - 2 = 0.
+    # The sum's zero point is 4 * x_zp = 4.
+    x = spec(0, (1, 2, 2, 1), np.int8, 0.5, 1)
+    axes = spec(1, (2,), np.int32, constant=np.array([1, 2], np.int32))
+    y = spec(2, (1, 1, 1, 1), np.int8, 0.25, -3)
+    prepared = prepare("MEAN", [x, axes], [y], {"keep_dims": True})
+    assert prepared.params == MeanParams(axes=(1, 2), keep_dims=True, count=4, rescale=Rescale(4, -3, 2**30, 0))
+    # Sum 1 + 2 + 3 + 5 = 11, less 4 = 7; 7 * 0.5 = 3.5 -> 4 (half away from zero) - 3 = 1.
+    values = np.array([1, 2, 3, 5], np.int8).reshape(1, 2, 2, 1)
+    np.testing.assert_array_equal(run_kernel("MEAN", prepared, values, np.array([1, 2], np.int32))[0], [[[[1]]]])
+    floats = prepare("MEAN", [spec(0, (2, 3), np.float32), spec(1, (1,), np.int32, constant=np.array([-1], np.int32))],
+                     [spec(2, (2,), np.float32)])
+    assert floats.params == MeanParams((1,), False, 3, None)

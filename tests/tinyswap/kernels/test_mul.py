@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 
+from tinyswap.kernels.mul import MulParams
+
 from tests.binary_cases import binary_cases
 from tests.oracle_check import assert_matches_tflm
+from tests.op_cases import prepare, run_kernel, spec
 
 
 @given(binary_cases("MUL"))
@@ -64,3 +67,14 @@ def test_float32_is_exact(case) -> None:
 def test_full(case) -> None:
     assert_matches_tflm(*case)
     assert_within_one_lsb_of_litert(*case)
+
+
+def test_prepare_builds_the_hand_derived_params_record() -> None:
+    # s_a * s_b / s_out = 0.5 * 0.25 / 0.125 = 1 = 0.5 * 2**1 -> (2**30, 1). RELU with
+    # y_zp -4: act_min -4.
+    a, b, y = spec(0, (2,), np.int8, 0.5, 0), spec(1, (2,), np.int8, 0.25, 0), spec(2, (2,), np.int8, 0.125, -4)
+    prepared = prepare("MUL", [a, b], [y], {"fused_activation_function": 1})
+    assert prepared.params == MulParams(0, 0, -4, multiplier=2**30, shift=1, act_min=-4, act_max=127)
+    # 3 * -2 = -6 - 4 = -10, clamped to -4; 3 * 2 = 6 - 4 = 2.
+    out = run_kernel("MUL", prepared, np.array([3, 3], np.int8), np.array([-2, 2], np.int8))[0]
+    np.testing.assert_array_equal(out, [-4, 2])

@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 
 from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 from tinyswap import Interpreter
+from tinyswap.kernels.average_pool_2d import AveragePool2DParams
+from tinyswap.kernels.conv_common import Window
+from tinyswap.kernels.pooling import Pool2DParams
 
-from tests.op_cases import activation_quant, rng_from, window
+from tests.op_cases import activation_quant, prepare, rng_from, run_kernel, spec, window
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8
 
 
@@ -54,3 +57,20 @@ def test_full(op: str, data) -> None:
     case = data.draw(cases(op))
     assert_matches_tflm(*case)
     assert_matches_litert_ref(*case)
+
+
+def test_prepare_builds_the_hand_derived_params_records() -> None:
+    # 2x2 window, stride 2, SAME on 3x3: out ceil(3 / 2) = 2, padding (2-1)*2 + 2 - 3 = 1 after.
+    # In-image taps per output: 4, 2 / 2, 1. RELU6 at scale 0.05, zp -10: [-10, 120 - 10].
+    x, y = spec(0, (1, 3, 3, 1), np.int8, 0.05, -10), spec(1, (1, 2, 2, 1), np.int8, 0.05, -10)
+    options = {"padding": 0, "stride_h": 2, "stride_w": 2, "filter_height": 2, "filter_width": 2,
+               "fused_activation_function": 3}
+    window = Window(2, 2, 2, 2, 1, 1, out_h=2, out_w=2, pad_top=0, pad_bottom=1, pad_left=0, pad_right=1)
+    pool = Pool2DParams(window, in_height=3, in_width=3, is_float=False, act_min=-10, act_max=110)
+    avg = prepare("AVERAGE_POOL_2D", [x], [y], options)
+    assert isinstance(avg.params, AveragePool2DParams) and avg.params.pool == pool
+    np.testing.assert_array_equal(avg.params.tap_counts[0, :, :, 0], [[4, 2], [2, 1]])
+    assert prepare("MAX_POOL_2D", [x], [y], options).params == pool
+    # Averages: 12 / 4 = 3; 9 / 2 = 4.5 -> 5 and 15 / 2 = 7.5 -> 8 (half away from zero); 9.
+    values = np.arange(1, 10, dtype=np.int8).reshape(1, 3, 3, 1)
+    np.testing.assert_array_equal(run_kernel("AVERAGE_POOL_2D", avg, values)[0][0, :, :, 0], [[3, 5], [8, 9]])

@@ -7,9 +7,12 @@ import pytest
 from hypothesis import given
 
 from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+from tinyswap.kernels.quantize import QuantizeParams
+from tinyswap.kernels.quantized import Rescale
 
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm
 from tests.unary_cases import unary_cases
+from tests.op_cases import prepare, run_kernel, spec
 
 
 def test_halves_round_away_from_zero() -> None:
@@ -38,3 +41,16 @@ def test_int8_requantize(case) -> None:
 def test_full(case) -> None:
     assert_matches_tflm(*case)
     assert_matches_litert_ref(*case)
+
+
+def test_prepare_builds_the_hand_derived_params_records() -> None:
+    y = spec(1, (2,), np.int8, 0.5, 3)
+    floats = prepare("QUANTIZE", [spec(0, (2,), np.float32)], [y])
+    assert floats.params == QuantizeParams(scale=0.5, zero_point=3)
+    # 1.25 / 0.5 = 2.5 -> 3 and -0.75 / 0.5 = -1.5 -> -2 (half away from zero), + 3.
+    out = run_kernel("QUANTIZE", floats, np.array([1.25, -0.75], np.float32))[0]
+    np.testing.assert_array_equal(out, [6, 1])
+    # int8 -> int8: 0.5 / 0.25 = 2 = 0.5 * 2**2 -> (2**30, 2).
+    requant = prepare("QUANTIZE", [spec(0, (2,), np.int8, 0.5, 1)], [spec(1, (2,), np.int8, 0.25, -1)])
+    assert requant.params == Rescale(input_zero_point=1, output_zero_point=-1, multiplier=2**30, shift=2)
+    np.testing.assert_array_equal(run_kernel("QUANTIZE", requant, np.array([3, -1], np.int8))[0], [3, -5])

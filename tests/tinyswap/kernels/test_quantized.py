@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
+from tinyswap.kernels.base import INT8, FusedActivation
 from tinyswap.kernels.quantized import activation_range, requantize_int8
-from tinyswap.schema import Activation, TensorType
 
 
 @settings(max_examples=300)
@@ -30,7 +30,7 @@ def test_requantize_int8_matches_two_step(seed, channels, per_channel, zp, relu,
 
 def test_activation_range_relu6_hand_golden() -> None:
     # scale 0.05, zp -10: 0 -> -10; 6 / 0.05 = 120 -> 110.
-    assert activation_range(Activation.RELU6, 0.05, -10, TensorType.INT8) == (-10, 110)
+    assert activation_range(FusedActivation.RELU6, 0.05, -10, INT8) == (-10, 110)
 
 
 def test_requantize_int8_edge_multipliers_and_left_shifts() -> None:

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 
+from tinyswap.kernels.quantized import Rescale
+from tinyswap.kernels.relu import ReluParams
+
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm
 from tests.unary_cases import unary_cases
+from tests.op_cases import prepare, run_kernel, spec
 
 
 @given(unary_cases("RELU"))
@@ -28,3 +32,13 @@ def test_float32(case) -> None:
 def test_full(case) -> None:
     assert_matches_tflm(*case)
     assert_matches_litert_ref(*case)
+
+
+def test_prepare_builds_the_hand_derived_params_record() -> None:
+    # float32(0.5) / float32(0.25) = 2 = 0.5 * 2**2 -> (2**30, 2); the clamp starts at the
+    # output's zero: -5 + round(0 / 0.25) = -5.
+    prepared = prepare("RELU", [spec(0, (2,), np.int8, 0.5, 0)], [spec(1, (2,), np.int8, 0.25, -5)])
+    assert prepared.params == ReluParams(Rescale(0, -5, 2**30, 2), act_min=-5, act_max=127)
+    # -3 * 2 - 5 = -11 -> -5; 4 * 2 - 5 = 3.
+    np.testing.assert_array_equal(run_kernel("RELU", prepared, np.array([-3, 4], np.int8))[0], [-5, 3])
+    assert prepare("RELU", [spec(0, (2,), np.float32)], [spec(1, (2,), np.float32)]).params is None

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 
+from tinyswap.kernels.base import Profile
+from tinyswap.kernels.quantized import Rescale
+from tinyswap.kernels.relu6 import Relu6Params
+
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm
 from tests.unary_cases import unary_cases
+from tests.op_cases import prepare, spec
 
 
 @given(unary_cases("RELU6"))
@@ -37,3 +42,13 @@ def test_float32(case) -> None:
 def test_full(case) -> None:
     assert_matches_tflm(*case)
     assert_matches_litert_ref(*case)
+
+
+def test_prepare_builds_the_hand_derived_params_records() -> None:
+    x, y = spec(0, (2,), np.int8, 0.5, 0), spec(1, (2,), np.int8, 0.25, -5)
+    # TFLM clamps in the input's quantization: [0, round(6 / 0.5) + 0] = [0, 12], no rescale.
+    assert prepare("RELU6", [x], [y]).params == Relu6Params(act_min=0, act_max=12, rescale=None)
+    # LiteRT rescales by 0.5 / 0.25 = 2 -> (2**30, 2), then clamps in the output's:
+    # [-5, round(6 / 0.25) - 5] = [-5, 19].
+    litert = prepare("RELU6", [x], [y], profile=Profile.LITERT)
+    assert litert.params == Relu6Params(-5, 19, Rescale(0, -5, 2**30, 2))

@@ -12,6 +12,7 @@ from tinyswap import Interpreter
 from tinyswap.errors import ModelError
 
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8
+from tests.op_cases import prepare, spec
 
 Q = Quant(0.05, 3)
 
@@ -71,3 +72,15 @@ def test_impossible_reshape_is_refused() -> None:
     model = reshape_model((2, 3), [4, 2], True, (4, 2))
     with pytest.raises(ModelError, match="cannot reshape"):
         Interpreter(model_content=model).allocate_tensors()
+
+
+def test_layout_ops_need_no_params_only_shapes() -> None:
+    x = spec(0, (1, 2, 1, 3), np.int8, 0.1, 0)
+    target = spec(1, (2,), np.int32, constant=np.array([-1, 3], np.int32))
+    reshape = prepare("RESHAPE", [x, target], [spec(2, (2, 3), np.int8, 0.1, 0)])
+    assert reshape.params is None and tuple(reshape.output_shapes) == ((2, 3),)  # -1 = 6 / 3
+    squeeze = prepare("SQUEEZE", [x], [spec(1, (2, 3), np.int8, 0.1, 0)])
+    assert squeeze.params is None and tuple(squeeze.output_shapes) == ((2, 3),)
+    axis = spec(1, (1,), np.int32, constant=np.array([-1], np.int32))
+    expand = prepare("EXPAND_DIMS", [x, axis], [spec(2, (1, 2, 1, 3, 1), np.int8, 0.1, 0)])
+    assert expand.params is None and tuple(expand.output_shapes) == ((1, 2, 1, 3, 1),)

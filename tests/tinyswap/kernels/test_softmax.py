@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 from tinyswap.export.tflite_builder import Quant
 from tinyswap import Interpreter
 from tinyswap.errors import ModelError
+from tinyswap.kernels.base import Profile
+from tinyswap.kernels.softmax import FloatSoftmaxParams, SoftmaxParams
 
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm
 from tests.unary_cases import unary_cases
+from tests.op_cases import prepare, run_kernel, spec
 
 OUT_Q = Quant(1.0 / 256, -128)
 BETAS = st.sampled_from([1.0, 0.5, 2.0, 0.7])
@@ -62,3 +65,16 @@ def test_wrong_output_quantization_is_refused() -> None:
 def test_full(case) -> None:
     assert_matches_tflm(*case)
     assert_matches_litert_ref(*case)
+
+
+def test_prepare_builds_the_hand_derived_params_record() -> None:
+    # beta 1, input scale 1/16: real = 1 * 2**-4 * 2**(31 - 5) = 2**22 = 0.5 * 2**23 ->
+    # multiplier 2**30, left shift 23; input radius floor(31 * 2**26 / 2**23) = 248.
+    x, y = spec(0, (1, 2), np.int8, 1 / 16, 0), spec(1, (1, 2), np.int8, 1 / 256, -128)
+    prepared = prepare("SOFTMAX", [x], [y], {"beta": 1.0})
+    assert prepared.params == SoftmaxParams(multiplier=2**30, left_shift=23, diff_min=-248, single_rounding=False)
+    assert prepare("SOFTMAX", [x], [y], {"beta": 1.0}, Profile.LITERT).params == SoftmaxParams(2**30, 23, -248, True)
+    # Two equal logits: 0.5 each = 128 / 256 -> 128 - 128 = 0.
+    np.testing.assert_array_equal(run_kernel("SOFTMAX", prepared, np.array([[7, 7]], np.int8))[0], [[0, 0]])
+    floats = prepare("SOFTMAX", [spec(0, (3,), np.float32)], [spec(1, (3,), np.float32)], {"beta": 0.5})
+    assert floats.params == FloatSoftmaxParams(0.5)

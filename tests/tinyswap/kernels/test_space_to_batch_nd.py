@@ -16,8 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
+from tinyswap.kernels.base import Profile
+from tinyswap.kernels.batch_to_space_nd import BatchToSpaceNDParams
+from tinyswap.kernels.space_to_batch_nd import SpaceToBatchNDParams
 
-from tests.op_cases import activation_quant, rng_from
+from tests.op_cases import activation_quant, prepare, rng_from, spec
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm, random_int8
 
 
@@ -84,3 +87,20 @@ def test_full(case) -> None:
     assert_matches_tflm_off_padding(model, inputs)
     assert_matches_litert_ref(model, inputs)
     assert_matches_tflm(round_trip, inputs)
+
+
+def test_prepare_builds_the_hand_derived_params_records() -> None:
+    x, y = spec(0, (1, 4, 4, 1), np.int8, 0.1, 5), spec(3, (4, 2, 3, 1), np.int8, 0.1, 5)
+    block = spec(1, (2,), np.int32, constant=np.array([2, 2], np.int32))
+    pads = spec(2, (2, 2), np.int32, constant=np.array([[0, 0], [1, 1]], np.int32))
+    # TFLM pads with 0 (a zero-initialised arena), LiteRT with the output zero point 5.
+    s2b = prepare("SPACE_TO_BATCH_ND", [x, block, pads], [y])
+    assert s2b.params == SpaceToBatchNDParams(block_shape=(2, 2), paddings=((0, 0), (1, 1)), pad_value=0)
+    assert tuple(s2b.output_shapes) == ((4, 2, 3, 1),)  # 4 blocks of (4 / 2) x (6 / 2)
+    litert = prepare("SPACE_TO_BATCH_ND", [x, block, pads], [y], profile=Profile.LITERT)
+    assert litert.params.pad_value == 5
+    crops = spec(2, (2, 2), np.int32, constant=np.array([[0, 1], [1, 0]], np.int32))
+    b2s = prepare("BATCH_TO_SPACE_ND", [spec(0, (4, 2, 3, 1), np.int8, 0.1, 5), block, crops],
+                  [spec(3, (1, 3, 5, 1), np.int8, 0.1, 5)])
+    assert b2s.params == BatchToSpaceNDParams(block_shape=(2, 2), crops=((0, 1), (1, 0)))
+    assert tuple(b2s.output_shapes) == ((1, 3, 5, 1),)  # (2 * 2 - 1) x (3 * 2 - 1)

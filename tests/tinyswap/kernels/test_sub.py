@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 
+from tinyswap.kernels.add import AddParams
+
 from tests.binary_cases import binary_cases
 from tests.oracle_check import assert_matches_litert_ref, assert_matches_tflm
+from tests.op_cases import prepare, run_kernel, spec
 
 
 @given(binary_cases("SUB"))
@@ -53,3 +57,12 @@ def test_every_input_pair_on_a_tie_prone_scale_triple_matches_tflite_micro_and_l
         a = np.full(256, a_value, np.int8)
         np.testing.assert_array_equal(ours.run(a, b)[0], run_tflm(model, [a, b])[0])
         np.testing.assert_array_equal(lite.run(a, b)[0], run_litert(model, [a, b], LiteRTResolver.REF)[0])
+
+
+def test_prepare_builds_the_add_params_record() -> None:
+    # SUB shares ADD's parameters (s1 = 0.5, s2 = 0.25, s_out = 1: see test_add) and subtracts:
+    # 0.5 * (5 - 1) - 0.25 * (6 + 2) = 0.0 -> 0 + 3 = 3.
+    a, b, y = spec(0, (1,), np.int8, 0.5, 1), spec(1, (1,), np.int8, 0.25, -2), spec(2, (1,), np.int8, 1.0, 3)
+    prepared = prepare("SUB", [a, b], [y], {"fused_activation_function": 0})
+    assert prepared.params == AddParams(1, -2, 3, 2**30, 0, 2**30, -1, 2**30, -19, -128, 127)
+    np.testing.assert_array_equal(run_kernel("SUB", prepared, np.array([5], np.int8), np.array([6], np.int8))[0], [3])

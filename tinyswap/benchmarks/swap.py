@@ -20,15 +20,16 @@ import json
 import platform
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tinyswap.benchmarks.errors import BenchmarkError
 from tinyswap.export.adapter_source import FloatAdapter, Lora
-from tinyswap.export.bundle import slotmap
-from tinyswap.export.compiler import compile_model
+from tinyswap.export.build import build_bundle
 from tinyswap.export.pack import pack
 from tinyswap.export.slot_plan import SlotPlan, SlotTarget
 from tinyswap.export.spec import load_spec
@@ -84,18 +85,52 @@ def _peft_setup(tmp: Path) -> tuple[Callable[[int], None], str] | tuple[None, st
     return swap, f"peft {peft.__version__}, torch {torch.__version__}"
 
 
-def run(out_dir: Path, repeats: int = 200) -> str:
+@dataclass(frozen=True)
+class SwapRow:
+    operation: str
+    tinyswap_us: float
+    peft_us: float | None  # None: PEFT is not installed
+    speedup: float | None
+    target: float  # the speed-up over PEFT this operation is meant to reach
+    met: bool | None
+
+
+@dataclass(frozen=True)
+class SwapReport:
+    date: str
+    machine: str
+    python: str
+    repeats: int
+    peft: str  # PEFT and torch versions, or why PEFT did not run
+    median_us: dict[str, float]
+    slot_bytes: int
+    rows: list[SwapRow]
+
+    @property
+    def text(self) -> str:
+        """What `tinyswap bench --swap` prints and bench_swap.md holds."""
+        lines = [f"Swap benchmark ({self.repeats} interleaved repeats, host wall clock, medians; {self.peft})", "",
+                 "| operation | tinyswap us | PEFT hotswap_adapter us | speed-up vs PEFT | target |",
+                 "|---|---:|---:|---:|---:|"]
+        for r in self.rows:
+            lines.append(f"| {r.operation} | {r.tinyswap_us:.1f} | {'-' if r.peft_us is None else f'{r.peft_us:.1f}'} | "
+                         f"{'-' if r.speedup is None else f'{r.speedup:.1f}x'} | >= {r.target:g}x |")
+        return "\n".join(lines)
+
+
+def run(out_dir: Path, repeats: int = 200) -> SwapReport:
+    """Time (a), (b), (c) and PEFT's hot swap, interleaved; write bench_swap.json and .md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = load_spec(EXAMPLES / "mlp.json")
     plan = SlotPlan(targets=tuple(SlotTarget(l, "lora", RANK) for l, _, _ in LAYERS), num_slots=2)
-    compiled = compile_model(spec, plan, np.load(EXAMPLES / "mlp.calibration.npy"))
-    smap = slotmap(compiled)
+    built = build_bundle(spec, plan, np.load(EXAMPLES / "mlp.calibration.npy"))
+    smap = built.slotmap
     key = Ed25519PrivateKey.generate()
     packages = {n: pack(_lora(i, n, 1), smap, key)[0] for i, n in enumerate("ABC")}
     # One manager per row, each on its own image, so that one row's swaps do not change what
     # another row finds resident.
     keyring = Keyring([key.public_key()])
-    switcher, rotator, cold = (SwapManager(bytearray(compiled.data), smap, keyring) for _ in range(3))
+    switcher, rotator, cold = (SwapManager(bytearray(built.data), smap, keyring) for _ in range(3))
     for name in "AB":
         switcher.load_adapter(packages[name])
     for name in "ABC":
@@ -128,25 +163,19 @@ def run(out_dir: Path, repeats: int = 200) -> str:
         ("(b) hot swap of a cached, verified package into a slot", "b", 20.0),
         ("(c) cold swap from a package file, signature verified", "c", 1.0),
     ]
-    assert switcher.stats["swaps"] == 2, "(a) must not write slots"
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-              "python": platform.python_version(), "repeats": repeats, "peft": peft_note,
-              "median_us": med, "slot_bytes": smap["slots"][0]["length"], "rows": []}
-    lines = [f"Swap benchmark ({repeats} interleaved repeats, host wall clock, medians; {peft_note})", "",
-             "| operation | tinyswap us | PEFT hotswap_adapter us | speed-up vs PEFT | target |",
-             "|---|---:|---:|---:|---:|"]
+    if switcher.stats["swaps"] != 2:  # a benchmark of the wrong thing is worse than none
+        raise BenchmarkError(f"(a) wrote slots: {switcher.stats['swaps']} swaps where 2 loads were expected")
+    table = []
     for title, key_, target in rows:
         ours = med[key_]
         theirs = med.get("peft")
         ratio = theirs / ours if theirs else None
-        result["rows"].append({"operation": title, "tinyswap_us": ours, "peft_us": theirs, "speedup": ratio,
-                               "target": target, "met": None if ratio is None else ratio >= target})
-        lines.append(f"| {title} | {ours:.1f} | {'-' if theirs is None else f'{theirs:.1f}'} | "
-                     f"{'-' if ratio is None else f'{ratio:.1f}x'} | >= {target:g}x |")
-    (out_dir / "bench_swap.json").write_text(json.dumps(result, indent=2))
-    report = "\n".join(lines)
-    (out_dir / "bench_swap.md").write_text(report + "\n")
+        table.append(SwapRow(title, ours, theirs, ratio, target, None if ratio is None else ratio >= target))
+    report = SwapReport(time.strftime("%Y-%m-%d"), platform.processor() or platform.machine(),
+                        platform.python_version(), repeats, peft_note, med, smap["slots"][0]["length"], table)
+    (out_dir / "bench_swap.json").write_text(json.dumps(asdict(report), indent=2))
+    (out_dir / "bench_swap.md").write_text(report.text + "\n")
     return report
 
 
-__all__ = ["run"]
+__all__ = ["SwapReport", "SwapRow", "run"]

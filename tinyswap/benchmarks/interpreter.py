@@ -1,4 +1,4 @@
-"""Side-by-side interpreter benchmark: tinyswap vs the TFLite Micro wheel vs LiteRT.
+"""`tinyswap bench --interpreter`: tinyswap vs the TFLite Micro wheel vs LiteRT, side by side.
 
 Every runtime runs the same inputs in the same process, interleaved repetition by repetition
 so that machine noise hits them alike; we report medians and ratios to the TFLM wheel, not
@@ -20,7 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from tinyswap.errors import TinySwapError
+from tinyswap.benchmarks.errors import BenchmarkError
+from tinyswap.errors import InputFileError, ModelError
+from tinyswap.files import read_bytes
 from tinyswap.interpreter import Interpreter
 
 DEFAULT_MODELS = ("micro_speech_quantized", "person_detect")
@@ -95,8 +97,12 @@ def benchmark(models_dir: Path, models: tuple[str, ...] = DEFAULT_MODELS, repeat
               progress: Callable[[str], None] = print) -> list[Row]:
     rows: list[Row] = []
     for name in models:
-        raw = (models_dir / f"{name}.tflite").read_bytes()
-        shape = [int(s) for s in Interpreter(model_content=raw).get_input_details()[0]["shape"][1:]]
+        path = models_dir / f"{name}.tflite"
+        raw = read_bytes(path, "model")
+        try:
+            shape = [int(s) for s in Interpreter(model_content=raw).get_input_details()[0]["shape"][1:]]
+        except ModelError as exc:  # the interpreter was handed bytes: name the file here
+            raise InputFileError(path, f"not a valid .tflite model: {exc}", "model") from exc
         for batch, label, reps in ((1, "batch 1 (latency)", repeats), (64, "64 inferences", max(5, repeats // 4))):
             progress(f"bench {name}: {label}, {reps} repeats per runtime")
             x = np.random.default_rng(0).integers(-128, 128, size=(batch, *shape), dtype=np.int8)
@@ -135,7 +141,9 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (else what `platform` knows): benchmark figures
+    are only comparable on the same machine, so every report states it."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -145,15 +153,32 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_interpreter_benchmark(models_dir: Path, out_dir: Path, repeats: int) -> str:
+@dataclass(frozen=True)
+class InterpreterReport:
+    date: str
+    machine: str
+    rows: list[Row]
+
+    @property
+    def text(self) -> str:
+        """What `tinyswap bench --interpreter` prints and bench_interpreter.md holds."""
+        return f"Measured {self.date} on {self.machine}.\n\n{markdown_table(self.rows)}"
+
+
+def run(models_dir: Path, out_dir: Path, repeats: int, progress: Callable[[str], None] = print,
+        models: tuple[str, ...] = DEFAULT_MODELS) -> InterpreterReport:
+    """Benchmark `models` (.tflite stems in `models_dir`); write bench_interpreter.json and .md."""
     if not models_dir.is_dir():
-        raise TinySwapError(f"model directory {models_dir} does not exist")
-    rows = benchmark(models_dir, repeats=repeats)
-    table = markdown_table(rows)
-    machine = f"{_cpu_name()} ({os.cpu_count()} logical CPUs), Python {platform.python_version()}, NumPy {np.__version__}"
+        raise BenchmarkError(f"model directory {models_dir} does not exist")
+    rows = benchmark(models_dir, models, repeats=repeats, progress=progress)
+    machine = f"{cpu_name()} ({os.cpu_count()} logical CPUs), Python {platform.python_version()}, NumPy {np.__version__}"
+    report = InterpreterReport(time.strftime("%Y-%m-%d"), machine, rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench_interpreter.json").write_text(
-        json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": machine, "rows": [asdict(r) for r in rows]}, indent=2)
+        json.dumps({"date": report.date, "machine": machine, "rows": [asdict(r) for r in rows]}, indent=2)
     )
-    (out_dir / "bench_interpreter.md").write_text(f"Measured {time.strftime('%Y-%m-%d')} on {machine}.\n\n{table}\n")
-    return f"Measured {time.strftime('%Y-%m-%d')} on {machine}.\n\n{table}"
+    (out_dir / "bench_interpreter.md").write_text(report.text + "\n")
+    return report
+
+
+__all__ = ["DEFAULT_MODELS", "InterpreterReport", "Row", "benchmark", "cpu_name", "markdown_table", "run"]

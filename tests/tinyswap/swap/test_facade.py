@@ -1,4 +1,4 @@
-"""SwapManager: every swap's effect equals TFLite Micro on the patched model bytes.
+"""SwapManager, the facade: every swap's effect equals TFLite Micro on the patched model bytes.
 
 Oracle comparisons use gates built here from `slotmap.json` (not by the manager) and find the
 slot an adapter lives in by comparing the image's bytes with the package file's payload.
@@ -29,46 +29,17 @@ from tinyswap.swap import (
     AdapterError,
     AdapterExistsError,
     GateWeightError,
+    PlanAction,
     SlotBusyError,
     StalePlanError,
     SwapManager,
     UnknownAdapterError,
 )
 
+from tinyswap.cache import CacheError, PackageCache
+
 from tests.adapter_cases import KEY, example_bundle, gates_for_rows, package, slot_holding, tflm_rows
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    return example_bundle("mlp")
-
-
-@pytest.fixture(scope="module")
-def packages(bundle):
-    smap = bundle.smap
-    return {name: package(smap, seed, name) for seed, name in enumerate(["A", "B", "C"], start=1)}
-
-
-def manager(bundle, **kw) -> SwapManager:
-    return SwapManager(bytearray(bundle.data), bundle.smap, Keyring([KEY.public_key()]), **kw)
-
-
-def inputs(n: int = 6, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(-128, 128, (n, 64), dtype=np.int8)
-
-
-def golden(m: SwapManager, bundle, x: np.ndarray, rows: list[dict[str, float]], packages: dict) -> np.ndarray:
-    """TFLM on the manager's image as it is now, with gates derived from where the bytes are."""
-    image = m.image.buffer
-    slot_rows = []
-    for row in rows:
-        slots = {}
-        for name, weight in row.items():
-            s = slot_holding(bundle.smap, image, packages[name])
-            assert s is not None, f"{name} is not in any slot"
-            slots[s] = weight
-        slot_rows.append(slots)
-    return tflm_rows(image, x, gates_for_rows(bundle.smap, slot_rows))
+from tests.tinyswap.swap.swap_cases import bundle, golden, inputs, manager, packages  # noqa: F401 (fixtures)
 
 
 def test_a_b_a_outputs_differ_then_return_bit_identical_and_match_tflm(bundle, packages) -> None:
@@ -88,44 +59,6 @@ def test_a_b_a_outputs_differ_then_return_bit_identical_and_match_tflm(bundle, p
     assert np.mean(ya != yb) > 0.3 and np.mean(ya != base) > 0.3  # the adapters have an effect
     np.testing.assert_array_equal(ya, ya2)
     np.testing.assert_array_equal(base, tflm_rows(m.image.buffer, x, gates_for_rows(bundle.smap, [{}] * len(x))))
-
-
-def test_more_adapters_than_slots_lru_eviction_matches_tflm(bundle, packages) -> None:
-    m = manager(bundle)
-    for name in "ABC":
-        m.load_adapter(packages[name])
-    assert sorted(v for v in m.resident().values()) == ["A@1.1", "B@1.1"]  # C waits, cached
-    x = inputs(3)
-    m.infer(x, adapters="A")  # A used more recently than B
-    yc = m.infer(x, adapters="C")[0]  # evicts the least recently used: B
-    assert sorted(m.resident().values()) == ["A@1.1", "C@1.1"]
-    np.testing.assert_array_equal(yc, golden(m, bundle, x, [{"C": 1.0}] * 3, packages))
-    assert m.stats["evictions"] == 1
-
-
-def test_priority_eviction_keeps_the_important_adapter(bundle, packages) -> None:
-    m = manager(bundle, eviction="priority")
-    m.load_adapter(packages["A"], priority=10.0)
-    m.load_adapter(packages["B"], priority=1.0)
-    m.load_adapter(packages["C"], priority=5.0)
-    x = inputs(2)
-    m.infer(x, adapters="B")  # B is the most recently used, but the least important
-    m.infer(x, adapters="C")
-    assert sorted(m.resident().values()) == ["A@1.1", "C@1.1"]
-
-
-def test_an_adapter_in_use_by_an_in_flight_request_is_never_evicted(bundle, packages) -> None:
-    m = manager(bundle, wait_seconds=0.2)
-    for name in "ABC":
-        m.load_adapter(packages[name])
-    with m.pinned("A"), m.pinned("B"):
-        before = bytes(m.image.buffer)
-        with pytest.raises(SlotBusyError):
-            m.infer(inputs(1), adapters="C")
-        assert bytes(m.image.buffer) == before
-    with m.pinned("A"):
-        m.infer(inputs(1), adapters="C")  # B's slot is taken, A's never
-        assert sorted(m.resident().values()) == ["A@1.1", "C@1.1"]
 
 
 def test_mixed_batch_and_weighted_composition_match_tflm(bundle, packages) -> None:
@@ -202,7 +135,7 @@ def test_enable_disable_and_the_per_thread_context_manager(bundle, packages) -> 
     np.testing.assert_array_equal(m.infer(x)[0], base)
     m.enable_adapters()
     np.testing.assert_array_equal(m.infer(x)[0], ya)
-    # peft #176: disabling in one thread must not change what another thread computes.
+    # Disabling in one thread must not change what another thread computes (a shared switch would).
     inside, barrier, seen = threading.Event(), threading.Barrier(2), {}
 
     def other() -> None:
@@ -325,112 +258,93 @@ def test_a_bottleneck_bundle_swaps_and_matches_tflm() -> None:
     assert np.mean(m.infer(x, adapters="bn")[0] != base) > 0.1
 
 
-def test_state_round_trip_restores_without_writing_and_refuses_tampered_slots(bundle, packages) -> None:
+def _package_bytes_held(root: object, skip: tuple[object, ...]) -> int:
+    """Bytes of distinct package files (b"TSAP" ...) reachable from `root`'s containers, not
+    counting what is reachable only through `skip` (the budgeted cache). Package bytes may be
+    held as the file itself or through views into it."""
+    import gc
+    import types
+
+    seen: set[int] = {id(s) for s in skip}
+    found: dict[int, int] = {}
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, memoryview):
+            obj = obj.obj
+        if isinstance(obj, (bytes, bytearray)):
+            if bytes(obj[:4]) == b"TSAP":
+                found[id(obj)] = len(obj)
+            continue
+        if isinstance(obj, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                            str, int, float)):
+            continue  # code and scalars hold no package bytes of this manager
+        stack.extend(gc.get_referents(obj))
+    return sum(found.values())
+
+
+def test_package_bytes_live_only_in_the_budgeted_cache_and_delete_prunes_metadata(bundle) -> None:
+    """The RAM budget of `PackageCache` is the manager's whole budget for package bytes: its
+    metadata and per-package records keep no package file; deleting an adapter forgets it."""
+    from tinyswap.cache import PackageCache
+
     smap = bundle.smap
-    committed: list[dict] = []
-    m = manager(bundle, on_commit=committed.append)
-    m.load_adapter(packages["A"])
-    m.load_adapter(packages["B"])
-    v2 = package(smap, 21, "A", sequence=2)
-    m.hotswap_adapter("A", v2)
-    x = inputs(3)
-    ya, yb = m.infer(x, adapters="A")[0], m.infer(x, adapters="B")[0]
-    state = m.export_state()
-    assert committed[-1] == state  # every commit was handed to the hook, the last is the state
-    store = {parse_package(p).content_digest: p for p in [packages["A"], packages["B"], v2]}
-    image = bytearray(m.image.buffer)
-    fresh = manager(bundle)
-    fresh.image.buffer[:] = image
-    report = fresh.restore_state(state, store)
-    assert report == {"disabled_slots": [], "missing": [], "dropped": []}
-    assert fresh.image.writes == 0 and fresh.slot_table() == m.slot_table()
-    np.testing.assert_array_equal(fresh.infer(x, adapters="A")[0], ya)
-    np.testing.assert_array_equal(fresh.infer(x, adapters="B")[0], yb)
-    assert fresh.last_sequence("A") == 2
-    # One flipped byte in B's slot: that slot is never enabled; B is written again on use.
-    slot_b = slot_holding(smap, image, packages["B"])
-    t = smap["slots"][slot_b]["tensors"][0]
-    image[t["offset"]] ^= 0x01
-    tampered = manager(bundle)
-    tampered.image.buffer[:] = image
-    report = tampered.restore_state(state, store)
-    assert report["disabled_slots"] == [slot_b]
-    assert tampered.resident()[slot_b] is None
-    np.testing.assert_array_equal(tampered.infer(x, adapters="B")[0], yb)
-    # A package missing from the store: the adapter is dropped, the others stay.
-    partial = manager(bundle)
-    partial.image.buffer[:] = bytes(m.image.buffer)
-    report = partial.restore_state(state, {d: p for d, p in store.items() if p is not packages["B"]})
-    assert report["dropped"] == ["B"] and partial.adapters == ["A"]
+    pkgs = {f"p{i}": package(smap, 40 + i, f"p{i}") for i in range(5)}
+    size = max(len(p) for p in pkgs.values())
+    cache = PackageCache(2 * size)
+    m = manager(bundle, cache=cache, fetch=lambda digest: store[digest])
+    store = {parse_package(p).content_digest: p for p in pkgs.values()}
+    for name, data in pkgs.items():
+        m.load_adapter(data)
+        m.infer(inputs(1), adapters=name)  # written into a slot, evicting another
+    assert cache.used <= cache.budget
+    held = _package_bytes_held(m, skip=(cache,))
+    assert held == 0, f"the manager holds {held} package bytes outside its {cache.budget}-byte cache"
+    assert 0 < _package_bytes_held(m, skip=()) <= cache.budget  # the walk does find the cached ones
+    # What is known about a package without its bytes: enough for labels and hot swaps.
+    assert m.adapter_info("p0").kind == "lora" and m.resident()  # labels from metadata
+    x = inputs(2)
+    y0 = m.infer(x, adapters="p0")[0]  # p0 was evicted from the cache: fetched and verified again
+    np.testing.assert_array_equal(y0, golden(m, bundle, x, [{"p0": 1.0}] * 2, pkgs))
+    # Deleting an adapter removes its metadata everywhere the manager keeps any.
+    digest = parse_package(pkgs["p1"]).content_digest
+    m.delete_adapter("p1")
+    assert digest not in m.registry and digest not in cache
+    assert digest not in m._bytes.known()
+    assert "p1" not in m.registry.names() and "p1" not in m.export_state()["adapters"]
+    assert _package_bytes_held(m, skip=(cache,)) == 0
 
 
-def test_a_failing_commit_hook_commits_nothing(bundle, packages) -> None:
-    def refuse(state: dict) -> None:
-        raise OSError("metadata write failed")
+def test_plans_and_events_name_their_action_by_enum(bundle, packages) -> None:
+    smap = bundle.smap
+    events: list[tuple[str, dict]] = []
+    m = manager(bundle, on_event=lambda kind, details: events.append((kind, details)))
+    with pytest.raises(AdapterError, match="eviction is 'fifo'"):
+        manager(bundle, eviction="fifo")
+    plan = m.plan_load(packages["A"])
+    assert plan.action is PlanAction.load and plan.action == "load"  # an enum that reads as before
+    m.apply(plan)
+    m.hotswap_adapter("A", package(smap, 70, "A", sequence=2))
+    m.load_adapter(packages["B"])  # over A's first version, which no name points at any more
+    m.rollback("A")  # A's first version is written again ("restore"), then A points at it
+    m.delete_adapter("B")
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["load", "hotswap", "load", "restore", "rollback", "delete"], kinds
+    assert all(isinstance(kind, str) for kind in kinds)
+    assert events[0][1]["version"] == "1.1" and events[1][1]["slot"] is not None
 
-    m = manager(bundle, on_commit=refuse)
-    with pytest.raises(OSError):
+
+def test_a_package_the_cache_cannot_hold_is_refused_before_any_write_or_commit(bundle, packages) -> None:
+    # The manager caches a package after its commit, where nothing may fail any more: a package
+    # larger than the cache budget must be refused up front, with the image and state untouched.
+    budget = len(packages["A"]) - 1
+    commits: list = []
+    m = manager(bundle, cache=PackageCache(budget), on_commit=commits.append)
+    image_before = bytes(m.image.buffer)
+    with pytest.raises(CacheError, match="exceeds the cache budget"):
         m.load_adapter(packages["A"])
-    assert m.adapters == [] and all(v is None for v in m.resident().values())
-    with pytest.raises(UnknownAdapterError):
-        m.infer(inputs(1), adapters="A")
-
-
-def test_a_damaged_slot_frame_is_reported_and_repaired_from_the_slot_map(bundle, packages) -> None:
-    """An interrupted write can erase the flatbuffer length prefixes inside a slot range; the
-    base digest does not cover them (slot ranges are zeroed), the slot map's frame does."""
-    smap = bundle.smap
-    m = manager(bundle)
-    m.load_adapter(packages["A"])
-    state = m.export_state()
-    slot = slot_holding(smap, m.image.buffer, packages["A"])
-    info = smap["slots"][slot]
-    second = info["tensors"][1]
-    image = bytearray(m.image.buffer)
-    image[second["offset"] - 4 : second["offset"]] = b"\xff\xff\xff\xff"  # its length prefix, erased
-    fresh = manager(bundle)
-    fresh.image.buffer[:] = image
-    from tinyswap.slotmap import SlotMap
-
-    assert SlotMap.from_json(smap).damaged_frames(image) == [slot]
-    report = fresh.restore_state(state, {parse_package(packages["A"]).content_digest: packages["A"]})
-    assert report["disabled_slots"] == [slot]
-    fresh.clear_slot(slot)
-    assert SlotMap.from_json(smap).damaged_frames(fresh.image.buffer) == []
-    x = inputs(2)
-    np.testing.assert_array_equal(fresh.infer(x, adapters="A")[0], m.infer(x, adapters="A")[0])
-    assert slot_holding(smap, fresh.image.buffer, packages["A"]) is not None
-
-
-def test_a_retired_slot_is_never_written_and_versions_can_be_pruned(bundle, packages) -> None:
-    smap = bundle.smap
-    m = manager(bundle)
-    m.load_adapter(packages["A"])
-    slot_a = slot_holding(smap, m.image.buffer, packages["A"])
-    m.retire_slot(slot_a)  # e.g. its flash sector is worn out: it keeps serving A
-    assert m.export_state()["retired"] == [slot_a]
-    x = inputs(2)
-    ya = m.infer(x, adapters="A")[0]
-    m.load_adapter(packages["B"])
-    m.load_adapter(packages["C"])
-    for name in "BCBC":  # B and C share the one writable slot; A's slot is never chosen
-        m.infer(x, adapters=name)
-        assert slot_holding(smap, m.image.buffer, packages["A"]) == slot_a
-    np.testing.assert_array_equal(m.infer(x, adapters="A")[0], ya)
-    with pytest.raises(SlotBusyError, match="retired"):
-        m.clear_slot(slot_a)
-    b2 = package(smap, 30, "B", sequence=2)
-    m.set_adapter("B")
-    with pytest.raises(SlotBusyError, match="retired"):  # B's new version has nowhere to go but over B
-        m.hotswap_adapter("B", b2)
-    m = manager(bundle)
-    m.load_adapter(packages["B"])
-    versions = [package(smap, 30 + v, "B", sequence=v) for v in range(2, 6)]
-    for v in versions:
-        m.hotswap_adapter("B", v)
-    dropped = m.prune_versions("B", keep=2)
-    assert len(dropped) == 3 and len(m.export_state()["adapters"]["B"]["versions"]) == 2
-    assert [e.sequence for e in m.registry.history("B")] == [4, 5]
-    m.rollback("B")  # to sequence 4, still kept
-    with pytest.raises(AdapterError, match="no earlier version"):
-        m.rollback("B")
+    assert bytes(m.image.buffer) == image_before
+    assert m.adapters == [] and commits == []

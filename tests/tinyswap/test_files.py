@@ -1,0 +1,66 @@
+"""`tinyswap.files`: every wrong file becomes one `InputFileError` naming the file and the problem."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyswap.errors import InputFileError, TinySwapError
+from tinyswap.files import read_bytes, read_json, read_npy, read_npz, read_text
+
+
+def test_good_files_are_read(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text('{"x": [1, 2]}')
+    np.save(tmp_path / "a.npy", np.arange(6, dtype=np.int8).reshape(2, 3))
+    assert read_json(tmp_path / "a.json") == {"x": [1, 2]}
+    assert read_text(tmp_path / "a.json") == '{"x": [1, 2]}'
+    assert read_bytes(tmp_path / "a.json") == b'{"x": [1, 2]}'
+    array = read_npy(tmp_path / "a.npy")
+    assert array.dtype == np.int8 and array.tolist() == [[0, 1, 2], [3, 4, 5]]
+    np.savez(tmp_path / "w.npz", **{"fc/kernel": np.ones((2, 2), np.float32), "fc/bias": np.zeros(2, np.float32)})
+    arrays = read_npz(tmp_path / "w.npz")
+    assert sorted(arrays) == ["fc/bias", "fc/kernel"] and arrays["fc/kernel"].sum() == 4
+
+
+@pytest.mark.parametrize("content,reader,problem", [
+    (None, read_bytes, "no such file"),
+    ("dir", read_bytes, "is a directory, expected a file"),
+    (b"\x7fELF\xff\x00", read_text, "not a text file (byte 0xff at offset 4 is not UTF-8)"),
+    (b"", read_json, "the file is empty, expected JSON"),
+    (b"  \n", read_json, "the file is empty, expected JSON"),
+    (b'{"a": 1,}', read_json, "not valid JSON: Expecting property name enclosed in double quotes at line 1 column 9"),
+    (b"\x89PNG\r\n\x1a\n", read_json, "not a text file (byte 0x89 at offset 0"),
+    (b"", read_npy, "the file is empty, expected a .npy array"),
+    (b"not an array", read_npy, "not a .npy array (the file does not start with"),
+    (b"PK\x03\x04rest", read_npy, "is a .npz archive, expected a single .npy array"),
+    (b"\x93NUMPY\x01\x00", read_npy, "not a valid .npy array"),
+    (b"", read_npz, "the file is empty, expected a .npz archive"),
+    (b"\x93NUMPY\x01\x00", read_npz, "is a single .npy array, expected a .npz archive"),
+    (b"{}", read_npz, "not a .npz archive (the file is not a zip archive)"),
+    (b"PK\x03\x04truncated", read_npz, "not a valid .npz archive"),
+])
+def test_a_wrong_file_is_one_typed_error_naming_it(tmp_path: Path, content: bytes | str | None, reader,
+                                                   problem: str) -> None:
+    path = tmp_path / "input"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)  # type: ignore[arg-type]
+    with pytest.raises(InputFileError) as caught:
+        reader(path, "spec")
+    err = caught.value
+    assert isinstance(err, TinySwapError)
+    assert err.path == str(path) and err.what == "spec"
+    assert str(err).startswith(f"spec {path}: ") and problem in str(err), str(err)
+    assert "\n" not in str(err)
+
+
+def test_a_pickled_array_is_refused_without_running_it(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "obj.npy").write_bytes(buf.getvalue())
+    with pytest.raises(InputFileError, match="not a valid .npy array"):
+        read_npy(tmp_path / "obj.npy")

@@ -1,0 +1,95 @@
+"""One way to make a bundle: compile, probe the arena, write the files, optionally a key pair.
+
+`tinyswap export`, the digits example behind `tinyswap demo` and `tinyswap bench`, scenario
+`build` sections, models/digits/evaluate.py and the swap benchmark all need the same steps in
+the same order; doing them here keeps the manifest's arena figure and the slot map every
+packer reads identical whichever path made the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tinyswap.export.bundle import slot_map, write_bundle
+from tinyswap.export.compiler import Compiled, compile_model
+from tinyswap.export.pack import keygen, load_private_key
+from tinyswap.export.slot_plan import SlotPlan
+from tinyswap.export.spec import ModelSpec
+from tinyswap.interpreter import Interpreter
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    """The files `write_bundle` wrote, in the order the command line lists them."""
+
+    model: Path
+    slotmap: Path
+    header: Path
+    source: Path
+    manifest: Path
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.model, self.slotmap, self.header, self.source, self.manifest)
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """An Ed25519 key pair written by `tinyswap.export.pack.keygen` (PEM files)."""
+
+    private_key_path: Path
+    public_key_path: Path
+
+    def private_key(self) -> Ed25519PrivateKey:
+        return load_private_key(self.private_key_path)
+
+
+@dataclass(frozen=True)
+class BuiltBundle:
+    """A compiled model with its planned arena, slot map and, when asked for, its files and keys."""
+
+    compiled: Compiled
+    arena_bytes: int
+    slotmap: dict[str, Any]
+    input_scale: float  # quantization of the data input (graph input 0; gates follow it), from the probe
+    input_zero_point: int
+    bundle_dir: Path | None = None
+    files: BundleFiles | None = None
+    keys: SigningKeys | None = None
+
+    @property
+    def data(self) -> bytes:
+        return self.compiled.data
+
+
+def build_bundle(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray, bundle_dir: str | Path | None = None,
+                 *, keys_dir: str | Path | None = None) -> BuiltBundle:
+    """Compile `spec` with `plan` (None: no slots) on `calibration`, plan its arena with the
+    reference Interpreter, and write the bundle into `bundle_dir` (None: nothing is written).
+    With `keys_dir`, also make a fresh signing key pair there (`keygen`)."""
+    compiled = compile_model(spec, plan, calibration)
+    # The arena the manifest promises is the one our own interpreter plans for these bytes.
+    probe = Interpreter(model_content=compiled.data)
+    probe.allocate_tensors()
+    scale, zero_point = probe.get_input_details()[0]["quantization"]
+    files = None
+    if bundle_dir is not None:
+        paths = write_bundle(compiled, bundle_dir, arena_bytes=probe.arena_bytes)
+        files = BundleFiles(paths["model"], paths["slotmap"], paths["header"], paths["source"], paths["manifest"])
+        smap = json.loads(files.slotmap.read_text())  # exactly what a packer reading the bundle sees
+    else:
+        smap = slot_map(compiled).to_json()
+    keys = None
+    if keys_dir is not None:
+        private, public = keygen(keys_dir)
+        keys = SigningKeys(private, public)
+    return BuiltBundle(compiled, probe.arena_bytes, smap, float(scale), int(zero_point),
+                       None if bundle_dir is None else Path(bundle_dir), files, keys)
+
+
+__all__ = ["BuiltBundle", "BundleFiles", "SigningKeys", "build_bundle"]

@@ -1,0 +1,56 @@
+"""Every refusal of the compiler, the packer and the bundle writer (`tinyswap.export`).
+
+They live here, beside the compiler, rather than in `tinyswap.errors`, because the runtime never
+raises them and must not depend on the compiler (docs/architecture.md, "Layers"). All of them
+derive from `ExportError`, so a caller can catch "the export step refused" in one clause, and
+from `tinyswap.errors.TinySwapError`, so the command line reports them like every other refusal.
+The modules that raise them re-export their own (`tinyswap.export.spec.SpecError`, ...).
+"""
+
+from __future__ import annotations
+
+from tinyswap.errors import TinySwapError
+
+
+class ExportError(TinySwapError):
+    """Base class of everything `tinyswap.export` refuses."""
+
+
+class BuilderError(ExportError):
+    """A model handed to the flatbuffer builder is inconsistent."""
+
+
+class GraphError(BuilderError):
+    """The operator graph handed to the builder is inconsistent (a tensor produced twice, used before it exists, ...)."""
+
+
+class OptionError(BuilderError):
+    """An operator's builtin options name an unknown field or give a value of the wrong type or range."""
+
+
+class LayoutError(BuilderError):
+    """The produced file breaks a byte-layout promise of the builder (a builder bug, not misuse)."""
+
+
+class SpecError(ExportError):
+    """A model spec or its weights are inconsistent; the message names the layer and field."""
+
+
+class SlotPlanError(ExportError):
+    """A slot plan field has an invalid value; the message names the field and the value."""
+
+
+class AdapterSourceError(ExportError):
+    """An adapter directory cannot be read or describes something tinyswap cannot pack."""
+
+
+class AdapterQuantError(ExportError):
+    """An adapter cannot be fitted into its slot (e.g. a bottleneck wider than the slot)."""
+
+
+class PackError(ExportError):
+    """The adapter cannot be packed for this bundle (unknown layer, wrong kind, bad files)."""
+
+
+__all__ = ["AdapterQuantError", "AdapterSourceError", "BuilderError", "ExportError", "GraphError", "LayoutError",
+           "OptionError", "PackError", "SlotPlanError", "SpecError"]
