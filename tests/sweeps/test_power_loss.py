@@ -16,7 +16,7 @@ and check (`device_cases.check_device`):
 
 The default run replays a seeded sample of cut points on one rig per erase value; the
 exhaustive sweep over every rig x erase value x write alignment is marked slow:
-`TINYSWAP_FULL=1 .venv/bin/python -m pytest -p no:xdist -m "" -s tests/tinyswap/firmware_sim/test_power_loss.py`.
+`TINYSWAP_FULL=1 .venv/bin/python -m pytest -p no:xdist -m "" -s tests/sweeps/test_power_loss.py`.
 """
 
 from __future__ import annotations
