@@ -10,7 +10,7 @@ from tinyswap.export.pack import pack
 from tinyswap.package import PackageError
 
 from tests.conftest import FULL
-from tests.tinyswap.test_package import KEY, adapter, bundle, verify  # noqa: F401 (bundle is a fixture)
+from tests.tinyswap.test_package import KEY, adapter, verify
 
 
 def test_fuzzed_packages_are_all_rejected_with_typed_errors(bundle) -> None:

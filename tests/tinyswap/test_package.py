@@ -17,7 +17,6 @@ from tinyswap.export.spec import load_spec
 from tinyswap.package import (
     Keyring,
     PackageDigestError,
-    PackageError,
     PackageFormatError,
     RollbackError,
     SignatureError,

@@ -8,14 +8,14 @@ import pytest
 import tinyswap
 import tinyswap.errors
 from tinyswap.errors import TinySwapError
-from tinyswap.export import adapter_quant, adapter_source, errors, pack, slot_plan, spec, tflite_builder
+from tinyswap.export import adapter_quant, adapter_source, errors, pack, slot_plan, spec, tflite_builder, tflite_graph
 
 from tests.conftest import REPO
 
 RAISED_BY = {
     "SpecError": spec, "SlotPlanError": slot_plan, "AdapterSourceError": adapter_source,
     "AdapterQuantError": adapter_quant, "PackError": pack, "BuilderError": tflite_builder,
-    "GraphError": tflite_builder, "OptionError": tflite_builder, "LayoutError": tflite_builder,
+    "GraphError": tflite_builder, "OptionError": tflite_graph, "LayoutError": tflite_builder,
 }
 
 

@@ -39,7 +39,7 @@ from tinyswap.swap import (
 from tinyswap.cache import CacheError, PackageCache
 
 from tests.adapter_cases import KEY, example_bundle, gates_for_rows, package, slot_holding, tflm_rows
-from tests.tinyswap.swap.swap_cases import bundle, golden, inputs, manager, packages  # noqa: F401 (fixtures)
+from tests.tinyswap.swap.swap_cases import golden, inputs, manager
 
 
 def test_a_b_a_outputs_differ_then_return_bit_identical_and_match_tflm(bundle, packages) -> None:

@@ -10,7 +10,7 @@ from tinyswap.package import parse_package
 from tinyswap.swap import AdapterError, SlotBusyError, UnknownAdapterError
 
 from tests.adapter_cases import package, slot_holding
-from tests.tinyswap.swap.swap_cases import bundle, inputs, manager, packages  # noqa: F401 (fixtures)
+from tests.tinyswap.swap.swap_cases import inputs, manager
 
 
 def test_state_round_trip_restores_without_writing_and_refuses_tampered_slots(bundle, packages) -> None:

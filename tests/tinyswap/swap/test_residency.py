@@ -8,7 +8,7 @@ import pytest
 
 from tinyswap.swap import SlotBusyError
 
-from tests.tinyswap.swap.swap_cases import bundle, golden, inputs, manager, packages  # noqa: F401 (fixtures)
+from tests.tinyswap.swap.swap_cases import golden, inputs, manager
 
 
 def test_more_adapters_than_slots_lru_eviction_matches_tflm(bundle, packages) -> None:

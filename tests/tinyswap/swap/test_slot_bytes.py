@@ -13,7 +13,6 @@ from tinyswap.slotmap import SlotMap
 from tinyswap.swap import SlotVerifyError, SwapStats
 from tinyswap.swap.slot_bytes import SlotBytes
 
-from tests.tinyswap.swap.swap_cases import bundle, packages  # noqa: F401 (fixtures)
 
 
 class LyingImage(RamImage):
