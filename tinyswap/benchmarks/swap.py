@@ -55,7 +55,7 @@ def _peft_setup(tmp: Path) -> tuple[Callable[[int], None], str] | tuple[None, st
         import torch
         from peft.utils.hotswap import hotswap_adapter
     except ImportError as exc:
-        return None, f"peft not installed ({exc.name}): pip install -e '.[peft]'"
+        return None, f"peft not installed ({exc.name}): pip install 'tinyswap[peft]'"
     torch.manual_seed(0)
     # One intra-op thread: the tensors are tiny, and idle OpenMP workers spin on the second of
     # the two cores, which would slow down whatever runs next (measured: tinyswap's rows 3x).
