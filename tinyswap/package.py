@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from functools import cached_property
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -119,13 +120,21 @@ class AdapterPackage:
     def sequence(self) -> int:
         return int(self.metadata["sequence"])
 
-    @property
+    @cached_property
     def content_digest(self) -> str:
-        """Identity of the adapter: the SHA-256 over metadata and payload, hex."""
+        """Identity of the adapter: the SHA-256 over metadata and payload, hex (computed once:
+        the swap path asks for it many times)."""
         return self.digest.hex()
 
     def tensor_bytes(self, t: PackageTensor) -> memoryview:
         return self.payload[t.offset : t.offset + t.length]
+
+    @cached_property
+    def tensor_views(self) -> dict[tuple[str, str], memoryview]:
+        """(layer, role) -> that tensor's bytes, views into `payload`. Built once and owned by
+        the package, so it lives exactly as long as the package does (in the RAM cache or a
+        caller's hands) and adds no bytes of its own."""
+        return {(t.layer, t.role): self.tensor_bytes(t) for t in self.tensors}
 
 
 _REQUIRED = {"name": str, "version": str, "sequence": int, "base_digest": str, "kind": str, "tensors": list}

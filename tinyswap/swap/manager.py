@@ -241,20 +241,20 @@ class SwapManager:
                 raise
         with self._lock:
             self._bytes.remember(pkg)  # the state records the slot's content digest
-            change = self._committed.propose()
+            # One proposal with every part this plan changes (the swap path builds it once).
+            adapters = history = slot_digests = None
             if plan.action != PlanAction.restore:
-                adapters = dict(change.adapters)
+                adapters = dict(self._committed.adapters)
                 if plan.action == PlanAction.load:
                     adapters[plan.name] = AdapterState(plan.name, digest, plan.priority,
                                                        (pkg.metadata.get("tags") or {}).get("tenant"))
                 else:
                     adapters[plan.name] = replace(adapters[plan.name], current=digest)
-                change = replace(change, adapters=adapters,
-                                 history=change.history.accept(RegistryEntry.of(pkg, plan.name)))
+                history = self.registry.snapshot().accept(RegistryEntry.of(pkg, plan.name))
             if plan.slot is not None:
-                slot_digests = list(change.slot_digests)
+                slot_digests = list(self._slots.digests())
                 slot_digests[plan.slot] = digest
-                change = replace(change, slot_digests=tuple(slot_digests))
+            change = self._committed.propose(adapters=adapters, history=history, slot_digests=slot_digests)
             try:
                 self._committed.commit(change)  # persisted before any gate may use it
             except BaseException:

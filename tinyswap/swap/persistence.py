@@ -24,7 +24,7 @@ STATE_VERSION = 1
 CommitHook = Callable[[dict[str, Any]], None]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built on every swap: slots, not frozen (a frozen init costs ~5x)
 class Change:
     """A proposed committed state."""
 

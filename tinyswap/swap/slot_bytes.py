@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from tinyswap.image import ModelImage
 from tinyswap.package import AdapterPackage
@@ -38,16 +38,17 @@ class SwapStats:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-@dataclass(frozen=True)
-class _Placement:
+class _Placement(NamedTuple):
+    """Where one tensor sits in a slot's range (a tuple: read on every slot write)."""
+
     key: tuple[str, str]  # (layer, role)
     start: int  # offset within the slot's range
     length: int
 
 
 def tensor_views(package: AdapterPackage) -> dict[tuple[str, str], memoryview]:
-    """(layer, role) -> the package's bytes for that tensor (views into the package: use, drop)."""
-    return {(t.layer, t.role): package.tensor_bytes(t) for t in package.tensors}
+    """(layer, role) -> the package's bytes for that tensor (views owned by the package)."""
+    return package.tensor_views
 
 
 class SlotBytes:
@@ -106,9 +107,9 @@ class SlotBytes:
         and the frame's base bytes between them."""
         data = bytearray(self._frames[slot])
         views = {} if package is None else tensor_views(package)
-        for p in self._layout[slot]:
-            src = views.get(p.key)
-            data[p.start : p.start + p.length] = bytes(p.length) if src is None else src
+        for key, start, length in self._layout[slot]:
+            src = views.get(key)
+            data[start : start + length] = bytes(length) if src is None else src
         return data
 
     def write(self, slot: int, package: AdapterPackage | None) -> None:
