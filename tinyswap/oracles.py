@@ -1,9 +1,9 @@
 """The real TFLite runtimes, used as oracles: TFLite Micro (golden) and LiteRT.
 
 LiteRT comes from `ai_edge_litert`, else `tflite_runtime` (still what NumPy 1 users have),
-else `tensorflow.lite`. TFLite Micro comes from the `tflite_micro` wheel. Both are optional
-dependencies (the `oracles` extra); a missing one raises `OracleUnavailable`, never a silent
-skip.
+else `tensorflow.lite`. TFLite Micro comes from the `tflite_micro` wheel. Both are
+dependencies of the package; they are imported here, lazily, so that the runtime itself never
+needs them, and a missing one raises `OracleUnavailable`, never a silent skip.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ into a slot) and measure on the committed test split (`digits_test.npz`):
     python models/digits/evaluate.py --tflm-rows 30  # quicker: TFLM on the first 30 rows only
 
 Importable: `evaluate(models=..., tflm_rows=..., bundle_dir=...)` returns the results dict.
-Needs the `oracles` extra (tflite-micro) for the TFLM column; no scikit-learn, no training.
+Needs tflite-micro (a dependency of tinyswap) for the TFLM column; no scikit-learn, no training.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def _pct(v: float | None) -> str:
 
 
 def check_targets(results: dict[str, Any]) -> list[str]:
-    """The issue's accuracy targets; returns what failed (empty when all hold)."""
+    """The accuracy targets (models/digits/README.md); returns what failed (empty when all hold)."""
     failed = []
     for model, m in results["models"].items():
         off = m["int8_gates_off"]

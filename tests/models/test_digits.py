@@ -1,4 +1,4 @@
-"""The committed digits models and adapters (models/digits/) hold the issue's accuracy targets.
+"""The committed digits models and adapters (models/digits/) hold their accuracy targets (models/digits/README.md).
 
 Runs models/digits/evaluate.py on the committed files only (no training, no scikit-learn):
 compiles both bundles, packs and signs every adapter, loads it through a SwapManager, and
