@@ -268,8 +268,9 @@ class SwapManager:
                 slot = self._slots.slots[plan.slot]
                 slot.writing, slot.digest, slot.last_used = False, digest, self._slots.tick()
             self._slots.changed()
-        self._event(plan.action, {"name": plan.name, "digest": digest, "slot": plan.slot,
-                                  "version": pkg.metadata["version"]})
+        if self._on_event is not None:  # no event dict on the swap path when nobody listens
+            self._event(plan.action, {"name": plan.name, "digest": digest, "slot": plan.slot,
+                                      "version": pkg.metadata["version"]})
 
     def rollback(self, name: str) -> str:
         """Return `name` to the version accepted before its current one: a gate flip when that
@@ -541,13 +542,13 @@ class SwapManager:
                 if not missing:
                     return Attempt(done=True)
                 digest = missing[0]
-                label = self._label(digest)
                 if any(s.draining and s.digest in missing for s in self._slots.slots):
                     # A writer is draining a slot we need: wait for its swap, do not copy the
                     # adapter elsewhere (that would evict another one and thrash).
-                    return Attempt(wait=f"adapter {label} stayed unavailable")
+                    return Attempt(wait=f"adapter {self._label(digest)} stayed unavailable")
                 slot = self._slots.victim(keep=digests, exclude_digests=set())
-                if slot is None:
+                if slot is None:  # the label only for the messages: off the common path
+                    label = self._label(digest)
                     return Attempt(keep=frozenset(digests), idle=f"no slot became idle for adapter {label}",
                                    stuck=f"no slot can take adapter {label}: every writable slot holds an "
                                          "adapter this request needs")
