@@ -14,7 +14,10 @@ bundle's base model. Layout (little-endian):
     50+M+P  32    signer key id: SHA-256 of the raw Ed25519 public key
     82+M+P  64    Ed25519 signature of bytes [0, 82+M+P)
 
-Nothing may follow. Verification (SUIT, RFC 9124 style): structure and bounds, digest, a
+Nothing may follow. The metadata's shape is checked completely before anything reads it (every
+field the swap manager uses has its JSON type; `tags` is absent or an object of string ->
+string), and the tensors tile the payload exactly, in order. Verification (SUIT, RFC 9124
+style): structure and bounds, digest, a
 trusted key and its signature, the base-model digest, the slot layout and shapes, and a
 sequence number above the last one accepted for the adapter's name (anti-rollback). Each
 failure is its own `PackageError` subclass and changes nothing.
@@ -138,6 +141,34 @@ class AdapterPackage:
 
 
 _REQUIRED = {"name": str, "version": str, "sequence": int, "base_digest": str, "kind": str, "tensors": list}
+#: Tensor table entry fields and their JSON types (`shape` is a list of ints).
+_TENSOR_FIELDS = {"layer": str, "role": str, "shape": list, "dtype": str, "offset": int, "length": int}
+
+
+def _is(value: Any, kind: type) -> bool:
+    """`isinstance`, except that a JSON boolean is never an int."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def check_metadata(metadata: Any) -> None:
+    """The metadata's shape, completely, before anything reads it: the required fields and
+    their types, and `tags` (absent, null or an object of string -> string; a null value means
+    the tag is not set). Raises `PackageFormatError` naming the package and the field."""
+    if not isinstance(metadata, dict):
+        raise PackageFormatError("metadata must be a JSON object")
+    for key, kind in _REQUIRED.items():
+        if not _is(metadata.get(key), kind):
+            raise PackageFormatError(f"metadata field {key!r} must be a {kind.__name__}, got {metadata.get(key)!r}")
+    name = metadata["name"]
+    tags = metadata.get("tags")
+    if tags is not None:
+        if not isinstance(tags, dict):
+            raise PackageFormatError(f"package {name!r}: metadata field 'tags' must be an object of string -> "
+                                     f"string, got {type(tags).__name__} {tags!r}")
+        for tag, value in tags.items():
+            if value is not None and not isinstance(value, str):
+                raise PackageFormatError(f"package {name!r}: tag {tag!r} must be a string, "
+                                         f"got {type(value).__name__} {value!r}")
 
 
 def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
@@ -170,18 +201,19 @@ def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
         metadata = json.loads(raw[_HEAD.size : _HEAD.size + meta_len].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackageFormatError(f"metadata is not UTF-8 JSON: {exc}") from None
-    if not isinstance(metadata, dict):
-        raise PackageFormatError("metadata must be a JSON object")
-    for key, kind in _REQUIRED.items():
-        if not isinstance(metadata.get(key), kind) or (kind is int and isinstance(metadata.get(key), bool)):
-            raise PackageFormatError(f"metadata field {key!r} must be a {kind.__name__}, got {metadata.get(key)!r}")
+    check_metadata(metadata)
     tensors = []
+    end_of_previous = 0
     for i, t in enumerate(metadata["tensors"]):
-        try:
-            pt = PackageTensor(str(t["layer"]), str(t["role"]), tuple(int(d) for d in t["shape"]), str(t["dtype"]),
-                               int(t["offset"]), int(t["length"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PackageFormatError(f"tensor {i}: malformed entry ({exc})") from None
+        if not isinstance(t, dict):
+            raise PackageFormatError(f"tensor {i}: malformed entry (an object expected, got {type(t).__name__})")
+        for key, kind in _TENSOR_FIELDS.items():
+            if not _is(t.get(key), kind):
+                raise PackageFormatError(f"tensor {i}: field {key!r} must be a {kind.__name__}, got {t.get(key)!r}")
+        if not all(_is(d, int) for d in t["shape"]):
+            raise PackageFormatError(f"tensor {i} ({t['layer']}/{t['role']}): shape {t['shape']!r} "
+                                     "is not a list of ints")
+        pt = PackageTensor(t["layer"], t["role"], tuple(t["shape"]), t["dtype"], t["offset"], t["length"])
         if pt.dtype not in ("int8", "int32"):
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): dtype {pt.dtype!r} is not int8 or int32")
         itemsize = np.dtype(pt.dtype).itemsize
@@ -190,7 +222,14 @@ def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
         if pt.offset < 0 or pt.offset + pt.length > payload_len:
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): bytes [{pt.offset}, {pt.offset + pt.length}) "
                                      f"run past the {payload_len}-byte payload")
+        if pt.offset != end_of_previous:  # concatenated in metadata order: no gap, no overlap
+            raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): starts at payload offset {pt.offset}, "
+                                     f"expected {end_of_previous} (tensors are concatenated in order)")
+        end_of_previous = pt.offset + pt.length
         tensors.append(pt)
+    if end_of_previous != payload_len:
+        raise PackageFormatError(f"package {metadata['name']!r}: payload length {payload_len} is not the sum of its "
+                                 f"tensors' lengths ({end_of_previous})")
     return AdapterPackage(
         metadata=metadata, tensors=tuple(tensors), payload=memoryview(raw)[pos:body_end], digest=digest,
         key_id=raw[body_end + DIGEST_BYTES : body_end + DIGEST_BYTES + KEY_ID_BYTES],
@@ -242,6 +281,7 @@ def verify_package(package: AdapterPackage, keyring: Keyring, base_digest: str,
                    slot_tensors: list[Mapping[str, Any]], last_sequence: Mapping[str, int]) -> None:
     """Signature, base binding, slot layout and anti-rollback, in that order (the digest was
     checked by `parse_package`). Raises a `PackageError` subclass; changes nothing."""
+    check_metadata(package.metadata)  # parse_package checked it; a hand-built AdapterPackage may not be
     public_key = keyring.get(package.key_id)
     if public_key is None:
         raise UnknownKeyError(f"package {package.name!r} is signed by untrusted key {package.key_id.hex()[:16]}...")

@@ -164,6 +164,12 @@ class Registry:
     def latest(self, name: str) -> RegistryEntry:
         return self.history(name)[-1]
 
+    def with_version(self, package_name: str, version: str) -> list[RegistryEntry]:
+        """The accepted entries of package `package_name` at `version` (one `name@version` is one
+        package: the swap manager refuses a second one with other bytes)."""
+        return [e for e in self._state.entries.values()
+                if (e.package_name or e.name) == package_name and e.version == version]
+
     def last_sequence(self, package_name: str) -> int | None:
         return self._state.last_sequence.get(package_name)
 

@@ -9,8 +9,10 @@ Order of decision for one request:
    (`user`, `tenant`, `task`, or any key of `context`);
 4. the default (`"__base__"` unless set).
 
-Tenant isolation is enforced by the swap manager at activation: a request of tenant T may use
-adapters tagged with tenant T or with no tenant; anything else raises `TenantIsolationError`.
+Tenant isolation is enforced by the swap manager at activation and fails closed: a request of
+tenant T may use adapters tagged with tenant T or with no tenant; a request without a tenant
+only adapters with no tenant (unless the manager was built with
+`untenanted_requests_see_all=True`); anything else raises `TenantIsolationError`.
 Per-arm metrics count requests and any outcomes recorded with `record`.
 """
 

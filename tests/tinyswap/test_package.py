@@ -113,3 +113,64 @@ def test_packing_refuses_unknown_layers_and_reduces_over_rank(bundle) -> None:
     r = report.layers["fc3"]
     assert (r["rank_in"], r["rank_slot"]) == (12, 4) and 0 < r["svd_relative_error"] < 1
     verify(data, smap)
+
+
+def _resigned(data: bytes, key=KEY, tensors=None, payload_extra: bytes = b"", **changes) -> bytes:
+    """The same tensors under changed metadata, validly signed again (a trusted signer's mistake)."""
+    import hashlib
+    import struct
+
+    p = parse_package(data)
+    meta = {k: v for k, v in p.metadata.items()}
+    meta.update(changes)
+    if tensors is not None:
+        meta["tensors"] = tensors
+    raw_meta = json.dumps(meta).encode()
+    payload = bytes(p.payload) + payload_extra
+    body = b"TSAP" + struct.pack("<HI", 1, len(raw_meta)) + raw_meta + struct.pack("<Q", len(payload)) + payload
+    from tinyswap.package import key_id
+
+    signed = body + hashlib.sha256(body).digest() + key_id(key.public_key())
+    return signed + key.sign(signed)
+
+
+@pytest.mark.parametrize("tags, field", [
+    (["tenant", "acme"], "'tags' must be an object"), ("acme", "'tags' must be an object"),
+    (7, "'tags' must be an object"), (True, "'tags' must be an object"),
+    ({"tenant": 3}, "tag 'tenant' must be a string"), ({"tenant": ["acme"]}, "tag 'tenant' must be a string"),
+    ({"task": {"a": "b"}}, "tag 'task' must be a string"), ({"user": False}, "tag 'user' must be a string"),
+])
+def test_a_signed_package_with_malformed_tags_is_a_format_error_naming_the_field(bundle, tags, field) -> None:
+    _, smap = bundle
+    good, _ = pack(adapter(), smap, KEY)
+    with pytest.raises(PackageFormatError, match=f"package 'kws-de': .*{field}"):
+        verify(_resigned(good, tags=tags), smap)
+    verify(_resigned(good, tags={"task": "kws", "user": None}), smap)  # null: the tag is not set
+    verify(_resigned(good, tags=None), smap)
+
+
+def test_metadata_field_types_and_the_tensor_table_are_checked_completely(bundle) -> None:
+    _, smap = bundle
+    good, _ = pack(adapter(), smap, KEY)
+    entries = parse_package(good).metadata["tensors"]
+    cases = {
+        "'version' must be a str": _resigned(good, version=2),
+        "'kind' must be a str": _resigned(good, kind=["lora"]),
+        "'sequence' must be a int": _resigned(good, sequence="3"),
+        "'layer' must be a str": _resigned(good, tensors=[{**entries[0], "layer": 1}, *entries[1:]]),
+        "'offset' must be a int": _resigned(good, tensors=[{**entries[0], "offset": 0.0}, *entries[1:]]),
+        "is not a list of ints": _resigned(good, tensors=[{**entries[0], "shape": [True, 1]}, *entries[1:]]),
+        "an object expected": _resigned(good, tensors=[list(entries[0].values()), *entries[1:]]),
+        "payload length .* is not the sum of its tensors' lengths": _resigned(good, payload_extra=b"\0" * 8),
+        "expected 0 \\(tensors are concatenated in order\\)": _resigned(good, tensors=entries[::-1]),
+    }
+    for message, data in cases.items():
+        with pytest.raises(PackageFormatError, match=message):
+            parse_package(data)
+    # A hand-built package the parser never saw is checked again by the verifier.
+    from dataclasses import replace
+
+    pkg = parse_package(good)
+    with pytest.raises(PackageFormatError, match="'tags' must be an object"):
+        verify_package(replace(pkg, metadata={**pkg.metadata, "tags": ["x"]}), Keyring([KEY.public_key()]),
+                       smap["base_digest"], smap["slots"][0]["tensors"], {})

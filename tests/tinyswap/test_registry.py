@@ -78,3 +78,15 @@ def test_the_manager_keeps_no_version_history_of_its_own() -> None:
     assert m.export_state()["adapters"]["kws"]["versions"] == list(reg.versions("kws"))
     assert m.last_sequence("kws") == reg.last_sequence("kws") == 2
     assert not any("version" in k or "sequence" in k for k in vars(m))
+
+
+def test_with_version_finds_a_package_name_at_a_version_under_any_adapter_name() -> None:
+    smap = example_bundle("mlp").smap
+    v1 = parse_package(package(smap, 1, "kws", 1))
+    v2 = parse_package(package(smap, 2, "kws", 2))
+    reg = Registry()
+    reg.add(v1, "wake-word")  # accepted under another adapter name: still package kws@1.1
+    reg.add(v2)
+    assert [e.digest for e in reg.with_version("kws", "1.1")] == [v1.content_digest]
+    assert [e.digest for e in reg.with_version("kws", "1.2")] == [v2.content_digest]
+    assert reg.with_version("kws", "9") == [] and reg.with_version("wake-word", "1.1") == []

@@ -75,7 +75,7 @@ def test_mixed_batch_through_the_router_equals_rows_alone(router) -> None:
             Request(task="inv", tenant="acme")]
     y = router.infer(x, reqs)[0]
     for r, name in enumerate(["digits-inv", "digits-rot", "__base__", "digits-inv"]):
-        np.testing.assert_array_equal(y[r], router.manager.infer(x[r : r + 1], adapters=name)[0][0])
+        np.testing.assert_array_equal(y[r], router.manager.infer(x[r : r + 1], adapters=name, tenant="acme")[0][0])
 
 
 def test_tenant_isolation_is_refused_with_a_typed_error_and_changes_nothing(router) -> None:
@@ -92,3 +92,33 @@ def test_tenant_isolation_is_refused_with_a_typed_error_and_changes_nothing(rout
     router.infer(x, [Request(task="inv", tenant="globex")])  # untagged adapters are shared
     with pytest.raises(RouterError):
         router.infer(np.zeros((2, 64), np.int8), [Request(tenant="acme"), Request(tenant="globex")])
+
+
+def test_a_request_without_a_tenant_fails_closed_and_the_option_widens_it(bundle, router) -> None:
+    router.add_rule({"task": "rot"}, "digits-rot")  # tagged tenant acme
+    router.add_rule({"task": "inv"}, "digits-inv")  # untagged
+    m = router.manager
+    x = np.zeros((1, 64), np.int8)
+    before, table, active = bytes(m.image.buffer), m.slot_table(), m.active_weights
+    with pytest.raises(TenantIsolationError, match="without a tenant may not use adapter 'digits-rot'"):
+        router.infer(x, [Request(task="rot")])
+    with pytest.raises(TenantIsolationError, match="'digits-rot'"):
+        m.set_adapter("digits-rot")
+    with pytest.raises(TenantIsolationError, match="'bob'"):
+        m.gates_for("bob")
+    with pytest.raises(TenantIsolationError, match="'bob'"):
+        with m.pinned("bob"):
+            pass
+    assert bytes(m.image.buffer) == before and m.slot_table() == table and m.active_weights == active
+    router.infer(x, [Request(task="inv")])  # untagged adapters serve untenanted requests
+    router.infer(x, [Request(task="rot", tenant="acme")])
+    # A single-tenant deployment opts in to the former behaviour.
+    smap = bundle.smap
+    wide = SwapManager(bytearray(bundle.data), smap, Keyring([KEY.public_key()]), untenanted_requests_see_all=True)
+    wide.load_adapter(package(smap, 1, "digits-rot", tags={"task": "rot", "tenant": "acme"}))
+    wide.load_adapter(package(smap, 3, "bob", tags={"user": "bob", "tenant": "globex"}))
+    np.testing.assert_array_equal(wide.infer(x, adapters="digits-rot")[0],
+                                  wide.infer(x, adapters="digits-rot", tenant="acme")[0])
+    wide.set_adapter("bob")
+    with pytest.raises(TenantIsolationError):  # a named tenant is isolated either way
+        wide.infer(x, adapters="bob", tenant="acme")

@@ -13,11 +13,14 @@ from tinyswap.swap.errors import (
     AdapterError,
     AdapterExistsError,
     GateWeightError,
+    HotswapMismatchError,
+    HotswapTenantError,
     SlotBusyError,
     SlotVerifyError,
     StalePlanError,
     TenantIsolationError,
     UnknownAdapterError,
+    VersionConflictError,
 )
 from tinyswap.swap.manager import PackageSource, SwapManager
 from tinyswap.swap.records import BASE, AdapterSpec, AdapterState, EvictionPolicy, PlanAction, SlotRecord, SwapPlan
@@ -25,6 +28,7 @@ from tinyswap.swap.slot_bytes import SwapStats
 
 __all__ = [
     "BASE", "AdapterError", "AdapterExistsError", "AdapterSpec", "AdapterState", "EvictionPolicy", "GateWeightError",
-    "PackageSource", "PlanAction", "SlotBusyError", "SlotRecord", "SlotVerifyError", "StalePlanError", "SwapManager",
-    "SwapPlan", "SwapStats", "TenantIsolationError", "UnknownAdapterError",
+    "HotswapMismatchError", "HotswapTenantError", "PackageSource", "PlanAction", "SlotBusyError", "SlotRecord",
+    "SlotVerifyError", "StalePlanError", "SwapManager", "SwapPlan", "SwapStats", "TenantIsolationError",
+    "UnknownAdapterError", "VersionConflictError",
 ]

@@ -38,7 +38,21 @@ class TenantIsolationError(AdapterError):
     """A request of one tenant asked for an adapter that belongs to another tenant."""
 
 
+class HotswapMismatchError(AdapterError):
+    """A hot swap's package carries another package name than the adapter it replaces (its
+    anti-rollback counter and version history are per package name)."""
+
+
+class HotswapTenantError(HotswapMismatchError, TenantIsolationError):
+    """A hot swap's package belongs to another tenant than the adapter it replaces."""
+
+
+class VersionConflictError(AdapterError):
+    """A package reuses an accepted `name@version` with different bytes."""
+
+
 __all__ = [
-    "AdapterError", "AdapterExistsError", "GateWeightError", "SlotBusyError", "SlotVerifyError", "StalePlanError",
-    "TenantIsolationError", "UnknownAdapterError",
+    "AdapterError", "AdapterExistsError", "GateWeightError", "HotswapMismatchError", "HotswapTenantError",
+    "SlotBusyError", "SlotVerifyError", "StalePlanError", "TenantIsolationError", "UnknownAdapterError",
+    "VersionConflictError",
 ]

@@ -43,10 +43,13 @@ from tinyswap.swap import gates as gate_math
 from tinyswap.swap.errors import (
     AdapterError,
     AdapterExistsError,
+    HotswapMismatchError,
+    HotswapTenantError,
     SlotBusyError,
     StalePlanError,
     TenantIsolationError,
     UnknownAdapterError,
+    VersionConflictError,
 )
 from tinyswap.swap.persistence import CommitHook, CommittedState, RestoreReport, parse_state
 from tinyswap.swap.records import BASE, AdapterSpec, AdapterState, EvictionPolicy, PlanAction, SlotRecord, SwapPlan
@@ -75,6 +78,10 @@ class SwapManager:
         written and verified and before any gate may use them, and after every rollback and
         delete: a device persists it atomically here. If it raises, nothing is committed and
         the written slot stays disabled.
+    untenanted_requests_see_all: tenancy fails closed by default: a request that names no
+        tenant may use only adapters without a tenant tag. True lets such requests use every
+        adapter (a single-tenant deployment whose packages carry a tenant tag); a request that
+        names a tenant is isolated either way.
     """
 
     def __init__(self, image: ModelImage | bytes | bytearray, slotmap: SlotMap | Mapping[str, Any], keyring: Keyring,
@@ -82,7 +89,7 @@ class SwapManager:
                  fetch: Callable[[str], bytes] | None = None, eviction: str = "lru", profile: str = "tflm",
                  on_commit: CommitHook | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                 wait_seconds: float = 10.0) -> None:
+                 wait_seconds: float = 10.0, untenanted_requests_see_all: bool = False) -> None:
         self.image: ModelImage = RamImage(image) if isinstance(image, (bytes, bytearray)) else image
         self.slotmap = slotmap if isinstance(slotmap, SlotMap) else SlotMap.from_json(dict(slotmap))
         if eviction not in EvictionPolicy.__members__.values():
@@ -94,6 +101,7 @@ class SwapManager:
         self._fetch = fetch
         self._profile = profile
         self._on_event = on_event
+        self._untenanted_see_all = bool(untenanted_requests_see_all)
         self._bytes = SlotBytes(self.image, self.slotmap)
         self._slots = Residency(self.slotmap, EvictionPolicy(eviction), wait_seconds,
                                 lambda: self._committed.adapters, self._label)
@@ -154,6 +162,7 @@ class SwapManager:
         pkg = _as_package(package)
         verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(),
                        self.registry.sequences())
+        self._refuse_version_conflict(pkg)
         self.cache.check_fits(pkg)  # apply caches it after the commit, where nothing may fail
         return pkg
 
@@ -185,6 +194,7 @@ class SwapManager:
                                    f"{old_kind!r}; a hot swap keeps the adapter method")
             if pkg.content_digest == adapter.current:
                 raise AdapterError(f"hotswap of {name!r}: the package is the version already in use")
+            self._check_same_identity(adapter, pkg)
             slot = self._slots.victim(keep=set(), exclude_digests={adapter.current})
             return SwapPlan(PlanAction.hotswap, name, pkg, slot, self._holder(slot), self._slots.generation,
                             adapter.priority)
@@ -221,6 +231,10 @@ class SwapManager:
             previous = self.registry.last_sequence(pkg.name)
             if plan.action != PlanAction.restore and previous is not None and pkg.sequence <= previous:
                 raise StalePlanError(f"sequence {pkg.sequence} is no longer above {previous}")
+            if plan.action != PlanAction.restore:
+                self._refuse_version_conflict(pkg)
+            if plan.action == PlanAction.hotswap:
+                self._check_same_identity(self._require(plan.name), pkg)
             if digest not in self.cache:
                 self.cache.check_fits(pkg)
             if plan.slot is not None:
@@ -417,11 +431,14 @@ class SwapManager:
                 raise SlotBusyError(f"adapter {name!r} could not be kept resident")
             return found[digest]
 
-    def gates_for(self, adapters: AdapterSpec, batch: int = 1) -> np.ndarray:
+    def gates_for(self, adapters: AdapterSpec, batch: int = 1, *, tenant: str | None = None) -> np.ndarray:
         """The int8 gate inputs [S, batch, 1] that select `adapters` now (for a caller that runs
-        its own interpreter). The adapters must be resident; nothing is pinned."""
+        its own interpreter), for a request of `tenant`. The adapters must be resident; nothing
+        is pinned."""
         spec = self._normalise(adapters)
         with self._lock:
+            for n in spec:
+                self._check_tenant(self._require(n), tenant)
             current = {n: self._require(n).current for n in spec}
             slot_of = self._slots.resident_slots(current.values())
             if slot_of is None:
@@ -552,8 +569,9 @@ class SwapManager:
                     return Attempt(keep=frozenset(digests), idle=f"no slot became idle for adapter {label}",
                                    stuck=f"no slot can take adapter {label}: every writable slot holds an "
                                          "adapter this request needs")
+                # Writing the last missing digest completes the operation: return once it is written.
                 return Attempt(plan=SwapPlan(PlanAction.restore, digest, self._package(digest), slot,
-                                             self._holder(slot), self._slots.generation))
+                                             self._holder(slot), self._slots.generation), last=len(missing) == 1)
 
         self._slots.until_done(attempt, self.apply, may_drain=may_drain)
 
@@ -624,11 +642,40 @@ class SwapManager:
             raise UnknownAdapterError(f"no adapter named {name!r} is loaded; loaded: {sorted(self._committed.adapters)}")
         return adapter
 
-    @staticmethod
-    def _check_tenant(adapter: AdapterState, tenant: str | None) -> None:
-        if tenant is not None and adapter.tenant is not None and adapter.tenant != tenant:
-            raise TenantIsolationError(f"tenant {tenant!r} may not use adapter {adapter.name!r} "
-                                       f"(it belongs to tenant {adapter.tenant!r})")
+    def _check_tenant(self, adapter: AdapterState, tenant: str | None) -> None:
+        """Fail closed: a request of tenant T may use adapters tagged T or untagged; a request
+        without a tenant only untagged ones (unless `untenanted_requests_see_all`)."""
+        if adapter.tenant is None or adapter.tenant == tenant:
+            return
+        if tenant is None:
+            if self._untenanted_see_all:
+                return
+            raise TenantIsolationError(f"a request without a tenant may not use adapter {adapter.name!r} (it belongs "
+                                       f"to tenant {adapter.tenant!r}); name the tenant, or construct the manager "
+                                       "with untenanted_requests_see_all=True for a single-tenant deployment")
+        raise TenantIsolationError(f"tenant {tenant!r} may not use adapter {adapter.name!r} "
+                                   f"(it belongs to tenant {adapter.tenant!r})")
+
+    def _check_same_identity(self, adapter: AdapterState, pkg: AdapterPackage) -> None:
+        """A hot swap replaces a version of the same package for the same tenant."""
+        entry = self.registry.get(adapter.current)
+        old_name = entry.package_name or entry.name
+        if pkg.name != old_name:
+            raise HotswapMismatchError(f"hotswap of {adapter.name!r}: the package is named {pkg.name!r}, the adapter "
+                                       f"runs package {old_name!r}; a hot swap keeps the package name")
+        new_tenant = (pkg.metadata.get("tags") or {}).get("tenant")
+        if new_tenant != adapter.tenant:
+            raise HotswapTenantError(f"hotswap of {adapter.name!r}: the package belongs to tenant {new_tenant!r}, "
+                                     f"the adapter to tenant {adapter.tenant!r}; a hot swap keeps the tenant")
+
+    def _refuse_version_conflict(self, pkg: AdapterPackage) -> None:
+        """One `name@version` is one package: other bytes under an accepted one are refused."""
+        version = pkg.metadata["version"]
+        for entry in self.registry.with_version(pkg.name, version):
+            if entry.digest != pkg.content_digest:
+                raise VersionConflictError(f"package {pkg.name}@{version} was accepted as {entry.digest}; this "
+                                           f"package {pkg.content_digest} has other bytes under the same "
+                                           "name@version (give it a new version)")
 
     def _normalise(self, spec: AdapterSpec) -> dict[str, float]:
         return gate_math.normalise(spec, self.slotmap.gate_max)

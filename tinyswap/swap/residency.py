@@ -253,6 +253,11 @@ class Residency:
                     if time.monotonic() > deadline:
                         raise SlotBusyError(f"{step.label}the slots kept changing for {self.wait_seconds} s") from None
                     continue
+                # The write is done: the slot this loop drained (usually the one just written)
+                # must not stay draining, or the adapter it now holds would not count as
+                # resident and this loop would wait for its own drain until the timeout.
+                self.undrain(drained)
+                drained = None
                 if step.last:
                     return
         finally:

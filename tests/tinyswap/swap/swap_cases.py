@@ -43,3 +43,30 @@ def golden(m: SwapManager, bundle, x: np.ndarray, rows: list[dict[str, float]], 
             slots[s] = weight
         slot_rows.append(slots)
     return tflm_rows(image, x, gates_for_rows(bundle.smap, slot_rows))
+
+
+def state_of(m: SwapManager) -> dict:
+    """Everything a refusal must leave untouched: image bytes, slot table, adapters and the
+    active set, the registry (history, entries, counters), the cache's contents and the state."""
+    history = m.registry.snapshot()
+    return {
+        "image": bytes(m.image.buffer), "slots": m.slot_table(), "resident": m.resident(),
+        "adapters": {n: m.adapter_info(n).digest for n in m.adapters}, "active": m.active_weights,
+        "versions": dict(history.versions), "entries": sorted(history.entries),
+        "last_sequence": dict(history.last_sequence), "cache": list(m.cache._items), "cache_used": m.cache.used,
+        "state": m.export_state(),
+    }
+
+
+def resign(data: bytes, *, tensors_from: bytes | None = None, **changes) -> bytes:
+    """A package's tensors (or `tensors_from`'s) under its metadata with `changes`, validly
+    signed again with the trusted test key: what a trusted but mistaken or hostile signer sends."""
+    from tinyswap.package import build_package, parse_package
+
+    p = parse_package(data)
+    meta = {k: v for k, v in p.metadata.items() if k != "tensors"}
+    meta.update(changes)
+    source = parse_package(tensors_from) if tensors_from is not None else p
+    tensors = [(t.layer, t.role, np.frombuffer(bytes(source.tensor_bytes(t)), np.dtype(t.dtype)).reshape(t.shape))
+               for t in source.tensors]
+    return build_package(meta, tensors, KEY)

@@ -348,3 +348,94 @@ def test_a_package_the_cache_cannot_hold_is_refused_before_any_write_or_commit(b
         m.load_adapter(packages["A"])
     assert bytes(m.image.buffer) == image_before
     assert m.adapters == [] and commits == []
+
+
+def _loaded(bundle, packages, commits: list, **kw) -> SwapManager:
+    """A, B resident (A active), C cached, a `kws` of tenant acme at sequence 1."""
+    m = manager(bundle, on_commit=commits.append, **kw)
+    for name in "ABC":
+        m.load_adapter(packages[name])
+    m.load_adapter(package(bundle.smap, 20, "kws", 1, tags={"tenant": "acme"}))
+    m.set_adapter({"A": 1.0})
+    commits.clear()
+    return m
+
+
+@pytest.mark.parametrize("tags", [["tenant", "acme"], "acme", 3, {"tenant": 7}, {"tenant": ["acme"]}])
+def test_a_trusted_package_with_malformed_tags_is_refused_before_any_write(bundle, packages, tags) -> None:
+    from tests.tinyswap.swap.swap_cases import resign, state_of
+
+    commits: list = []
+    m = _loaded(bundle, packages, commits)
+    before = state_of(m)
+    bad_new = resign(packages["A"], name="fresh", tags=tags)
+    bad_next = resign(packages["A"], sequence=5, version="1.5", tags=tags)
+    with pytest.raises(PackageFormatError, match="package 'fresh': (metadata field 'tags'|tag 'tenant')"):
+        m.load_adapter(bad_new)
+    with pytest.raises(PackageFormatError, match="package 'A': (metadata field 'tags'|tag 'tenant')"):
+        m.hotswap_adapter("A", bad_next)
+    assert state_of(m) == before and commits == []
+    assert not any(s.writing or s.draining for s in m._slots.slots)  # no slot left "writing"
+    m.hotswap_adapter("A", resign(packages["A"], sequence=5, version="1.5"))  # the manager still works
+
+
+def test_hotswap_refuses_another_package_name_or_tenant(bundle, packages) -> None:
+    from tinyswap.swap import HotswapMismatchError, HotswapTenantError, TenantIsolationError
+    from tests.tinyswap.swap.swap_cases import resign, state_of
+
+    commits: list = []
+    m = _loaded(bundle, packages, commits)
+    before = state_of(m)
+    kws = package(bundle.smap, 20, "kws", 1, tags={"tenant": "acme"})
+    cases = [
+        # tenant B's adapter of another name, newer: tenant acme's kws would run its weights
+        ("kws", package(bundle.smap, 21, "other", 9, tags={"tenant": "globex"}), HotswapMismatchError,
+         "hotswap of 'kws': the package is named 'other', the adapter runs package 'kws'"),
+        # the right name, another tenant
+        ("kws", resign(kws, sequence=2, version="1.2", tags={"tenant": "globex"}), HotswapTenantError,
+         "hotswap of 'kws': the package belongs to tenant 'globex', the adapter to tenant 'acme'"),
+        ("kws", resign(kws, sequence=2, version="1.2", tags={}), HotswapTenantError,
+         "belongs to tenant None, the adapter to tenant 'acme'"),
+        # an older, differently named release must not slip past A's anti-rollback counter
+        ("A", package(bundle.smap, 22, "A-old", 0), HotswapMismatchError, "the package is named 'A-old'"),
+        ("A", resign(packages["A"], sequence=3, version="1.3", tags={"tenant": "acme"}), HotswapTenantError,
+         "belongs to tenant 'acme', the adapter to tenant None"),
+    ]
+    for name, data, error, message in cases:
+        with pytest.raises(error, match=message):
+            m.plan_hotswap(name, data)
+        with pytest.raises(error, match=message):
+            m.hotswap_adapter(name, data)
+        assert state_of(m) == before and commits == [], message
+    assert issubclass(HotswapTenantError, TenantIsolationError) and issubclass(HotswapMismatchError, AdapterError)
+    m.hotswap_adapter("kws", resign(kws, sequence=2, version="1.2"))  # same name, same tenant: accepted
+    assert m.adapter_info("kws").version == "1.2" and len(commits) == 1
+
+
+def test_one_name_at_version_is_one_package(bundle, packages) -> None:
+    from tinyswap.swap import VersionConflictError
+    from tests.tinyswap.swap.swap_cases import resign, state_of
+
+    commits: list = []
+    m = _loaded(bundle, packages, commits)
+    before = state_of(m)
+    accepted = m.adapter_info("A").digest
+    twin = resign(packages["A"], tensors_from=packages["B"], sequence=7)  # A@1.1, other bytes, higher sequence
+    twin_digest = parse_package(twin).content_digest
+    message = f"package A@1.1 was accepted as {accepted}; this package {twin_digest} has other bytes"
+    with pytest.raises(VersionConflictError, match=message):
+        m.hotswap_adapter("A", twin)
+    with pytest.raises(VersionConflictError, match=message):
+        m.load_adapter(twin, "A-copy")
+    with pytest.raises(VersionConflictError, match=message):
+        m.verify(twin)
+    assert state_of(m) == before and commits == []
+    assert [e.version for e in m.registry.with_version("A", "1.1")] == ["1.1"]
+    m.hotswap_adapter("A", resign(twin, version="1.7"))  # a new version is fine
+    # A plan made before another package took that name@version is refused at apply.
+    plan = m.plan_load(resign(packages["C"], name="D", version="1.0", sequence=1), "D")
+    m.load_adapter(resign(packages["B"], name="D", version="1.0", sequence=1), "D2")
+    snapshot = state_of(m)
+    with pytest.raises((VersionConflictError, StalePlanError)):
+        m.apply(plan)
+    assert state_of(m) == snapshot

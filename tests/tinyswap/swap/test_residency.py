@@ -165,3 +165,69 @@ def test_the_retry_loop_refuses_when_no_slot_can_ever_be_freed_and_undrains(bund
     with pytest.raises(RuntimeError, match="stop"):
         r.until_done(look, lambda plan: None, may_drain=True)
     assert not any(s.draining for s in r.slots)  # undrained however the loop ended
+
+
+# -- a swap that drained a slot returns once it wrote it (no wait for its own drain) -------------
+def _pin_until_a_drain(m, names, released):
+    """A request in another thread pins `names` until a swap drains one of their slots."""
+    import threading
+    import time
+
+    held = threading.Event()
+
+    def request() -> None:
+        with m.pinned(names):
+            held.set()
+            deadline = time.monotonic() + 5.0
+            while not any(s.draining for s in m._slots.slots) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        released.set()
+
+    t = threading.Thread(target=request)
+    t.start()
+    assert held.wait(5.0)
+    return t
+
+
+@pytest.mark.parametrize("operation", ["make_resident", "set_adapter", "rollback"])
+def test_an_operation_that_drained_and_wrote_a_slot_returns_once_it_is_written(bundle, packages, operation) -> None:
+    import threading
+    import time
+
+    from tests.adapter_cases import package
+
+    wait = 1.5
+    m = manager(bundle, wait_seconds=wait)
+    m.load_adapter(packages["A"])
+    m.load_adapter(packages["B"])  # both slots hold A and B
+    if operation == "rollback":  # kws v1 and v2 accepted, v1 evicted from every slot
+        m.load_adapter(package(bundle.smap, 10, "kws", 1), priority=0.0)
+        m.hotswap_adapter("kws", package(bundle.smap, 11, "kws", 2))
+        m.infer(inputs(1), adapter_names=[["A", "B"]])  # A and B resident again, kws in no slot
+        target = m.registry.versions("kws")[0]
+    else:
+        m.load_adapter(packages["C"])  # cached, in no slot
+        target = m.registry.versions("C")[0]
+    assert target not in m._slots.digests()
+    released = threading.Event()
+    t = _pin_until_a_drain(m, ["A", "B"], released)
+    start = time.monotonic()
+    if operation == "make_resident":
+        slot = m.make_resident("C")
+    elif operation == "set_adapter":
+        m.set_adapter("C")
+    else:
+        assert m.rollback("kws") == target
+    elapsed = time.monotonic() - start
+    t.join()
+    assert released.is_set()
+    assert elapsed < wait, f"{operation} waited {elapsed:.2f} s for its own drain"
+    assert target in m._slots.digests() and not any(s.draining or s.writing for s in m._slots.slots)
+    if operation == "make_resident":
+        assert m._slots.digests()[slot] == target
+    if operation == "set_adapter":
+        assert m.active_adapters == ["C"]
+    x = inputs(2)
+    name = "kws" if operation == "rollback" else "C"
+    pkgs = {name: package(bundle.smap, 10, "kws", 1)} if operation == "rollback" else packages
+    np.testing.assert_array_equal(m.infer(x, adapters=name)[0], golden(m, bundle, x, [{name: 1.0}] * 2, pkgs))
