@@ -4,10 +4,13 @@ The compiler places every slot tensor and hands the writer typed records (`SlotT
 `GateInfo`); `build_slotmap` derives the slot ranges, the base digest and each slot's frame
 from the model bytes. The device trusts neither the file nor the model blindly:
 `SlotMap.from_json` checks every field the swap manager relies on and `check_model` checks the
-ranges against the model bytes: every tensor inside its slot's range, inside the file, and the
-base-model digest (SHA-256 of the model with every slot range zeroed, `base_digest`, the one
-definition both sides use) equal to the recorded one. Every failure is a `SlotMapError` naming
-the field.
+map against the model file: the size, the base-model digest (SHA-256 of the model with every
+slot range zeroed, `base_digest`, the one definition both sides use), then, with the file parsed
+once by `tinyswap.reader`, every slot tensor (index, data offset and length, shape, dtype,
+quantization), every range (only its own buffers, their length prefixes and padding), every
+frame and every gate (a distinct int8 [batch, 1] graph input with the recorded scale and zero
+point). The digest zeroes the ranges, so it alone cannot tell a map that points adapter bytes
+at the wrong place. Every failure is a `SlotMapError` naming the slot, tensor or gate.
 
 The frame of a slot is the base model's own bytes inside its range (flatbuffer length prefixes
 of the slot's vectors, the spacer's). The base digest zeroes whole ranges, so the frame is the
@@ -17,9 +20,11 @@ for them (the image may hold a half-written range).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
+import struct
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -27,13 +32,17 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from tinyswap.errors import TinySwapError
+from tinyswap.errors import ModelError, TinySwapError
+from tinyswap.reader import BufferDef, ModelDef, read_model
+from tinyswap.schema import TensorType
 
 SLOTMAP_FORMAT = "tinyswap-slotmap"
 SLOTMAP_VERSION = 1
 MODEL_FILE = "model.tflite"
 DEFAULT_ALIGNMENT = 16
 _DTYPE_BYTES = {"int8": 1, "int32": 4}
+_TENSOR_TYPES = {"int8": TensorType.INT8, "int32": TensorType.INT32}
+_PREFIX = struct.Struct("<I")  # a flatbuffer vector's length prefix
 
 
 class SlotMapError(TinySwapError):
@@ -234,12 +243,16 @@ class SlotMap:
 
     # -- checks against a model ----------------------------------------------------------------
     def check_model(self, model: bytes | bytearray | memoryview) -> None:
-        """The model is the one this map describes: size, and base digest with slots zeroed."""
+        """The model is the one this map describes, and the map describes the model: size, base
+        digest with slots zeroed, then every slot tensor, range, frame and gate against the
+        model file itself (`_check_structure`). Any mismatch is a `SlotMapError`."""
         if len(model) != self.model_bytes:
             raise SlotMapError(f"model has {len(model)} bytes, the slot map describes {self.model_bytes}")
         if self.digest_of(model) != self.base_digest:
             raise SlotMapError(f"base-model digest mismatch: the model is not the one this slot map was made for "
                                f"(expected {self.base_digest[:16]}...)")
+        if self.slots:
+            _check_structure(self, model)
 
     def damaged_frames(self, model: bytes | bytearray | memoryview) -> list[int]:
         """Slots whose base bytes inside the range (length prefixes, spacer) differ from the
@@ -258,6 +271,207 @@ class SlotMap:
     def digest_of(self, model: bytes | bytearray | memoryview) -> str:
         """SHA-256 of the model with every slot range zeroed (`base_digest`)."""
         return base_digest(model, [(s.offset, s.length) for s in self.slots])
+
+
+# -- the map against the model file ------------------------------------------------------------
+def _check_structure(smap: SlotMap, model: bytes | bytearray | memoryview) -> None:
+    """Check the slot map against the model file, parsed once with `tinyswap.reader`.
+
+    Called by `check_model` after the size and the base digest matched, so every byte outside
+    the slot ranges is the base's. Inside a range only the frame is trusted: the model is parsed
+    as it is when every range's base bytes equal its frame (zero copy), otherwise (a range an
+    interrupted write damaged; `damaged_frames` reports it and boot rewrites it from the frame)
+    with the frames written over a copy. Checked, each failure naming the slot, tensor or gate:
+
+    - the map itself: slots 0..S-1 in order, every slot the same layers/roles, no (layer, role)
+      twice in a slot, ranges disjoint;
+    - every slot tensor entry names a tensor of the main subgraph, used by no other tensor or
+      metadata entry, whose buffer's data lies exactly at the entry's offset and length, with
+      the entry's shape, dtype, scales, zero points and quantized dimension (and name);
+    - every range starts at its first tensor's data and ends at its last tensor's end rounded
+      up to the alignment; it covers no byte before the first buffer's data (header, tables),
+      no byte of another buffer and no other buffer's length prefix, but for the spacer's (an
+      unreferenced 4-byte buffer whose data starts at the range's end);
+    - the frame is exactly the base bytes the file's structure puts inside the range: the
+      length prefixes of the slot's buffers (and the spacer's), zero padding elsewhere; on an
+      intact range these are the file's own bytes;
+    - every gate is a distinct graph input of the main subgraph, int8, shape [batch, 1] (batch
+      1, or dynamic -1 in the shape signature), with exactly the recorded scale and zero point.
+    """
+    _check_map_itself(smap)
+    base: bytes | bytearray | memoryview = model
+    damaged = smap.damaged_frames(model)
+    if damaged:  # parse the base the frames describe, not the damaged bytes
+        base = bytearray(model)
+        for s in (smap.slots[i] for i in damaged):
+            base[s.offset : s.offset + s.length] = s.template()
+    try:
+        parsed = read_model(base)
+    except ModelError as exc:
+        raise SlotMapError(f"the model{' with the frames of slots ' + str(damaged) if damaged else ''} "
+                           f"does not parse: {exc}") from None
+    users = _buffer_users(parsed)
+    _check_tensors(smap, parsed, users)
+    _check_ranges(smap, parsed, users)
+    _check_gates(smap, parsed)
+
+
+def _label(t: SlotTensorInfo) -> str:
+    return f"slot {t.slot} tensor {t.layer}/{t.role} (tensor_index {t.tensor_index})"
+
+
+def _check_map_itself(smap: SlotMap) -> None:
+    """What `from_json` checks, again: a `SlotMap` may be built in code."""
+    if [s.slot for s in smap.slots] != list(range(len(smap.slots))):
+        raise SlotMapError(f"slots are numbered {[s.slot for s in smap.slots]}; expected 0..{len(smap.slots) - 1}")
+    if [g.slot for g in smap.gates] != list(range(len(smap.slots))):
+        raise SlotMapError(f"gates name slots {[g.slot for g in smap.gates]}; expected one per slot in order")
+    layout = [(t.layer, t.kind, t.role) for t in smap.slots[0].tensors]
+    if len(set(layout)) != len(layout):
+        raise SlotMapError(f"slot 0 lists a layer/role twice: {sorted(t for t in layout if layout.count(t) > 1)[0]}")
+    for s in smap.slots:
+        here = [(t.layer, t.kind, t.role) for t in s.tensors]
+        if here != layout:
+            raise SlotMapError(f"slot {s.slot} lists layers/roles {[f'{l}/{r}' for l, _, r in here]}; "
+                               f"slot 0 lists {[f'{l}/{r}' for l, _, r in layout]}")
+        for t in s.tensors:
+            if t.slot != s.slot:
+                raise SlotMapError(f"{_label(t)} is listed under slot {s.slot}")
+    ranges = sorted((s.offset, s.offset + s.length, s.slot) for s in smap.slots)
+    for (_, end, a), (start, _, b) in zip(ranges, ranges[1:]):
+        if start < end:
+            raise SlotMapError(f"the ranges of slots {a} and {b} overlap at byte {start}")
+
+
+def _buffer_users(parsed: ModelDef) -> dict[int, list[str]]:
+    """buffer index -> what refers to it (tensors of every subgraph, metadata entries)."""
+    users: dict[int, list[str]] = {}
+    for g, sub in enumerate(parsed.subgraphs):
+        for t in sub.tensors:
+            if t.buffer:
+                users.setdefault(t.buffer, []).append(f"subgraph {g} tensor {t.index} ({t.name!r})")
+    for name, index in parsed.metadata.items():
+        users.setdefault(index, []).append(f"metadata {name!r}")
+    return users
+
+
+def _check_tensors(smap: SlotMap, parsed: ModelDef, users: dict[int, list[str]]) -> None:
+    tensors, buffers = parsed.main.tensors, parsed.buffers
+    claimed: dict[int, str] = {}
+    for s in smap.slots:
+        for t in s.tensors:
+            where = _label(t)
+            if t.tensor_index >= len(tensors):
+                raise SlotMapError(f"{where}: the model's main subgraph has {len(tensors)} tensors")
+            if t.tensor_index in claimed:
+                raise SlotMapError(f"{where}: tensor {t.tensor_index} is already {claimed[t.tensor_index]}")
+            claimed[t.tensor_index] = where
+            td = tensors[t.tensor_index]
+            buf = buffers[td.buffer]
+            if td.buffer == 0 or buf.length == 0:
+                raise SlotMapError(f"{where}: tensor {td.name!r} has no constant data in the model")
+            if (buf.offset, buf.length) != (t.offset, t.length):
+                raise SlotMapError(f"{where}: the model holds tensor {td.name!r}'s data (buffer {td.buffer}) at "
+                                   f"bytes [{buf.offset}, {buf.offset + buf.length}); the slot map records "
+                                   f"[{t.offset}, {t.offset + t.length})")
+            if len(users.get(td.buffer, ())) != 1:
+                raise SlotMapError(f"{where}: buffer {td.buffer} is shared by {', '.join(users[td.buffer])}")
+            if t.name and t.name != td.name:
+                raise SlotMapError(f"{where}: the model names tensor {t.tensor_index} {td.name!r}, the slot map "
+                                   f"{t.name!r}")
+            if td.type != _TENSOR_TYPES[t.dtype]:
+                raise SlotMapError(f"{where}: dtype {t.dtype} in the slot map, {td.type.name.lower()} in the model")
+            if td.shape != t.shape:
+                raise SlotMapError(f"{where}: shape {t.shape} in the slot map, {td.shape} in the model")
+            q = td.quantization
+            found = ((), (), 0) if q is None else (tuple(float(v) for v in q.scale),
+                                                     tuple(int(v) for v in q.zero_point), q.quantized_dimension)
+            for what, recorded, actual in zip(("scales", "zero points", "quantized dimension"),
+                                              (t.scales, t.zero_points, t.quantized_dimension), found):
+                if recorded != actual:
+                    raise SlotMapError(f"{where}: {what} {recorded!r:.120} in the slot map, {actual!r:.120} in "
+                                       "the model")
+
+
+def _check_ranges(smap: SlotMap, parsed: ModelDef, users: dict[int, list[str]]) -> None:
+    data = sorted((b for b in parsed.buffers if b.length), key=lambda b: b.offset)
+    starts = [b.offset for b in data]
+    tables_end = starts[0] - 4 if data else smap.model_bytes  # header and tables lie before
+    for s in smap.slots:
+        start, end = s.offset, s.offset + s.length
+        if start < tables_end:
+            raise SlotMapError(f"slot {s.slot}: range [{start}, {end}) covers the flatbuffer header or tables "
+                               f"(bytes before {tables_end}, where the first buffer's length prefix lies)")
+        expected = bytearray(s.length)
+        own = {t.offset for t in s.tensors}
+        # Every buffer whose data or length prefix could meet the range.
+        for b in data[max(bisect.bisect_left(starts, start) - 1, 0) : bisect.bisect_right(starts, end + 4)]:
+            prefix = b.offset - 4
+            if b.offset + b.length <= start or prefix >= end:
+                continue
+            if b.offset in own:  # the slot's own buffer (its data is checked by `_check_tensors`)
+                if prefix >= start:
+                    expected[prefix - start : b.offset - start] = _PREFIX.pack(b.length)
+                continue
+            what = _describe(b, users)
+            if b.offset < end:
+                raise SlotMapError(f"slot {s.slot}: range [{start}, {end}) covers bytes [{max(b.offset, start)}, "
+                                   f"{min(b.offset + b.length, end)}) of {what}")
+            if b.offset != end or b.index in users:
+                raise SlotMapError(f"slot {s.slot}: range [{start}, {end}) covers the length prefix at {prefix} of "
+                                   f"{what} (only the spacer's, an unreferenced buffer starting at the range's "
+                                   "end, may lie inside)")
+            if b.length != 4:
+                raise SlotMapError(f"slot {s.slot}: the spacer after the range ({what}) is {b.length} bytes long "
+                                   f"with the frame's length prefix at {prefix}; expected 4")
+            expected[prefix - start :] = _PREFIX.pack(b.length)
+        first = min(t.offset for t in s.tensors)
+        last = round_up(max(t.offset + t.length for t in s.tensors), smap.alignment)
+        if (start, end) != (first, last):
+            raise SlotMapError(f"slot {s.slot}: range [{start}, {end}); its tensors need [{first}, {last}) (from the "
+                               f"first tensor's data to the last one's end rounded up to {smap.alignment})")
+        frame = s.template()
+        if frame != expected:
+            rel = next(i for i in range(s.length) if frame[i] != expected[i])
+            raise SlotMapError(f"slot {s.slot}: the frame has 0x{frame[rel]:02x} at byte {start + rel} (range offset "
+                               f"{rel}), the model's base has 0x{expected[rel]:02x} there ("
+                               f"{'a length prefix' if expected[rel] else 'padding'})")
+
+
+def _describe(b: BufferDef, users: dict[int, list[str]]) -> str:
+    return f"buffer {b.index} ({', '.join(users[b.index]) if b.index in users else 'unreferenced'})"
+
+
+def _check_gates(smap: SlotMap, parsed: ModelDef) -> None:
+    sub = parsed.main
+    taken: dict[int, int] = {}
+    for g in smap.gates:
+        where = f"gate {g.slot} ({g.name!r}, graph input {g.input_index})"
+        if g.input_index >= len(sub.inputs):
+            raise SlotMapError(f"{where}: the main subgraph has {len(sub.inputs)} inputs")
+        index = sub.inputs[g.input_index]
+        if index in taken:
+            raise SlotMapError(f"{where}: tensor {index} is already the input of gate {taken[index]}")
+        taken[index] = g.slot
+        if g.tensor_index >= 0 and g.tensor_index != index:
+            raise SlotMapError(f"{where}: the slot map records tensor {g.tensor_index}, the input is tensor {index}")
+        td = sub.tensors[index]
+        if parsed.buffers[td.buffer].length:
+            raise SlotMapError(f"{where}: tensor {index} ({td.name!r}) is a constant, not a gate")
+        if td.type != TensorType.INT8:
+            raise SlotMapError(f"{where}: tensor {index} ({td.name!r}) is {td.type.name.lower()}, expected int8")
+        signature = td.shape_signature if td.shape_signature is not None else td.shape
+        if td.shape != (1, 1) or len(signature) != 2 or signature[0] not in (1, -1) or signature[1] != 1:
+            raise SlotMapError(f"{where}: tensor {index} ({td.name!r}) has shape {td.shape} (signature "
+                               f"{signature}), expected [batch, 1] with batch 1 or -1")
+        if g.shape and g.shape not in (td.shape, signature):
+            raise SlotMapError(f"{where}: shape {g.shape} in the slot map, {signature} in the model")
+        q = td.quantization
+        if q is None or q.scale.size != 1:
+            raise SlotMapError(f"{where}: tensor {index} ({td.name!r}) is not quantized per tensor")
+        if (float(q.scale[0]), int(q.zero_point[0])) != (g.scale, g.zero_point):
+            raise SlotMapError(f"{where}: scale {g.scale!r} and zero point {g.zero_point} in the slot map, "
+                               f"{float(q.scale[0])!r} and {int(q.zero_point[0])} in the model")
 
 
 # -- the writer -------------------------------------------------------------------------------
