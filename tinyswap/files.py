@@ -5,6 +5,12 @@ file, binary bytes where JSON is expected or a malformed array all become one
 `InputFileError` naming the file and the problem, instead of an `OSError`, a
 `UnicodeDecodeError` or a NumPy `ValueError` escaping as a traceback. The runtime needs only
 the standard library and NumPy here; parsing what the bytes mean stays with the caller.
+
+JSON from outside (packages, slot maps, scenarios, adapter configs, plans) goes through
+`parse_json_bounded`, which refuses nesting deeper than `MAX_JSON_DEPTH` before parsing
+(Python's decoder would raise `RecursionError`) and integers longer than
+`MAX_JSON_INT_DIGITS` digits (a huge digit string costs quadratic time, or a `ValueError`),
+each as an `InputFileError`, without touching process-wide settings.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import errno
 import io
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Union
@@ -39,6 +46,74 @@ def _os_problem(exc: OSError) -> str:
     return _OS_PROBLEMS.get(exc.errno or 0, exc.strerror or str(exc))
 
 
+# Far beyond any file tinyswap reads (a slot map nests 4 deep, offsets have at most 20 digits).
+MAX_JSON_DEPTH = 64
+MAX_JSON_INT_DIGITS = 64
+
+# A JSON string token (with escapes): brackets inside one do not nest.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
+
+
+class _IntTooLong(Exception):
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest bracket nesting of JSON `data`, brackets inside strings not counted."""
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', data), dtype=np.uint8)
+    steps = np.isin(codes, _OPENERS).astype(np.int64) - np.isin(codes, _CLOSERS)
+    return int(np.cumsum(steps).max()) if steps.size else 0
+
+
+def parse_json_bounded(data: Union[str, bytes, bytearray, memoryview], what: str = "JSON", *,
+                       path: PathLike | None = None, max_depth: int = MAX_JSON_DEPTH,
+                       max_int_digits: int = MAX_JSON_INT_DIGITS, **json_options: Any) -> Any:
+    """`data` (text or UTF-8 bytes) parsed as JSON, refusing what would crash or stall the parser.
+
+    Nesting deeper than `max_depth` and integers of more than `max_int_digits` digits are
+    refused before they are built, like malformed JSON, as one `InputFileError` naming `what`
+    (and `path`, when the JSON came from a file) and the problem. `json_options`
+    (`object_pairs_hook`, `parse_constant`, ...) go to `json.loads`; `parse_int` is ours.
+    """
+    if "parse_int" in json_options:
+        raise TypeError("parse_json_bounded parses integers itself (to bound their digits)")
+    where = "(in memory)" if path is None else path
+    if isinstance(data, str):
+        text = data
+        raw = data.encode("utf-8", errors="surrogatepass")
+    else:
+        raw = bytes(data)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputFileError(where, f"not a text file (byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+                                        f"is not UTF-8)", what) from exc
+    depth = json_depth(raw)
+    if depth > max_depth:
+        raise InputFileError(where, f"JSON nested {depth} levels deep, over the limit of {max_depth}", what)
+
+    def parse_int(token: str) -> int:
+        digits = len(token) - (token[0] == "-")
+        if digits > max_int_digits:
+            raise _IntTooLong(digits)
+        return int(token)
+
+    try:
+        return json.loads(text, parse_int=parse_int, **json_options)
+    except _IntTooLong as exc:
+        raise InputFileError(where, f"JSON integer of {exc.digits} digits, over the limit of {max_int_digits}",
+                             what) from None
+    except json.JSONDecodeError as exc:
+        raise InputFileError(where, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                             what) from exc
+    except RecursionError as exc:  # only if a caller raised max_depth past the interpreter's stack
+        raise InputFileError(where, "JSON nested too deeply for the parser", what) from exc
+
+
 def read_bytes(path: PathLike, what: str = "file") -> bytes:
     """The whole file as bytes; `what` names it in the error ("model", "signing key", ...)."""
     try:
@@ -62,11 +137,7 @@ def read_json(path: PathLike, what: str = "JSON file") -> Any:
     text = read_text(path, what)
     if not text.strip():
         raise InputFileError(path, "the file is empty, expected JSON", what)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                             what) from exc
+    return parse_json_bounded(text, what, path=path)
 
 
 def read_npy(path: PathLike, what: str = "array file") -> np.ndarray:
@@ -102,4 +173,5 @@ def read_npz(path: PathLike, what: str = "array archive") -> dict[str, np.ndarra
         raise InputFileError(path, f"not a valid .npz archive: {' '.join(str(exc).split())}", what) from exc
 
 
-__all__ = ["read_bytes", "read_json", "read_npy", "read_npz", "read_text"]
+__all__ = ["MAX_JSON_DEPTH", "MAX_JSON_INT_DIGITS", "json_depth", "parse_json_bounded", "read_bytes",
+           "read_json", "read_npy", "read_npz", "read_text"]

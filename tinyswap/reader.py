@@ -8,10 +8,18 @@ swapped) are seen by the next `invoke()`, exactly as TFLite Micro sees them.
 Every offset is checked before `flatbuffers` dereferences it: a malformed, truncated or
 hostile file raises `ModelError` naming what is wrong and where. Vector lengths are checked
 against the bytes that remain, so no allocation can exceed what the file justifies.
+
+Work is bounded by the file's size, not by what its offsets claim: a flatbuffer vector may
+point at one table many times, so tables read through vectors (tensors, operators,
+quantization, strings, small number vectors) are parsed once per position and shared, every
+table visit and vector element read costs a unit of a budget proportional to the file length,
+and the counts of subgraphs, tensors, operators, buffers and operator codes are refused above
+stated limits before their entries are read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -40,6 +48,19 @@ Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 # and a hostile shape must not make the planner allocate gigabytes.
 MAX_TENSOR_BYTES = 1 << 30
 MAX_RANK = 8
+
+# The interpreter runs the primary subgraph only (no IF/WHILE/CALL_ONCE kernels call others).
+MAX_SUBGRAPHS = 1
+# Limits far above any microcontroller model (person_detect: 89 tensors, 31 operators) that
+# keep parsing and preparing any file under a second: each entry costs Python work.
+MAX_TENSORS = 2048
+MAX_OPERATORS = 1024
+MAX_BUFFERS = MAX_TENSORS + 64  # one per constant tensor, the empty sentinel and metadata
+MAX_OPERATOR_CODES = 512
+MAX_METADATA = 64
+# Budget of table visits and vector elements read: this many per 4-byte word of the file. An
+# unshared file costs at most about one unit per word; only sharing could cost more.
+VISITS_PER_WORD = 4
 
 _U8 = struct.Struct("<B")
 _I8 = struct.Struct("<b")
@@ -168,11 +189,13 @@ class ModelDef:
 class _CheckedTable(Table):
     """A flatbuffers `Table` that also remembers its object size, for field bounds checks."""
 
-    __slots__ = ("object_size",)
+    __slots__ = ("object_size", "vtable", "vtable_size")
 
-    def __init__(self, buf, pos: int, object_size: int) -> None:
+    def __init__(self, buf, pos: int, object_size: int, vtable: int, vtable_size: int) -> None:
         super().__init__(buf, pos)
         self.object_size = object_size
+        self.vtable = vtable
+        self.vtable_size = vtable_size
 
 
 class _Reader:
@@ -182,6 +205,30 @@ class _Reader:
         self.data = data
         self.view = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
         self.size = len(self.view)
+        self.budget = VISITS_PER_WORD * (self.size // 4) + 1024
+        self.spent = 0
+        self._strings: dict[int, str] = {}
+        self._numbers: dict[tuple[int, str], np.ndarray] = {}
+        self.quantizations: dict[int, Quantization | None] = {}
+
+    def charge(self, units: int, where: str) -> None:
+        """Spend `units` of the work budget; a file whose shared tables would make the reader
+        work beyond a multiple of its own size is refused."""
+        self.spent += units
+        if self.spent > self.budget:
+            raise ModelError(
+                f"{where}: reading the file needs more than {self.budget} table visits and vector "
+                f"elements ({VISITS_PER_WORD} per 4-byte word of its {self.size} bytes); "
+                "its vectors point at shared tables too many times"
+            )
+
+    def count(self, tab: _CheckedTable, index: int, limit: int, what: str, where: str) -> int:
+        """The length of a vector field, refused above `limit` before any element is read."""
+        vec = self.vector(tab, index, 4, where)
+        n = 0 if vec is None else vec[1]
+        if n > limit:
+            raise ModelError(f"{where}: {n} {what}, over the supported maximum of {limit}")
+        return n
 
     # -- primitives -------------------------------------------------------------------------
     def _need(self, pos: int, nbytes: int, where: str) -> None:
@@ -196,6 +243,7 @@ class _Reader:
 
     def table(self, pos: int, where: str) -> _CheckedTable:
         """A `Table` at `pos` after checking its vtable lies inside the file."""
+        self.charge(1, where)
         self._need(pos, 4, where)
         vtable = pos - _I32.unpack_from(self.view, pos)[0]
         self._need(vtable, 4, f"{where} vtable")
@@ -205,10 +253,11 @@ class _Reader:
         self._need(vtable, vtable_size, f"{where} vtable")
         object_size = _U16.unpack_from(self.view, vtable + 2)[0]
         self._need(pos, max(object_size, 4), f"{where} object")
-        return _CheckedTable(self.view, pos, object_size)
+        return _CheckedTable(self.view, pos, object_size, vtable, vtable_size)
 
     def _field_pos(self, tab: _CheckedTable, index: int, size: int, where: str) -> int | None:
-        off = tab.Offset(schema.field_offset(index))
+        slot = schema.field_offset(index)  # the vtable was bounds-checked when the table was made
+        off = _U16.unpack_from(self.view, tab.vtable + slot)[0] if slot < tab.vtable_size else 0
         if off == 0:
             return None
         if off + size > tab.object_size:
@@ -238,16 +287,18 @@ class _Reader:
         self._need(start + 4, count * elem_size, f"{where} ({count} elements)")
         return start + 4, count
 
-    def table_vector(self, tab: _CheckedTable, index: int, where: str) -> list[_CheckedTable]:
+    def table_positions(self, tab: _CheckedTable, index: int, where: str) -> list[int]:
+        """The absolute positions of a vector of tables (not yet checked as tables)."""
         vec = self.vector(tab, index, 4, where)
         if vec is None:
             return []
         start, count = vec
-        tables = []
-        for i in range(count):
-            pos = start + 4 * i
-            tables.append(self.table(pos + _U32.unpack_from(self.view, pos)[0], f"{where}[{i}]"))
-        return tables
+        self.charge(count, where)
+        offsets = np.frombuffer(self.view, dtype="<u4", count=count, offset=start).astype(np.int64)
+        return (offsets + (start + 4 * np.arange(count, dtype=np.int64))).tolist()
+
+    def table_vector(self, tab: _CheckedTable, index: int, where: str) -> list[_CheckedTable]:
+        return [self.table(pos, f"{where}[{i}]") for i, pos in enumerate(self.table_positions(tab, index, where))]
 
     def sub_table(self, tab: _CheckedTable, index: int, where: str) -> _CheckedTable | None:
         target = self._indirect(tab, index, where)
@@ -258,7 +309,12 @@ class _Reader:
         if vec is None:
             return None
         start, count = vec
-        return bytes(self.view[start : start + count]).decode("utf-8", errors="replace")
+        cached = self._strings.get(start)
+        if cached is None:
+            self.charge(count // 4 + 1, where)
+            cached = bytes(self.view[start : start + count]).decode("utf-8", errors="replace")
+            self._strings[start] = cached
+        return cached
 
     def numbers(self, tab: _CheckedTable, index: int, dtype: str, where: str) -> np.ndarray | None:
         dt = np.dtype(dtype)
@@ -266,7 +322,13 @@ class _Reader:
         if vec is None:
             return None
         start, count = vec
-        return np.frombuffer(self.view, dtype=dt, count=count, offset=start)
+        key = (start, dt.str)
+        cached = self._numbers.get(key)
+        if cached is None:
+            self.charge(count, where)
+            cached = np.frombuffer(self.view, dtype=dt, count=count, offset=start)
+            self._numbers[key] = cached
+        return cached
 
 
 def _checked_index(value: int, limit: int, what: str, where: str, allow_optional: bool = False) -> int:
@@ -280,6 +342,14 @@ def _checked_index(value: int, limit: int, what: str, where: str, allow_optional
 def _read_quantization(r: _Reader, tab: _CheckedTable | None, where: str) -> Quantization | None:
     if tab is None:
         return None
+    if tab.Pos in r.quantizations:  # a table shared by several tensors is read once
+        return r.quantizations[tab.Pos]
+    quant = _read_quantization_table(r, tab, where)
+    r.quantizations[tab.Pos] = quant
+    return quant
+
+
+def _read_quantization_table(r: _Reader, tab: _CheckedTable, where: str) -> Quantization | None:
     if r.scalar(tab, QuantizationField.DETAILS_TYPE, _U8, 0, where) != 0:
         raise ModelError(f"{where}: custom/blockwise quantization details are not supported")
     scale = r.numbers(tab, QuantizationField.SCALE, "<f4", f"{where}.scale")
@@ -319,12 +389,16 @@ def _check_zero_points(quant: Quantization, ttype: TensorType, where: str) -> No
 
 def _read_tensor(r: _Reader, tab: _CheckedTable, index: int, n_buffers: int, where: str) -> TensorDef:
     shape_arr = r.numbers(tab, TensorField.SHAPE, "<i4", f"{where}.shape")
+    if shape_arr is not None and shape_arr.size > MAX_RANK:
+        raise ModelError(f"{where}: rank {shape_arr.size} exceeds the supported maximum {MAX_RANK}")
     shape = tuple(int(d) for d in shape_arr) if shape_arr is not None else ()
-    if len(shape) > MAX_RANK:
-        raise ModelError(f"{where}: rank {len(shape)} exceeds the supported maximum {MAX_RANK}")
     if any(d < 0 for d in shape):
         raise ModelError(f"{where}: negative dimension in shape {shape}")
     sig_arr = r.numbers(tab, TensorField.SHAPE_SIGNATURE, "<i4", f"{where}.shape_signature")
+    if sig_arr is not None and sig_arr.size > MAX_RANK:
+        raise ModelError(
+            f"{where}: shape signature of rank {sig_arr.size} exceeds the supported maximum {MAX_RANK}"
+        )
     signature = tuple(int(d) for d in sig_arr) if sig_arr is not None else None
     type_code = r.scalar(tab, TensorField.TYPE, _I8, 0, where)
     try:
@@ -418,6 +492,7 @@ def _index_tuple(r: _Reader, tab: _CheckedTable, index: int, limit: int, what: s
     arr = r.numbers(tab, index, "<i4", where)
     if arr is None:
         return ()
+    r.charge(arr.size, where)  # converted per use: distinct tables may share one vector
     return tuple(_checked_index(int(v), limit, what, where, allow_optional) for v in arr)
 
 
@@ -436,6 +511,13 @@ def read_model(data: Buffer) -> ModelDef:
     version = r.scalar(root, ModelField.VERSION, _U32, 0, "Model.version")
     if version != schema.SCHEMA_VERSION:
         raise ModelError(f"Model.version is {version}, only schema version 3 is supported")
+
+    n_subgraphs = r.count(root, ModelField.SUBGRAPHS, MAX_SUBGRAPHS, "subgraphs", "Model.subgraphs")
+    if n_subgraphs == 0:
+        raise ModelError("Model.subgraphs is empty: there is nothing to run")
+    r.count(root, ModelField.BUFFERS, MAX_BUFFERS, "buffers", "Model.buffers")
+    r.count(root, ModelField.OPERATOR_CODES, MAX_OPERATOR_CODES, "operator codes", "Model.operator_codes")
+    r.count(root, ModelField.METADATA, MAX_METADATA, "metadata entries", "Model.metadata")
 
     buffers = []
     for i, btab in enumerate(r.table_vector(root, ModelField.BUFFERS, "Model.buffers")):
@@ -466,13 +548,29 @@ def read_model(data: Buffer) -> ModelDef:
     subgraphs = []
     for s, stab in enumerate(r.table_vector(root, ModelField.SUBGRAPHS, "Model.subgraphs")):
         swhere = f"subgraph {s}"
-        tensor_tabs = r.table_vector(stab, SubGraphField.TENSORS, f"{swhere}.tensors")
-        tensors = tuple(
-            _read_tensor(r, t, i, len(buffers), f"{swhere} tensor {i}") for i, t in enumerate(tensor_tabs)
-        )
+        r.count(stab, SubGraphField.TENSORS, MAX_TENSORS, "tensors", f"{swhere}.tensors")
+        r.count(stab, SubGraphField.OPERATORS, MAX_OPERATORS, "operators", f"{swhere}.operators")
+        # A vector may list one table many times: each position is parsed once, then shared.
+        tensor_at: dict[int, TensorDef] = {}
+        tensor_list = []
+        for i, pos in enumerate(r.table_positions(stab, SubGraphField.TENSORS, f"{swhere}.tensors")):
+            first = tensor_at.get(pos)
+            if first is None:
+                tab = r.table(pos, f"{swhere}.tensors[{i}]")
+                tensor = tensor_at[pos] = _read_tensor(r, tab, i, len(buffers), f"{swhere} tensor {i}")
+            else:
+                named = first.name != f"tensor_{first.index}"
+                tensor = dataclasses.replace(first, index=i, name=first.name if named else f"tensor_{i}")
+            tensor_list.append(tensor)
+        tensors = tuple(tensor_list)
         n = len(tensors)
         operators = []
-        for o, otab in enumerate(r.table_vector(stab, SubGraphField.OPERATORS, f"{swhere}.operators")):
+        op_at: dict[int, OperatorDef] = {}
+        for o, opos in enumerate(r.table_positions(stab, SubGraphField.OPERATORS, f"{swhere}.operators")):
+            if opos in op_at:
+                operators.append(dataclasses.replace(op_at[opos], index=o))
+                continue
+            otab = r.table(opos, f"{swhere}.operators[{o}]")
             owhere = f"{swhere} operator {o}"
             opcode_index = _checked_index(
                 r.scalar(otab, OperatorField.OPCODE_INDEX, _U32, 0, owhere), len(codes), "opcode", owhere
@@ -496,6 +594,7 @@ def read_model(data: Buffer) -> ModelDef:
                     has_custom_options=r.vector(otab, OperatorField.CUSTOM_OPTIONS, 1, owhere) is not None,
                 )
             )
+            op_at[opos] = operators[-1]
         subgraphs.append(
             SubGraphDef(
                 name=r.string(stab, SubGraphField.NAME, f"{swhere}.name") or "",

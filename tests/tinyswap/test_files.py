@@ -64,3 +64,42 @@ def test_a_pickled_array_is_refused_without_running_it(tmp_path: Path) -> None:
     (tmp_path / "obj.npy").write_bytes(buf.getvalue())
     with pytest.raises(InputFileError, match="not a valid .npy array"):
         read_npy(tmp_path / "obj.npy")
+
+
+def test_parse_json_bounded_reads_text_and_bytes() -> None:
+    from tinyswap.files import parse_json_bounded
+
+    text = '{"a": "[[{\\"", "b": [[1, -20, 2.5]], "c": "\u00e9"}'
+    expected = {"a": '[[{"', "b": [[1, -20, 2.5]], "c": "\u00e9"}
+    assert parse_json_bounded(text) == expected
+    assert parse_json_bounded(text.encode()) == expected
+    assert parse_json_bounded(bytearray(text.encode()), max_depth=3) == expected  # brackets in strings do not count
+
+
+@pytest.mark.parametrize("data,limits,problem", [
+    ("[[[1]]]", {"max_depth": 2}, "JSON nested 3 levels deep, over the limit of 2"),
+    ('{"a": {"b": {}}}', {"max_depth": 2}, "JSON nested 3 levels deep, over the limit of 2"),
+    ("[123456]", {"max_int_digits": 5}, "JSON integer of 6 digits, over the limit of 5"),
+    ("[-123456]", {"max_int_digits": 5}, "JSON integer of 6 digits, over the limit of 5"),
+    ("[" * 5000 + "]" * 5000, {}, "JSON nested 5000 levels deep, over the limit of 64"),
+    ("9" * 5000, {}, "JSON integer of 5000 digits, over the limit of 64"),
+    ('{"a": }', {}, "not valid JSON: Expecting value at line 1 column 7"),
+    (b"\xff{}", {}, "not a text file (byte 0xff at offset 0 is not UTF-8)"),
+])
+def test_parse_json_bounded_refuses_with_one_typed_error(data, limits, problem) -> None:
+    from tinyswap.files import parse_json_bounded
+
+    with pytest.raises(InputFileError) as info:
+        parse_json_bounded(data, "scenario", path="s.json", **limits)
+    assert info.value.problem == problem and info.value.what == "scenario" and info.value.path == "s.json"
+    assert str(info.value) == f"scenario s.json: {problem}"
+    # The float parser is untouched: long mantissas are not integers.
+    assert parse_json_bounded("[" + "1" * 100 + ".5]")[0] > 1e99
+
+
+def test_parse_json_bounded_passes_decoder_options() -> None:
+    from tinyswap.files import parse_json_bounded
+
+    assert parse_json_bounded('{"a": 1, "a": 2}', object_pairs_hook=list) == [("a", 1), ("a", 2)]
+    with pytest.raises(TypeError, match="parses integers itself"):
+        parse_json_bounded("1", parse_int=int)

@@ -117,3 +117,43 @@ def test_constant_buffer_of_the_wrong_size_is_refused() -> None:
 def test_wrong_type_is_refused() -> None:
     with pytest.raises(ModelError, match="must be bytes"):
         read_model("not a buffer")  # type: ignore[arg-type]
+
+
+def _subgraphs_vector(raw: bytes) -> int:
+    """The position of Model.subgraphs' length prefix in `raw`."""
+    root = struct.unpack_from("<I", raw, 0)[0]
+    vtable = root - struct.unpack_from("<i", raw, root)[0]
+    field = struct.unpack_from("<H", raw, vtable + 4 + 2 * 2)[0]  # field 2: subgraphs
+    return root + field + struct.unpack_from("<I", raw, root + field)[0]
+
+
+def test_more_subgraphs_than_the_interpreter_runs_are_refused_before_parsing() -> None:
+    raw = bytearray(HELLO.read_bytes())
+    at = _subgraphs_vector(bytes(raw))
+    assert struct.unpack_from("<I", raw, at)[0] == 1
+    struct.pack_into("<I", raw, at, 2)  # the second entry is whatever bytes follow: never read
+    with pytest.raises(ModelError, match="Model.subgraphs: 2 subgraphs, over the supported maximum of 1"):
+        read_model(raw)
+    struct.pack_into("<I", raw, at, 0)
+    with pytest.raises(ModelError, match="Model.subgraphs is empty"):
+        read_model(raw)
+
+
+def test_reading_a_real_model_spends_a_fraction_of_the_budget() -> None:
+    from tinyswap.reader import VISITS_PER_WORD, _Reader
+
+    raw = PERSON.read_bytes()
+    spent = []
+    original = _Reader.charge
+
+    def charge(self, units, where):
+        original(self, units, where)
+        spent[:] = [self.spent, self.size]
+
+    _Reader.charge = charge
+    try:
+        read_model(raw)
+    finally:
+        _Reader.charge = original
+    # An unshared file costs well under one unit per 4-byte word: far from the refusal.
+    assert spent[0] < spent[1] // 4 < VISITS_PER_WORD * spent[1] // 4

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, frozen_array
-from tinyswap.kernels.conv_common import in_bounds_counts, patches
-from tinyswap.kernels.pooling import Pool2DParams, prepare_pool
+from tinyswap.kernels.pooling import Pool2DParams, prepare_pool, sum_float_in_order, sum_int, tap_counts
 from tinyswap.kernels.registry import register
 
 
@@ -27,10 +26,8 @@ class AveragePool2D(Kernel[AveragePool2DParams]):
     op_name = "AVERAGE_POOL_2D"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[AveragePool2DParams]:
-        shape, pool = prepare_pool(ctx)
-        counts = in_bounds_counts(pool.in_height, pool.in_width, pool.window)
-        if counts.min() == 0:
-            raise ctx.error("an output position has no input tap (TFLM fails on it)")
+        shape, pool = prepare_pool(ctx, taps_in_order=True)  # refuses windows without taps
+        counts = tap_counts(pool)
         return Prepared([shape], AveragePool2DParams(pool, frozen_array(counts[None, :, :, None])))
 
     def eval(self, prepared: Prepared[AveragePool2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
@@ -39,9 +36,9 @@ class AveragePool2D(Kernel[AveragePool2DParams]):
         n = prepared.params.tap_counts
         lo, hi = p.act_min, p.act_max
         if p.is_float:
-            total = patches(x.astype(np.float32), p.window, 0).sum(axis=(3, 4), dtype=np.float32)
+            total = sum_float_in_order(x.astype(np.float32, copy=False), p)
             return [np.clip(total / n.astype(np.float32), lo, hi).astype(np.float32)]
-        acc = patches(x.astype(np.int64), p.window, 0).sum(axis=(3, 4))
+        acc = sum_int(x, p)
         half = n // 2
         avg = np.where(acc > 0, (acc + half) // n, -((half - acc) // n))
         return [np.clip(avg, lo, hi).astype(np.int8)]

@@ -1,4 +1,5 @@
-"""Window arithmetic shared by CONV_2D, DEPTHWISE_CONV_2D and the pooling kernels.
+"""Window arithmetic shared by CONV_2D, DEPTHWISE_CONV_2D and the pooling kernels (which
+reduce over in-image taps themselves, `pooling.py`, and use only `compute_window` here).
 
 TFLite `kernels/padding.h`: SAME gives `out = ceil(in / stride)` and pads
 `total = max((out - 1) * stride + effective_filter - in, 0)`, `total // 2` before (the extra
@@ -95,12 +96,6 @@ def patches(x: np.ndarray, w: Window, pad_value: float | int = 0, padded: bool =
     win = win[:, : (w.out_h - 1) * w.stride_h + 1 : w.stride_h, : (w.out_w - 1) * w.stride_w + 1 : w.stride_w,
               :, :: w.dilation_h, :: w.dilation_w]
     return np.moveaxis(win, 3, -1)
-
-
-def in_bounds_counts(in_h: int, in_w: int, w: Window) -> np.ndarray:
-    """[out_h, out_w] number of filter taps inside the image (for AVERAGE_POOL_2D)."""
-    ones = np.ones((1, in_h, in_w, 1), dtype=np.int64)
-    return patches(ones, w, 0).sum(axis=(3, 4, 5))[0]
 
 
 def check_filter_quantization(ctx: PrepareContext, spec: TensorSpec, channels: int, axis: int) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
-from tinyswap.kernels.conv_common import patches
-from tinyswap.kernels.pooling import Pool2DParams, prepare_pool
+from tinyswap.kernels.pooling import Pool2DParams, prepare_pool, reduce_max
 from tinyswap.kernels.registry import register
 
 
@@ -21,7 +20,5 @@ class MaxPool2D(Kernel[Pool2DParams]):
     def eval(self, prepared: Prepared[Pool2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
-        # Padding with the dtype's lowest value never wins a max over at least one real tap.
-        pad = -np.inf if p.is_float else np.iinfo(x.dtype).min
-        out = patches(x, p.window, pad).max(axis=(3, 4))
+        out = reduce_max(x, p)  # in-image taps only, as the reference kernel
         return [np.clip(out, p.act_min, p.act_max).astype(x.dtype)]

@@ -74,3 +74,29 @@ def test_prepare_builds_the_hand_derived_params_records() -> None:
     # Averages: 12 / 4 = 3; 9 / 2 = 4.5 -> 5 and 15 / 2 = 7.5 -> 8 (half away from zero); 9.
     values = np.arange(1, 10, dtype=np.int8).reshape(1, 3, 3, 1)
     np.testing.assert_array_equal(run_kernel("AVERAGE_POOL_2D", avg, values)[0][0, :, :, 0], [[3, 5], [8, 9]])
+
+
+@pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
+@pytest.mark.parametrize("filt,stride", [((16384, 16384), (1, 1)), ((5, 1000), (2, 3)), ((1, 9), (4, 1))])
+def test_windows_larger_than_the_image_read_only_in_image_taps(op: str, filt, stride) -> None:
+    # TFLM loops over in-image taps only; a 16384x16384 SAME window must cost what the image
+    # costs, and equal TFLM bit for bit.
+    shape = (2, 7, 9, 3)
+    out = (2, -(-7 // stride[0]), -(-9 // stride[1]), 3)
+    opts = {"padding": 0, "stride_h": stride[0], "stride_w": stride[1], "filter_height": filt[0],
+            "filter_width": filt[1], "fused_activation_function": 0}
+    model = pool_model(op, shape, Quant(0.02, -5), opts, out)
+    assert_matches_tflm(model, [random_int8(np.random.default_rng(3), shape)])
+
+
+def test_windows_over_the_work_bound_or_int32_are_refused_at_prepare() -> None:
+    from tinyswap.errors import ModelError
+
+    big = {"padding": 0, "stride_h": 1, "stride_w": 1, "filter_height": 512, "filter_width": 512}
+    model = pool_model("AVERAGE_POOL_2D", (1, 512, 512, 64), Quant(0.1, 0), big, (1, 512, 512, 64))
+    with pytest.raises(ModelError, match=r"operator 0 \(AVERAGE_POOL_2D\): .* over the bound of"):
+        Interpreter(model_content=model).allocate_tensors()
+    wide = {"padding": 0, "stride_h": 1, "stride_w": 1, "filter_height": 1, "filter_width": 2**31 - 1}
+    model = pool_model("MAX_POOL_2D", (1, 2, 3, 1), Quant(0.1, 0), wide, (1, 2, 3, 1))
+    with pytest.raises(ModelError, match=r"operator 0 \(MAX_POOL_2D\): filter width 2147483647 .* overflows"):
+        Interpreter(model_content=model).allocate_tensors()
