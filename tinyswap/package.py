@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tinyswap.errors import TinySwapError
+from tinyswap.errors import InputFileError
+from tinyswap.files import parse_json_bounded
 
 MAGIC = b"TSAP"
 FORMAT_VERSION = 1
@@ -198,8 +200,9 @@ def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
     if hashlib.sha256(raw[:body_end]).digest() != digest:
         raise PackageDigestError("SHA-256 digest mismatch: the package is corrupt")
     try:
-        metadata = json.loads(raw[_HEAD.size : _HEAD.size + meta_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # Bounded (depth, integer digits): the metadata is parsed before its signature is checked.
+        metadata = parse_json_bounded(raw[_HEAD.size : _HEAD.size + meta_len].decode("utf-8"), "package metadata")
+    except (UnicodeDecodeError, json.JSONDecodeError, InputFileError) as exc:
         raise PackageFormatError(f"metadata is not UTF-8 JSON: {exc}") from None
     check_metadata(metadata)
     tensors = []

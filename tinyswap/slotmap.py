@@ -35,6 +35,8 @@ import numpy as np
 from tinyswap.errors import ModelError, TinySwapError
 from tinyswap.reader import BufferDef, ModelDef, read_model
 from tinyswap.schema import TensorType
+from tinyswap.errors import InputFileError
+from tinyswap.files import parse_json_bounded
 
 SLOTMAP_FORMAT = "tinyswap-slotmap"
 SLOTMAP_VERSION = 1
@@ -193,8 +195,8 @@ class SlotMap:
     @classmethod
     def load(cls, path: str | Path) -> "SlotMap":
         try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raw = parse_json_bounded(Path(path).read_text(), "slot map", path=path)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, InputFileError) as exc:
             raise SlotMapError(f"cannot read slot map {path}: {exc}") from None
         return cls.from_json(raw)
 

@@ -174,3 +174,32 @@ def test_metadata_field_types_and_the_tensor_table_are_checked_completely(bundle
     with pytest.raises(PackageFormatError, match="'tags' must be an object"):
         verify_package(replace(pkg, metadata={**pkg.metadata, "tags": ["x"]}), Keyring([KEY.public_key()]),
                        smap["base_digest"], smap["slots"][0]["tensors"], {})
+
+
+def _signed_with_raw_metadata(data: bytes, extra_json: str, key=KEY) -> bytes:
+    """`data`'s package with `extra_json` spliced into its metadata text as field "x", validly
+    signed: hostile JSON that only a trusted signer (or a stolen key) could send."""
+    import hashlib
+    import struct
+
+    from tinyswap.package import key_id
+
+    p = parse_package(data)
+    raw_meta = (json.dumps(p.metadata)[:-1] + ', "x": ' + extra_json + "}").encode()
+    payload = bytes(p.payload)
+    body = b"TSAP" + struct.pack("<HI", 1, len(raw_meta)) + raw_meta + struct.pack("<Q", len(payload)) + payload
+    signed = body + hashlib.sha256(body).digest() + key_id(key.public_key())
+    return signed + key.sign(signed)
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ("[" * 5000 + "]" * 5000, "nested 5001 levels deep"),
+    ("1" * 5000, "integer of 5000 digits"),
+])
+def test_hostile_metadata_json_is_a_format_error_before_the_signature_check(bundle, extra, problem) -> None:
+    # Parsing happens before the signature check: deep nesting must not reach Python's recursion
+    # limit (RecursionError) and a huge integer must not reach int() (ValueError), even signed.
+    _, smap = bundle
+    good, _ = pack(adapter(), smap, KEY)
+    with pytest.raises(PackageFormatError, match=problem):
+        parse_package(_signed_with_raw_metadata(good, extra))

@@ -27,7 +27,6 @@ directory if present, else from arguments to `load_adapter`.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 
 from tinyswap.export.errors import AdapterSourceError
+from tinyswap.errors import InputFileError
+from tinyswap.files import parse_json_bounded
 
 PEFT_PREFIX = "base_model.model."
 KINDS = ("lora", "bottleneck")
@@ -100,10 +101,10 @@ def load_adapter(path: str | Path, *, name: str | None = None, version: str | No
 def load_tinyswap(path: str | Path) -> FloatAdapter:
     path = Path(path)
     try:
-        config = json.loads((path / "adapter.json").read_text())
+        config = parse_json_bounded((path / "adapter.json").read_text(), "adapter.json", path=path / "adapter.json")
         with np.load(path / "adapter.npz", allow_pickle=False) as npz:
             arrays = {k: np.asarray(npz[k], np.float64) for k in npz.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, InputFileError) as exc:
         raise AdapterSourceError(f"cannot read adapter {path}: {exc}") from exc
     if not isinstance(config, dict):
         raise AdapterSourceError(f"{path / 'adapter.json'} must hold a JSON object")
@@ -157,8 +158,9 @@ def load_peft(path: str | Path, *, name: str | None = None, version: str | None 
 
     path = Path(path)
     try:
-        config = json.loads((path / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
+        config = parse_json_bounded((path / "adapter_config.json").read_text(), "adapter_config.json",
+                                    path=path / "adapter_config.json")
+    except (OSError, ValueError, InputFileError) as exc:
         raise AdapterSourceError(f"cannot read {path / 'adapter_config.json'}: {exc}") from exc
     if not isinstance(config, dict):
         raise AdapterSourceError(f"{path / 'adapter_config.json'} must hold a JSON object")
@@ -178,8 +180,9 @@ def load_peft(path: str | Path, *, name: str | None = None, version: str | None 
     meta = {}
     if (path / "tinyswap.json").exists():
         try:
-            meta = json.loads((path / "tinyswap.json").read_text())
-        except (OSError, ValueError) as exc:
+            meta = parse_json_bounded((path / "tinyswap.json").read_text(), "tinyswap.json",
+                                      path=path / "tinyswap.json")
+        except (OSError, ValueError, InputFileError) as exc:
             raise AdapterSourceError(f"cannot read {path / 'tinyswap.json'}: {exc}") from exc
     modules: dict[str, dict[str, np.ndarray]] = {}
     pattern = re.compile(r"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$")

@@ -38,6 +38,8 @@ from typing import Any
 from tinyswap.firmware_sim.errors import FlashError, MetadataFullError, MetadataWriteError, PowerLoss
 from tinyswap.firmware_sim.flash import Partition
 from tinyswap.firmware_sim.flashio import erase_sectors, pad_to_unit, program_range
+from tinyswap.errors import InputFileError
+from tinyswap.files import parse_json_bounded
 
 MAGIC = b"TSMD"
 VERSION = 1
@@ -116,8 +118,8 @@ class MetadataStore:
         if hashlib.sha256(head + body).digest() != digest:
             return None
         try:
-            payload = json.loads(body.decode())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            payload = parse_json_bounded(body.decode(), "metadata record")
+        except (UnicodeDecodeError, json.JSONDecodeError, InputFileError):
             return None
         return Record(sequence, index, payload) if isinstance(payload, dict) else None
 

@@ -3,7 +3,6 @@ JSON object in a regular file), and what it names (keyring, packages, datasets).
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from tinyswap.firmware_sim.scenario.registry import Step
 from tinyswap.firmware_sim.scenario.validate import DatasetSpec
 from tinyswap.package import Keyring
 from tinyswap.quantize import quantize_int8
+from tinyswap.errors import InputFileError
+from tinyswap.files import parse_json_bounded
 
 # A scenario scripts a day in a few hundred steps (the committed ones are under 10 KB); a
 # megabyte leaves room for generated scenarios while refusing, before reading, a file that
@@ -85,10 +86,14 @@ def load_scenario(path: str | Path, *, max_bytes: int = MAX_SCENARIO_BYTES) -> d
 def parse_scenario_text(text: str, name: str = "<scenario>") -> dict[str, Any]:
     """A scenario from JSON text (strict: no NaN / Infinity, no duplicate keys)."""
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        data = parse_json_bounded(text, f"scenario {name}", object_pairs_hook=_no_duplicates,
+                                  parse_constant=_no_constant)
     except _DuplicateKey as exc:
         raise ScenarioFormatError(f"scenario {name} is not valid: the key {exc.key!r} appears twice in one object",
                                   field=exc.key) from None
+    except InputFileError as exc:  # nested too deeply, or an integer too long to parse safely
+        detail = exc.problem.removeprefix("not valid JSON: ")
+        raise ScenarioFormatError(f"scenario {name} is not valid JSON: {detail}") from None
     except (ValueError, RecursionError) as exc:
         detail = exc if isinstance(exc, ValueError) else "nested too deeply"
         raise ScenarioFormatError(f"scenario {name} is not valid JSON: {detail}") from None
