@@ -120,3 +120,89 @@ def test_concurrent_inference_and_swaps_only_ever_see_committed_states(invokes: 
     assert len(seen_versions) > 1, "the inference threads never observed a swap"
     print(f"{invokes} invokes on 4 threads, {swaps} swaps, {len(seen_versions)} versions observed, "
           f"{m.stats['swaps']} slot writes, 0 outputs outside a committed state")
+
+
+@pytest.mark.parametrize("invokes,cycles", [(4_000, 40) if FULL else (600, 8)])
+def test_a_mutator_under_full_slot_pressure_never_shows_an_uncommitted_state(invokes: int, cycles: int) -> None:
+    # Three adapters share two slots, so nearly every request and every mutation evicts.
+    # A mutator thread makes adapters resident, sets the default, rolls back, hot swaps, deletes
+    # and reloads while inference threads run; every row must equal one committed version of
+    # what it asked for (in whichever slot), and every refusal must be a typed AdapterError.
+    from tinyswap.swap import AdapterError
+
+    bundle = example_bundle("mlp")
+    smap, data = bundle.smap, bundle.data
+    a_versions = [package(smap, 200 + v, "A", sequence=v + 1) for v in range(cycles + 2)]
+    c_versions = [package(smap, 400 + v, "C", sequence=v + 1) for v in range(cycles + 1)]
+    b = package(smap, 300, "B")
+    x = np.random.default_rng(1).integers(-128, 128, (3, 64), dtype=np.int8)
+    zero_gates = [np.full((3, 1), gate_value(smap, g, 0.0), np.int8) for g in range(len(smap["gates"]))]
+    want = {"__base__": [Interpreter(model_content=data).run(x, *zero_gates)[0]]}
+    want["A"] = [w for v in a_versions for w in expected_outputs(data, smap, v, x)]
+    want["B"] = expected_outputs(data, smap, b, x)
+    want["C"] = [w for v in c_versions for w in expected_outputs(data, smap, v, x)]
+
+    m = SwapManager(bytearray(data), smap, Keyring([KEY.public_key()]), wait_seconds=30.0)
+    m.load_adapter(a_versions[0])
+    m.hotswap_adapter("A", a_versions[1])
+    m.load_adapter(b)
+    m.load_adapter(c_versions[0])
+    bad: list[str] = []
+    errors: list[BaseException] = []
+    refused: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def infer_worker(seed: int, count: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(count):
+                names = [rng.choice(["A", "B", "C", "__base__"]) for _ in range(3)]
+                try:
+                    y = m.infer(x, adapter_names=names)[0]
+                except AdapterError as exc:  # C deleted at that moment, or three adapters in
+                    with lock:                 # one request for two slots: typed, nothing ran
+                        key = f"request {type(exc).__name__}"
+                        refused[key] = refused.get(key, 0) + 1
+                    continue
+                for r, name in enumerate(names):
+                    if not any(np.array_equal(y[r], w[r]) for w in want[name]):
+                        with lock:
+                            bad.append(f"row {r} ({name}) matches no committed version")
+        except BaseException as exc:  # a dead thread must fail the test
+            errors.append(exc)
+
+    def mutator() -> None:
+        rng = random.Random(99)
+        try:
+            for k in range(cycles):
+                for op in rng.sample(["resident", "default", "rollback", "recycle_c"], 4):
+                    try:
+                        if op == "resident":
+                            m.make_resident(rng.choice(["A", "B", "C"]))
+                        elif op == "default":
+                            m.set_adapter(rng.choice(["A", "B", "C"]))
+                        elif op == "rollback":
+                            m.rollback("A")
+                            m.hotswap_adapter("A", a_versions[k + 2])
+                        else:
+                            m.delete_adapter("C")
+                            m.load_adapter(c_versions[k + 1])
+                    except AdapterError as exc:
+                        with lock:
+                            key = f"{op} {type(exc).__name__}"
+                            refused[key] = refused.get(key, 0) + 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=infer_worker, args=(i, invokes // 3)) for i in range(3)]
+    threads.append(threading.Thread(target=mutator))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish (a self-wait or a deadlock)"
+    assert not errors, f"threads raised: {errors[:3]}"
+    assert not bad, f"{len(bad)} rows matched no committed version, e.g. {bad[:3]}"
+    assert m.adapter_info("A").sequence == cycles + 2 and m.adapter_info("C").sequence == cycles + 1
+    print(f"{invokes} requests on 3 threads beside {cycles} mutation cycles on 2 slots for 3 adapters: "
+          f"{m.stats['swaps']} slot writes, refused {refused}, 0 rows outside a committed version")
