@@ -141,6 +141,16 @@ class Interpreter:
         produced: dict[int, int] = {i: -1 for i in graph.inputs}
         last_use: dict[int, int] = {i: -1 for i in graph.inputs}
         prepared_ops: list[tuple[Kernel, Prepared]] = []
+        for t in graph.inputs:
+            if t in self._constants:
+                raise ModelError(
+                    f"graph input {t} ({graph.tensors[t].name!r}) is backed by a constant buffer; "
+                    "an input must be a writable activation"
+                )
+        # TFLM checks each declared output shape in Prepare; while every graph input keeps its
+        # declared shape we do too (after resize_tensor_input, shapes follow the new inputs).
+        declared_inputs = all(self._shapes[t] == graph.tensors[t].shape for t in graph.inputs)
+        prepared_ops: list[tuple[Kernel, Prepared]] = []
         for op in graph.operators:
             where = f"operator {op.index} ({op.op_name})"
             kernel = get_kernel(op.op_name, where)
@@ -175,7 +185,14 @@ class Interpreter:
             if len(prepared.output_shapes) != len(op.outputs):
                 raise ModelError(f"{where}: kernel produced {len(prepared.output_shapes)} shapes")
             for t, shape in zip(op.outputs, prepared.output_shapes):
-                self._shapes[t] = tuple(int(d) for d in shape)
+                computed = tuple(int(d) for d in shape)
+                declared = graph.tensors[t].shape
+                if declared_inputs and computed != declared:
+                    raise ModelError(
+                        f"{where}: output tensor {t} ({graph.tensors[t].name!r}) is declared with shape "
+                        f"{declared}, but the operator computes {computed}"
+                    )
+                self._shapes[t] = computed
             if prepared.folded is not None:
                 self._folded.update(zip(op.outputs, prepared.folded))
             prepared_ops.append((kernel, prepared))
@@ -225,7 +242,18 @@ class Interpreter:
         t = self._graph.tensors[index]
         if t.type not in NUMPY_DTYPES:
             raise UnsupportedOpError(f"tensor {index} ({t.name!r}) has unsupported type {t.type.name}")
-        return NUMPY_DTYPES[t.type].itemsize * int(np.prod(self._shapes[index], dtype=np.int64))
+        shape = self._shapes[index]
+        if any(d < 0 for d in shape):
+            raise ModelError(f"tensor {index} ({t.name!r}) has a negative dimension in shape {shape}")
+        size = NUMPY_DTYPES[t.type].itemsize
+        for d in shape:  # Python ints: a hostile shape cannot wrap around
+            size *= d
+        if size > self._max_arena_bytes:
+            raise ModelError(
+                f"tensor {index} ({t.name!r}) of shape {shape} needs {size} bytes, over the arena limit of "
+                f"{self._max_arena_bytes} bytes (raise max_arena_bytes= if this model is genuine)"
+            )
+        return size
 
     def _array(self, index: int) -> np.ndarray:
         return self._constants[index] if index in self._constants else self._views[index]

@@ -122,3 +122,92 @@ def test_thread_count_never_changes_a_bit() -> None:
     np.testing.assert_array_equal(one, two)
     with pytest.raises(InterpreterError, match="num_threads"):
         Interpreter(model_content=raw, num_threads=0)
+
+
+# -- graphs TFLite Micro refuses (or runs out of bounds): typed errors at allocate_tensors --
+
+
+def _pad_model(declared: tuple[int, ...], pairs, dtype=np.int32) -> bytes:
+    from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+
+    q = Quant(0.1, 0)
+    x, y = Tensor("x", (1, 3), np.int8, quant=q), Tensor("y", declared, np.int8, quant=q)
+    p = Tensor("p", (2, 2), dtype, data=np.array(pairs, dtype))
+    return build_model(Model([Operator("PAD", [x, p], [y])], [x], [y]))
+
+
+def with_graph_input(model: bytes, position: int, tensor: int) -> bytes:
+    """`model` with graph input `position` of subgraph 0 pointing at tensor `tensor` (the
+    builder refuses to write such a graph, so the index is patched in the bytes)."""
+    import struct
+
+    import flatbuffers
+    from flatbuffers.table import Table
+
+    data = bytearray(model)
+    root = Table(data, flatbuffers.encode.Get(flatbuffers.packer.uoffset, data, 0))
+    subgraph = Table(data, root.Indirect(root.Vector(root.Offset(8))))  # Model.subgraphs[0]
+    struct.pack_into("<i", data, subgraph.Vector(subgraph.Offset(6)) + 4 * position, tensor)  # SubGraph.inputs
+    return bytes(data)
+
+
+def test_a_declared_output_shape_that_disagrees_is_refused_like_tflm() -> None:
+    from tinyswap.errors import ModelError
+
+    model = _pad_model((1, 9), [[0, 0], [1, 2]])
+    with pytest.raises(ModelError, match=r"operator 0 \(PAD\): output tensor 2 \('y'\) is declared with "
+                                         r"shape \(1, 9\), but the operator computes \(1, 6\)"):
+        Interpreter(model_content=model).allocate_tensors()
+    with pytest.raises(RuntimeError):  # pad_common.cc: output_dim != expected_dim
+        run_tflm(model, [np.zeros((1, 3), np.int8)])
+
+
+def test_a_declared_conv_output_shape_that_disagrees_is_refused_though_tflm_runs_it() -> None:
+    """TFLM's CONV_2D (like RELU, SOFTMAX, FULLY_CONNECTED, CONCATENATION) never compares its
+    output tensor's dims with the window: it runs on the declared shape. We refuse instead."""
+    from tinyswap.errors import ModelError
+    from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+
+    q = Quant(0.1, 0)
+    x, y = Tensor("x", (1, 4, 4, 2), np.int8, quant=q), Tensor("y", (1, 3, 3, 2), np.int8, quant=q)
+    w = Tensor("w", (2, 1, 1, 2), np.int8, data=np.ones((2, 1, 1, 2), np.int8), quant=q)
+    b = Tensor("b", (2,), np.int32, data=np.zeros(2, np.int32), quant=Quant(0.01, 0))
+    opts = dict(padding=1, stride_w=1, stride_h=1, fused_activation_function=0, dilation_w_factor=1,
+                dilation_h_factor=1)
+    model = build_model(Model([Operator("CONV_2D", [x, w, b], [y], opts)], [x], [y]))
+    with pytest.raises(ModelError, match=r"operator 0 \(CONV_2D\): .* declared with shape \(1, 3, 3, 2\), "
+                                         r"but the operator computes \(1, 4, 4, 2\)"):
+        Interpreter(model_content=model).allocate_tensors()
+    assert run_tflm(model, [np.zeros((1, 4, 4, 2), np.int8)])[0].shape == (1, 3, 3, 2)
+
+
+def test_after_a_resize_outputs_follow_the_new_inputs() -> None:
+    interp = Interpreter(model_path=HELLO)
+    interp.resize_tensor_input(interp.get_input_details()[0]["index"], (5, 1))
+    interp.allocate_tensors()
+    assert tuple(interp.get_output_details()[0]["shape"]) == (5, 1)
+
+
+def test_a_graph_input_backed_by_a_constant_is_refused() -> None:
+    from tinyswap.errors import ModelError
+    from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
+
+    q = Quant(0.1, 0)
+    x, y = Tensor("x", (1, 4), np.int8, quant=q), Tensor("y", (1, 4), np.int8, quant=q)
+    c = Tensor("c", (1, 4), np.int8, quant=q, data=np.ones((1, 4), np.int8))
+    model = with_graph_input(
+        build_model(Model([Operator("ADD", [x, c], [y], dict(fused_activation_function=0))], [x], [y])), 0, 1
+    )
+    with pytest.raises(ModelError, match=r"graph input 1 \('c'\) is backed by a constant buffer"):
+        Interpreter(model_content=model).allocate_tensors()
+
+
+@pytest.mark.parametrize("pairs, dtype", [
+    ([[0, 0], [2**62, 2**62]], np.int64),  # the output dimension wraps int64
+    ([[0, 0], [2**31 - 1, 2**31 - 1]], np.int32),  # beyond TFLM's int32 dimensions
+])
+def test_pad_sizes_past_int32_are_refused(pairs, dtype) -> None:
+    from tinyswap.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"operator 0 \(PAD\): paddings .* beyond TFLM's int32 dimensions"):
+        Interpreter(model_content=_pad_model((1, 3), pairs, dtype)).allocate_tensors()

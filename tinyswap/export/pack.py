@@ -8,6 +8,8 @@ layer's slot; LoRA ranks above the slot's are reduced by truncated SVD and the e
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,11 +110,28 @@ def keygen(out_dir: str | Path) -> tuple[Path, Path]:
     return private, public
 
 
+MAX_KEY_BYTES = 64 << 10  # a PEM Ed25519 key is about 120 bytes
+
+
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    path = Path(path)
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        # O_NONBLOCK: opening a FIFO for reading must not wait for a writer; the check below refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+                raise PackError(f"signing key {path} is {what}")
+            if info.st_size > MAX_KEY_BYTES:
+                raise PackError(f"signing key {path} is {info.st_size} bytes, over the {MAX_KEY_BYTES}-byte limit")
+            data = os.read(fd, MAX_KEY_BYTES + 1)
+        finally:
+            os.close(fd)
+        key = serialization.load_pem_private_key(data, password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise PackError(f"cannot read signing key {path}: {exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise PackError(f"cannot read signing key {path}: {reason}") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise PackError(f"{path} is not an Ed25519 private key")
     return key

@@ -24,6 +24,10 @@ from tinyswap.kernels.layout import normalize_axis, same_quantization
 from tinyswap.kernels.registry import register
 
 
+# TFLM `concatenation.cc` (kMaxInputNum) refuses more inputs than this in Prepare.
+MAX_INPUTS = 10
+
+
 @dataclass(frozen=True)
 class ConcatenationParams:
     axis: int  # normalised to [0, rank)
@@ -36,6 +40,8 @@ class Concatenation(Kernel[ConcatenationParams]):
     def prepare(self, ctx: PrepareContext) -> Prepared[ConcatenationParams]:
         if not ctx.inputs:
             raise ctx.error("needs at least one input")
+        if len(ctx.inputs) > MAX_INPUTS:
+            raise ctx.error(f"has {len(ctx.inputs)} inputs; TFLM concatenates at most {MAX_INPUTS}")
         y = ctx.output()
         if ctx.options.get("fused_activation_function", FusedActivation.NONE) != FusedActivation.NONE:
             raise ctx.error("a fused activation on CONCATENATION is not supported (TFLM refuses it too)")

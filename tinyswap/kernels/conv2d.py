@@ -14,11 +14,12 @@ import numpy as np
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
 from tinyswap.kernels.conv_common import (
     Window,
+    check_conv_params,
     compute_window,
     finish_output,
     output_stage_params,
     pad_spatial,
-    patches,
+    window_patches,
 )
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
@@ -53,6 +54,7 @@ class Conv2D(Kernel[Conv2DParams]):
         if bias is not None and bias.size != out_c:
             raise ctx.error(f"bias has {bias.size} elements, expected {out_c}")
         win = compute_window(ctx, in_h, in_w, kh, kw)
+        check_conv_params(ctx, win)
         out_shape = (batch, win.out_h, win.out_w, out_c)
         pointwise = (kh, kw, win.stride_h, win.stride_w) == (1, 1, 1, 1)
         stage = output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=0)
@@ -77,10 +79,10 @@ class Conv2D(Kernel[Conv2DParams]):
         dtype = np.dtype(np.float64) if is_float else exact_float_dtype(k)
         # Subtracting the zero point while padding makes the padding contribute exactly 0,
         # as the reference kernel's skipped out-of-image taps do.
-        shifted = pad_spatial(x, win, 0, dtype, 0 if is_float else p.stage.input_zero_point)
-        if p.pointwise:
-            cols = shifted.reshape(-1, k)  # a 1x1 stride-1 convolution needs no im2col copy
+        offset = 0 if is_float else p.stage.input_zero_point
+        if p.pointwise:  # a 1x1 stride-1 convolution needs no im2col copy
+            cols = pad_spatial(x, win, 0, dtype, offset).reshape(-1, k)
         else:
-            cols = patches(shifted, win, padded=True).reshape(-1, k)
+            cols = window_patches(x, win, dtype, offset).reshape(-1, k)
         acc = f.reshape(out_c, k).astype(dtype) @ cols.T  # [out_c, pixels]: channel-major
         return finish_output(acc, bias, k, p.stage, (x.shape[0], win.out_h, win.out_w, out_c))

@@ -42,13 +42,22 @@ class Window:
     pad_right: int
 
 
-def _out_and_pad(size: int, filt: int, stride: int, dilation: int, padding: Padding) -> tuple[int, int, int]:
+INT32_MAX = 2**31 - 1
+
+
+def _out_and_pad(size: int, filt: int, stride: int, dilation: int, padding: Padding) -> tuple[int, int, int] | None:
+    """(out, pad before, pad after), or None when a step of TFLM's int32 arithmetic
+    (`padding.h`) would overflow on these values."""
     effective = (filt - 1) * dilation + 1
     if padding == Padding.SAME:
-        out = (size + stride - 1) // stride
+        numerator = size + stride - 1
     else:
-        out = (size - effective + stride) // stride
-    total = max((out - 1) * stride + effective - size, 0)
+        numerator = size - effective + stride
+    out = numerator // stride
+    raw_total = (out - 1) * stride + effective - size
+    if max(effective, numerator, abs(raw_total), (out - 1) * stride) > INT32_MAX:
+        return None
+    total = max(raw_total, 0)
     return out, total // 2, total - total // 2
 
 
@@ -63,14 +72,34 @@ def compute_window(ctx: PrepareContext, in_h: int, in_w: int, filter_h: int, fil
     if filter_h < 1 or filter_w < 1:
         raise ctx.error(f"filter {filter_h}x{filter_w} must be at least 1x1")
     padding = ctx.padding()
-    out_h, pt, pb = _out_and_pad(in_h, filter_h, sh, dh, padding)
-    out_w, pl, pr = _out_and_pad(in_w, filter_w, sw, dw, padding)
+    rows = _out_and_pad(in_h, filter_h, sh, dh, padding)
+    cols = _out_and_pad(in_w, filter_w, sw, dw, padding)
+    if rows is None or cols is None or max(sh, sw, dh, dw) > INT32_MAX:
+        raise ctx.error(
+            f"strides ({sh}, {sw}) and dilations ({dh}, {dw}) with a {filter_h}x{filter_w} filter on a "
+            f"{in_h}x{in_w} input overflow TFLM's int32 window arithmetic"
+        )
+    out_h, pt, pb = rows
+    out_w, pl, pr = cols
     if out_h < 1 or out_w < 1:
         raise ctx.error(
             f"a {filter_h}x{filter_w} filter (dilation {dh}x{dw}) with {padding.name} padding "
             f"does not fit a {in_h}x{in_w} input"
         )
     return Window(filter_h, filter_w, sh, sw, dh, dw, out_h, out_w, pt, pb, pl, pr)
+
+
+INT16_MAX = 2**15 - 1
+
+
+def check_conv_params(ctx: PrepareContext, w: Window) -> None:
+    """TFLM's reference convolutions hold strides, dilations and paddings in the int16 fields
+    of `ConvParams`: a larger value is silently truncated there, so it is refused here."""
+    values = {"stride_h": w.stride_h, "stride_w": w.stride_w, "dilation_h": w.dilation_h,
+              "dilation_w": w.dilation_w, "pad_top": w.pad_top, "pad_left": w.pad_left}
+    large = {name: v for name, v in values.items() if v > INT16_MAX}
+    if large:
+        raise ctx.error(f"{large} exceed the int16 fields of TFLM's ConvParams (at most {INT16_MAX})")
 
 
 def pad_spatial(x: np.ndarray, w: Window, pad_value: float | int = 0, dtype: np.dtype | None = None,
@@ -96,6 +125,35 @@ def patches(x: np.ndarray, w: Window, pad_value: float | int = 0, padded: bool =
     win = win[:, : (w.out_h - 1) * w.stride_h + 1 : w.stride_h, : (w.out_w - 1) * w.stride_w + 1 : w.stride_w,
               :, :: w.dilation_h, :: w.dilation_w]
     return np.moveaxis(win, 3, -1)
+
+
+def _huge_padding(x_shape: tuple[int, ...], w: Window) -> bool:
+    """Whether the padded copy would dwarf the image (a dilated or strided window far larger
+    than the input): then the taps are gathered instead, with no padded copy."""
+    _, h, wd, _ = x_shape
+    padded = (h + w.pad_top + w.pad_bottom) * (wd + w.pad_left + w.pad_right)
+    return padded > max(16 * h * wd, 1 << 16)
+
+
+def _tap_indices(size: int, out: int, stride: int, pad: int, filt: int, dilation: int) -> np.ndarray:
+    """[out, filt] input positions of each tap; `size` (one past the image) when outside it."""
+    pos = np.arange(out, dtype=np.int64)[:, None] * stride - pad + np.arange(filt, dtype=np.int64)[None, :] * dilation
+    return np.where((pos >= 0) & (pos < size), pos, size)
+
+
+def window_patches(x: np.ndarray, w: Window, dtype: np.dtype, offset: float | int = 0) -> np.ndarray:
+    """[batch, out_h, out_w, filter_h, filter_w, channels] taps of NHWC `x - offset` as
+    `dtype`, zero outside the image: a view of a padded copy, or, when that copy would be
+    huge, a gathered array no larger than an im2col matrix."""
+    if not _huge_padding(x.shape, w):
+        return patches(pad_spatial(x, w, 0, dtype, offset), w, padded=True)
+    dtype = np.dtype(dtype)
+    b, h, wd, c = x.shape
+    ext = np.zeros((b, h + 1, wd + 1, c), dtype=dtype)  # row h and column wd: the zero outside
+    np.subtract(x, dtype.type(offset), out=ext[:, :h, :wd, :], casting="unsafe")
+    rows = _tap_indices(h, w.out_h, w.stride_h, w.pad_top, w.filter_h, w.dilation_h)
+    cols = _tap_indices(wd, w.out_w, w.stride_w, w.pad_left, w.filter_w, w.dilation_w)
+    return ext[:, rows[:, None, :, None], cols[None, :, None, :], :]
 
 
 def check_filter_quantization(ctx: PrepareContext, spec: TensorSpec, channels: int, axis: int) -> None:

@@ -15,11 +15,11 @@ import numpy as np
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
 from tinyswap.kernels.conv_common import (
     Window,
+    check_conv_params,
     compute_window,
     finish_output,
     output_stage_params,
-    pad_spatial,
-    patches,
+    window_patches,
 )
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
@@ -59,6 +59,7 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         if bias is not None and bias.size != out_c:
             raise ctx.error(f"bias has {bias.size} elements, expected {out_c}")
         win = compute_window(ctx, in_h, in_w, kh, kw)
+        check_conv_params(ctx, win)
         out_shape = (batch, win.out_h, win.out_w, out_c)
         stage = output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=3)
         return Prepared([out_shape], DepthwiseConv2DParams(win, in_c, multiplier, ctx.num_threads, stage))
@@ -82,27 +83,24 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         dtype = np.dtype(np.float64) if is_float else exact_float_dtype(taps)
         # Subtracting the zero point while padding makes the padding contribute exactly 0,
         # as the reference kernel's skipped out-of-image taps do.
-        shifted = pad_spatial(x, win, 0, dtype, x_zp)
         b = x.shape[0]
         n = b * win.out_h * win.out_w
         if in_c == 1:
             # One input channel: an ordinary convolution, best done as one im2col product.
-            cols = patches(shifted, win, padded=True).reshape(n, taps)
+            cols = window_patches(x, win, dtype, x_zp).reshape(n, taps)
             acc = f.reshape(taps, m).astype(dtype).T @ cols.T  # [m, pixels]
         else:
             # One multiply into a reused buffer and one add per filter tap, NHWC so that the
             # channel axis is the contiguous inner loop. Integer models multiply in int16 (every
             # product |x - zp| * |w| <= 255 * 128 fits) and sum in int32: half the bytes of
             # float32 per product, measured 40% faster.
-            if not is_float:
-                shifted = pad_spatial(x, win, 0, np.dtype(np.int16), x_zp)
-            win_view = patches(shifted, win, padded=True)  # [b, oh, ow, kh, kw, in_c], a view
-            weights = f.reshape(taps, in_c, m).astype(shifted.dtype)
+            win_view = window_patches(x, win, dtype if is_float else np.dtype(np.int16), x_zp)
+            weights = f.reshape(taps, in_c, m).astype(win_view.dtype)  # win_view: [b, oh, ow, kh, kw, in_c]
             if m == 1:  # drop the size-1 axis: NumPy would make it the innermost loop
                 weights = weights[:, :, 0]
             shape = (b, win.out_h, win.out_w, in_c) + ((m,) if m > 1 else ())
             acc = np.empty(shape, dtype=np.float64 if is_float else np.int32)
-            product = np.empty(shape, dtype=shifted.dtype)
+            product = np.empty(shape, dtype=win_view.dtype)
             for t in range(taps):
                 tap = win_view[:, :, :, t // win.filter_w, t % win.filter_w, :]
                 np.multiply(tap[..., None] if m > 1 else tap, weights[t], out=product)

@@ -10,6 +10,8 @@ from tinyswap.kernels.base import FLOAT32, INT8, INT32, Kernel, Prepared, Prepar
 from tinyswap.kernels.layout import constant_ints, same_quantization
 from tinyswap.kernels.registry import register
 
+INT32_MAX = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class PadParams:
@@ -27,6 +29,9 @@ def prepare_pad(ctx: PrepareContext, counts: tuple[int, ...]) -> Prepared[PadPar
     if len(values) != 2 * rank or any(v < 0 for v in values):
         raise ctx.error(f"paddings {values} must be {rank} non-negative (before, after) pairs")
     pairs = tuple((values[2 * i], values[2 * i + 1]) for i in range(rank))
+    shape = tuple(d + a + b for d, (a, b) in zip(x.shape, pairs))
+    if any(v > INT32_MAX for v in values + shape):
+        raise ctx.error(f"paddings {values} give output shape {shape}, beyond TFLM's int32 dimensions")
     if x.dtype == INT8:
         pad_value: int | float = ctx.per_tensor(y)[1]
     else:
@@ -36,7 +41,6 @@ def prepare_pad(ctx: PrepareContext, counts: tuple[int, ...]) -> Prepared[PadPar
         if const.type_name != x.type_name or const.size != 1 or const.constant is None:
             raise ctx.error("constant_values must be one constant value of the input's type")
         pad_value = const.constant.reshape(-1)[0].item()
-    shape = tuple(d + a + b for d, (a, b) in zip(x.shape, pairs))
     return Prepared([shape], PadParams(pairs, pad_value))
 
 

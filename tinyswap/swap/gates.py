@@ -55,6 +55,8 @@ def graph_inputs(inputs: Sequence[np.ndarray], gates: Sequence[GateInfo], values
     for g in gates:
         if g.input_index >= total:
             raise AdapterError(f"gate {g.slot} is graph input {g.input_index}, but the model has {total} inputs")
+        if by_position[g.input_index] is not None:  # a slot map the model check would refuse
+            raise AdapterError(f"gate {g.slot} is graph input {g.input_index}, which another gate already is")
         by_position[g.input_index] = values[g.slot]
     data = iter(inputs)
     return [next(data) if x is None else x for x in by_position]

@@ -206,3 +206,184 @@ def test_pack_command_takes_a_peft_directory(tmp_path, capsys) -> None:
     public = serialization.load_pem_public_key((tmp_path / "keys" / "signing_key.pub.pem").read_bytes())
     smap = json.loads((bundle / "slotmap.json").read_text())
     verify_package(pkg, Keyring([public]), smap["base_digest"], smap["slots"][0]["tensors"], {})
+
+
+# --- Hostile adapter directories: each is refused with one typed line naming file, layer and field.
+
+def write_safetensors(path, tensors: dict[str, tuple[str, list[int], bytes]], header_extra: dict | None = None) -> None:
+    """A safetensors file written by hand: 8-byte little-endian header length, JSON header, data."""
+    header, data = dict(header_extra or {}), b""
+    for key, (dtype, shape, raw) in tensors.items():
+        header[key] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+
+
+def write_tinyswap_dir(path, targets: dict, arrays: dict, **config) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = {"name": "t", "version": "1", "sequence": 1, "kind": "lora", "targets": targets}
+    cfg.update(config)
+    (path / "adapter.json").write_text(json.dumps(cfg))
+    np.savez(path / "adapter.npz", **arrays)
+
+
+def _lora_arrays(rank=4, dtype=np.float64, layer="fc2"):
+    rng = np.random.default_rng(5)
+    return {f"{layer}/A": rng.standard_normal((rank, 128)).astype(dtype),
+            f"{layer}/B": rng.standard_normal((64, rank)).astype(dtype)}
+
+
+def _nan_arrays():
+    arrays = _lora_arrays()
+    arrays["fc2/A"][1, 2] = np.nan
+    return arrays
+
+
+def _inf_arrays():
+    arrays = _lora_arrays()
+    arrays["fc2/B"][0, 0] = -np.inf
+    return arrays
+
+
+@pytest.mark.parametrize("targets,arrays,config,message", [
+    ({"fc2": {"rank": "four"}}, _lora_arrays(), {}, r"layer 'fc2': 'rank' must be a positive integer, got 'four'"),
+    ({"fc2": {"rank": 0}}, _lora_arrays(), {}, r"layer 'fc2': 'rank' must be a positive integer, got 0"),
+    ({"fc2": {"rank": -4}}, _lora_arrays(), {}, r"'rank' must be a positive integer, got -4"),
+    ({"fc2": {"rank": True}}, _lora_arrays(), {}, r"'rank' must be a positive integer, got True"),
+    ({"fc2": {"rank": 4, "alpha": "x"}}, _lora_arrays(), {}, r"layer 'fc2': 'alpha' must be a finite number"),
+    ({"fc2": {"rank": 4}}, _nan_arrays(), {}, r"adapter.npz: array 'fc2/A' holds 1 NaN or infinite values"),
+    ({"fc2": {"rank": 4}}, _inf_arrays(), {}, r"array 'fc2/B' holds 1 NaN or infinite"),
+    ({"fc2": {"rank": 4}}, _lora_arrays(dtype=np.int32), {}, r"array 'fc2/A' has dtype int32"),
+    ({"fc2": {"rank": 4}}, _lora_arrays(dtype=bool), {}, r"array 'fc2/A' has dtype bool"),
+    ({"fc2": {"rank": 4}}, _lora_arrays(), {"tags": ["ab"]}, r"'tags' must be an object of string -> string"),
+    ({"fc2": {"rank": 4}}, _lora_arrays(), {"tags": {"task": 3}}, r"tag 'task' must map to a string or null"),
+    ({"fc2": {"rank": 3}}, _lora_arrays(), {}, r"layer 'fc2': A \(4, 128\) and B \(64, 4\) do not have rank 3"),
+    ({"fc2": {"alpha": 4}}, _lora_arrays(), {}, r"layer 'fc2': targets entry needs an integer 'rank'"),
+    ({"fc2": 4}, _lora_arrays(), {}, r"layer 'fc2': targets entry must be an object"),
+    ([], _lora_arrays(), {}, r"'targets' must be a non-empty object"),
+    ({"fc2": {"rank": 4}}, _lora_arrays(), {"sequence": "7"}, r"'sequence' must be a non-negative integer"),
+    ({"fc2": {"rank": 4}}, _lora_arrays(), {"name": ["x"]}, r"'name' must be a non-empty string"),
+])
+def test_hostile_tinyswap_directories_are_refused_by_field(tmp_path, targets, arrays, config, message) -> None:
+    write_tinyswap_dir(tmp_path, targets, arrays, **config)
+    with pytest.raises(AdapterSourceError, match=message) as info:
+        load_adapter(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_tinyswap_tags_drop_nulls_and_accept_half_precision(tmp_path) -> None:
+    write_tinyswap_dir(tmp_path, {"fc2": {"rank": 4, "alpha": 8}}, _lora_arrays(dtype=np.float16),
+                       tags={"task": "kws", "user": None})
+    adapter = load_adapter(tmp_path, tags={"tenant": "acme", "user": None})
+    assert adapter.tags == {"task": "kws", "tenant": "acme"}
+    np.testing.assert_array_equal(adapter.targets["fc2"].a, _lora_arrays(dtype=np.float16)["fc2/A"].astype(np.float64))
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"r": "four"}, r"adapter_config.json: 'r' must be a positive integer, got 'four'"),
+    ({"r": 0}, r"'r' must be a positive integer, got 0"),
+    ({"r": True}, r"'r' must be a positive integer, got True"),
+    ({"lora_alpha": "big"}, r"adapter_config.json: 'lora_alpha' must be a finite number, got 'big'"),
+    ({"lora_alpha": float("nan")}, r"'lora_alpha' must be a finite number, got nan"),
+    ({"rank_pattern": ["fc1"]}, r"adapter_config.json: 'rank_pattern' must be an object"),
+    ({"rank_pattern": {"fc1": "4"}}, r"rank_pattern\['fc1'\] must be a positive integer, got '4'"),
+    ({"alpha_pattern": {"fc1": None}}, r"alpha_pattern\['fc1'\] must be a finite number, got None"),
+    ({"alpha_pattern": "fc1"}, r"'alpha_pattern' must be an object"),
+    ({"rank_pattern": {"(": 4}}, r"pattern key '\(' is not a regular expression"),
+    ({"use_rslora": "yes"}, r"'use_rslora' must be true or false"),
+])
+def test_hostile_peft_configs_are_refused_by_field(tmp_path, change, message) -> None:
+    rng = np.random.default_rng(6)
+    write_peft_dir(tmp_path, {"fc1": (rng.standard_normal((4, 64)), rng.standard_normal((128, 4)))}, **change)
+    with pytest.raises(AdapterSourceError, match=message) as info:
+        load_adapter(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def _peft_cfg(path) -> None:
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4}))
+
+
+def test_bf16_and_f16_safetensors_load_exactly(tmp_path) -> None:
+    rng = np.random.default_rng(7)
+    # bf16: float32 values whose low 16 bits are zero; the file holds their upper halves.
+    a32 = (rng.standard_normal((2, 64)).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
+    b32 = (rng.standard_normal((128, 2)).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
+    halves = {k: (v.view(np.uint32) >> 16).astype("<u2").tobytes() for k, v in (("a", a32), ("b", b32))}
+    write_safetensors(tmp_path / "adapter_model.safetensors", {
+        "base_model.model.fc1.lora_A.weight": ("BF16", [2, 64], halves["a"]),
+        "base_model.model.fc1.lora_B.weight": ("BF16", [128, 2], halves["b"])}, {"__metadata__": {"format": "pt"}})
+    _peft_cfg(tmp_path)
+    lora = load_adapter(tmp_path).targets["fc1"]
+    assert lora.a.dtype == np.float64 and lora.scaling == 2.0
+    np.testing.assert_array_equal(lora.a, a32.astype(np.float64))
+    np.testing.assert_array_equal(lora.b, b32.astype(np.float64))
+    a16, b16 = rng.standard_normal((2, 64)).astype("<f2"), rng.standard_normal((128, 2)).astype("<f2")
+    write_safetensors(tmp_path / "adapter_model.safetensors", {
+        "base_model.model.fc1.lora_A.weight": ("F16", [2, 64], a16.tobytes()),
+        "base_model.model.fc1.lora_B.weight": ("F16", [128, 2], b16.tobytes())})
+    lora = load_adapter(tmp_path).targets["fc1"]
+    np.testing.assert_array_equal(lora.a, a16.astype(np.float64))
+    np.testing.assert_array_equal(lora.b, b16.astype(np.float64))
+
+
+def test_real_bf16_safetensors_from_torch_loads(tmp_path) -> None:
+    torch = pytest.importorskip("torch", reason="the peft extra (torch, peft) is not installed")
+    from safetensors.torch import save_file as save_torch
+
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 64).to(torch.bfloat16), torch.randn(128, 2).to(torch.bfloat16)
+    save_torch({"base_model.model.fc1.lora_A.weight": a, "base_model.model.fc1.lora_B.weight": b},
+               str(tmp_path / "adapter_model.safetensors"))
+    _peft_cfg(tmp_path)
+    lora = load_adapter(tmp_path).targets["fc1"]
+    np.testing.assert_array_equal(lora.a, a.float().numpy().astype(np.float64))
+    np.testing.assert_array_equal(lora.b, b.float().numpy().astype(np.float64))
+
+
+def _st_case(kind: str):
+    ok_a = np.ones((2, 64), "<f4").tobytes()
+    ok_b = np.ones((128, 2), "<f4").tobytes()
+    A, B = "base_model.model.fc1.lora_A.weight", "base_model.model.fc1.lora_B.weight"
+    if kind == "int":
+        return {A: ("I32", [2, 64], ok_a), B: ("F32", [128, 2], ok_b)}, r"tensor '.*lora_A.weight' has dtype I32"
+    if kind == "bool":
+        return {A: ("BOOL", [2, 64], b"\1" * 128), B: ("F32", [128, 2], ok_b)}, r"lora_A.weight' has dtype BOOL"
+    if kind == "unknown":
+        return {A: ("Q4", [2, 64], ok_a), B: ("F32", [128, 2], ok_b)}, r"lora_A.weight': unknown dtype 'Q4'"
+    if kind == "nan":
+        return {A: ("F32", [2, 64], np.full((2, 64), np.nan, "<f4").tobytes()), B: ("F32", [128, 2], ok_b)}, \
+            r"tensor 'base_model.model.fc1.lora_A.weight' holds 128 NaN or infinite values"
+    if kind == "bf16inf":
+        return {A: ("BF16", [2, 64], b"\x80\x7f" * 128), B: ("F32", [128, 2], ok_b)}, r"lora_A.weight' holds 128 NaN"
+    if kind == "size":
+        return {A: ("F32", [2, 65], ok_a), B: ("F32", [128, 2], ok_b)}, r"512 bytes for shape \[2, 65\] of F32"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["int", "bool", "unknown", "nan", "bf16inf", "size"])
+def test_hostile_safetensors_tensors_are_refused_by_name(tmp_path, kind) -> None:
+    tensors, message = _st_case(kind)
+    write_safetensors(tmp_path / "adapter_model.safetensors", tensors)
+    _peft_cfg(tmp_path)
+    with pytest.raises(AdapterSourceError, match=message):
+        load_adapter(tmp_path)
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b"\x01\x00", r"2 bytes is too short"),
+    ((1 << 40).to_bytes(8, "little") + b"{}", r"header length 1099511627776 runs past the 10-byte file"),
+    ((30).to_bytes(8, "little") + b"{}", r"header length 30 runs past"),
+    ((2).to_bytes(8, "little") + b"[]", r"header must be a JSON object"),
+    (None, r"data_offsets \[0, 4096\] are not inside the 512-byte data"),
+])
+def test_hostile_safetensors_headers_are_refused(tmp_path, raw, message) -> None:
+    if raw is None:
+        header = json.dumps({"base_model.model.fc1.lora_A.weight": {"dtype": "F32", "shape": [2, 64],
+                                                                     "data_offsets": [0, 4096]}}).encode()
+        raw = len(header).to_bytes(8, "little") + header + bytes(512)
+    (tmp_path / "adapter_model.safetensors").write_bytes(raw)
+    _peft_cfg(tmp_path)
+    with pytest.raises(AdapterSourceError, match=message):
+        load_adapter(tmp_path)

@@ -109,3 +109,23 @@ def test_prepare_builds_the_axis_params_records() -> None:
     c, d = spec(0, (3,), np.int8, 0.1, 0), spec(1, (3,), np.int8, 0.1, 0)
     pack = prepare("PACK", [c, d], [spec(2, (3, 2), np.int8, 0.1, 0)], {"values_count": 2, "axis": -1})
     assert pack.params == PackParams(axis=1) and tuple(pack.output_shapes) == ((3, 2),)
+
+
+def test_more_inputs_than_tflm_concatenates_are_refused_like_tflm() -> None:
+    from tinyswap.kernels.concatenation import MAX_INPUTS
+    from tinyswap.oracles import run_tflm
+
+    q = Quant(0.1, 0)
+    for n in (MAX_INPUTS, MAX_INPUTS + 1):
+        xs = [Tensor(f"x{i}", (1, 2), np.int8, quant=q) for i in range(n)]
+        y = Tensor("y", (1, 2 * n), np.int8, quant=q)
+        model = build_model(Model([Operator("CONCATENATION", xs, [y], dict(axis=1, fused_activation_function=0))],
+                                  xs, [y]))
+        inputs = [np.full((1, 2), i, np.int8) for i in range(n)]
+        if n <= MAX_INPUTS:
+            assert_matches_tflm(model, inputs)
+            continue
+        with pytest.raises(ModelError, match=r"operator 0 \(CONCATENATION\): has 11 inputs; TFLM concatenates at most 10"):
+            Interpreter(model_content=model).allocate_tensors()
+        with pytest.raises(RuntimeError):  # concatenation.cc: num_inputs <= kMaxInputNum
+            run_tflm(model, inputs)

@@ -110,3 +110,49 @@ def test_prepare_builds_the_hand_derived_params_record() -> None:
     out = run_kernel("CONV_2D", prepared, np.ones((1, 3, 3, 1), np.int8), filt)[0]
     np.testing.assert_array_equal(out[0, 0, 0], [1, 1])
     np.testing.assert_array_equal(out[0, 2, 2], [0, 0])
+
+
+@pytest.mark.parametrize("stride, dilation, kernel, padding", [
+    (2**31 - 1, 1, 1, 0),  # SAME: in + stride - 1 overflows int32
+    (2**31 - 1, 1, 1, 1),  # VALID: in - filter + stride overflows int32
+    (1, 2**31 - 1, 2, 1),  # the dilated filter extent overflows int32
+])
+def test_window_values_that_overflow_tflm_int32_arithmetic_are_refused(stride, dilation, kernel, padding) -> None:
+    from tinyswap.errors import ModelError
+
+    w = np.ones((2, kernel, kernel, 2), np.int8)
+    q = Quant(0.1, 0)
+    opts = dict(padding=padding, stride_w=stride, stride_h=stride, fused_activation_function=0,
+                dilation_w_factor=dilation, dilation_h_factor=dilation)
+    model = conv_model((1, 4, 4, 2), w, None, q, np.array([0.1], np.float32), q, opts, (1, 1, 1, 2))
+    with pytest.raises(ModelError, match=r"operator 0 \(CONV_2D\): strides .* overflow TFLM's int32 window "
+                                         r"arithmetic"):
+        Interpreter(model_content=model).allocate_tensors()
+
+
+def test_window_values_past_tflm_int16_conv_params_are_refused() -> None:
+    """TFLM truncates strides, dilations and paddings to the int16 fields of ConvParams (a
+    dilation of 2^25 becomes 0 there and its results differ): refused, typed."""
+    from tinyswap.errors import ModelError
+
+    w = np.ones((2, 3, 3, 2), np.int8)
+    q = Quant(0.1, 0)
+    opts = dict(padding=0, stride_w=1, stride_h=1, fused_activation_function=0,
+                dilation_w_factor=1, dilation_h_factor=2**25)
+    model = conv_model((1, 4, 4, 2), w, None, q, np.array([0.1], np.float32), q, opts, (1, 4, 4, 2))
+    with pytest.raises(ModelError, match=r"operator 0 \(CONV_2D\): \{'dilation_h': 33554432, 'pad_top': 33554432\} "
+                                         r"exceed the int16 fields of TFLM's ConvParams \(at most 32767\)"):
+        Interpreter(model_content=model).allocate_tensors()
+
+
+@pytest.mark.parametrize("stride, dilation", [(2**15 - 1, 1), (1, 2**14)])
+def test_the_largest_window_values_tflm_holds_match_it(stride, dilation) -> None:
+    """A dilated window far larger than the image: its taps are gathered, not padded."""
+    rng = np.random.default_rng(stride + dilation)
+    w = rng.integers(-127, 128, (2, 3, 3, 2)).astype(np.int8)
+    q = Quant(0.1, 0)
+    opts = dict(padding=0, stride_w=stride, stride_h=stride, fused_activation_function=0,
+                dilation_w_factor=dilation, dilation_h_factor=dilation)
+    out = 1 if stride > 1 else 4
+    model = conv_model((1, 4, 4, 2), w, None, q, np.array([0.1], np.float32), Quant(0.5, 3), opts, (1, out, out, 2))
+    assert_matches_tflm(model, [rng.integers(-128, 128, (1, 4, 4, 2)).astype(np.int8)])

@@ -57,3 +57,11 @@ def test_graph_inputs_put_gates_at_their_input_positions() -> None:
     assert ordered[1] is x
     with pytest.raises(AdapterError, match="graph input 5"):
         graph_inputs([x], (GATES[0], GateInfo(1, "g1", 5, 1 / 255, -128, 1.0)), values)
+
+
+def test_two_gates_on_one_graph_input_are_a_typed_error() -> None:
+    # Was a StopIteration: the second gate overwrote the first and a data input went missing.
+    x = np.ones((2, 4), np.int8)
+    values = gate_rows(GATES, [{"A": 1.0}] * 2, {"A": 0})
+    with pytest.raises(AdapterError, match="gate 1 is graph input 1, which another gate already is"):
+        graph_inputs([x], (GATES[0], GateInfo(1, "g1", 1, 1 / 255, -128, 1.0)), values)
