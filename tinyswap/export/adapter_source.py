@@ -296,16 +296,21 @@ def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
     return default
 
 
+def _read_json_object(file: Path) -> dict[str, Any]:
+    """A JSON object from an adapter directory's file (bounded), or one `AdapterSourceError`."""
+    try:
+        value = parse_json_bounded(file.read_text(), file.name, path=file)
+    except (OSError, ValueError, InputFileError) as exc:
+        raise AdapterSourceError(f"cannot read {file}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise AdapterSourceError(f"{file} must hold a JSON object")
+    return value
+
+
 def load_peft(path: str | Path, *, name: str | None = None, version: str | None = None, sequence: int | None = None,
               tags: dict[str, Any] | None = None, layer_map: dict[str, str] | None = None) -> FloatAdapter:
     path = Path(path)
-    try:
-        config = parse_json_bounded((path / "adapter_config.json").read_text(), "adapter_config.json",
-                                    path=path / "adapter_config.json")
-    except (OSError, ValueError, InputFileError) as exc:
-        raise AdapterSourceError(f"cannot read {path / 'adapter_config.json'}: {exc}") from exc
-    if not isinstance(config, dict):
-        raise AdapterSourceError(f"{path / 'adapter_config.json'} must hold a JSON object")
+    config = _read_json_object(path / "adapter_config.json")
     if config.get("peft_type") != "LORA":
         raise AdapterSourceError(f"peft_type is {config.get('peft_type')!r}; only LORA adapters are imported")
     if config.get("use_dora"):
@@ -334,13 +339,7 @@ def load_peft(path: str | Path, *, name: str | None = None, version: str | None 
     tensors = read_safetensors(weights_file)
     meta: Any = {}
     if (path / "tinyswap.json").exists():
-        try:
-            meta = parse_json_bounded((path / "tinyswap.json").read_text(), "tinyswap.json",
-                                      path=path / "tinyswap.json")
-        except (OSError, ValueError, InputFileError) as exc:
-            raise AdapterSourceError(f"cannot read {path / 'tinyswap.json'}: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise AdapterSourceError(f"{path / 'tinyswap.json'} must hold a JSON object")
+        meta = _read_json_object(path / "tinyswap.json")
         _identity(meta, "tinyswap.json", required=False)
     modules: dict[str, dict[str, np.ndarray]] = {}
     pattern = re.compile(r"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$")
