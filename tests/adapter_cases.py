@@ -98,11 +98,31 @@ def tflm_rows(model: bytes | bytearray, x: np.ndarray, gates: Sequence[np.ndarra
     return np.concatenate(rows)
 
 
+#: Encrypted package bytes -> the plaintext package they were sealed from (`sealed_package`).
+PLAINTEXT_OF: dict[bytes, bytes] = {}
+
+
+def sealed_package(plain: bytes, *recipients: Any) -> bytes:
+    """`plain` encrypted for the X25519 public keys `recipients`, signed with KEY; remembered so
+    the oracles read slot contents from the plaintext file, not through the code under test."""
+    from tinyswap.envelope import seal_package
+
+    data = seal_package(plain, KEY, list(recipients))
+    PLAINTEXT_OF[data] = plain
+    return data
+
+
+def plaintext_of(pkg_bytes: bytes) -> bytes:
+    """The plaintext package file behind `pkg_bytes` (itself unless it was sealed here)."""
+    return PLAINTEXT_OF.get(bytes(pkg_bytes), pkg_bytes)
+
+
 def slot_holding(smap: Mapping[str, Any], image: bytes | bytearray, pkg_bytes: bytes) -> int | None:
-    """Which slot's tensor bytes in the image equal the package's payload (read from the file)."""
+    """Which slot's tensor bytes in the image equal the package's payload (read from the file;
+    for an encrypted package, from the plaintext file it was sealed from)."""
     from tinyswap.package import parse_package
 
-    pkg = parse_package(pkg_bytes)
+    pkg = parse_package(plaintext_of(pkg_bytes))
     wanted = {(t.layer, t.role): bytes(pkg.tensor_bytes(t)) for t in pkg.tensors}
     for slot in smap["slots"]:
         if all(bytes(image[t["offset"] : t["offset"] + t["length"]]) == wanted[(t["layer"], t["role"])]

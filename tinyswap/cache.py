@@ -1,6 +1,7 @@
 """RAM cache of verified packages: a byte budget, LRU order, a pluggable priority, prefetch.
 
-Keys are content digests. Eviction takes the lowest (priority, last use) first; an entry
+Keys are content digests; sizes are `AdapterPackage.ram_bytes` (the file, plus the plaintext
+of a decrypted package). Eviction takes the lowest (priority, last use) first; an entry
 whose priority is `PINNED` is never evicted. A prefetch hook lets a router stage the adapter
 it expects next, off the request path.
 """
@@ -35,23 +36,23 @@ class PackageCache:
 
     @property
     def used(self) -> int:
-        return sum(len(p.raw) for p in self._items.values())
+        return sum(p.ram_bytes for p in self._items.values())
 
     def check_fits(self, package: AdapterPackage) -> None:
         """Raise `CacheError` unless `put(package)` would succeed: lets a caller refuse a
         package before it writes or commits anything, so `put` after a commit cannot fail."""
-        size = len(package.raw)
+        size = package.ram_bytes
         if size > self.budget:
             raise CacheError(f"package {package.name!r} ({size} bytes) exceeds the cache budget of {self.budget}")
         with self._lock:
-            pinned = sum(len(p.raw) for d, p in self._items.items()
+            pinned = sum(p.ram_bytes for d, p in self._items.items()
                          if d != package.content_digest and self._priority(p) == PINNED)
         if size + pinned > self.budget:
             raise CacheError(f"package {package.name!r} ({size} bytes) does not fit beside {pinned} bytes of "
                              f"pinned packages in the cache budget of {self.budget}")
 
     def put(self, package: AdapterPackage) -> None:
-        size = len(package.raw)
+        size = package.ram_bytes
         if size > self.budget:
             raise CacheError(f"package {package.name!r} ({size} bytes) exceeds the cache budget of {self.budget}")
         with self._lock:

@@ -234,6 +234,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.device:
+        from tinyswap.envelope import write_device_key_pair
+
+        private, public = write_device_key_pair(args.out)
+        print(f"wrote     {private} (stays on the device) and {public} (pack --encrypt-for it)")
+        return 0
     from tinyswap.export.pack import keygen
 
     private, public = keygen(args.out)
@@ -242,19 +248,27 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from tinyswap.envelope import device_key_id, load_device_public_key, seal_package
     from tinyswap.export.pack import load_adapter, load_private_key, pack
 
     bundle = Path(args.bundle)
     smap = read_json(bundle / "slotmap.json", "slot map")
     tags = {k: v for k, v in (("task", args.task), ("user", args.user), ("tenant", args.tenant)) if v}
+    recipients = [load_device_public_key(path) for path in args.encrypt_for or ()]  # refused before packing
     adapter = load_adapter(args.adapter, name=args.name, version=args.version, sequence=args.sequence,
                            tags=tags or None)
-    data, report = pack(adapter, smap, load_private_key(args.key))
+    signing_key = load_private_key(args.key)
+    data, report = pack(adapter, smap, signing_key)
+    if recipients:
+        data = seal_package(data, signing_key, recipients)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     print(f"packed    {report.name} {adapter.version} (sequence {adapter.sequence}, {adapter.kind}, from {adapter.source}): "
-          f"{report.bytes} bytes, slot payload {report.payload_bytes} bytes -> {out}")
+          f"{len(data)} bytes, slot payload {report.payload_bytes} bytes -> {out}")
+    if recipients:
+        print(f"encrypted AES-256-GCM for {len(recipients)} recipient(s): "
+              + ", ".join(device_key_id(k).hex()[:16] for k in recipients))
     for layer, r in report.layers.items():
         if "clipped_a" in r:
             print(f"  {layer:<12} rank {r['rank_in']} -> slot rank {r['rank_slot']}: delta error "
@@ -265,6 +279,12 @@ def cmd_pack(args: argparse.Namespace) -> int:
                   f"{r['delta_relative_error']:.2%}, bias_D {r['bias_d_relative_error']:.2%}, "
                   f"bias_U {r['bias_u_relative_error']:.2%}, clipped D {r['clipped_d']:.2%} U {r['clipped_u']:.2%}")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tinyswap.commands.verify import run as run_verify
+
+    return run_verify(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -313,15 +333,37 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     if "build" in scenario:
         scenario = build_scenario(scenario, path.parent, out / "build")
-    report = run_scenario(scenario, profile=profile, out_dir=out, base_dir=path.parent, progress=print)
+    identity, nonce = _sim_attestation(args)
+    report = run_scenario(scenario, profile=profile, out_dir=out, base_dir=path.parent, progress=print,
+                          identity_key=identity, attest_nonce=nonce)
     print_summary(report)
     return 0
+
+
+def _sim_attestation(args: argparse.Namespace) -> tuple[Any, bytes | None]:
+    """--identity-key / --attest-nonce of `sim`: the device's identity key and the nonce to answer."""
+    if args.attest_nonce is not None and args.identity_key is None:
+        raise TinySwapError("--attest-nonce needs --identity-key (the device's Ed25519 private key PEM)")
+    if args.identity_key is None:
+        return None, None
+    from tinyswap.attestation import parse_nonce_hex
+    from tinyswap.export.pack import load_private_key
+
+    nonce = None if args.attest_nonce is None else parse_nonce_hex(args.attest_nonce)
+    return load_private_key(args.identity_key), nonce
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from tinyswap.commands.demo import run as run_demo
 
     run_demo(Path(args.out))
+    return 0
+
+
+def cmd_attest_verify(args: argparse.Namespace) -> int:
+    from tinyswap.commands.attest import verify
+
+    verify(args.token, args.device_key, args.nonce, args.expect_slot or (), as_json=args.json)
     return 0
 
 
@@ -353,8 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--calibration", metavar="CAL.npy", help="default: <spec>.calibration.npy")
     exp.set_defaults(func=cmd_export)
 
-    kg = sub.add_parser("keygen", help="create an Ed25519 signing key pair for adapter packages")
+    kg = sub.add_parser("keygen", help="create an Ed25519 signing key pair for adapter packages "
+                        "(--device: an X25519 device key pair for encrypted packages)")
     kg.add_argument("-o", "--out", required=True, metavar="DIR")
+    kg.add_argument("--device", action="store_true",
+                    help="write a device (or device-group) X25519 key pair: device.key.pem and device.pub.pem")
     kg.set_defaults(func=cmd_keygen)
 
     pk = sub.add_parser("pack", help="quantize a float adapter to a bundle's slots and sign it")
@@ -369,7 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--bundle", required=True, metavar="DIR")
     pk.add_argument("--key", required=True, metavar="KEY.pem")
     pk.add_argument("-o", "--output", required=True, metavar="FILE")
+    pk.add_argument("--encrypt-for", action="append", metavar="PUB.pem",
+                    help="encrypt the payload for this device public key (repeat for more recipients)")
     pk.set_defaults(func=cmd_pack)
+
+    vf = sub.add_parser("verify", help="check an adapter package offline: signature, with --bundle the base "
+                        "binding and slot layout, with --device-key that it decrypts; print what it is")
+    vf.add_argument("package", metavar="PACKAGE")
+    vf.add_argument("--key", required=True, metavar="SIGNER.pub.pem", help="the signer's Ed25519 public key")
+    vf.add_argument("--device-key", metavar="PRIV.pem", help="a device's X25519 private key: check it decrypts")
+    vf.add_argument("--bundle", metavar="BUNDLE_DIR", help="check the base binding and slot layout against it")
+    vf.set_defaults(func=cmd_verify)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks (interpreter vs TFLM and LiteRT, swaps vs PEFT, "
                            "simulated swaps vs storage floor, arena vs TFLM); one table")
@@ -391,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the scenario's 'profile', else mcu-qspi)")
     sim.add_argument("--out", default="out/sim", metavar="DIR",
                      help="report.json, trace.json, timeline.png, flash_ops.png (default: out/sim)")
+    sim.add_argument("--identity-key", metavar="PRIV.pem", help="the device's attestation identity key "
+                     "(Ed25519 private key PEM, e.g. from `tinyswap keygen`)")
+    sim.add_argument("--attest-nonce", metavar="HEX", help="after the last step, write the device's attestation "
+                     "token answering this nonce (32, 48 or 64 bytes in hex) to token.bin in --out")
     sim.set_defaults(func=cmd_sim)
 
     demo = sub.add_parser("demo", help="the end-to-end main job: export, pack, a scripted day on a simulated "
@@ -398,6 +457,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", metavar="DIR",
                       help="report.json, trace.json, timeline.png, flash_ops.png, latency.png (default: out/demo)")
     demo.set_defaults(func=cmd_demo)
+
+    attest = sub.add_parser("attest", help="device attestation tokens (format: tinyswap/attestation.py)")
+    attest_sub = attest.add_subparsers(dest="attest_command", required=True)
+    av = attest_sub.add_parser("verify", help="check a device's attestation token against its identity key and "
+                               "your nonce; print its claims")
+    av.add_argument("token", metavar="TOKEN", help="the token file the device returned")
+    av.add_argument("--device-key", required=True, metavar="DEVICE.pub.pem",
+                    help="the device's Ed25519 identity public key (recorded at manufacture)")
+    av.add_argument("--nonce", required=True, metavar="HEX", help="the nonce you sent: 32, 48 or 64 bytes in hex")
+    av.add_argument("--expect-slot", action="append", metavar="N=DIGEST",
+                    help="slot N must hold this package or content digest (N=empty: nothing); repeatable")
+    av.add_argument("--json", action="store_true", help="print the claims as JSON")
+    av.set_defaults(func=cmd_attest_verify)
+
+    # `repo init|add|publish|rotate|status`: the parsers and the functions live in
+    # tinyswap/commands/repo.py, which imports the publisher (and python-tuf) only when one runs.
+    from tinyswap.commands.repo import add_parsers as add_repo_parsers
+
+    add_repo_parsers(sub)
     return parser
 
 

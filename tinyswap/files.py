@@ -20,8 +20,8 @@ import io
 import json
 import os
 import re
+import stat
 import zipfile
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -114,17 +114,54 @@ def parse_json_bounded(data: Union[str, bytes, bytearray, memoryview], what: str
         raise InputFileError(where, "JSON nested too deeply for the parser", what) from exc
 
 
-def read_bytes(path: PathLike, what: str = "file") -> bytes:
-    """The whole file as bytes; `what` names it in the error ("model", "signing key", ...)."""
+# The largest file any reader takes: a model, a package (64 MiB payload at most) or a dataset.
+# Checked with fstat before a byte is read, so a huge file, a device node such as /dev/zero or
+# a FIFO that never ends costs nothing; callers that expect small files pass a smaller bound.
+MAX_FILE_BYTES = 256 << 20
+MAX_KEY_FILE_BYTES = 64 << 10  # a PEM key is a few hundred bytes
+MAX_JSON_FILE_BYTES = 16 << 20  # slot maps, plans, adapter configs: kilobytes in practice
+
+
+def read_bytes(path: PathLike, what: str = "file", *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The whole file as bytes; `what` names it in the error ("model", "signing key", ...).
+
+    Only a regular file of at most `max_bytes` bytes is read: a directory, a device, a FIFO or
+    a socket is refused after `fstat` on the opened descriptor (so the check applies to the file
+    that is read, not to a path swapped in between), and so is a larger file, before reading.
+    O_NONBLOCK keeps the open of a FIFO from waiting for a writer."""
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise InputFileError(path, _os_problem(exc), what) from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputFileError(path, _OS_PROBLEMS[errno.EISDIR], what)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputFileError(path, "not a regular file (a device, FIFO or socket)", what)
+        if info.st_size > max_bytes:
+            raise InputFileError(path, f"{info.st_size} bytes, over the {max_bytes}-byte limit for a {what}", what)
+        chunks, total = [], 0
+        while total <= max_bytes:
+            # Ask for what fstat promised (plus one byte to see growth), never the whole bound:
+            # os.read allocates its buffer up front.
+            chunk = os.read(fd, min(max_bytes + 1 - total, max(info.st_size + 1 - total, 1 << 16)))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise InputFileError(path, _os_problem(exc), what) from exc
+    finally:
+        os.close(fd)
+    if total > max_bytes:  # the file grew after fstat
+        raise InputFileError(path, f"more than the {max_bytes}-byte limit for a {what}", what)
+    return b"".join(chunks)
 
 
-def read_text(path: PathLike, what: str = "file") -> str:
+def read_text(path: PathLike, what: str = "file", *, max_bytes: int = MAX_FILE_BYTES) -> str:
     """The whole file as UTF-8 text; binary bytes are refused with the offset of the first bad byte."""
-    data = read_bytes(path, what)
+    data = read_bytes(path, what, max_bytes=max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -132,9 +169,9 @@ def read_text(path: PathLike, what: str = "file") -> str:
                                    f"is not UTF-8)", what) from exc
 
 
-def read_json(path: PathLike, what: str = "JSON file") -> Any:
+def read_json(path: PathLike, what: str = "JSON file", *, max_bytes: int = MAX_JSON_FILE_BYTES) -> Any:
     """The file parsed as JSON; empty, binary or malformed files are refused with line and column."""
-    text = read_text(path, what)
+    text = read_text(path, what, max_bytes=max_bytes)
     if not text.strip():
         raise InputFileError(path, "the file is empty, expected JSON", what)
     return parse_json_bounded(text, what, path=path)
@@ -173,5 +210,5 @@ def read_npz(path: PathLike, what: str = "array archive") -> dict[str, np.ndarra
         raise InputFileError(path, f"not a valid .npz archive: {' '.join(str(exc).split())}", what) from exc
 
 
-__all__ = ["MAX_JSON_DEPTH", "MAX_JSON_INT_DIGITS", "json_depth", "parse_json_bounded", "read_bytes",
+__all__ = ["MAX_FILE_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES", "MAX_JSON_INT_DIGITS", "MAX_KEY_FILE_BYTES", "json_depth", "parse_json_bounded", "read_bytes",
            "read_json", "read_npy", "read_npz", "read_text"]

@@ -17,7 +17,8 @@ import numpy as np
 
 # Importing the package registers every kernel (one explicit import line per op module).
 import tinyswap.kernels  # noqa: F401
-from tinyswap.errors import InterpreterError, KernelError, ModelError, TinySwapError, UnsupportedOpError
+from tinyswap.errors import InputFileError, InterpreterError, KernelError, ModelError, TinySwapError, UnsupportedOpError
+from tinyswap.files import read_bytes
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile, TensorQuant, TensorSpec
 from tinyswap.kernels.registry import get_kernel
 from tinyswap.planner import BufferRequest, MemoryPlan, plan_memory
@@ -63,10 +64,9 @@ class Interpreter:
             raise InterpreterError("give exactly one of model_path= or model_content=")
         if model_path is not None:
             try:
-                with open(model_path, "rb") as f:
-                    model_content = f.read()
-            except OSError as exc:
-                raise ModelError(f"cannot read model file {os.fspath(model_path)!r}: {exc}") from exc
+                model_content = read_bytes(model_path, "model")
+            except InputFileError as exc:
+                raise ModelError(f"cannot read model file {os.fspath(model_path)!r}: {exc.problem}") from exc
         try:
             self._profile = Profile(profile)
         except ValueError:
@@ -372,8 +372,7 @@ class Interpreter:
 
 def load(path: str | os.PathLike[str], *, writable: bool = False) -> Buffer:
     """Read a model file; `writable=True` returns a bytearray that slots can be patched into."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data = read_bytes(path, "model")
     return bytearray(data) if writable else data
 
 

@@ -5,7 +5,7 @@ bundle's base model. Layout (little-endian):
 
     offset  size  field
     0       4     magic b"TSAP"
-    4       2     format version (1)
+    4       2     format version: 1 (plaintext) or 2 (encrypted payload, see below)
     6       4     metadata length M (JSON, UTF-8)
     10      M     metadata
     10+M    8     payload length P
@@ -14,7 +14,19 @@ bundle's base model. Layout (little-endian):
     50+M+P  32    signer key id: SHA-256 of the raw Ed25519 public key
     82+M+P  64    Ed25519 signature of bytes [0, 82+M+P)
 
-Nothing may follow. The metadata's shape is checked completely before anything reads it (every
+Nothing may follow. Format version 2 is the same layout with an encrypted payload: the metadata
+carries an `encryption` object (content algorithm, nonce, plaintext length, up to
+`MAX_RECIPIENTS` recipients with their wrapped content keys; fields, cryptography and why in
+`tinyswap.envelope`), the payload is the AES-256-GCM ciphertext of the plaintext payload
+followed by its 16-byte tag (P = plaintext length + 16), and the tensor table tiles the
+*plaintext* length. The digest and the signature cover the ciphertext and the wrapped keys. A
+version-1 package never has an `encryption` field and a version-2 one always has it, so a
+reader that knows only version 1 refuses an encrypted package by its version instead of
+writing ciphertext into a slot. Parsing a version-2 package does not decrypt it: its tensor
+bytes are unavailable (`SealedPackageError`) until `tinyswap.envelope.open_package` has
+verified the AEAD tag with a device key.
+
+The metadata's shape is checked completely before anything reads it (every
 field the swap manager uses has its JSON type; `tags` is absent or an object of string ->
 string), and the tensors tile the payload exactly, in order. Verification (SUIT, RFC 9124
 style): structure and bounds, digest, a
@@ -25,8 +37,10 @@ failure is its own `PackageError` subclass and changes nothing.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
+import re
 import struct
 from functools import cached_property
 from dataclasses import dataclass, field
@@ -43,12 +57,21 @@ from tinyswap.files import parse_json_bounded
 
 MAGIC = b"TSAP"
 FORMAT_VERSION = 1
+ENCRYPTED_FORMAT_VERSION = 2
 MAX_METADATA_BYTES = 1 << 20
 MAX_PAYLOAD_BYTES = 64 << 20
 _HEAD = struct.Struct("<4sHI")
 _LEN64 = struct.Struct("<Q")
 DIGEST_BYTES, KEY_ID_BYTES, SIGNATURE_BYTES = 32, 32, 64
 _TRAILER = DIGEST_BYTES + KEY_ID_BYTES + SIGNATURE_BYTES
+#: The largest well-formed package: what a file reader may read before parsing refuses the rest.
+MAX_PACKAGE_BYTES = 4 + 2 + 4 + MAX_METADATA_BYTES + 8 + MAX_PAYLOAD_BYTES + _TRAILER
+#: Encrypted payloads (format version 2): bounds of the `encryption` metadata object.
+MAX_RECIPIENTS = 64  # a device group's worth; bounds the parser's work before the signature is checked
+AEAD_TAG_BYTES = 16  # AES-GCM's full-length tag; the ciphertext is the plaintext length + 16
+AEAD_NONCE_BYTES = 12  # AES-GCM's 96-bit nonce (NIST SP 800-38D's recommended length)
+X25519_KEY_BYTES = 32
+WRAPPED_KEY_BYTES = 40  # a 32-byte content key under AES key wrap (RFC 3394): n + 8 bytes
 
 
 class PackageError(TinySwapError):
@@ -95,6 +118,45 @@ class RollbackError(PackageError):
     """The package's sequence number is not above the last accepted for its name."""
 
 
+class SealedPackageError(PackageError):
+    """The package's payload is encrypted and was not decrypted: its tensor bytes are unavailable."""
+
+
+class ContentAlgorithm(str, enum.Enum):
+    """How the payload is encrypted (a `str` enum: the metadata holds its value)."""
+
+    A256GCM = "A256GCM"  # AES-256-GCM, 96-bit nonce, 128-bit tag
+
+
+class KeyWrapAlgorithm(str, enum.Enum):
+    """How each recipient's copy of the content key is wrapped (see `tinyswap.envelope`)."""
+
+    X25519_HKDF_A256KW = "ECDH-ES+X25519+HKDF-SHA256+A256KW"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One device (or device group) a package is encrypted for."""
+
+    key_id: bytes  # SHA-256 of the recipient's raw X25519 public key
+    ephemeral_key: bytes  # the sender's one-use X25519 public key for this recipient (raw, 32 bytes)
+    wrapped_key: bytes  # the content key under this recipient's key-encryption key (40 bytes)
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """The `encryption` metadata object of a version-2 package, checked and typed."""
+
+    algorithm: ContentAlgorithm
+    key_wrap: KeyWrapAlgorithm
+    nonce: bytes
+    plaintext_length: int
+    recipients: tuple[Recipient, ...]
+
+    def recipient(self, kid: bytes) -> Recipient | None:
+        return next((r for r in self.recipients if r.key_id == kid), None)
+
+
 @dataclass(frozen=True)
 class PackageTensor:
     layer: str
@@ -116,6 +178,11 @@ class AdapterPackage:
     key_id: bytes
     signature: bytes
     raw: bytes = field(repr=False)
+    # Format version 2: the checked `encryption` object. `payload` is then the ciphertext and
+    # its tag until `tinyswap.envelope.open_package` returns a copy whose `payload` is the
+    # plaintext (`decrypted`); `raw`, `digest` and `content_digest` stay the encrypted file's.
+    encryption: Encryption | None = None
+    decrypted: bool = False
 
     @property
     def name(self) -> str:
@@ -131,7 +198,26 @@ class AdapterPackage:
         the swap path asks for it many times)."""
         return self.digest.hex()
 
+    @property
+    def sealed(self) -> bool:
+        """Encrypted and not decrypted: the payload is ciphertext, no tensor bytes to give."""
+        return self.encryption is not None and not self.decrypted
+
+    @property
+    def metadata_bytes(self) -> bytes:
+        """The metadata exactly as the file holds it (UTF-8 JSON)."""
+        meta_len = _HEAD.unpack_from(self.raw, 0)[2]
+        return self.raw[_HEAD.size : _HEAD.size + meta_len]
+
+    @property
+    def ram_bytes(self) -> int:
+        """What holding this package costs RAM: the file, plus the plaintext once decrypted."""
+        return len(self.raw) + (len(self.payload) if self.decrypted else 0)
+
     def tensor_bytes(self, t: PackageTensor) -> memoryview:
+        if self.sealed:
+            raise SealedPackageError(f"package {self.name!r} is encrypted and was not decrypted: its tensor bytes "
+                                     "are available only after a device key opened it (tinyswap.envelope)")
         return self.payload[t.offset : t.offset + t.length]
 
     @cached_property
@@ -142,6 +228,14 @@ class AdapterPackage:
         return {(t.layer, t.role): self.tensor_bytes(t) for t in self.tensors}
 
 
+_HEX = re.compile(r"[0-9a-f]*")
+#: `encryption` object fields and their JSON types; binary fields are lowercase hex of a fixed length.
+_ENCRYPTION_FIELDS = {"algorithm": str, "key_wrap": str, "nonce": str, "plaintext_length": int, "recipients": list}
+_RECIPIENT_FIELDS = {"key_id": KEY_ID_BYTES, "ephemeral_key": X25519_KEY_BYTES, "wrapped_key": WRAPPED_KEY_BYTES}
+
+#: Sequence numbers are unsigned 64-bit counters on a device (a C `uint64_t`, the record's
+#: anti-rollback field); kept below 2**63 so every language's signed 64-bit integer holds them.
+MAX_SEQUENCE = 2**63 - 1
 _REQUIRED = {"name": str, "version": str, "sequence": int, "base_digest": str, "kind": str, "tensors": list}
 #: Tensor table entry fields and their JSON types (`shape` is a list of ints).
 _TENSOR_FIELDS = {"layer": str, "role": str, "shape": list, "dtype": str, "offset": int, "length": int}
@@ -162,6 +256,8 @@ def check_metadata(metadata: Any) -> None:
         if not _is(metadata.get(key), kind):
             raise PackageFormatError(f"metadata field {key!r} must be a {kind.__name__}, got {metadata.get(key)!r}")
     name = metadata["name"]
+    if not 0 <= metadata["sequence"] <= MAX_SEQUENCE:
+        raise PackageFormatError(f"package {name!r}: sequence {metadata['sequence']} is outside 0..{MAX_SEQUENCE}")
     tags = metadata.get("tags")
     if tags is not None:
         if not isinstance(tags, dict):
@@ -173,6 +269,57 @@ def check_metadata(metadata: Any) -> None:
                                          f"got {type(value).__name__} {value!r}")
 
 
+def _hex_field(value: Any, size: int, where: str) -> bytes:
+    """Exactly `size` bytes as lowercase hex (one spelling per value: no case or padding games)."""
+    if not isinstance(value, str) or len(value) != 2 * size or not _HEX.fullmatch(value):
+        shown = value if isinstance(value, str) and len(value) <= 2 * size + 8 else type(value).__name__
+        raise PackageFormatError(f"{where} must be {size} bytes as lowercase hex, got {shown!r}")
+    return bytes.fromhex(value)
+
+
+def parse_encryption(value: Any, name: str) -> Encryption:
+    """The `encryption` object of a version-2 package, every field's type and length checked
+    before use; raises `PackageFormatError` naming the package and the field."""
+    where = f"package {name!r}: encryption"
+    if not isinstance(value, dict):
+        raise PackageFormatError(f"{where} must be an object, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(_ENCRYPTION_FIELDS))
+    if unknown:
+        raise PackageFormatError(f"{where} has unknown fields {unknown}")
+    for key, kind in _ENCRYPTION_FIELDS.items():
+        if not _is(value.get(key), kind):
+            shown = value.get(key) if not isinstance(value.get(key), (list, dict)) else type(value.get(key)).__name__
+            raise PackageFormatError(f"{where} field {key!r} must be a {kind.__name__}, got {shown!r}")
+    try:
+        algorithm = ContentAlgorithm(value["algorithm"])
+    except ValueError:
+        raise PackageFormatError(f"{where} algorithm {value['algorithm'][:40]!r} is not supported "
+                                 f"(this reader knows {[a.value for a in ContentAlgorithm]})") from None
+    try:
+        key_wrap = KeyWrapAlgorithm(value["key_wrap"])
+    except ValueError:
+        raise PackageFormatError(f"{where} key_wrap {value['key_wrap'][:60]!r} is not supported "
+                                 f"(this reader knows {[a.value for a in KeyWrapAlgorithm]})") from None
+    nonce = _hex_field(value["nonce"], AEAD_NONCE_BYTES, f"{where} nonce")
+    if not 0 <= value["plaintext_length"] <= MAX_PAYLOAD_BYTES - AEAD_TAG_BYTES:
+        raise PackageFormatError(f"{where} plaintext_length {value['plaintext_length']} is out of range")
+    entries = value["recipients"]
+    if not 1 <= len(entries) <= MAX_RECIPIENTS:
+        raise PackageFormatError(f"{where} lists {len(entries)} recipients; 1 to {MAX_RECIPIENTS} are allowed")
+    recipients = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise PackageFormatError(f"{where} recipient {i} must be an object, got {type(entry).__name__}")
+        if set(entry) != set(_RECIPIENT_FIELDS):
+            raise PackageFormatError(f"{where} recipient {i} has fields {sorted(entry)[:8]}, expected "
+                                     f"{sorted(_RECIPIENT_FIELDS)}")
+        fields = {k: _hex_field(entry[k], size, f"{where} recipient {i} {k}") for k, size in _RECIPIENT_FIELDS.items()}
+        recipients.append(Recipient(**fields))
+    if len({r.key_id for r in recipients}) != len(recipients):
+        raise PackageFormatError(f"{where} names a recipient key twice")
+    return Encryption(algorithm, key_wrap, nonce, value["plaintext_length"], tuple(recipients))
+
+
 def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
     """Check every bound and the digest; raise `PackageFormatError` / `PackageDigestError`."""
     raw = bytes(data)
@@ -181,8 +328,9 @@ def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
     magic, version, meta_len = _HEAD.unpack_from(raw, 0)
     if magic != MAGIC:
         raise PackageFormatError(f"magic is {magic!r}, expected {MAGIC!r}: not a tinyswap adapter package")
-    if version != FORMAT_VERSION:
-        raise PackageFormatError(f"format version {version} is not supported (this reader knows {FORMAT_VERSION})")
+    if version not in (FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION):
+        raise PackageFormatError(f"format version {version} is not supported (this reader knows "
+                                 f"{FORMAT_VERSION} and {ENCRYPTED_FORMAT_VERSION})")
     if meta_len > MAX_METADATA_BYTES or _HEAD.size + meta_len + _LEN64.size > len(raw):
         raise PackageFormatError(f"metadata length {meta_len} runs past the {len(raw)}-byte package")
     pos = _HEAD.size + meta_len
@@ -205,6 +353,17 @@ def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
     except (UnicodeDecodeError, json.JSONDecodeError, InputFileError) as exc:
         raise PackageFormatError(f"metadata is not UTF-8 JSON: {exc}") from None
     check_metadata(metadata)
+    encryption = None
+    plaintext_len = payload_len
+    if version == ENCRYPTED_FORMAT_VERSION:
+        encryption = parse_encryption(metadata.get("encryption"), metadata["name"])
+        plaintext_len = encryption.plaintext_length
+        if payload_len != plaintext_len + AEAD_TAG_BYTES:
+            raise PackageFormatError(f"package {metadata['name']!r}: encrypted payload is {payload_len} bytes, expected "
+                                     f"the {plaintext_len}-byte plaintext plus the {AEAD_TAG_BYTES}-byte tag")
+    elif "encryption" in metadata:
+        raise PackageFormatError(f"package {metadata['name']!r}: an 'encryption' object needs format version "
+                                 f"{ENCRYPTED_FORMAT_VERSION}, this package says {version}")
     tensors = []
     end_of_previous = 0
     for i, t in enumerate(metadata["tensors"]):
@@ -222,21 +381,21 @@ def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
         itemsize = np.dtype(pt.dtype).itemsize
         if any(d < 0 for d in pt.shape) or pt.length != itemsize * int(np.prod(pt.shape, dtype=object)):
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): {pt.length} bytes do not hold shape {pt.shape}")
-        if pt.offset < 0 or pt.offset + pt.length > payload_len:
+        if pt.offset < 0 or pt.offset + pt.length > plaintext_len:
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): bytes [{pt.offset}, {pt.offset + pt.length}) "
-                                     f"run past the {payload_len}-byte payload")
+                                     f"run past the {plaintext_len}-byte payload")
         if pt.offset != end_of_previous:  # concatenated in metadata order: no gap, no overlap
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): starts at payload offset {pt.offset}, "
                                      f"expected {end_of_previous} (tensors are concatenated in order)")
         end_of_previous = pt.offset + pt.length
         tensors.append(pt)
-    if end_of_previous != payload_len:
-        raise PackageFormatError(f"package {metadata['name']!r}: payload length {payload_len} is not the sum of its "
+    if end_of_previous != plaintext_len:
+        raise PackageFormatError(f"package {metadata['name']!r}: payload length {plaintext_len} is not the sum of its "
                                  f"tensors' lengths ({end_of_previous})")
     return AdapterPackage(
         metadata=metadata, tensors=tuple(tensors), payload=memoryview(raw)[pos:body_end], digest=digest,
         key_id=raw[body_end + DIGEST_BYTES : body_end + DIGEST_BYTES + KEY_ID_BYTES],
-        signature=raw[end - SIGNATURE_BYTES : end], raw=raw,
+        signature=raw[end - SIGNATURE_BYTES : end], raw=raw, encryption=encryption,
     )
 
 
@@ -280,11 +439,9 @@ def check_slot_layout(package: AdapterPackage, slot_tensors: list[Mapping[str, A
             raise SlotShapeError(f"{key[0]}/{key[1]}: package has {t.shape} {t.dtype}, slot has {tuple(e['shape'])} {e['dtype']}")
 
 
-def verify_package(package: AdapterPackage, keyring: Keyring, base_digest: str,
-                   slot_tensors: list[Mapping[str, Any]], last_sequence: Mapping[str, int]) -> None:
-    """Signature, base binding, slot layout and anti-rollback, in that order (the digest was
-    checked by `parse_package`). Raises a `PackageError` subclass; changes nothing."""
-    check_metadata(package.metadata)  # parse_package checked it; a hand-built AdapterPackage may not be
+def verify_signature(package: AdapterPackage, keyring: Keyring) -> None:
+    """A trusted key and its Ed25519 signature over everything before the signature (for an
+    encrypted package: the ciphertext and the wrapped keys too)."""
     public_key = keyring.get(package.key_id)
     if public_key is None:
         raise UnknownKeyError(f"package {package.name!r} is signed by untrusted key {package.key_id.hex()[:16]}...")
@@ -292,6 +449,14 @@ def verify_package(package: AdapterPackage, keyring: Keyring, base_digest: str,
         public_key.verify(package.signature, package.raw[: len(package.raw) - SIGNATURE_BYTES])
     except InvalidSignature:
         raise SignatureError(f"package {package.name!r}: the Ed25519 signature does not verify") from None
+
+
+def verify_package(package: AdapterPackage, keyring: Keyring, base_digest: str,
+                   slot_tensors: list[Mapping[str, Any]], last_sequence: Mapping[str, int]) -> None:
+    """Signature, base binding, slot layout and anti-rollback, in that order (the digest was
+    checked by `parse_package`). Raises a `PackageError` subclass; changes nothing."""
+    check_metadata(package.metadata)  # parse_package checked it; a hand-built AdapterPackage may not be
+    verify_signature(package, keyring)
     if package.metadata["base_digest"] != base_digest:
         raise WrongBaseModelError(f"package {package.name!r} is for base {package.metadata['base_digest'][:16]}..., "
                                   f"this model is {base_digest[:16]}...")
@@ -313,7 +478,23 @@ def build_package(metadata: dict[str, Any], tensors: list[tuple[str, str, np.nda
         entries.append({"layer": layer, "role": role, "shape": list(array.shape), "dtype": array.dtype.name,
                         "offset": len(payload), "length": len(data)})
         payload += data
-    meta = json.dumps({**metadata, "tensors": entries}, sort_keys=True, separators=(",", ":")).encode()
-    body = _HEAD.pack(MAGIC, FORMAT_VERSION, len(meta)) + meta + _LEN64.pack(len(payload)) + bytes(payload)
+    meta = serialise_metadata({**metadata, "tensors": entries})
+    return assemble_package(FORMAT_VERSION, meta, bytes(payload), private_key)
+
+
+def serialise_metadata(metadata: Mapping[str, Any]) -> bytes:
+    """The metadata as the packer writes it: sorted keys, no whitespace, ASCII JSON."""
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
+
+
+def header(version: int, metadata: bytes) -> bytes:
+    """Bytes [0, 10+M): magic, format version, metadata length, metadata (what the envelope's
+    AEAD authenticates as associated data)."""
+    return _HEAD.pack(MAGIC, version, len(metadata)) + metadata
+
+
+def assemble_package(version: int, metadata: bytes, payload: bytes, private_key: Ed25519PrivateKey) -> bytes:
+    """Lay out, digest and sign a package from its serialised metadata and payload."""
+    body = header(version, metadata) + _LEN64.pack(len(payload)) + payload
     signed = body + hashlib.sha256(body).digest() + key_id(private_key.public_key())
     return signed + private_key.sign(signed)

@@ -36,7 +36,7 @@ from tinyswap.errors import ModelError, TinySwapError
 from tinyswap.reader import BufferDef, ModelDef, read_model
 from tinyswap.schema import TensorType
 from tinyswap.errors import InputFileError
-from tinyswap.files import parse_json_bounded
+from tinyswap.files import read_json
 
 SLOTMAP_FORMAT = "tinyswap-slotmap"
 SLOTMAP_VERSION = 1
@@ -195,8 +195,8 @@ class SlotMap:
     @classmethod
     def load(cls, path: str | Path) -> "SlotMap":
         try:
-            raw = parse_json_bounded(Path(path).read_text(), "slot map", path=path)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, InputFileError) as exc:
+            raw = read_json(path, "slot map")
+        except InputFileError as exc:
             raise SlotMapError(f"cannot read slot map {path}: {exc}") from None
         return cls.from_json(raw)
 

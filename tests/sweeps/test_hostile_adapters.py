@@ -28,12 +28,13 @@ from tests.conftest import FULL
 
 NAN, INF = float("nan"), float("inf")
 BAD_NUMBERS = ["four", 0, -4, True, False, None, NAN, INF, -INF, 4.5, [4], {"r": 4}, 10 ** 30]
+HUGE_ALPHAS = [1e308, -1e308, 1e300]  # finite numbers whose scaled delta overflows float64
 BAD_OBJECTS = [["ab"], "ab", 3, None, {"fc2": "x"}, {"fc2": None}, {"(": 2}, {"fc2": 2}]
 
 # (format, field, values): a JSON field of the config file; "targets.fc2.rank" addresses nested keys.
 CONFIG_CHANGES: list[tuple[str, str, list[Any]]] = [
     ("tinyswap", "targets.fc2.rank", BAD_NUMBERS),
-    ("tinyswap", "targets.fc2.alpha", BAD_NUMBERS),
+    ("tinyswap", "targets.fc2.alpha", BAD_NUMBERS + HUGE_ALPHAS),
     ("tinyswap", "targets.fc2", [4, "x", None, [], {}]),
     ("tinyswap", "targets", [[], {}, None, "fc2", {"fc2": {"rank": 4}, "fc9": {"rank": 4}}]),
     ("tinyswap", "tags", BAD_OBJECTS + [{"task": 3}, {"task": None}, {"task": ["a"]}]),
@@ -43,7 +44,7 @@ CONFIG_CHANGES: list[tuple[str, str, list[Any]]] = [
     ("tinyswap", "kind", ["bottleneck", "ia3", None, 3]),
     ("tinyswap", "accuracy", ["high", NAN, INF, None, 0.5]),
     ("peft", "r", BAD_NUMBERS),
-    ("peft", "lora_alpha", BAD_NUMBERS),
+    ("peft", "lora_alpha", BAD_NUMBERS + HUGE_ALPHAS),
     ("peft", "rank_pattern", BAD_OBJECTS),
     ("peft", "alpha_pattern", BAD_OBJECTS),
     ("peft", "use_rslora", ["yes", 1, None, True]),
@@ -201,5 +202,9 @@ def test_the_known_hostile_cases_are_refused(tmp_path, smap) -> None:
     for i, case in enumerate(must_refuse):
         build_case(tmp_path / str(i), [case])
         assert check_case(tmp_path / str(i), smap).startswith("refused: "), case
+    for j, (fmt, field) in enumerate([("tinyswap", "targets.fc2.alpha"), ("peft", "lora_alpha")]):
+        build_case(tmp_path / f"huge{j}", [("config", fmt, field, 1e308)])
+        assert check_case(tmp_path / f"huge{j}", smap).startswith("pack refused: layer 'fc2': the adapter's values "
+                                                                  "overflow"), fmt
     build_case(tmp_path / "bf16", [("array", "peft", "A", "bfloat16")])
     assert check_case(tmp_path / "bf16", smap) == "loaded"

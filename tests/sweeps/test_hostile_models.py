@@ -12,9 +12,11 @@ sample; `TINYSWAP_FULL=1` runs more.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Callable
 
 import flatbuffers
@@ -367,3 +369,149 @@ def test_read_json_refuses_deep_and_long_json_naming_the_file(tmp_path) -> None:
         read_json(deep, "slot map")
     with pytest.raises(InputFileError, match=r"plan .*long\.json: JSON integer of 5000 digits"):
         read_json(long, "plan")
+
+
+# -- one generator over every kind: the bounded-time rule ------------------------------------
+#
+# Each case is one hostile file under 1 MB: a flatbuffer with shared tables or huge declared
+# sizes, a pooling window, or JSON (deep, long integers, overflowing floats, NaN literals, big
+# flat arrays) for every reader of JSON from outside: packages (with a valid digest and
+# signature, so only the bounds can refuse them), slot maps, scenarios, adapter configs, slot
+# plans and model specs. Every case must end in a typed refusal or a correct run within 1 s and
+# 256 MB. A case over the time limit is timed once more before it fails: the rule is about
+# the work a file causes, not about a neighbour process taking the CPU for a moment.
+
+GENERATED_CASES = 1200 if FULL else 80
+GENERATED_TIME_LIMIT = 1.0
+FILE_LIMIT = 1 << 20
+
+
+def _json_value(rng: np.random.Generator) -> str:
+    """One hostile JSON value (text), under 1 MB."""
+    kind = int(rng.integers(0, 7))
+    if kind == 0:  # deep
+        depth = int(rng.choice([MAX_JSON_DEPTH - 2, MAX_JSON_DEPTH + 1, 1000, 100_000, 400_000]))
+        return ("[" * depth + "]" * depth) if rng.integers(0, 2) else ('{"a":' * depth + "1" + "}" * depth)
+    if kind == 1:  # long integers
+        return ("-" if rng.integers(0, 2) else "") + "9" * int(rng.choice([19, 20, 64, 65, 4300, 100_000, 900_000]))
+    if kind == 2:  # floats that overflow, or constants strict JSON does not have
+        return str(rng.choice(["1e999", "-1e999", "NaN", "Infinity", "-Infinity", "1e-999", "4.9e-324"]))
+    if kind == 3:  # a big flat array of numbers
+        return "[" + ",".join(["0"] * int(rng.integers(1, 200_000))) + "]"
+    if kind == 4:  # brackets inside strings (do not nest) and long strings
+        return '"' + "[{" * int(rng.integers(1, 300_000)) + '"'
+    if kind == 5:
+        return str(rng.choice(["null", "true", "{}", "[]", '""', "-0", "0.0"]))
+    return "[" + ",".join(['{"a":[1,{"b":null}]}'] * int(rng.integers(1, 20_000))) + "]"
+
+
+def _json_case(rng: np.random.Generator, tmp: Path) -> tuple[str, Callable[[], str]]:
+    from tinyswap.export.adapter_source import load_adapter
+    from tinyswap.export.slot_plan import SlotPlan
+    from tinyswap.export.spec import load_spec
+    from tinyswap.firmware_sim.scenario import validate_scenario
+    from tinyswap.firmware_sim.scenario.files import parse_scenario_text
+    from tinyswap.package import build_package, parse_package
+    from tinyswap.slotmap import SlotMap
+
+    from tests.adapter_cases import KEY, example_bundle
+
+    value = _json_value(rng)
+    consumer = str(rng.choice(["package", "slotmap", "scenario", "adapter", "plan", "spec"]))
+    if consumer == "package":
+        smap = example_bundle("mlp").smap
+        field = str(rng.choice(["performance", "tags", "source", "sequence", "extra"]))
+        head = json.dumps({"name": "A", "version": "1", "kind": "lora", "base_digest": smap["base_digest"],
+                           "sequence": 1, "tensors": []})[:-1]
+        meta_text = head + f', "{field}": ' + value + "}"
+        try:
+            meta = json.loads(meta_text)
+        except (ValueError, RecursionError):
+            meta = None
+        if meta is None or len(meta_text) > FILE_LIMIT:
+            return consumer, lambda: "skipped"
+        # A valid digest and signature: only the parser's bounds stand between the JSON and the swap path.
+        try:
+            data = build_package({k: v for k, v in meta.items() if k != "tensors"}, [], KEY)
+        except (ValueError, RecursionError):
+            return consumer, lambda: "skipped"  # json.dumps refuses what it cannot write back
+
+        def run() -> str:
+            try:
+                parse_package(data)
+                return "parsed"
+            except TinySwapError:
+                return "refused"
+        return consumer, run
+    text = {"slotmap": '{"format": 1, "slots": ' + value + "}",
+            "scenario": '{"format": "tinyswap-scenario", "steps": ' + value + "}",
+            "adapter": '{"name": "a", "version": "1", "sequence": 1, "kind": "lora", "targets": ' + value + "}",
+            "plan": '{"layers": ' + value + "}",
+            "spec": '{"name": "m", "input_shape": ' + value + "}"}[consumer]
+    if len(text) > FILE_LIMIT:
+        return consumer, lambda: "skipped"
+    path = tmp / f"{consumer}.json"
+    if consumer == "adapter":
+        path = tmp / "adapter"
+        path.mkdir(exist_ok=True)
+        (path / "adapter.json").write_text(text)
+        np.savez(path / "adapter.npz", **{"fc2/A": np.zeros((4, 128), np.float32), "fc2/B": np.zeros((64, 4), np.float32)})
+    else:
+        path.write_text(text)
+    load = {"slotmap": lambda: SlotMap.load(path), "scenario": lambda: validate_scenario(parse_scenario_text(text)),
+            "adapter": lambda: load_adapter(path), "plan": lambda: SlotPlan.load(path),
+            "spec": lambda: load_spec(path)}[consumer]
+
+    def run() -> str:
+        try:
+            load()
+            return "parsed"
+        except TinySwapError:
+            return "refused"
+    return consumer, run
+
+
+def _model_case(rng: np.random.Generator) -> tuple[str, Callable[[], str]]:
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        case = dict(n_subgraphs=int(rng.choice([1, 1, 2, 1000])), n_tensors=int(rng.integers(1, MAX_TENSORS + 8)),
+                    n_ops=int(rng.choice([0, 1, 1000, 50_000, MAX_OPERATORS + 1])),
+                    op_inputs=int(rng.integers(1, 5000)), scales=int(rng.choice([0, 1, 100, 10_000])),
+                    opcode=int(rng.choice([RESHAPE, RELU])))
+        data = shared_model(**case)
+        return "shared tables", lambda: run_model(data) if len(data) <= FILE_LIMIT else "skipped"
+    if kind == 1:
+        op = str(rng.choice(["MAX_POOL_2D", "AVERAGE_POOL_2D"]))
+        shape = (int(rng.integers(1, 3)), int(rng.integers(1, 65)), int(rng.integers(1, 65)), int(rng.integers(1, 9)))
+        filt = tuple(int(rng.choice(FILTERS)) for _ in range(2))
+        stride = tuple(int(rng.choice(STRIDES)) for _ in range(2))
+        same = bool(rng.integers(0, 2))
+        out_shape = (shape[0], _out(shape[1], filt[0], stride[0], same), _out(shape[2], filt[1], stride[1], same), shape[3])
+        data = pool_model(op, shape, out_shape, filt, stride, same)
+        return "pooling", lambda: run_model(data)
+    # huge declared sizes: an elementwise op over a tensor of up to the arena bound, or beyond
+    dims = tuple(int(rng.choice([1, 7, 1 << 16, 2**31 - 1])) for _ in range(int(rng.integers(1, 6))))
+    op = str(rng.choice(["RELU", "RELU6", "SOFTMAX"]))
+    x = Tensor("x", dims, np.int8, quant=Quant(0.1, 0))
+    y = Tensor("y", dims, np.int8, quant=Quant(1 / 256, -128) if op == "SOFTMAX" else Quant(0.1, 0))
+    data = build_model(Model([Operator(op, [x], [y], {"beta": 1.0} if op == "SOFTMAX" else {})], [x], [y]))
+    return f"huge shapes {op}", lambda: run_model(data)
+
+
+def _generated_cases() -> list[int]:
+    return list(range(GENERATED_CASES))
+
+
+@pytest.mark.parametrize("seed", _generated_cases())
+def test_generated_hostile_files_are_refused_or_run_within_one_second_and_256_mb(seed: int, tmp_path) -> None:
+    rng = np.random.default_rng([20261201, seed])
+    kind, run = _json_case(rng, tmp_path) if rng.integers(0, 2) else _model_case(rng)
+    outcome, elapsed, peak = timed_and_traced(run)
+    for _ in range(2):  # at most twice more: the work a file causes, not a moment of CPU contention
+        if elapsed < GENERATED_TIME_LIMIT:
+            break
+        outcome, again = timed(run)
+        elapsed = min(elapsed, again)
+    print(f"case {seed} ({kind}): {outcome} in {elapsed * 1e3:.1f} ms, peak {peak >> 20} MB")
+    assert outcome in ("ran", "refused", "parsed", "skipped")
+    assert elapsed < GENERATED_TIME_LIMIT and peak < MEMORY_LIMIT, (kind, outcome, elapsed, peak)

@@ -14,6 +14,9 @@ and check (`device_cases.check_device`):
   completed, "old" otherwise (a trial version never survives a reboot);
 * re-applying the same package (and confirming) converges to the clean run's final state.
 
+The `qspi+sd-enc` rig installs encrypted packages (`tinyswap.envelope`): the same invariants,
+plus no run of the plaintext payload in the store's flash after any cut.
+
 The default run replays a seeded sample of cut points on one rig per erase value; the
 exhaustive sweep over every rig x erase value x write alignment is marked slow:
 `TINYSWAP_FULL=1 .venv/bin/python -m pytest -p no:xdist -m "" -s tests/sweeps/test_power_loss.py`.
@@ -31,12 +34,17 @@ import pytest
 from tinyswap.firmware_sim.device import Device
 from tinyswap.firmware_sim.errors import PowerLoss
 from tinyswap.firmware_sim.flash import CutPoint, PowerCut
+from tinyswap.package import parse_package
 
 from tests.tinyswap.firmware_sim.device_cases import RIGS, Expect, bundle_for, check_device, fingerprint, inputs, \
-    packages_for
+    packages_for, packages_of
+from tests.tinyswap.test_envelope import leaked
+from tests.tinyswap.test_envelope import plaintext_windows as envelope_windows
 
 X = inputs(2)
-CI_COMBOS = [("qspi+sd", 0xFF, 1), ("nor4k", 0x00, 8), ("ram-nor4k", 0xFF, 1)]  # both erase values, XIP and RAM
+# Both erase values, XIP and RAM, and encrypted packages (the store keeps ciphertext; each
+# install and boot decrypts into RAM) on the mcu-qspi rig.
+CI_COMBOS = [("qspi+sd", 0xFF, 1), ("nor4k", 0x00, 8), ("ram-nor4k", 0xFF, 1), ("qspi+sd-enc", 0xFF, 1)]
 CI_SAMPLE = 10  # cut points per scenario and combo in the default run
 FULL_COMBOS = [(r, ev, a) for r in RIGS for ev in (0xFF, 0x00) for a in RIGS[r].aligns]
 CUT_COUNTS: dict[str, int] = {}
@@ -99,7 +107,7 @@ def expect(rig: str, pkgs: dict) -> Expect:
 @lru_cache(maxsize=None)
 def start_images(rig: str, ev: int, wa: int, start: str) -> tuple[tuple[str, bytes], ...]:
     r = RIGS[rig]
-    p = packages_for(r.alignment)
+    p = packages_of(rig)
     d = r.device(bundle_for(r.alignment), ev, wa)
     d.provision()
     d.boot()
@@ -115,6 +123,15 @@ def device_from(rig: str, ev: int, wa: int, start: str) -> Device:
     r = RIGS[rig]
     return r.device(bundle_for(r.alignment), ev, wa, flash_images=dict(start_images(rig, ev, wa, start)),
                     record_ops=False)
+
+
+@lru_cache(maxsize=None)
+def plaintext_windows(alignment: int) -> frozenset[bytes]:
+    """The 16-byte plaintext windows of the rig's packages (`test_envelope.plaintext_windows`)."""
+    out: set[bytes] = set()
+    for data in packages_for(alignment).values():
+        out |= envelope_windows(bytes(parse_package(data).payload))
+    return frozenset(out)
 
 
 def reboot(d: Device) -> None:
@@ -141,7 +158,7 @@ class Clean:
 @lru_cache(maxsize=None)
 def clean_run(rig: str, ev: int, wa: int, scenario: str) -> Clean:
     sc = SCENARIOS[scenario]
-    p = packages_for(RIGS[rig].alignment)
+    p = packages_of(rig)
     d = device_from(rig, ev, wa, sc.start)
     d.timeline.record_ops = True
     if not sc.op_boots:
@@ -164,7 +181,7 @@ def run_cut(rig: str, ev: int, wa: int, scenario: str, op: int, when: CutPoint) 
     sc = SCENARIOS[scenario]
     r = RIGS[rig]
     smap = bundle_for(r.alignment).smap
-    p = packages_for(r.alignment)
+    p = packages_of(rig)
     clean = clean_run(rig, ev, wa, scenario)
     d = device_from(rig, ev, wa, sc.start)
     if not sc.op_boots:
@@ -177,6 +194,8 @@ def run_cut(rig: str, ev: int, wa: int, scenario: str, op: int, when: CutPoint) 
     assert not d.booted and not d.power.powered
     reboot(d)
     outcome = check_device(d, smap, expect(rig, p), X)
+    if r.encrypted:  # encrypted at rest whatever the cut: no plaintext run reached the store
+        assert not leaked(plaintext_windows(r.alignment), d.partitions["store"].image_bytes())
     completed = op if when is CutPoint.AFTER else op - 1
     expected = "new" if sc.threshold and completed >= clean.k else "old"
     assert outcome == expected, f"cut {when.value} op {op}/{clean.n}: got {outcome}, expected {expected}"
@@ -226,7 +245,7 @@ def chained_cuts(rig: str, ev: int, wa: int, seed: int, cuts: int = 5) -> int:
     confirm); the invariants hold after each; the final state is the clean one."""
     r = RIGS[rig]
     smap = bundle_for(r.alignment).smap
-    p = packages_for(r.alignment)
+    p = packages_of(rig)
     sc = SCENARIOS["confirm"]  # final state: A2 confirmed
     final = clean_run(rig, ev, wa, "confirm").final
     rng = random.Random(seed)

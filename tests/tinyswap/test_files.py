@@ -103,3 +103,30 @@ def test_parse_json_bounded_passes_decoder_options() -> None:
     assert parse_json_bounded('{"a": 1, "a": 2}', object_pairs_hook=list) == [("a", 1), ("a", 2)]
     with pytest.raises(TypeError, match="parses integers itself"):
         parse_json_bounded("1", parse_int=int)
+
+
+def test_only_regular_files_within_the_bound_are_read(tmp_path: Path) -> None:
+    """A device node, a FIFO or a file over the bound is refused from `fstat` alone: nothing is
+    read, so /dev/zero or a pipe that never ends cannot exhaust memory or hang the reader."""
+    import os
+
+    special = [p for p in ("/dev/zero", "/dev/null", "/dev/urandom") if os.path.exists(p)]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe")  # opening must not block waiting for a writer
+        special.append(str(tmp_path / "pipe"))
+    assert special, "no special file to try on this system"
+    for path in special:
+        for reader in (read_bytes, read_text, read_json, read_npy, read_npz):
+            with pytest.raises(InputFileError, match="not a regular file"):
+                reader(path, "spec")
+    sparse = tmp_path / "sparse.bin"
+    with open(sparse, "wb") as f:
+        f.truncate(1 << 40)  # a terabyte on paper, no blocks on disk: the size alone refuses it
+    with pytest.raises(InputFileError, match=f"{1 << 40} bytes, over the 268435456-byte limit for a model"):
+        read_bytes(sparse, "model")
+    small = tmp_path / "small.json"
+    small.write_text('{"a": 1}')
+    assert read_json(small, max_bytes=8) == {"a": 1}
+    small.write_text('{"a": 12}')
+    with pytest.raises(InputFileError, match="9 bytes, over the 8-byte limit for a plan"):
+        read_json(small, "plan", max_bytes=8)

@@ -157,6 +157,8 @@ def test_metadata_field_types_and_the_tensor_table_are_checked_completely(bundle
         "'version' must be a str": _resigned(good, version=2),
         "'kind' must be a str": _resigned(good, kind=["lora"]),
         "'sequence' must be a int": _resigned(good, sequence="3"),
+        "sequence 9223372036854775808 is outside 0..9223372036854775807": _resigned(good, sequence=2**63),
+        "sequence -1 is outside": _resigned(good, sequence=-1),
         "'layer' must be a str": _resigned(good, tensors=[{**entries[0], "layer": 1}, *entries[1:]]),
         "'offset' must be a int": _resigned(good, tensors=[{**entries[0], "offset": 0.0}, *entries[1:]]),
         "is not a list of ints": _resigned(good, tensors=[{**entries[0], "shape": [True, 1]}, *entries[1:]]),

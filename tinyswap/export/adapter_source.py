@@ -45,7 +45,8 @@ import numpy as np
 
 from tinyswap.export.errors import AdapterSourceError
 from tinyswap.errors import InputFileError
-from tinyswap.files import parse_json_bounded
+from tinyswap.files import parse_json_bounded, read_bytes, read_json, read_npz
+from tinyswap.package import MAX_SEQUENCE
 
 PEFT_PREFIX = "base_model.model."
 KINDS = ("lora", "bottleneck")
@@ -105,8 +106,8 @@ def _identity(config: dict[str, Any], where: str, *, required: bool) -> None:
                 raise AdapterSourceError(f"{where}: {key!r} must be a non-empty string, got {config.get(key)!r}")
     if "sequence" in config or required:
         seq = config.get("sequence")
-        if not _is_int(seq) or seq < 0:
-            raise AdapterSourceError(f"{where}: 'sequence' must be a non-negative integer, got {seq!r}")
+        if not _is_int(seq) or not 0 <= seq <= MAX_SEQUENCE:
+            raise AdapterSourceError(f"{where}: 'sequence' must be an integer in 0..{MAX_SEQUENCE}, got {seq!r}")
     if config.get("accuracy") is not None:
         _number(config["accuracy"], f"{where}: 'accuracy'")
 
@@ -118,12 +119,9 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     Every bound is checked; non-float dtypes are refused with the tensor named."""
     name = path.name
     try:
-        with open(path, "rb") as f:
-            if not path.is_file():
-                raise AdapterSourceError(f"{path} is not a regular file")
-            raw = f.read()
-    except OSError as exc:
-        raise AdapterSourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raw = read_bytes(path, "safetensors file")
+    except InputFileError as exc:
+        raise AdapterSourceError(f"cannot read {path}: {exc.problem}") from exc
     if len(raw) < 8:
         raise AdapterSourceError(f"{name}: {len(raw)} bytes is too short for a safetensors file")
     n = int.from_bytes(raw[:8], "little")
@@ -222,8 +220,8 @@ def load_adapter(path: str | Path, *, name: str | None = None, version: str | No
 
 
 def _sequence_arg(sequence: Any) -> int:
-    if not _is_int(sequence) or sequence < 0:
-        raise AdapterSourceError(f"sequence must be a non-negative integer, got {sequence!r}")
+    if not _is_int(sequence) or not 0 <= sequence <= MAX_SEQUENCE:
+        raise AdapterSourceError(f"sequence must be an integer in 0..{MAX_SEQUENCE}, got {sequence!r}")
     return sequence
 
 
@@ -231,10 +229,9 @@ def load_tinyswap(path: str | Path) -> FloatAdapter:
     path = Path(path)
     cfg_file = path / "adapter.json"
     try:
-        config = parse_json_bounded(cfg_file.read_text(), "adapter.json", path=cfg_file)
-        with np.load(path / "adapter.npz", allow_pickle=False) as npz:
-            raw = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, InputFileError, EOFError) as exc:
+        config = read_json(cfg_file, "adapter.json")
+        raw = read_npz(path / "adapter.npz", "adapter.npz")
+    except InputFileError as exc:
         raise AdapterSourceError(f"cannot read adapter {path}: {exc}") from exc
     if not isinstance(config, dict):
         raise AdapterSourceError(f"{cfg_file} must hold a JSON object")
@@ -299,8 +296,8 @@ def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
 def _read_json_object(file: Path) -> dict[str, Any]:
     """A JSON object from an adapter directory's file (bounded), or one `AdapterSourceError`."""
     try:
-        value = parse_json_bounded(file.read_text(), file.name, path=file)
-    except (OSError, ValueError, InputFileError) as exc:
+        value = read_json(file, file.name)
+    except InputFileError as exc:
         raise AdapterSourceError(f"cannot read {file}: {exc}") from exc
     if not isinstance(value, dict):
         raise AdapterSourceError(f"{file} must hold a JSON object")

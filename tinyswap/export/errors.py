@@ -52,5 +52,31 @@ class PackError(ExportError):
     """The adapter cannot be packed for this bundle (unknown layer, wrong kind, bad files)."""
 
 
+class PublishError(ExportError):
+    """The adapter repository cannot be created or changed as asked (`tinyswap repo ...`); every
+    check runs before the first file is written, so a refusal leaves the repository as it was."""
+
+
+class RepositoryDirError(PublishError):
+    """The repository folder is missing, not a folder, not a repository, or already one (init)."""
+
+
+class RoleKeyError(PublishError):
+    """A role key cannot be used: missing or unreadable file, not Ed25519, or a bad threshold."""
+
+
+class WrongRoleKeyError(RoleKeyError):
+    """A key was given for a role whose keys (in the current root) do not include it."""
+
+
+class TooFewKeysError(RoleKeyError):
+    """Fewer keys of a role were given than its threshold of signatures needs."""
+
+
+class RepositoryTargetError(PublishError):
+    """A package cannot be listed (not a valid package, or a name unusable as a target path)."""
+
+
 __all__ = ["AdapterQuantError", "AdapterSourceError", "BuilderError", "ExportError", "GraphError", "LayoutError",
-           "OptionError", "PackError", "SlotPlanError", "SpecError"]
+           "OptionError", "PackError", "PublishError", "RepositoryDirError", "RepositoryTargetError", "RoleKeyError",
+           "SlotPlanError", "SpecError", "TooFewKeysError", "WrongRoleKeyError"]

@@ -138,7 +138,8 @@ class BootSequence:
         d = self.device
         chosen = d.snapshot_of(record.boot_state.state, record.boot_state.active)
         manager = SwapManager(image, d.slotmap, d.keyring, cache=PackageCache(d.cache_budget),
-                              fetch=d._fetch, on_commit=d._on_commit, on_event=d._on_event)
+                              fetch=d._fetch, on_commit=d._on_commit, on_event=d._on_event,
+                              device_keys=d.device_keys)
         restored = manager.restore_state(dict(chosen.state), d._fetch_or_none)
         d._image, d._manager = image, manager
         d._active = {n: w for n, w in chosen.active.items() if n in manager.adapters}

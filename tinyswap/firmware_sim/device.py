@@ -21,8 +21,14 @@ Why it is built this way (docs/architecture.md "The device", docs/storage-facts.
   set runs on trial; `confirm()` makes it permanent; a boot that finds a trial record goes
   back to the confirmed state. `permanent=True` skips the trial.
 * OTA `install` verifies everything (size, format, digest, key, signature, base model, slot
-  layout, sequence number, device class) before the first flash operation, so a refused
-  package leaves the flash and its counters exactly as they were.
+  layout, sequence number, decryption of an encrypted package, device class) before the first
+  flash operation, so a refused package leaves the flash and its counters exactly as they were.
+  An encrypted package (`tinyswap.envelope`) stays encrypted in the store; only RAM holds its
+  plaintext, and each decryption's CPU time is charged (`crypto_cost.py`).
+* Reports (`report_log.py`, off unless `enable_report_log()`): every operation and refusal
+  appends one entry after its own commit, in the adapter store; boot reconciles the log with
+  the committed record. Attestation (`identity.py`, `tinyswap.attestation`): `attest(nonce)`
+  signs what the device committed with its identity key.
 * Any `PowerLoss` leaves the device unbooted (RAM is gone); `power_on()` then `boot()`.
   A `FlashMisuseError` (a driver bug) is never worked around: it propagates.
 
@@ -39,6 +45,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tinyswap.firmware_sim.board import (
     METADATA_PARTITION,
@@ -52,6 +60,7 @@ from tinyswap.firmware_sim.board import (
 )
 from tinyswap.firmware_sim.boot import BootReport, BootSequence
 from tinyswap.firmware_sim.cost import ModelCost, model_cost
+from tinyswap.firmware_sim.crypto_cost import decrypt_seconds
 from tinyswap.firmware_sim.errors import (
     BaseModelError,
     DeviceClassError,
@@ -66,6 +75,8 @@ from tinyswap.firmware_sim.errors import (
 )
 from tinyswap.firmware_sim.flash import BadBlock, FlashDevice, FlashGeometry, Partition, PowerCut
 from tinyswap.firmware_sim.flashio import erase_sectors, pad_to_unit, program_range
+from tinyswap.firmware_sim.identity import attest as attest_device
+from tinyswap.firmware_sim.identity import check_identity_key
 from tinyswap.firmware_sim.layout import DeviceLayout
 from tinyswap.firmware_sim.lfs_store import AdapterStore
 from tinyswap.firmware_sim.metadata import MetadataStore
@@ -73,8 +84,21 @@ from tinyswap.firmware_sim.model_image import FlashModelImage, RamModelImage
 from tinyswap.firmware_sim.power import PowerSupply
 from tinyswap.firmware_sim.profiles import DEVICES, DeviceProfile, ModelPlacement, estimate_inference_seconds
 from tinyswap.firmware_sim.record import DeviceIdentity, DeviceRecord, Snapshot
+from tinyswap.firmware_sim.report_log import (
+    ALWAYS_REPORTED,
+    DEFAULT_MAX_ENTRIES,
+    DeviceReportLog,
+    EntryKind,
+    EntryOutcome,
+    LogEntry,
+    LogState,
+    boot_drafts,
+    draft,
+    reason_of,
+)
 from tinyswap.firmware_sim.storage import StorageProfile
 from tinyswap.firmware_sim.timeline import Timeline
+from tinyswap.envelope import DecryptWork, DeviceKeys
 from tinyswap.errors import TinySwapError
 from tinyswap.image import RamImage
 from tinyswap.interpreter import Interpreter
@@ -136,6 +160,9 @@ class Device:
     device_class: this device's class for packages that name classes (default: profile name).
     worst: charge datasheet maximum timings; record_ops: one trace event per flash operation.
     flash_images: start from these flash contents (`flash_images()` of another device).
+    device_keys: the device's (or its device group's) X25519 private keys, to decrypt
+        encrypted packages after they are verified; the store keeps them encrypted, only RAM
+        holds plaintext; each decryption is charged to the timeline ("decrypt", `crypto_cost`).
     """
 
     def __init__(self, profile: DeviceProfile | str, model: bytes | bytearray | str | Path,
@@ -147,7 +174,8 @@ class Device:
                  badblock: BadBlock = BadBlock.PROGERROR, arena_budget: int | None = None,
                  cache_budget: int | None = None, max_package_bytes: int | None = None,
                  device_class: str | None = None, store_block_cycles: int = 100, worst: bool = False,
-                 record_ops: bool = True, flash_images: Mapping[str, bytes] | None = None) -> None:
+                 record_ops: bool = True, flash_images: Mapping[str, bytes] | None = None,
+                 device_keys: Sequence[X25519PrivateKey] | None = None) -> None:
         self.profile = DEVICES[profile] if isinstance(profile, str) else profile
         data, raw_map = _read_bundle(model, slotmap)
         if raw_map is None or keyring is None:
@@ -156,6 +184,7 @@ class Device:
         self.slotmap = raw_map if isinstance(raw_map, SlotMap) else SlotMap.from_json(dict(raw_map))
         self._check_bundle()
         self.keyring = keyring
+        self.device_keys = DeviceKeys(device_keys or (), on_work=self._charge_decrypt)
         self.cost: ModelCost = model_cost(self.model)
         self.device_class = device_class or self.profile.name
         self.xip = self.profile.model_placement is ModelPlacement.XIP
@@ -187,6 +216,10 @@ class Device:
         self._permanent = False
         self.arena_bytes: int | None = None
         self.last_boot: BootReport | None = None
+        # Reports and attestation (configuration kept across reboots; off unless enabled, so
+        # a device without them writes exactly what it always wrote).
+        self._report_log: DeviceReportLog | None = None
+        self._identity_key: Ed25519PrivateKey | None = None
 
     def _check_bundle(self) -> None:
         """The factory model matches its slot map (whose frames, required by `SlotMap`, let boot
@@ -356,10 +389,18 @@ class Device:
         if not self.power.powered:
             raise DeviceStateError(f"{label}: the power is off (power_on() and boot() first)")
         self.manager  # noqa: B018 - raises unless booted
+        before = self._record_sequence()
         with self.timeline.span(label, **args) as details:
             try:
                 self._record_wear()
-                yield details
+                try:
+                    yield details
+                except (PowerLoss, FlashMisuseError):
+                    raise
+                except TinySwapError as exc:
+                    self._report(label, details, before, exc)  # after the refusal: never masks it
+                    raise
+                self._report(label, details, before, None)  # after the operation's own commit
             except PowerLoss:
                 self._lose_ram()
                 raise
@@ -373,6 +414,93 @@ class Device:
                 self._persist(self.manager.export_state(), self._active)
             except MetadataError as exc:  # the op goes on; an erase of that sector is refused
                 self.timeline.instant("wear not recorded", cat="metadata", error=str(exc))
+
+    # ================================================================ reports and attestation
+    def enable_report_log(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        """Keep a report log (`report_log.py`): one entry per operation and refusal, at most
+        `max_entries`, in the adapter store. Read and reconciled at every boot, so enable it
+        before `boot()`; configuration, kept across reboots."""
+        if self.booted:
+            raise DeviceStateError("enable the report log before boot(): it is read and reconciled at boot")
+        self._report_log = DeviceReportLog(max_entries)
+
+    def report_log_state(self) -> LogState | None:
+        """The log as the device holds it (None: no log enabled)."""
+        return None if self._report_log is None else self._report_log.state
+
+    def report_log(self) -> list[LogEntry]:
+        """The log's entries, oldest first ([] without a log)."""
+        state = self.report_log_state()
+        return [] if state is None else list(state.entries)
+
+    def report_log_json(self) -> dict[str, Any] | None:
+        """The log as JSON (the file's form plus the RAM-only `unlogged` counter), or None."""
+        return None if self._report_log is None else self._report_log.to_json()
+
+    def provision_identity(self, key: Ed25519PrivateKey) -> None:
+        """Give the device its attestation identity key (factory step; on hardware it stays
+        in the secure element). Kept across reboots, never written to the simulated flash."""
+        self._identity_key = check_identity_key(key)
+
+    @property
+    def identity_public_key(self) -> Ed25519PublicKey | None:
+        return None if self._identity_key is None else self._identity_key.public_key()
+
+    def attest(self, nonce: bytes) -> bytes:
+        """A signed attestation token answering the verifier's `nonce` (`tinyswap.attestation`)."""
+        if self._identity_key is None:
+            raise DeviceStateError("attest: the device has no identity key (provision_identity() first)")
+        if not self.power.powered:
+            raise DeviceStateError("attest: the power is off (power_on() and boot() first)")
+        return attest_device(self, self._identity_key, nonce)
+
+    def _record_sequence(self) -> int | None:
+        current = self.metadata.current
+        return None if current is None else current.sequence
+
+    def _report(self, label: str, details: Mapping[str, Any], before: int | None,
+                error: TinySwapError | None) -> None:
+        """Append the report of the operation that just ended (or was refused). Runs after the
+        operation's commit and can neither undo nor fail it (`DeviceReportLog.append`)."""
+        log = self._report_log
+        if log is None:
+            return
+        try:
+            kind = EntryKind(label)
+        except ValueError:
+            return  # not a reported operation
+        after = self._record_sequence()
+        changed = after != before
+        if error is None:
+            outcome = EntryOutcome.APPLIED if changed or "stored" in details else EntryOutcome.UNCHANGED
+        else:
+            outcome = EntryOutcome.FAILED if changed else EntryOutcome.REFUSED
+        if kind not in ALWAYS_REPORTED and not changed:
+            return  # inference and prefetch are reported only when they committed a record
+        name, version, digest = details.get("name"), details.get("version"), details.get("digest")
+        if kind is EntryKind.ACTIVATE:
+            name = details.get("adapters")
+        elif error is None and name is not None and digest is None and self._manager is not None:
+            adapter = self._manager.export_state()["adapters"].get(name)  # rollback: the version now current
+            if adapter is not None:
+                digest, version = adapter["current"], self._manager.adapter_info(name).version
+        entry = draft(kind, outcome, adapter=name, version=version, digest=digest,
+                      reason=None if error is None else reason_of(error), record_sequence=after,
+                      time_s=self.timeline.now)
+        log.append(self._store, [entry], self.timeline)
+
+    def _reconcile_log(self, report: BootReport) -> None:
+        """At boot, once the state is restored: read the log, then append what happened that it
+        does not say (records committed without a report, the revert, the boot's repairs)."""
+        log = self._report_log
+        if log is None:
+            return
+        problem = log.load(self._store)
+        if not log.loaded:
+            return  # no mounted store: nothing can be read or written; the next boot catches up
+        drafts = boot_drafts(problem, log.state.last_record_sequence, report, self._record_sequence(),
+                             self.timeline.now)
+        log.append(self._store, drafts, self.timeline)
 
     @contextlib.contextmanager
     def _permanence(self, permanent: bool) -> Iterator[None]:
@@ -413,6 +541,7 @@ class Device:
         with self.timeline.span("boot") as details:
             try:
                 report = BootSequence(self).run()
+                self._reconcile_log(report)  # after boot's own commits: it logs them too
             except BaseException:  # power loss or a refusal: nothing half-booted stays
                 self._lose_ram()
                 raise
@@ -425,7 +554,8 @@ class Device:
         """Verify a package completely, then store it (under its content digest).
 
         Nothing touches flash before every check passed: size, format, digest, trusted key,
-        signature, base model, slot layout, sequence number, device class.
+        signature, base model, slot layout, sequence number, decryption (an encrypted package
+        must decrypt with a device key; the store keeps its encrypted bytes), device class.
         """
         data = bytes(package)
         with self._operation("install", bytes=len(data)) as details:
@@ -434,11 +564,11 @@ class Device:
                                            f"{self.max_package_bytes} (its package cache budget)")
             pkg = parse_package(data)
             digest = pkg.content_digest
-            details.update(name=pkg.name, version=pkg.metadata.get("version"))
+            details.update(name=pkg.name, version=pkg.metadata.get("version"), digest=digest)
             known = self.manager.export_state()["adapters"].get(pkg.name)
             if known is not None and digest in known["versions"]:
                 return InstallResult(digest, pkg.name, str(pkg.metadata.get("version")), pkg.sequence, False, True)
-            self.manager.verify(pkg)
+            pkg = self.manager.verify(pkg)  # decrypted (RAM only) if it was encrypted
             self._check_device_class(pkg)
             stored = False
             if not self.store.exists(digest):
@@ -465,7 +595,7 @@ class Device:
         m = self.manager
         if pkg.name in m.adapters and m.export_state()["adapters"][pkg.name]["current"] == digest:
             return digest  # already live: re-applying converges
-        with self._operation("swap", name=pkg.name, version=pkg.metadata.get("version")), \
+        with self._operation("swap", name=pkg.name, version=pkg.metadata.get("version"), digest=digest), \
                 self._permanence(permanent):
             if pkg.name in m.adapters:
                 m.hotswap_adapter(pkg.name, pkg)
@@ -623,6 +753,11 @@ class Device:
             raise
         except (StoreError, FlashError):  # faults only: a misuse error propagates
             return None
+
+    def _charge_decrypt(self, work: DecryptWork) -> None:
+        """CPU time of one package decryption (X25519 + AES-GCM), wherever the manager did it."""
+        self.timeline.advance(decrypt_seconds(self.profile, work), "decrypt", cat="crypto", package=work.package,
+                              bytes=work.ciphertext_bytes, key_agreements=work.key_agreements, ok=work.ok)
 
     def _on_event(self, kind: str, details: dict[str, Any]) -> None:
         self.timeline.instant(kind, cat="manager", **details)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -36,6 +37,32 @@ class Rescale:
         """The rescaled values as int64, before any clamp."""
         return multiply_by_quantized_multiplier(q.astype(np.int64) - self.input_zero_point,
                                                 self.multiplier, self.shift) + self.output_zero_point
+
+
+@dataclass(frozen=True)
+class Int8Lookup:
+    """A function of one int8 value, tabulated over all 256 inputs in prepare.
+
+    Why: an elementwise int8 op computed directly widens every element to int64 for the
+    fixed-point arithmetic (8 bytes per element per intermediate, a dozen NumPy passes), so a
+    hostile 480-byte model with a 20 MB tensor costs seconds and most of a gigabyte. The table
+    gives the identical result (it is the same function, evaluated once per possible input) in
+    one indexing pass with one byte per element. `table` holds the outputs for -128..127 as bytes
+    (bytes, not an array, so the record stays immutable and compares by value)."""
+
+    table: bytes
+
+    @classmethod
+    def of(cls, fn: Callable[[np.ndarray], np.ndarray]) -> "Int8Lookup":
+        """`fn` applied to every int8 value; its results must already lie in int8's range."""
+        values = np.asarray(fn(np.arange(-128, 128, dtype=np.int8)))
+        if values.shape != (256,) or values.min() < -128 or values.max() > 127:
+            raise ValueError("an int8 lookup needs 256 results within [-128, 127]")
+        return cls(values.astype(np.int8).tobytes())
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        # The int8 bit pattern XOR 0x80 is the value + 128: the table index, without widening.
+        return np.frombuffer(self.table, np.int8)[x.view(np.uint8) ^ np.uint8(0x80)]
 
 
 @dataclass(frozen=True)

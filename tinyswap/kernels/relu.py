@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext
-from tinyswap.kernels.quantized import Rescale, checked_multiplier, round_half_away_f32
+from tinyswap.kernels.quantized import Int8Lookup, Rescale, checked_multiplier, round_half_away_f32
 from tinyswap.kernels.registry import register
 
 
@@ -19,6 +19,7 @@ class ReluParams:
     rescale: Rescale
     act_min: int
     act_max: int
+    lookup: Int8Lookup  # the three above, tabulated
 
 
 @register
@@ -36,11 +37,13 @@ class Relu(Kernel[ReluParams | None]):
         (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
         m, s = checked_multiplier(float(np.float32(xs) / np.float32(ys)))
         lo = max(-128, yzp + int(round_half_away_f32(np.float32(0.0) / np.float32(ys))))
-        return Prepared([x.shape], ReluParams(Rescale(xzp, yzp, m, s), lo, 127))
+        rescale = Rescale(xzp, yzp, m, s)
+        lookup = Int8Lookup.of(lambda v: np.clip(rescale.apply(v), lo, 127))
+        return Prepared([x.shape], ReluParams(rescale, lo, 127, lookup))
 
     def eval(self, prepared: Prepared[ReluParams | None], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
         if p is None:
             return [np.maximum(x, np.float32(0))]
-        return [np.clip(p.rescale.apply(x), p.act_min, p.act_max).astype(np.int8)]
+        return [p.lookup.apply(x)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
-from tinyswap.kernels.quantized import Rescale, checked_multiplier, round_half_away_f32
+from tinyswap.kernels.quantized import Int8Lookup, Rescale, checked_multiplier, round_half_away_f32
 from tinyswap.kernels.registry import register
 
 
@@ -27,6 +27,12 @@ class Relu6Params:
     act_min: int
     act_max: int
     rescale: Rescale | None = None
+    lookup: Int8Lookup | None = None  # the three above, tabulated
+
+    def tabulated(self) -> "Relu6Params":
+        rescale = self.rescale
+        lookup = Int8Lookup.of(lambda v: np.clip(v if rescale is None else rescale.apply(v), self.act_min, self.act_max))
+        return Relu6Params(self.act_min, self.act_max, rescale, lookup)
 
 
 @register
@@ -44,16 +50,15 @@ class Relu6(Kernel[Relu6Params | None]):
         (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
         same = np.float32(xs) == np.float32(ys) and xzp == yzp
         if ctx.profile == Profile.TFLM or same:
-            return Prepared([x.shape], Relu6Params(xzp, quantize_value_f32(6.0, xs, xzp)))
+            return Prepared([x.shape], Relu6Params(xzp, quantize_value_f32(6.0, xs, xzp)).tabulated())
         m, s = checked_multiplier(float(np.float32(xs) / np.float32(ys)))
         rescale = Rescale(xzp, yzp, m, s)
-        return Prepared([x.shape], Relu6Params(max(-128, yzp), quantize_value_f32(6.0, ys, yzp), rescale))
+        return Prepared([x.shape], Relu6Params(max(-128, yzp), quantize_value_f32(6.0, ys, yzp), rescale).tabulated())
 
     def eval(self, prepared: Prepared[Relu6Params | None], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         x = inputs[0]
         if p is None:
             return [np.clip(x, np.float32(0), np.float32(6))]
-        if p.rescale is None:
-            return [np.clip(x, p.act_min, p.act_max).astype(np.int8)]
-        return [np.clip(p.rescale.apply(x), p.act_min, p.act_max).astype(np.int8)]
+        assert p.lookup is not None  # prepare tabulates every int8 case
+        return [p.lookup.apply(x)]

@@ -41,15 +41,40 @@ def softmax_input_scaling(beta: float, input_scale: float, single_rounding: bool
     return multiplier, left_shift, -radius
 
 
+# Elements per block of the int8 evaluation: the int64 intermediates of one block stay within
+# a few megabytes however large the tensor (a hostile model's is tens of megabytes).
+BLOCK_ELEMENTS = 1 << 18
+
+
 @dataclass(frozen=True)
 class SoftmaxParams:
     """int8 SOFTMAX (TFLM `SoftmaxParams`): differences to the row max at or above `diff_min`
-    are rescaled into Q5.26 by (multiplier, left_shift); the rest contribute nothing."""
+    are rescaled into Q5.26 by (multiplier, left_shift); the rest contribute nothing.
+
+    An int8 difference to the row max is one of 256 values (0, -1, ..., -255), so prepare
+    tabulates, per difference, its Q0.31 exponential (`exp_table`, 0 below `diff_min`) and
+    that value rescaled into the Q12.19 accumulator (`sum_table`): the same fixed-point
+    functions, evaluated once per possible input instead of once per element. Index = -diff.
+    Stored as int64 bytes so the record stays immutable and compares by value."""
 
     multiplier: int
     left_shift: int
     diff_min: int
     single_rounding: bool  # LiteRT rescales the differences with one rounding
+    exp_table: bytes = b""
+    sum_table: bytes = b""
+
+    def tabulated(self) -> "SoftmaxParams":
+        diff = -np.arange(256, dtype=np.int64)
+        inside = diff >= self.diff_min
+        if self.single_rounding:
+            rescaled = multiply_by_quantized_multiplier_single_rounding(diff, self.multiplier, self.left_shift)
+        else:
+            rescaled = multiply_by_quantized_multiplier_greater_than_one(diff, self.multiplier, self.left_shift)
+        exps = np.where(inside, exp_on_negative_values(np.where(inside, rescaled, 0), SCALED_DIFF_INTEGER_BITS), 0)
+        sums = rescale(exps, 0, ACCUMULATION_INTEGER_BITS)
+        return SoftmaxParams(self.multiplier, self.left_shift, self.diff_min, self.single_rounding,
+                             exps.astype(np.int64).tobytes(), np.asarray(sums, np.int64).tobytes())
 
 
 @dataclass(frozen=True)
@@ -83,7 +108,7 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
         multiplier, left_shift, diff_min = softmax_input_scaling(
             float(np.float32(beta)), float(np.float32(x_scale)), single
         )
-        return Prepared([x.shape], SoftmaxParams(multiplier, left_shift, diff_min, single))
+        return Prepared([x.shape], SoftmaxParams(multiplier, left_shift, diff_min, single).tabulated())
 
     def eval(self, prepared: Prepared[SoftmaxParams | FloatSoftmaxParams],
              inputs: list[np.ndarray | None]) -> list[np.ndarray]:
@@ -93,18 +118,34 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
             x32 = x.astype(np.float32)
             e = np.exp((x32 - x32.max(axis=-1, keepdims=True)) * np.float32(p.beta))
             return [(e / e.sum(axis=-1, keepdims=True, dtype=np.float32)).astype(np.float32)]
-        diff = x.astype(np.int64) - x.max(axis=-1, keepdims=True).astype(np.int64)
-        inside = diff >= p.diff_min
-        if p.single_rounding:
-            rescaled = multiply_by_quantized_multiplier_single_rounding(diff, p.multiplier, p.left_shift)
-        else:
-            rescaled = multiply_by_quantized_multiplier_greater_than_one(diff, p.multiplier, p.left_shift)
-        exps = exp_on_negative_values(np.where(inside, rescaled, 0), SCALED_DIFF_INTEGER_BITS)
-        exps = np.where(inside, exps, 0)
-        sum_of_exps = rescale(exps, 0, ACCUMULATION_INTEGER_BITS).sum(axis=-1, keepdims=True)
-        shifted_scale, num_bits_over_unit = get_reciprocal(sum_of_exps, ACCUMULATION_INTEGER_BITS)
-        exponent = num_bits_over_unit + 31 - 8
-        unsat = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted_scale, exps), exponent)
-        out = np.clip(unsat - 128, -128, 127)
-        return [np.where(inside, out, -128).astype(np.int8)]
+        return [_softmax_int8(p, x)]
+
+
+def _blocks(rows: int, cols: int) -> list[tuple[slice, slice]]:
+    """(rows, columns) blocks of at most BLOCK_ELEMENTS elements (whole rows when they fit)."""
+    row_step, col_step = max(1, BLOCK_ELEMENTS // max(cols, 1)), min(max(cols, 1), BLOCK_ELEMENTS)
+    return [(slice(r, r + row_step), slice(c, c + col_step))
+            for r in range(0, rows, row_step) for c in range(0, cols, col_step)]
+
+
+def _softmax_int8(p: SoftmaxParams, x: np.ndarray) -> np.ndarray:
+    """TFLM's reference int8 softmax, block by block: the per-element exponentials come from the
+    tables; each row's sum, reciprocal and the final products are computed as TFLM does."""
+    exp_table, sum_table = np.frombuffer(p.exp_table, np.int64), np.frombuffer(p.sum_table, np.int64)
+    x2 = x.reshape(-1, x.shape[-1])
+    rows, cols = x2.shape
+    row_max = x2.max(axis=1, keepdims=True).astype(np.int16) if cols else np.zeros((rows, 1), np.int16)
+    blocks = _blocks(rows, cols)
+    sums = np.zeros((rows, 1), np.int64)
+    for r, c in blocks:  # the Q12.19 sum of every row
+        sums[r] += sum_table[row_max[r] - x2[r, c]].sum(axis=1, keepdims=True)
+    shifted_scale, num_bits_over_unit = get_reciprocal(sums, ACCUMULATION_INTEGER_BITS)
+    exponent = num_bits_over_unit + 31 - 8
+    out = np.empty_like(x2, dtype=np.int8)
+    for r, c in blocks:
+        index = row_max[r] - x2[r, c]
+        exps = exp_table[index]
+        unsat = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted_scale[r], exps), exponent[r])
+        out[r, c] = np.where(index <= -p.diff_min, np.clip(unsat - 128, -128, 127), -128)
+    return out.reshape(x.shape)
 

@@ -33,10 +33,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from tinyswap.cache import PackageCache
-from tinyswap.errors import TinySwapError
+from tinyswap.envelope import DeviceKeys, DeviceKeySource, open_package
+from tinyswap.errors import InputFileError, TinySwapError
+from tinyswap.files import read_bytes
 from tinyswap.image import ModelImage, RamImage
 from tinyswap.interpreter import Interpreter
-from tinyswap.package import AdapterPackage, Keyring, PackageError, parse_package, verify_package
+from tinyswap.package import MAX_PACKAGE_BYTES, AdapterPackage, Keyring, PackageError, parse_package, verify_package
 from tinyswap.registry import History, Registry, RegistryEntry
 from tinyswap.slotmap import SlotMap
 from tinyswap.swap import gates as gate_math
@@ -67,6 +69,9 @@ class SwapManager:
         `bytes`/`bytearray` is wrapped in a `RamImage`.
     slotmap: the bundle's `slotmap.json` (dict or `SlotMap`); checked against the image.
     keyring: the Ed25519 keys whose packages are accepted.
+    device_keys: this device's X25519 private keys (or a `DeviceKeys`), to decrypt encrypted
+        packages (`tinyswap.envelope`) after they are verified; without one, an encrypted
+        package is refused (`NotARecipientError`). Plaintext lives only in the RAM cache.
     cache: RAM cache of verified packages (default: 4 MiB budget, LRU); the only place the
         manager keeps package bytes.
     registry: the version history (accepted versions per name, anti-rollback counters).
@@ -89,13 +94,15 @@ class SwapManager:
                  fetch: Callable[[str], bytes] | None = None, eviction: str = "lru", profile: str = "tflm",
                  on_commit: CommitHook | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                 wait_seconds: float = 10.0, untenanted_requests_see_all: bool = False) -> None:
+                 wait_seconds: float = 10.0, untenanted_requests_see_all: bool = False,
+                 device_keys: DeviceKeySource = None) -> None:
         self.image: ModelImage = RamImage(image) if isinstance(image, (bytes, bytearray)) else image
         self.slotmap = slotmap if isinstance(slotmap, SlotMap) else SlotMap.from_json(dict(slotmap))
         if eviction not in EvictionPolicy.__members__.values():
             raise AdapterError(f"eviction is {eviction!r}; expected 'lru' or 'priority'")
         self.slotmap.check_model(self.image.buffer)
         self.keyring = keyring
+        self.device_keys = DeviceKeys.of(device_keys)
         self.cache = cache or PackageCache(4 << 20)
         self.registry = registry or Registry()
         self._fetch = fetch
@@ -158,11 +165,14 @@ class SwapManager:
     # -- loading ------------------------------------------------------------------------------
     def verify(self, package: PackageSource) -> AdapterPackage:
         """Parse and verify a package against this model (signature, digest, base binding,
-        slot layout, anti-rollback). Changes nothing."""
+        slot layout, anti-rollback), then decrypt it if it is encrypted. Changes nothing.
+        Returns the package to plan with (for an encrypted one: its decrypted copy, in RAM)."""
         pkg = _as_package(package)
         verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(),
                        self.registry.sequences())
         self._refuse_version_conflict(pkg)
+        # Only after every check above: decryption authenticates the payload, not the signer.
+        pkg = open_package(pkg, self.device_keys)
         self.cache.check_fits(pkg)  # apply caches it after the commit, where nothing may fail
         return pkg
 
@@ -171,7 +181,7 @@ class SwapManager:
         name = adapter_name or pkg.name
         _check_name(name)
         self._refuse_existing(name)
-        self.verify(pkg)
+        pkg = self.verify(pkg)  # the plan holds the decrypted package: the write cannot fail to decrypt
         with self._lock:
             self._refuse_existing(name)
             slot = self._slots.free_slot()
@@ -477,7 +487,7 @@ class SwapManager:
             try:
                 pkg = _as_package(data) if data is not None else None
                 if pkg is not None:
-                    self._verify_known(pkg)
+                    pkg = self._verify_known(pkg)
             except PackageError:
                 pkg = None
             if pkg is None or pkg.content_digest != digest:
@@ -602,14 +612,15 @@ class SwapManager:
         pkg = _as_package(self._fetch(digest))
         if pkg.content_digest != digest:
             raise AdapterError(f"the store returned a different package for {digest[:16]}...")
-        self._verify_known(pkg)
+        pkg = self._verify_known(pkg)
         self.cache.put(pkg)
         return pkg
 
-    def _verify_known(self, pkg: AdapterPackage) -> None:
-        """Re-verify a package that storage returned (signature, base, layout); its sequence
-        was accepted before, so anti-rollback does not apply."""
+    def _verify_known(self, pkg: AdapterPackage) -> AdapterPackage:
+        """Re-verify a package that storage returned (signature, base, layout; its sequence
+        was accepted before, so anti-rollback does not apply) and decrypt it if encrypted."""
         verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(), {})
+        return open_package(pkg, self.device_keys)
 
     def _expected_content(self, digest: str | None) -> str:
         found = self._bytes.content_of(digest)
@@ -713,10 +724,9 @@ def _as_package(package: PackageSource) -> AdapterPackage:
     if isinstance(package, (bytes, bytearray, memoryview)):
         return parse_package(package)
     try:
-        with open(package, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise PackageError(f"cannot read adapter package {os.fspath(package)!r}: {exc}") from None
+        data = read_bytes(package, "adapter package", max_bytes=MAX_PACKAGE_BYTES)
+    except InputFileError as exc:
+        raise PackageError(f"cannot read adapter package {os.fspath(package)!r}: {exc.problem}") from None
     return parse_package(data)
 
 

@@ -262,7 +262,8 @@ def _inf_arrays():
     ({"fc2": {"alpha": 4}}, _lora_arrays(), {}, r"layer 'fc2': targets entry needs an integer 'rank'"),
     ({"fc2": 4}, _lora_arrays(), {}, r"layer 'fc2': targets entry must be an object"),
     ([], _lora_arrays(), {}, r"'targets' must be a non-empty object"),
-    ({"fc2": {"rank": 4}}, _lora_arrays(), {"sequence": "7"}, r"'sequence' must be a non-negative integer"),
+    ({"fc2": {"rank": 4}}, _lora_arrays(), {"sequence": "7"}, r"'sequence' must be an integer in 0..9223372036854775807"),
+    ({"fc2": {"rank": 4}}, _lora_arrays(), {"sequence": 2**63}, r"'sequence' must be an integer in 0..9223372036854775807"),
     ({"fc2": {"rank": 4}}, _lora_arrays(), {"name": ["x"]}, r"'name' must be a non-empty string"),
 ])
 def test_hostile_tinyswap_directories_are_refused_by_field(tmp_path, targets, arrays, config, message) -> None:

@@ -71,9 +71,9 @@ def test_pack_refuses_a_fifo_or_directory_key_and_a_directory_output_in_one_line
         worker.join(5)
         pytest.fail("tinyswap pack waited on a FIFO signing key")
     err = capsys.readouterr().err
-    assert result == [2] and err == f"tinyswap: error: signing key {fifo} is not a regular file\n"
+    assert result == [2] and err == f"tinyswap: error: cannot read signing key {fifo}: not a regular file (a device, FIFO or socket)\n"
     assert main(["pack", str(adapter), "--bundle", str(bundle), "--key", str(tmp_path / "keys"), "-o", "x"]) == 2
-    assert capsys.readouterr().err == f"tinyswap: error: signing key {tmp_path / 'keys'} is a directory\n"
+    assert capsys.readouterr().err == f"tinyswap: error: cannot read signing key {tmp_path / 'keys'}: is a directory, expected a file\n"
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     assert main(["pack", str(adapter), "--bundle", str(bundle), "--key", str(key), "-o", str(out_dir)]) == 2

@@ -10,11 +10,12 @@ TFLite Micro on the bytes the interpreter executes (`tflm_rows`), memoized by im
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tinyswap.firmware_sim.device import Device
 from tinyswap.firmware_sim.flash import KIB, FlashDevice, FlashGeometry, Partition
@@ -23,9 +24,11 @@ from tinyswap.firmware_sim.profiles import MCU_QSPI, MCU_RAM
 from tinyswap.firmware_sim.storage import SAM_INTERNAL, STM32F4_INTERNAL, W25Q128JV, StorageProfile
 from tinyswap.package import Keyring, parse_package
 
-from tests.adapter_cases import KEY, Bundle, example_bundle, gates_for_rows, package, slot_holding, tflm_rows
+from tests.adapter_cases import KEY, Bundle, example_bundle, gates_for_rows, package, plaintext_of, sealed_package, \
+    slot_holding, tflm_rows
 
 KEYRING = Keyring([KEY.public_key()])
+DEVICE_KEY = X25519PrivateKey.generate()  # the X25519 key of the rigs that get encrypted packages
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,11 @@ class Rig:
     separate_store: bool = False  # adapters on the profile's own second medium (mcu-qspi: SD)
     profile: Any = MCU_QSPI
     store_bytes: int = 128 * KIB
+    encrypted: bool = False  # packages are encrypted for DEVICE_KEY, which the device holds
 
     def device(self, bundle: Bundle, erase_value: int, write_align: int, **kw: Any) -> Device:
+        if self.encrypted:
+            kw.setdefault("device_keys", [DEVICE_KEY])
         kw.setdefault("model_geometry", self.model_geometry(erase_value, write_align))
         kw.setdefault("model_storage", self.model_storage)
         if not self.separate_store:
@@ -74,6 +80,8 @@ RIGS: dict[str, Rig] = {
     "ram-nor4k": Rig("ram-nor4k", 4096, lambda ev, a: FlashGeometry.uniform(
         4 * KIB, 41, erase_value=ev, write_align=a, name="nor4k"), W25Q128JV, (1, 8), profile=MCU_RAM),
 }
+# mcu-qspi with encrypted packages: the store (SD) keeps ciphertext, slots get the plaintext.
+RIGS["qspi+sd-enc"] = replace(RIGS["qspi+sd"], name="qspi+sd-enc", encrypted=True)
 
 
 @lru_cache(maxsize=None)
@@ -87,6 +95,18 @@ def packages_for(alignment: int) -> dict[str, bytes]:
     smap = bundle_for(alignment).smap
     return {"A1": package(smap, 11, "A", 1), "A2": package(smap, 12, "A", 2),
             "B1": package(smap, 21, "B", 1), "C1": package(smap, 31, "C", 1)}
+
+
+@lru_cache(maxsize=None)
+def encrypted_packages_for(alignment: int) -> dict[str, bytes]:
+    """`packages_for(alignment)`, each encrypted for DEVICE_KEY (sealed once per process)."""
+    return {k: sealed_package(v, DEVICE_KEY.public_key()) for k, v in packages_for(alignment).items()}
+
+
+def packages_of(rig: str) -> dict[str, bytes]:
+    """The packages a rig's scenarios install: encrypted for an encrypted rig."""
+    r = RIGS[rig]
+    return encrypted_packages_for(r.alignment) if r.encrypted else packages_for(r.alignment)
 
 
 def digest_of(pkg: bytes) -> str:
@@ -108,7 +128,7 @@ def package_contents(smap: dict[str, Any], pkg: bytes | None) -> tuple[bytes, ..
     layout = smap["slots"][0]["tensors"]
     if pkg is None:
         return tuple(bytes(t["length"]) for t in layout)
-    p = parse_package(pkg)
+    p = parse_package(plaintext_of(pkg))
     by_key = {(t.layer, t.role): bytes(p.tensor_bytes(t)) for t in p.tensors}
     return tuple(by_key[(t["layer"], t["role"])] for t in layout)
 

@@ -174,6 +174,22 @@ def _unsigned(pkg: bytes) -> bytes:
     return pkg[:-64] + bytes(64)
 
 
+def _signed_raw_metadata(pkg: bytes, extra: str, **changes) -> bytes:
+    """`pkg` with `extra` (raw JSON text: too deep, or an integer too long) appended to its
+    metadata object, digest and signature valid: only the parser's bounds can refuse it."""
+    import hashlib
+    import struct
+
+    from tinyswap.package import key_id
+
+    p = parse_package(pkg)
+    meta = json.dumps({**p.metadata, **changes}, separators=(",", ":"))[:-1] + "," + extra + "}"
+    raw_meta, payload = meta.encode(), bytes(p.payload)
+    body = b"TSAP" + struct.pack("<HI", 1, len(raw_meta)) + raw_meta + struct.pack("<Q", len(payload)) + payload
+    signed = body + hashlib.sha256(body).digest() + key_id(KEY.public_key())
+    return signed + KEY.sign(signed)
+
+
 A4 = package(B.smap, 14, "A", 4)  # valid on the A v3 device below: each case breaks one thing
 
 REJECTIONS = {
@@ -187,6 +203,9 @@ REJECTIONS = {
     "lower-sequence": (lambda: P["A2"], RollbackError),
     "same-sequence-other-content": (lambda: package(B.smap, 99, "A", 3), RollbackError),
     "over-size": (lambda: resign(A4, padding="z" * 3000), PackageTooLargeError),
+    "json-too-deep": (lambda: _signed_raw_metadata(A4, '"x":' + "[" * 100 + "]" * 100), PackageFormatError),
+    "json-integer-too-long": (lambda: _signed_raw_metadata(A4, '"x":' + "9" * 70), PackageFormatError),
+    "sequence-over-63-bits": (lambda: _signed_raw_metadata(A4, '"padding":0', sequence=2**63), PackageFormatError),
 }
 
 

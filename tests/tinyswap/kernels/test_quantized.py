@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,3 +93,17 @@ def test_fast_requantization_of_a_transposed_accumulator() -> None:
     acc_t = np.ascontiguousarray(acc.T).astype(np.float32).T  # F-ordered [2, 300]
     exact = requantize_int8(acc_t.astype(np.int64), m, s, 4, -128, 127, False)
     np.testing.assert_array_equal(requantize_int8_fast(acc_t, m, s, 4, -128, 127), exact)
+
+
+def test_an_int8_lookup_is_the_function_at_every_value_and_layout() -> None:
+    from tinyswap.kernels.quantized import Int8Lookup
+
+    lookup = Int8Lookup.of(lambda v: np.clip(v.astype(np.int64) * 3 - 7, -128, 127))
+    x = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
+    want = np.clip(x.astype(np.int64) * 3 - 7, -128, 127)
+    got = lookup.apply(x)
+    assert got.dtype == np.int8 and got.shape == x.shape and (got == want).all()
+    assert (lookup.apply(x.T) == want.T).all() and (lookup.apply(x[::3, 1::2]) == want[::3, 1::2]).all()
+    assert Int8Lookup.of(lambda v: np.clip(v.astype(np.int64) * 3 - 7, -128, 127)) == lookup  # by value
+    with pytest.raises(ValueError, match="256 results within"):
+        Int8Lookup.of(lambda v: v.astype(np.int64) * 2)

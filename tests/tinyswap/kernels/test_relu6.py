@@ -47,8 +47,13 @@ def test_full(case) -> None:
 def test_prepare_builds_the_hand_derived_params_records() -> None:
     x, y = spec(0, (2,), np.int8, 0.5, 0), spec(1, (2,), np.int8, 0.25, -5)
     # TFLM clamps in the input's quantization: [0, round(6 / 0.5) + 0] = [0, 12], no rescale.
-    assert prepare("RELU6", [x], [y]).params == Relu6Params(act_min=0, act_max=12, rescale=None)
+    tflm = prepare("RELU6", [x], [y]).params
+    assert (tflm.act_min, tflm.act_max, tflm.rescale) == (0, 12, None)
+    values = np.arange(-128, 128)
+    assert np.frombuffer(tflm.lookup.table, np.int8).tolist() == np.clip(values, 0, 12).tolist()
     # LiteRT rescales by 0.5 / 0.25 = 2 -> (2**30, 2), then clamps in the output's:
     # [-5, round(6 / 0.25) - 5] = [-5, 19].
     litert = prepare("RELU6", [x], [y], profile=Profile.LITERT)
-    assert litert.params == Relu6Params(-5, 19, Rescale(0, -5, 2**30, 2))
+    assert litert.params == Relu6Params(-5, 19, Rescale(0, -5, 2**30, 2)).tabulated()
+    # x * 2 - 5, clamped: the table entry for every input, derived by hand.
+    assert np.frombuffer(litert.params.lookup.table, np.int8).tolist() == np.clip(values * 2 - 5, -5, 19).tolist()

@@ -72,9 +72,33 @@ def test_prepare_builds_the_hand_derived_params_record() -> None:
     # multiplier 2**30, left shift 23; input radius floor(31 * 2**26 / 2**23) = 248.
     x, y = spec(0, (1, 2), np.int8, 1 / 16, 0), spec(1, (1, 2), np.int8, 1 / 256, -128)
     prepared = prepare("SOFTMAX", [x], [y], {"beta": 1.0})
-    assert prepared.params == SoftmaxParams(multiplier=2**30, left_shift=23, diff_min=-248, single_rounding=False)
-    assert prepare("SOFTMAX", [x], [y], {"beta": 1.0}, Profile.LITERT).params == SoftmaxParams(2**30, 23, -248, True)
+    assert prepared.params == SoftmaxParams(multiplier=2**30, left_shift=23, diff_min=-248,
+                                            single_rounding=False).tabulated()
+    assert prepare("SOFTMAX", [x], [y], {"beta": 1.0}, Profile.LITERT).params == \
+        SoftmaxParams(2**30, 23, -248, True).tabulated()
+    # exp(0) saturates Q0.31 at 2**31 - 1; differences below -248 contribute nothing.
+    exps = np.frombuffer(prepared.params.exp_table, np.int64)
+    assert exps[0] == 2**31 - 1 and (exps[249:] == 0).all() and (exps[:249] > 0).all()
+    assert (np.diff(exps[:249]) <= 0).all()  # exp falls as the difference grows
     # Two equal logits: 0.5 each = 128 / 256 -> 128 - 128 = 0.
     np.testing.assert_array_equal(run_kernel("SOFTMAX", prepared, np.array([[7, 7]], np.int8))[0], [[0, 0]])
     floats = prepare("SOFTMAX", [spec(0, (3,), np.float32)], [spec(1, (3,), np.float32)], {"beta": 0.5})
     assert floats.params == FloatSoftmaxParams(0.5)
+
+
+def test_blocks_give_the_same_result_as_one_pass(monkeypatch) -> None:
+    """Large tensors are evaluated in blocks (rows, and columns of long rows); the result is
+    the one-pass result, which the oracle tests compare with TFLM."""
+    from tinyswap.kernels import softmax
+
+    x, y = spec(0, (5, 300), np.int8, 1 / 16, 0), spec(1, (5, 300), np.int8, 1 / 256, -128)
+    prepared = prepare("SOFTMAX", [x], [y], {"beta": 1.0})
+    data = np.random.default_rng(3).integers(-128, 128, (5, 300)).astype(np.int8)
+    data[2] = 7  # a constant row
+    whole = run_kernel("SOFTMAX", prepared, data)[0]
+    monkeypatch.setattr(softmax, "BLOCK_ELEMENTS", 7)  # 7-column blocks: every row split many times
+    assert len(softmax._blocks(5, 300)) == 5 * 43
+    np.testing.assert_array_equal(run_kernel("SOFTMAX", prepared, data)[0], whole)
+    monkeypatch.setattr(softmax, "BLOCK_ELEMENTS", 600)  # two whole rows per block
+    assert len(softmax._blocks(5, 300)) == 3
+    np.testing.assert_array_equal(run_kernel("SOFTMAX", prepared, data)[0], whole)

@@ -3,21 +3,21 @@ JSON object in a regular file), and what it names (keyring, packages, datasets).
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tinyswap.firmware_sim.scenario.errors import ScenarioError, ScenarioFileError, ScenarioFormatError
+from tinyswap.firmware_sim.scenario.errors import ScenarioFileError, ScenarioFormatError
 from tinyswap.firmware_sim.scenario.registry import Step
 from tinyswap.firmware_sim.scenario.validate import DatasetSpec
 from tinyswap.package import Keyring
 from tinyswap.quantize import quantize_int8
 from tinyswap.errors import InputFileError
-from tinyswap.files import parse_json_bounded
+from tinyswap.files import parse_json_bounded, read_bytes, read_npz
+from tinyswap.keys import KeyAlgorithm, load_public_key
+from tinyswap.package import MAX_PACKAGE_BYTES
 
 # A scenario scripts a day in a few hundred steps (the committed ones are under 10 KB); a
 # megabyte leaves room for generated scenarios while refusing, before reading, a file that
@@ -51,30 +51,9 @@ def load_scenario(path: str | Path, *, max_bytes: int = MAX_SCENARIO_BYTES) -> d
     """
     path = Path(path)
     try:
-        # os.open + fstat: the checks apply to the file that is then read, not to a path that
-        # may have been replaced in between; O_NONBLOCK keeps a FIFO from blocking the open.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except IsADirectoryError as exc:
-        raise ScenarioFileError(f"cannot read scenario {path}: it is a directory, not a JSON file") from exc
-    except OSError as exc:
-        raise ScenarioFileError(f"cannot read scenario {path}: {exc.strerror or exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ScenarioFileError(f"cannot read scenario {path}: it is a directory, not a JSON file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ScenarioFileError(f"cannot read scenario {path}: not a regular file")
-        if info.st_size > max_bytes:
-            raise ScenarioFileError(f"cannot read scenario {path}: {info.st_size} bytes, more than the "
-                                    f"{max_bytes} a scenario may have")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise ScenarioFileError(f"cannot read scenario {path}: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:  # the file grew after fstat
-        raise ScenarioFileError(f"cannot read scenario {path}: more than the {max_bytes} bytes a scenario may have")
+        data = read_bytes(path, "scenario", max_bytes=max_bytes)
+    except InputFileError as exc:
+        raise ScenarioFileError(f"cannot read scenario {path}: {exc.problem}") from exc
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark (some editors write one) is not JSON
     except UnicodeDecodeError as exc:
@@ -145,53 +124,38 @@ def file_error(message: str, user: Step | None, what: str) -> ScenarioFileError:
 
 
 def load_keyring(paths: Sequence[str], base: Path) -> Keyring:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     keys = []
     for j, p in enumerate(paths):
         path = base / p
         try:
-            key = serialization.load_pem_public_key(path.read_bytes())
-        except OSError as exc:
-            raise ScenarioFileError(f"scenario: keyring[{j}]: cannot read {path}: {exc.strerror or exc}",
-                                    field=f"keyring[{j}]") from exc
-        except ValueError as exc:
-            raise ScenarioFileError(f"scenario: keyring[{j}]: {path} is not a PEM public key: {exc}",
-                                    field=f"keyring[{j}]") from exc
-        if not isinstance(key, Ed25519PublicKey):
-            raise ScenarioFileError(f"scenario: keyring[{j}]: {path} is not an Ed25519 public key",
-                                    field=f"keyring[{j}]")
-        keys.append(key)
+            keys.append(load_public_key(path, KeyAlgorithm.ED25519, "public key"))
+        except InputFileError as exc:
+            raise ScenarioFileError(f"scenario: keyring[{j}]: {exc}", field=f"keyring[{j}]") from exc
     return Keyring(keys)
 
 
 def load_package(path: Path, label: str, user: Step | None) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise file_error(f"{label!r} -> {path}: {exc.strerror or exc}", user, f"packages[{label!r}]") from exc
+        return read_bytes(path, "adapter package", max_bytes=MAX_PACKAGE_BYTES)
+    except InputFileError as exc:
+        raise file_error(f"{label!r} -> {path}: {exc.problem}", user, f"packages[{label!r}]") from exc
 
 
 def load_dataset(spec: DatasetSpec, base: Path, label: str, user: Step | None) -> Dataset:
     path = base / spec.path
     where = f"datasets[{label!r}]"
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if spec.x not in npz.files:
-                raise file_error(f"{label!r}: {path} has no array {spec.x!r} (arrays: {npz.files})", user, where)
-            x = np.asarray(npz[spec.x])
-            y = None
-            if spec.y is not None:
-                if spec.y in npz.files:
-                    y = np.asarray(npz[spec.y])
-                elif spec.y != "y":  # the default key may be absent: no labels
-                    raise file_error(f"{label!r}: {path} has no array {spec.y!r} (arrays: {npz.files})", user, where)
-    except ScenarioError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise file_error(f"{label!r}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}", user,
-                         where) from exc
+        arrays = read_npz(path, "dataset")
+    except InputFileError as exc:
+        raise file_error(f"{label!r}: cannot read {path}: {exc.problem}", user, where) from exc
+    if spec.x not in arrays:
+        raise file_error(f"{label!r}: {path} has no array {spec.x!r} (arrays: {sorted(arrays)})", user, where)
+    x, y = np.asarray(arrays[spec.x]), None
+    if spec.y is not None:
+        if spec.y in arrays:
+            y = np.asarray(arrays[spec.y])
+        elif spec.y != "y":  # the default key may be absent: no labels
+            raise file_error(f"{label!r}: {path} has no array {spec.y!r} (arrays: {sorted(arrays)})", user, where)
     return Dataset(x, y, float(spec.scale))
 
 
@@ -213,12 +177,17 @@ def prepare(ds: Dataset, label: str, input_detail: Mapping[str, Any]) -> Inputs:
     models/digits/evaluate.py does; int8 inputs are used as they are."""
     shape = tuple(int(s) for s in input_detail["shape"][1:])
     x = np.asarray(ds.x)
+    if x.dtype.kind not in "iuf":
+        raise ScenarioFormatError(f"dataset {label!r}: rows must be numbers (int or float), got dtype {x.dtype}",
+                                  field=f"datasets[{label!r}]")
     if x.ndim == 0 or len(x) == 0:
         raise ScenarioFormatError(f"dataset {label!r} holds no rows", field=f"datasets[{label!r}]")
     per_row = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
     if per_row != int(np.prod(shape)):
         raise ScenarioFormatError(f"dataset {label!r}: rows of shape {x.shape[1:]} do not fit the model input "
                                   f"{list(shape)}", field=f"datasets[{label!r}]")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():  # NaN and inf have no int8 value
+        raise ScenarioFormatError(f"dataset {label!r}: rows hold NaN or infinite values", field=f"datasets[{label!r}]")
     if x.dtype == np.int8:
         q = x
     else:
@@ -229,10 +198,16 @@ def prepare(ds: Dataset, label: str, input_detail: Mapping[str, Any]) -> Inputs:
     y = None
     if ds.y is not None:
         y = np.asarray(ds.y)
+        if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.isfinite(y).all()):
+            raise ScenarioFormatError(f"dataset {label!r}: labels must be finite numbers, got dtype {y.dtype}",
+                                      field=f"datasets[{label!r}]")
         if y.ndim == 2:
             y = y.argmax(axis=1)
         if y.ndim != 1 or len(y) != len(x):
             raise ScenarioFormatError(f"dataset {label!r}: {len(x)} rows but labels of shape {y.shape}",
+                                      field=f"datasets[{label!r}]")
+        if y.dtype.kind == "f" and not (y == np.round(y)).all():
+            raise ScenarioFormatError(f"dataset {label!r}: labels are class indices, got fractions",
                                       field=f"datasets[{label!r}]")
         y = y.astype(np.int64)
     return Inputs(q, y)

@@ -16,6 +16,7 @@ from tinyswap.firmware_sim.errors import DeviceStateError
 from tinyswap.firmware_sim.flash import FlashCounters
 from tinyswap.firmware_sim.metadata import encode_record
 from tinyswap.firmware_sim.model_image import FlashModelImage
+from tinyswap.firmware_sim.report_log import LOG_NAME
 
 if TYPE_CHECKING:
     from tinyswap.firmware_sim.scenario.runner import Run
@@ -108,6 +109,7 @@ def build_report(run: Run, scenario: Scenario, baseline: Mapping[str, FlashCount
         "final": _final(d),
         "budget": _budget(d, baseline),
         "time": sim_time,
+        "device_log": d.report_log_json(),
     }
 
 
@@ -153,7 +155,10 @@ def _budget(d: Device, baseline: Mapping[str, FlashCounters]) -> dict[str, Any]:
     if mounted is not None:
         try:
             free = mounted.free_bytes()
-            store.update(used_bytes=L.store.size - free, free_bytes=free, packages=len(mounted.list()))
+            names = mounted.list()
+            store.update(used_bytes=L.store.size - free, free_bytes=free,
+                         packages=sum(1 for n in names if n != LOG_NAME),  # the report log is no package
+                         report_log_bytes=_log_bytes(mounted) if LOG_NAME in names else None)
         except TinySwapError as exc:
             store["error"] = str(exc)
     parts = {}
@@ -180,6 +185,13 @@ def _budget(d: Device, baseline: Mapping[str, FlashCounters]) -> dict[str, Any]:
     if isinstance(image, FlashModelImage):
         flash["model"]["slot_sector_erase_counts"] = {str(k): v for k, v in sorted(image.erase_counts.items())}
     return {"ram": ram, "flash": flash}
+
+
+def _log_bytes(store: Any) -> int | None:
+    try:
+        return len(store.read(LOG_NAME))
+    except TinySwapError:
+        return None
 
 
 def _store_or_none(d: Device) -> Any:

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tinyswap.attestation import check_nonce
 from tinyswap.errors import TinySwapError
 from tinyswap.firmware_sim.device import Device
 from tinyswap.firmware_sim.errors import PowerLoss
@@ -58,13 +61,16 @@ class Run:
 
 def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Path, base_dir: str | Path,
                  packages: Mapping[str, bytes] | None = None, datasets: Mapping[str, Any] | None = None,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[str], None] | None = None, identity_key: Ed25519PrivateKey | None = None,
+                 attest_nonce: bytes | None = None) -> dict[str, Any]:
     """Run a scenario on a new device of `profile`; write report.json, trace.json, timeline.png
     and flash_ops.png into `out_dir`; return the report.
 
     base_dir: where relative paths in the scenario start (the scenario file's folder).
     packages / datasets: labels given in memory (added to, and overriding, the scenario's).
     progress: called with one line per step (default: nothing is printed).
+    identity_key / attest_nonce: the device's attestation identity; with a nonce, the device's
+        token answering it after the last step is written to token.bin (`tinyswap attest verify`).
 
     Everything is checked (the format, then every file it names, the datasets against the
     model input, the router) before the device is built: a bad scenario touches no flash.
@@ -79,6 +85,10 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
     packages = dict(packages or {})
     datasets = dict(datasets or {})
     spec = parse_scenario(scenario, packages=packages, datasets=datasets)
+    if attest_nonce is not None:
+        check_nonce(attest_nonce)  # refused before anything runs
+        if identity_key is None:
+            raise ScenarioFormatError("an attestation nonce needs the device's identity key", field="attest")
     steps = spec.steps
     base = Path(base_dir)
     out = Path(out_dir)
@@ -118,6 +128,8 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
 
     # ---- the device
     device = Device(profile, bundle, None, keyring, store_bytes=spec.device.store_bytes, worst=spec.device.worst)
+    if spec.device.report_log:  # the report's `device_log`: what the device itself says it did
+        device.enable_report_log(spec.device.report_log)
     run = Run(device, pkg_bytes, inputs, say)
     for rule in spec.rules:
         device.add_rule(rule.match, rule.adapter)
@@ -126,6 +138,8 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
 
     name = spec.name if spec.name is not None else "scenario"
     say(f"{name}: {len(steps)} steps on {profile} ({device.profile.description})")
+    if identity_key is not None:
+        device.provision_identity(identity_key)
     device.provision()
     first = device.boot()
     run.boots.append({"step": None, "time_s": device.timeline.now, **boot_dict(first)})
@@ -141,6 +155,11 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
     report = build_report(run, spec, baseline, failure)
     report["time"]["wall_seconds"] = round(time.perf_counter() - wall0, 3)
     paths = write_outputs(report, device, out)
+    if attest_nonce is not None:
+        token = _attest(device, attest_nonce, out / "token.bin")
+        if token is not None:
+            paths["token"] = token
+        say(f"attestation token: {token if token is not None else 'none (the device is not booted at the end)'}")
     report["outputs"] = {k: str(v) for k, v in paths.items()}
     (out / "report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
     if failure is not None:
@@ -148,6 +167,14 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
         raise ScenarioStepFailed(f"{message} (outputs written to {out})", step=index, report=report,
                                  kind=steps[index].kind)
     return report
+
+
+def _attest(device: Device, nonce: bytes, path: Path) -> Path | None:
+    """The device's answer to `nonce` after the last step (None while it is down)."""
+    if not device.booted:
+        return None
+    path.write_bytes(device.attest(nonce))
+    return path
 
 
 def run_step(run: Run, step: Step) -> tuple[int, str] | None:

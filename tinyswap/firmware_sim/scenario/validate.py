@@ -3,6 +3,7 @@ registry), complete before anything is read from disk or run on the device."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -14,8 +15,15 @@ FORMAT = "tinyswap-scenario"
 VERSION = 1
 TOP_LEVEL = ("format", "version", "name", "description", "note", "profile", "bundle", "keyring", "packages",
              "datasets", "router", "device", "build", "steps")
-DEVICE_OPTIONS = ("store_bytes", "worst")
+DEVICE_OPTIONS = ("store_bytes", "worst", "report_log")
+# Report log entries (firmware_sim/report_log.py); 0: no log. Off by default: the log writes to
+# the store after every operation, which moves the flash operation numbers power cuts name.
+MAX_REPORT_LOG = 1024
 DEFAULT_STORE_BYTES = 256 * 1024
+# The simulator keeps every flash partition in RAM: a store larger than this is a typo (10**15),
+# refused before a byte is allocated. Real adapter stores are a few MiB of QSPI NOR or an SD card
+# partition far smaller than this.
+MAX_STORE_BYTES = 256 * 1024 * 1024
 DATASET_KEYS = ("path", "x", "y", "scale")
 
 _TOP = Where()
@@ -54,6 +62,7 @@ class ExperimentSpec:
 class DeviceOptions:
     store_bytes: int = DEFAULT_STORE_BYTES
     worst: bool = False
+    report_log: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,10 +139,14 @@ def parse_scenario(scenario: Mapping[str, Any], *, packages: Mapping[str, Any] =
 
 def _validate_device(device: Mapping[str, Any]) -> DeviceOptions:
     for key, value in device.items():
-        if key == "store_bytes" and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-            raise _TOP.fail("device.store_bytes", "a positive integer")
+        if key == "store_bytes" and not (isinstance(value, int) and not isinstance(value, bool)
+                                         and 0 < value <= MAX_STORE_BYTES):
+            raise _TOP.fail("device.store_bytes", f"a positive integer of at most {MAX_STORE_BYTES:,} bytes, got {value!r}")
         if key == "worst" and not isinstance(value, bool):
             raise _TOP.fail("device.worst", "true or false")
+        if key == "report_log" and not (isinstance(value, int) and not isinstance(value, bool)
+                                        and 0 <= value <= MAX_REPORT_LOG):
+            raise _TOP.fail("device.report_log", f"an entry count from 0 (no log) to {MAX_REPORT_LOG}, got {value!r}")
         if key not in DEVICE_OPTIONS:
             raise _TOP.fail(f"device.{key}", f"unknown (known: {', '.join(DEVICE_OPTIONS)})")
     return DeviceOptions(**device)
@@ -178,6 +191,9 @@ def dataset_spec(spec: Any, where: str) -> DatasetSpec:
     if not isinstance(out.x, str) or not (out.y is None or isinstance(out.y, str)) \
             or isinstance(out.scale, bool) or not isinstance(out.scale, (int, float)):
         raise ScenarioFormatError(f"scenario: field {where}: x and y are array keys, scale a number", field=where)
+    if not (math.isfinite(out.scale) and out.scale > 0):  # NaN would quantize every row to zero, silently
+        raise ScenarioFormatError(f"scenario: field {where}.scale: a finite number above 0, got {out.scale!r}",
+                                  field=f"{where}.scale")
     return out
 
 

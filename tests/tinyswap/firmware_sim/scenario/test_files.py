@@ -35,7 +35,7 @@ def test_a_scenario_file_loads():
 
 def test_missing_directory_and_special_files(tmp_path):
     _refused(tmp_path / "absent.json", ScenarioFileError, "cannot read scenario")
-    _refused(tmp_path, ScenarioFileError, "it is a directory")
+    _refused(tmp_path, ScenarioFileError, "is a directory")
     if os.path.exists("/dev/null"):
         _refused("/dev/null", ScenarioFileError, "not a regular file")
     if hasattr(os, "mkfifo"):
@@ -47,7 +47,7 @@ def test_the_size_is_bounded_before_reading(tmp_path):
     path = tmp_path / "big.json"
     path.write_text(json.dumps({"steps": [{"kind": "confirm", "note": "x" * 100}] * 20}))
     assert load_scenario(path)["steps"][0]["kind"] == "confirm"
-    _refused(path, ScenarioFileError, "more than the 1000 a scenario may have", max_bytes=1000)
+    _refused(path, ScenarioFileError, "over the 1000-byte limit for a scenario", max_bytes=1000)
     with open(tmp_path / "huge.json", "wb") as f:
         f.truncate(MAX_SCENARIO_BYTES + 1)  # sparse: the size alone must refuse it
     _refused(tmp_path / "huge.json", ScenarioFileError, f"{MAX_SCENARIO_BYTES + 1} bytes")

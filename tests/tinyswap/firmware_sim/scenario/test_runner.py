@@ -49,7 +49,7 @@ def test_report_keys_and_step_records_are_stable(ran):
     """The report's shape is a contract of `tinyswap sim` (scripts read report.json)."""
     report, out, _ = ran
     assert list(report) == ["format", "version", "scenario", "profile", "completed", "failed", "steps", "accuracy",
-                            "experiments", "boots", "power_cuts", "final", "budget", "time", "outputs"]
+                            "experiments", "boots", "power_cuts", "final", "budget", "time", "device_log", "outputs"]
     keys = ["index", "kind", "target", "note", "at_s", "start_s", "outcome", "error", "result", "duration_s",
             "time_by_category", "flash", "mutating_ops", "active_after"]
     steps = report["steps"]

@@ -116,6 +116,10 @@ def test_unknown_top_level_field_and_profile(work, tmp_path):
     ({"name": 3}, "name"),
     ({"keyring": [1]}, "keyring"),
     ({"device": {"store_bytes": 0}}, "device.store_bytes"),
+    ({"device": {"store_bytes": 10**15}}, "device.store_bytes"),  # the simulator would allocate it
+    ({"datasets": {"d": {"path": "x.npz", "scale": float("nan")}}}, "datasets['d'].scale"),
+    ({"datasets": {"d": {"path": "x.npz", "scale": float("inf")}}}, "datasets['d'].scale"),
+    ({"datasets": {"d": {"path": "x.npz", "scale": 0}}}, "datasets['d'].scale"),
     ({"device": {"worst": 1}}, "device.worst"),
     ({"device": {"turbo": True}}, "device.turbo"),
     ({"router": {"rules": [{"adapter": 1}]}}, "router.rules[0]"),
@@ -202,3 +206,30 @@ def test_the_whole_scenario_is_typed_past_the_json_boundary():
     assert spec.experiments[0].name == "ab" and spec.experiments[0].key == "user"
     assert spec.device == DeviceOptions(worst=True) and spec.device.store_bytes == 256 * 1024
     assert len(spec.steps) == 21 and validate_scenario(scenario()) == list(parse_scenario(scenario()).steps)
+
+
+@pytest.mark.parametrize("where", ["packages", "keyring", "datasets"])
+def test_device_nodes_named_as_files_are_refused_unread(work, tmp_path, where):
+    import os
+
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero on this system")
+    changes = {"packages": {"packages": {**scenario()["packages"], "A1": "/dev/zero"}},
+               "keyring": {"keyring": ["/dev/zero"]}, "datasets": {"datasets": {"rows": "/dev/zero"}}}[where]
+    with pytest.raises(ScenarioFileError, match="/dev/zero: not a regular file"):
+        run_scenario(scenario(**changes), profile="mcu-qspi", out_dir=tmp_path / "out", base_dir=work)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arrays, text", [
+    ({"x": np.full((2, 256), "a")}, "rows must be numbers"),
+    ({"x": np.full((2, 256), np.nan, np.float32)}, "NaN or infinite"),
+    ({"x": np.full((2, 256), np.inf, np.float32)}, "NaN or infinite"),
+    ({"x": np.zeros((2, 256), np.float32), "y": np.array(["a", "b"])}, "labels must be finite numbers"),
+    ({"x": np.zeros((2, 256), np.float32), "y": np.array([0.5, 1.0])}, "labels are class indices"),
+])
+def test_hostile_dataset_contents_are_format_errors(work, tmp_path, arrays, text):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    sc = scenario(datasets={"rows": str(tmp_path / "bad.npz")})
+    with pytest.raises(ScenarioFormatError, match=text):
+        run_scenario(sc, profile="mcu-qspi", out_dir=tmp_path / "out", base_dir=work)
