@@ -26,9 +26,12 @@ from tinyswap.reader import Buffer, ModelDef, TensorDef, read_model
 from tinyswap.schema import NUMPY_DTYPES
 
 
-# Far above any microcontroller model (their arenas are kilobytes to a few megabytes), low
-# enough that a hostile shape cannot make the host allocate gigabytes.
-DEFAULT_MAX_ARENA_BYTES = 256 << 20
+# Far above any microcontroller model (their arenas are kilobytes to a few megabytes; 64 rows
+# of person_detect plan about 6 MB), low enough that a hostile 500-byte model declaring huge
+# tensors is refused before it allocates, or runs in under a second: every kernel's work is
+# linear in its tensors (windows and MACs have bounds of their own), and at this size the
+# slowest elementwise op (SOFTMAX over millions of short rows) takes about half a second.
+DEFAULT_MAX_ARENA_BYTES = 32 << 20
 
 
 @dataclass

@@ -121,31 +121,38 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
         return [_softmax_int8(p, x)]
 
 
-def _blocks(rows: int, cols: int) -> list[tuple[slice, slice]]:
-    """(rows, columns) blocks of at most BLOCK_ELEMENTS elements (whole rows when they fit)."""
+def _row_blocks(rows: int, cols: int) -> list[tuple[slice, list[slice]]]:
+    """Blocks of whole rows, each with its column blocks, of at most BLOCK_ELEMENTS elements
+    (a row longer than that is split into column blocks; its sum is built across them)."""
     row_step, col_step = max(1, BLOCK_ELEMENTS // max(cols, 1)), min(max(cols, 1), BLOCK_ELEMENTS)
-    return [(slice(r, r + row_step), slice(c, c + col_step))
-            for r in range(0, rows, row_step) for c in range(0, cols, col_step)]
+    columns = [slice(c, c + col_step) for c in range(0, cols, col_step)]
+    return [(slice(r, r + row_step), columns) for r in range(0, rows, row_step)]
 
 
 def _softmax_int8(p: SoftmaxParams, x: np.ndarray) -> np.ndarray:
     """TFLM's reference int8 softmax, block by block: the per-element exponentials come from the
-    tables; each row's sum, reciprocal and the final products are computed as TFLM does."""
+    tables; each row's sum, reciprocal and the final products are computed as TFLM does. Every
+    intermediate (per element and per row) is bounded by the block size."""
     exp_table, sum_table = np.frombuffer(p.exp_table, np.int64), np.frombuffer(p.sum_table, np.int64)
     x2 = x.reshape(-1, x.shape[-1])
     rows, cols = x2.shape
-    row_max = x2.max(axis=1, keepdims=True).astype(np.int16) if cols else np.zeros((rows, 1), np.int16)
-    blocks = _blocks(rows, cols)
-    sums = np.zeros((rows, 1), np.int64)
-    for r, c in blocks:  # the Q12.19 sum of every row
-        sums[r] += sum_table[row_max[r] - x2[r, c]].sum(axis=1, keepdims=True)
-    shifted_scale, num_bits_over_unit = get_reciprocal(sums, ACCUMULATION_INTEGER_BITS)
-    exponent = num_bits_over_unit + 31 - 8
     out = np.empty_like(x2, dtype=np.int8)
-    for r, c in blocks:
-        index = row_max[r] - x2[r, c]
-        exps = exp_table[index]
-        unsat = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted_scale[r], exps), exponent[r])
-        out[r, c] = np.where(index <= -p.diff_min, np.clip(unsat - 128, -128, 127), -128)
+    if cols == 0:
+        return out.reshape(x.shape)
+    if cols == 1 and rows > 1:  # one value per row: every row's difference to its max is 0
+        out[:] = _softmax_int8(p, np.zeros((1, 1), np.int8))[0, 0]
+        return out.reshape(x.shape)
+    for r, columns in _row_blocks(rows, cols):
+        block = x2[r]
+        row_max = block.max(axis=1, keepdims=True).astype(np.int16)
+        sums = np.zeros((len(row_max), 1), np.int64)
+        for c in columns:  # the Q12.19 sum of every row
+            sums += sum_table[row_max - block[:, c]].sum(axis=1, keepdims=True)
+        shifted_scale, num_bits_over_unit = get_reciprocal(sums, ACCUMULATION_INTEGER_BITS)
+        exponent = num_bits_over_unit + 31 - 8
+        for c in columns:
+            index = row_max - block[:, c]
+            unsat = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted_scale, exp_table[index]),
+                                           exponent)
+            out[r, c] = np.where(index <= -p.diff_min, np.clip(unsat - 128, -128, 127), -128)
     return out.reshape(x.shape)
-

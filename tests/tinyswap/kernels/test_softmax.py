@@ -97,8 +97,19 @@ def test_blocks_give_the_same_result_as_one_pass(monkeypatch) -> None:
     data[2] = 7  # a constant row
     whole = run_kernel("SOFTMAX", prepared, data)[0]
     monkeypatch.setattr(softmax, "BLOCK_ELEMENTS", 7)  # 7-column blocks: every row split many times
-    assert len(softmax._blocks(5, 300)) == 5 * 43
+    assert [len(cols) for _, cols in softmax._row_blocks(5, 300)] == [43] * 5
     np.testing.assert_array_equal(run_kernel("SOFTMAX", prepared, data)[0], whole)
     monkeypatch.setattr(softmax, "BLOCK_ELEMENTS", 600)  # two whole rows per block
-    assert len(softmax._blocks(5, 300)) == 3
+    assert [len(cols) for _, cols in softmax._row_blocks(5, 300)] == [1] * 3
     np.testing.assert_array_equal(run_kernel("SOFTMAX", prepared, data)[0], whole)
+
+
+def test_one_value_per_row_is_one_everywhere() -> None:
+    """Rows of one element (a shortcut: every difference to the row max is 0) give 1.0, i.e.
+    127 in int8 at scale 1/256 and zero point -128 (255 / 256, saturated), as TFLM computes."""
+    x, y = spec(0, (6, 1), np.int8, 1 / 16, 0), spec(1, (6, 1), np.int8, 1 / 256, -128)
+    prepared = prepare("SOFTMAX", [x], [y], {"beta": 1.0})
+    data = np.array([[-128], [-1], [0], [5], [127], [3]], np.int8)
+    got = run_kernel("SOFTMAX", prepared, data)[0]
+    one = run_kernel("SOFTMAX", prepared, data[:1])[0]  # a single row takes the general path
+    assert (got == one[0, 0]).all() and one[0, 0] == 127
