@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"model     {args.model}")
     print(f"profile   {interp.profile.value}")
     print(f"inputs    {source}: " + ", ".join(f"{x.shape} {x.dtype}" for x in inputs))
-    print(f"arena     {interp.arena_bytes} bytes")
+    print(f"arena     {interp.arena_bytes} bytes (tinyswap activation plan; TFLite Micro's arena: tinyswap inspect)")
     for d, y in zip(interp_out, outputs):
         preview = np.array2string(y.reshape(y.shape[0], -1)[:4] if y.ndim else y, threshold=24)
         print(f"output    {d['name']!r} {y.shape} {y.dtype}\n{preview}")
@@ -117,8 +117,9 @@ def _quant_text(q: Any) -> str:
 
 
 def inspect_model(path: str) -> dict[str, Any]:
-    """A JSON-able description: operators, tensors, constant bytes, arena bytes, and the slots
-    when `path` is a bundle directory (or a model with a slotmap.json beside it)."""
+    """A JSON-able description: operators, tensors, constant bytes, the arena (our activation plan
+    and the TFLite Micro arena, `tinyswap.arena`), and the slots when `path` is a bundle
+    directory (or a model with a slotmap.json beside it)."""
     slotmap = None
     if Path(path).is_dir():
         if not (Path(path) / "model.tflite").exists():
@@ -131,10 +132,12 @@ def inspect_model(path: str) -> dict[str, Any]:
     interp = _open_model(path)
     model = interp.model
     graph = model.main
-    arena: int | None
+    arena: dict[str, Any] | None
     try:
         interp.allocate_tensors()
-        arena = interp.arena_bytes
+        from tinyswap.arena import tflm_arena_figure
+
+        arena = tflm_arena_figure(model.data).to_json()  # measured with the wheel (else estimated), cached
         arena_error = None
     except TinySwapError as exc:
         arena, arena_error = None, str(exc)
@@ -172,7 +175,7 @@ def inspect_model(path: str) -> dict[str, Any]:
         ],
         "tensors": tensors,
         "constant_bytes": constant_bytes,
-        "arena_bytes": arena,
+        "arena": arena,
         "arena_error": arena_error,
         "metadata": sorted(model.metadata),
         "slotmap": slotmap,
@@ -186,8 +189,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     print(f"{info['file']}: {info['file_bytes']} bytes, {len(info['operators'])} operators, "
           f"{len(info['tensors'])} tensors")
-    print(f"constant bytes {info['constant_bytes']}, arena bytes "
-          f"{info['arena_bytes'] if info['arena_bytes'] is not None else 'n/a (' + str(info['arena_error']) + ')'}")
+    print(f"constant bytes {info['constant_bytes']}")
+    arena = info["arena"]
+    if arena is None:
+        print(f"arena     n/a ({info['arena_error']})")
+    else:
+        smallest = arena["tflm_smallest_bytes"]
+        print(f"arena     TFLite Micro {arena['tflm_bytes']} B (kArenaSize"
+              f"{', smallest ' + str(smallest) + ' B' if smallest is not None else ''}; {arena['method']})")
+        print(f"          tinyswap activation plan {arena['tinyswap_plan_bytes']} B (activations only)")
     smap = info.get("slotmap")
     if smap:
         print(f"\nslots     {smap['num_slots']} (alignment {smap.get('alignment')}, headroom {smap.get('headroom')}), "
@@ -214,9 +224,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     # Lazy imports: the runtime package never depends on the compiler (docs/architecture.md, "Layers").
     from tinyswap.export.build import build_bundle
+    from tinyswap.export.bundle import check_section
     from tinyswap.export.slot_plan import SlotPlan
     from tinyswap.export.spec import load_spec
 
+    check_section(args.section, args.section_align)  # before reading or compiling anything
     spec_path = Path(args.spec)
     spec = load_spec(spec_path, args.weights)
     plan = SlotPlan.load(args.plan) if args.plan else None
@@ -226,7 +238,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     calibration = read_npy(cal_path, "calibration data")
     print(f"compiling {spec.name}: {len(spec.layers)} layers, "
           f"{plan.num_slots if plan else 0} slots on {[t.layer for t in plan.targets] if plan else []}")
-    built = build_bundle(spec, plan, calibration, args.out)
+    built = build_bundle(spec, plan, calibration, args.out, section=args.section, section_align=args.section_align)
     assert built.files is not None  # a bundle directory was given
     for path in built.files.all():
         print(f"wrote     {path} ({path.stat().st_size} bytes)")
@@ -393,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--plan", metavar="PLAN.json", help="slot plan; without it the base model has no slots")
     exp.add_argument("--weights", metavar="W.npz")
     exp.add_argument("--calibration", metavar="CAL.npy", help="default: <spec>.calibration.npy")
+    exp.add_argument("--section", metavar="NAME", help="place the C model array in this linker section (e.g. "
+                     ".tinyswap_model, the model's own flash partition) instead of the application's .rodata")
+    exp.add_argument("--section-align", type=int, metavar="N", help="alignment of that section in bytes (a power "
+                     "of two, at least the slot plan's alignment, which is the default)")
     exp.set_defaults(func=cmd_export)
 
     kg = sub.add_parser("keygen", help="create an Ed25519 signing key pair for adapter packages "
@@ -476,6 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tinyswap.commands.repo import add_parsers as add_repo_parsers
 
     add_repo_parsers(sub)
+    # `firmware` and `fw apply`: the device install code (tinyswap/commands/fw.py, lazy imports).
+    from tinyswap.commands.fw import add_parsers as add_fw_parsers
+
+    add_fw_parsers(sub)
     return parser
 
 

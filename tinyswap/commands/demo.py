@@ -54,7 +54,7 @@ def run(out_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Any
     latency_png = latency_plot(latency, out_dir / "latency.png")
 
     report["demo"] = {
-        "accuracy_per_adapter": [asdict(row) for row in accuracy], "switch_latency": as_rows(latency), "arena_bytes": digits.arena_bytes,
+        "accuracy_per_adapter": [asdict(row) for row in accuracy], "switch_latency": as_rows(latency), "arena": digits.built.tflm_arena.to_json(),
         "seconds": time.perf_counter() - started,
     }
     report.setdefault("outputs", {})["latency"] = str(latency_png)

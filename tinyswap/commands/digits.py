@@ -56,6 +56,7 @@ class DigitsBundle:
 
     @property
     def arena_bytes(self) -> int:
+        """Our interpreter's activation plan; TFLite Micro's arena is `built.tflm_arena`."""
         return self.built.arena_bytes
 
     @property

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tinyswap.export.bundle import slot_map, write_bundle
+from tinyswap.arena import ArenaFigure, tflm_arena_figure
+from tinyswap.export.bundle import check_section, slot_map, write_bundle
 from tinyswap.export.compiler import Compiled, compile_model
 from tinyswap.export.pack import keygen, load_private_key
 from tinyswap.export.slot_plan import SlotPlan
@@ -51,10 +52,14 @@ class SigningKeys:
 
 @dataclass(frozen=True)
 class BuiltBundle:
-    """A compiled model with its planned arena, slot map and, when asked for, its files and keys."""
+    """A compiled model with its planned arena, slot map and, when asked for, its files and keys.
+
+    `arena_bytes` is our interpreter's activation plan (TFLM's arena head); the arena a firmware
+    must reserve for TFLite Micro is `tflm_arena.tflm_bytes` (measured with the wheel, once per
+    model, when first asked for: `tinyswap.arena`)."""
 
     compiled: Compiled
-    arena_bytes: int
+    arena_bytes: int  # tinyswap's activation plan, not TFLM's arena: see `tflm_arena`
     slotmap: dict[str, Any]
     input_scale: float  # quantization of the data input (graph input 0; gates follow it), from the probe
     input_zero_point: int
@@ -66,20 +71,30 @@ class BuiltBundle:
     def data(self) -> bytes:
         return self.compiled.data
 
+    @property
+    def tflm_arena(self) -> ArenaFigure:
+        """The TFLite Micro tensor arena (`TINYSWAP_ARENA_BYTES`), cached per model digest."""
+        return tflm_arena_figure(self.compiled.data)
+
 
 def build_bundle(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray, bundle_dir: str | Path | None = None,
-                 *, keys_dir: str | Path | None = None) -> BuiltBundle:
+                 *, keys_dir: str | Path | None = None, section: str | None = None,
+                 section_align: int | None = None) -> BuiltBundle:
     """Compile `spec` with `plan` (None: no slots) on `calibration`, plan its arena with the
     reference Interpreter, and write the bundle into `bundle_dir` (None: nothing is written).
-    With `keys_dir`, also make a fresh signing key pair there (`keygen`)."""
+    With `keys_dir`, also make a fresh signing key pair there (`keygen`). `section` and
+    `section_align` place the C model array in its own linker section (`bundle.c_sources`)."""
+    check_section(section, section_align)  # a bad name is refused before the compile, not after
     compiled = compile_model(spec, plan, calibration)
-    # The arena the manifest promises is the one our own interpreter plans for these bytes.
+    # Our own interpreter's plan for these bytes; the manifest's TFLM arena is measured on them
+    # by `write_bundle` (`tinyswap.arena`).
     probe = Interpreter(model_content=compiled.data)
     probe.allocate_tensors()
     scale, zero_point = probe.get_input_details()[0]["quantization"]
     files = None
     if bundle_dir is not None:
-        paths = write_bundle(compiled, bundle_dir, arena_bytes=probe.arena_bytes)
+        paths = write_bundle(compiled, bundle_dir, tflm_arena_figure(compiled.data), section=section,
+                             section_align=section_align)
         files = BundleFiles(paths["model"], paths["slotmap"], paths["header"], paths["source"], paths["manifest"])
         smap = json.loads(files.slotmap.read_text())  # exactly what a packer reading the bundle sees
     else:

@@ -48,6 +48,12 @@ class AdapterQuantError(ExportError):
     """An adapter cannot be fitted into its slot (e.g. a bottleneck wider than the slot)."""
 
 
+class SectionError(ExportError):
+    """The linker section asked for the model array (`--section`, `--section-align`) is unusable:
+    a name that is not `.` plus identifier characters, too long, or an alignment that is not a
+    power of two at least the slot map's."""
+
+
 class PackError(ExportError):
     """The adapter cannot be packed for this bundle (unknown layer, wrong kind, bad files)."""
 
@@ -79,4 +85,4 @@ class RepositoryTargetError(PublishError):
 
 __all__ = ["AdapterQuantError", "AdapterSourceError", "BuilderError", "ExportError", "GraphError", "LayoutError",
            "OptionError", "PackError", "PublishError", "RepositoryDirError", "RepositoryTargetError", "RoleKeyError",
-           "SlotPlanError", "SpecError", "TooFewKeysError", "WrongRoleKeyError"]
+           "SectionError", "SlotPlanError", "SpecError", "TooFewKeysError", "WrongRoleKeyError"]

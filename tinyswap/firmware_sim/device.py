@@ -98,10 +98,10 @@ from tinyswap.firmware_sim.report_log import (
 )
 from tinyswap.firmware_sim.storage import StorageProfile
 from tinyswap.firmware_sim.timeline import Timeline
+from tinyswap.arena import ArenaFigure, tflm_arena_figure
 from tinyswap.envelope import DecryptWork, DeviceKeys
 from tinyswap.errors import TinySwapError
 from tinyswap.image import RamImage
-from tinyswap.interpreter import Interpreter
 from tinyswap.package import AdapterPackage, Keyring, parse_package
 from tinyswap.router import Experiment, Request, Router, Rule
 from tinyswap.slotmap import SlotMap, SlotMapError
@@ -202,7 +202,7 @@ class Device:
         # configuration kept across reboots
         self.rules: list[Rule] = []
         self.experiments: list[Experiment] = []
-        self._factory_arena: int | None = None
+        self._factory_arena: ArenaFigure | None = None
         # RAM state (lost at every power cut)
         self._manager: SwapManager | None = None
         self._store: AdapterStore | None = None
@@ -275,13 +275,17 @@ class Device:
     def max_package_bytes(self) -> int:
         return self.board.ram.max_package
 
-    def factory_arena_bytes(self) -> int:
-        """The interpreter arena the model needs (a property of its graph, computed once)."""
+    def factory_arena(self) -> ArenaFigure:
+        """The TFLite Micro tensor arena the model needs (`tinyswap.arena`): measured with the
+        `tflite_micro` wheel, or its labelled estimate without it; once per model (cached by digest)."""
         if self._factory_arena is None:
-            interp = Interpreter(model_content=self.model)
-            interp.allocate_tensors()
-            self._factory_arena = interp.arena_bytes
+            self._factory_arena = tflm_arena_figure(self.model)
         return self._factory_arena
+
+    def factory_arena_bytes(self) -> int:
+        """The arena the RAM budget charges: TFLM's (tensor structs, op data, allocator and the
+        activations), not our interpreter's activation plan alone."""
+        return self.factory_arena().tflm_bytes
 
     # ================================================================ probes
     @property

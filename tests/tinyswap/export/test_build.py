@@ -43,7 +43,9 @@ def test_without_a_directory_nothing_is_written_and_the_result_equals_a_written_
     written = build_bundle(spec, plan, cal, tmp_path / "bundle")
     assert written.files is not None and written.bundle_dir == tmp_path / "bundle"
     assert [p.name for p in written.files.all()] == BUNDLE_FILES
-    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == sorted(BUNDLE_FILES)
+    # Beside them, the device install code and the bundle's slot layout (tinyswap.export.firmware).
+    firmware = ["tinyswap_fw.h", "tinyswap_fw.c", "tinyswap_layout.h", "tinyswap_layout.c"]
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == sorted(BUNDLE_FILES + firmware)
     assert memory.data == written.data == (tmp_path / "bundle" / "model.tflite").read_bytes()
     on_disk = json.loads((tmp_path / "bundle" / "slotmap.json").read_text())
     assert memory.slotmap == written.slotmap == on_disk
@@ -56,7 +58,9 @@ def test_the_arena_and_input_quantization_are_the_reference_interpreters(mlp, tm
     probe = Interpreter(model_content=built.data)
     probe.allocate_tensors()
     assert built.arena_bytes == probe.arena_bytes > 0
-    assert json.loads((tmp_path / "manifest.json").read_text())["arena_bytes"] == built.arena_bytes
+    arena = json.loads((tmp_path / "manifest.json").read_text())["arena"]
+    assert arena["tinyswap_plan_bytes"] == built.arena_bytes  # the plan, labelled as such
+    assert arena["tflm_bytes"] == built.tflm_arena.tflm_bytes > arena["tflm_smallest_bytes"] > built.arena_bytes
     assert (built.input_scale, built.input_zero_point) == probe.get_input_details()[0]["quantization"]
 
 

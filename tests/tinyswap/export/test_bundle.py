@@ -22,13 +22,16 @@ def test_export_writes_a_bundle_that_runs(name: str, tmp_path, capsys) -> None:
     assert main(["export", str(EXAMPLES / f"{name}.json"), "--plan", str(EXAMPLES / f"{name}.plan.json"),
                  "-o", str(out)]) == 0
     files = {p.name for p in out.iterdir()}
-    assert files == {"model.tflite", "slotmap.json", "model_data.h", "model_data.cc", "manifest.json"}
+    assert files == {"model.tflite", "slotmap.json", "model_data.h", "model_data.cc", "manifest.json",
+                     "tinyswap_fw.h", "tinyswap_fw.c", "tinyswap_layout.h", "tinyswap_layout.c"}
     model = (out / "model.tflite").read_bytes()
     smap = json.loads((out / "slotmap.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
     assert smap["model_bytes"] == len(model) == manifest["model_bytes"]
     assert manifest["flash"]["slots"] == sum(s["length"] for s in smap["slots"])
-    assert manifest["arena_bytes"] > 0
+    # TFLite Micro's arena beside our activation plan; the header's define is the manifest's figure.
+    arena = manifest["arena"]
+    assert arena["tflm_bytes"] >= arena["tflm_smallest_bytes"] > arena["tinyswap_plan_bytes"] > 0
     # The C array holds exactly the model bytes, aligned as TFLite Micro needs.
     source = (out / "model_data.cc").read_text()
     assert f"alignas({max(16, smap['alignment'])})" in source
@@ -37,6 +40,7 @@ def test_export_writes_a_bundle_that_runs(name: str, tmp_path, capsys) -> None:
     header = (out / "model_data.h").read_text()
     for slot in smap["slots"]:
         assert f"#define TINYSWAP_SLOT{slot['slot']}_OFFSET {slot['offset']}u" in header
+    assert f"#define TINYSWAP_ARENA_BYTES {arena['tflm_bytes']}u" in header
     # It runs, and TFLM agrees, with every gate at 0.
     interp = Interpreter(model_content=model)
     inputs = [np.zeros(d["shape"], np.int8) for d in interp.get_input_details()]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tinyswap.arena import tflm_arena_figure
 from tinyswap.firmware_sim.device import Device
 from tinyswap.firmware_sim.errors import (
     DeviceClassError,
@@ -362,6 +363,18 @@ def test_ram_budget_is_enforced():
     assert d.arena_bytes is not None and d.arena_bytes <= MCU_QSPI.arena_budget
     with pytest.raises(PackageTooLargeError):
         d.install(P["A1"])
+
+
+def test_the_ram_budget_charges_the_tflite_micro_arena_not_the_activation_plan():
+    """The arena TFLM allocates (measured with the wheel, `tinyswap.arena`) is what the device
+    reserves: an arena budget that holds the activations but not TFLM's structures is refused."""
+    d = new_device()
+    figure = d.factory_arena()
+    assert d.arena_bytes == d.factory_arena_bytes() == figure.tflm_bytes == tflm_arena_figure(B.data).tflm_bytes
+    assert figure.measured and figure.plan_bytes < figure.smallest_bytes <= figure.tflm_bytes
+    with pytest.raises(RamBudgetError, match=f"arena needs {figure.tflm_bytes} bytes"):
+        new_device(arena_budget=figure.smallest_bytes)  # over the plan, under the figure charged
+    assert new_device(arena_budget=figure.tflm_bytes).arena_bytes == figure.tflm_bytes
 
 
 # ------------------------------------------------------------------------------ power and boot order

@@ -132,6 +132,8 @@ def _budget(d: Device, baseline: Mapping[str, FlashCounters]) -> dict[str, Any]:
     cache_used = d.manager.cache.used if d.booted else None
     ram = {"ram_bytes": p.ram_bytes, "sram_bytes": p.sram_bytes, "ext_ram_bytes": p.ext_ram_bytes,
            "arena_bytes": d.arena_bytes, "arena_budget": d.arena_budget,
+           # arena_bytes is TFLite Micro's arena (tinyswap.arena): how it was obtained
+           "arena_method": d.factory_arena().method if d.arena_bytes is not None else None,
            "cache_budget": d.cache_budget, "cache_used": cache_used, "model_copy_bytes": model_copy,
            "model_budget": p.model_budget, "planned_bytes": arena + d.cache_budget + model_copy,
            "free_bytes": p.ram_bytes - (arena + d.cache_budget + model_copy)}
