@@ -94,3 +94,29 @@ def test_fw_apply_refuses_a_slot_the_bundle_does_not_have(bundle, tmp_path, caps
     assert main(["fw", "apply", str(bundle), str(pkg), "--key", str(tmp_path / "signer.pub.pem"), "--slot", "7",
                  "--image", str(bundle / "model.tflite"), "-o", str(tmp_path / "o")]) == 2
     assert "--slot 7" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(compiler() is None, reason="no C compiler (gcc or cc): `fw apply` cannot build the device code")
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_fw_apply_equals_the_swap_manager_for_every_digits_package(model, tmp_path, capsys):
+    """Both digits bundles, every adapter package, both slots: the image `tinyswap fw apply`
+    writes through the bundle's C code is the Python swap manager's, byte for byte."""
+    from tinyswap.commands.digits import prepare
+    from tinyswap.swap import SwapManager
+
+    d = prepare(tmp_path / model, model)
+    smap = SlotMap.from_json(d.slotmap)
+    key = d.built.keys.public_key_path
+    assert d.packages, "no digits adapters"
+    for domain, path in d.package_paths.items():
+        manager = SwapManager(bytearray(d.model_bytes), smap, d.keyring)
+        manager.load_adapter(path.read_bytes())  # a fresh manager writes its first free slot
+        expected = {0: bytes(manager.image.buffer)}
+        image = RamImage(d.model_bytes)
+        SlotBytes(image, smap).write(1, parse_package(path.read_bytes()))
+        expected[1] = bytes(image.buffer)
+        for slot in (0, 1):
+            out = tmp_path / f"{model}-{domain}-{slot}.tflite"
+            assert main(["fw", "apply", str(d.bundle_dir), str(path), "--key", str(key), "--slot", str(slot),
+                         "--image", str(d.bundle_dir / "model.tflite"), "-o", str(out)]) == 0, capsys.readouterr().err
+            assert out.read_bytes() == expected[slot], f"{model} {domain} slot {slot}"
