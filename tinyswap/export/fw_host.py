@@ -163,7 +163,7 @@ def compiler() -> str | None:
 def _ffi() -> Any:
     try:
         import cffi
-    except ImportError as exc:  # a test dependency, not a runtime one
+    except ImportError as exc:  # a declared dependency: only a broken install lacks it
         raise FirmwareBuildError("running the device C code on the host needs the 'cffi' package "
                                  "(pip install cffi)") from exc
     ffi = cffi.FFI()
