@@ -215,8 +215,10 @@ say("done " + json.dumps(result))
 
 def _run_child(model: bytes, params: dict[str, Any]) -> tuple[dict[str, Any] | None, int | None, str]:
     """One child run: (its result or None, the size it was trying when it died, stderr tail)."""
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(params)], input=model, capture_output=True,
-                          timeout=CHILD_TIMEOUT_S)
+    # -I (isolated): the child must import the installed wheel, never a `tflite_micro.py` that
+    # happens to sit in the current directory (a TFLite Micro source checkout has one).
+    proc = subprocess.run([sys.executable, "-I", "-c", _CHILD, json.dumps(params)], input=model,
+                          capture_output=True, timeout=CHILD_TIMEOUT_S)
     err = proc.stderr.decode("utf-8", "replace")[-300:]
     lines = proc.stdout.decode("utf-8", "replace").splitlines()
     for line in lines:
