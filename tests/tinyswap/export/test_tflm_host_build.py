@@ -138,3 +138,74 @@ def test_the_bundle_runs_in_a_tflm_build_as_in_the_wheel(tflm: dict, tmp_path: P
         expected = run_tflm(model, inputs)
         got = (tmp_path / "out.bin").read_bytes()
         assert got == b"".join(np.ascontiguousarray(e).tobytes() for e in expected), f"{name} case {case}"
+
+
+INSTALL_RUNNER = Path(__file__).parent / "tflm_host" / "install_runner.cc"
+
+
+def test_a_package_installed_by_the_c_code_changes_the_live_model_as_in_the_wheel(tflm: dict, tmp_path: Path) -> None:
+    """The firmware path end to end in a real TFLM build: the model runs from a writable flash
+    buffer, the bundle's C install code (OpenSSL behind the port) installs a signed package into
+    a slot of that buffer under the live interpreter, and the next Invoke() equals the wheel on
+    the image the Python swap manager writes."""
+    from cryptography.hazmat.primitives import serialization
+
+    from tinyswap.image import RamImage
+    from tinyswap.package import parse_package
+    from tinyswap.slotmap import SlotMap
+    from tinyswap.swap.slot_bytes import SlotBytes
+
+    from tests.adapter_cases import KEY, gate_value, package
+
+    for tool in ("gcc", "g++"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    plan = json.loads((EXAMPLES / "cnn.plan.json").read_text())
+    plan["alignment"] = 4096  # slots in whole 4 KB sectors, as the install code's port declares
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    bundle = tmp_path / "cnn"
+    assert main(["export", str(EXAMPLES / "cnn.json"), "--plan", str(tmp_path / "plan.json"), "-o", str(bundle),
+                 "--section", ".tinyswap_model"]) == 0
+    model = (bundle / "model.tflite").read_bytes()
+    smap_json = json.loads((bundle / "slotmap.json").read_text())
+    smap = SlotMap.from_json(smap_json)
+    pkg = package(smap_json, 5, "A", 1)
+    (tmp_path / "a.tsap").write_bytes(pkg)
+    (tmp_path / "key.raw").write_bytes(KEY.public_key().public_bytes(serialization.Encoding.Raw,
+                                                                        serialization.PublicFormat.Raw))
+    # The device C code is C99: compiled as C, linked with the C++ program and TFLM.
+    objects = []
+    for name in ("tinyswap_fw.c", "tinyswap_layout.c"):
+        obj = tmp_path / (name + ".o")
+        done = subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-c", str(bundle / name),
+                               f"-I{bundle}", "-o", str(obj)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        objects.append(str(obj))
+    ops = sorted({op.op_name for op in read_model(model).main.operators})
+    (tmp_path / "ops.inc").write_text("".join(f"TINYSWAP_OP({_resolver_method(op)})\n" for op in ops))
+    exe = tmp_path / "install_runner"
+    cmd = ["g++", *tflm["cxxflags"], "-Werror", *tflm["includes"], f"-I{bundle}", f"-I{tmp_path}",
+           str(INSTALL_RUNNER), str(bundle / "model_data.cc"), *objects, str(tflm["lib"]), *tflm["ldflags"],
+           "-lcrypto", "-o", str(exe)]
+    done = subprocess.run(cmd, cwd=tflm["tree"], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 and "openssl/evp.h" in done.stderr:
+        pytest.skip("OpenSSL's headers (libssl-dev) are not installed: the host port's crypto comes from libcrypto")
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    graph = read_model(model).main
+    rng = np.random.default_rng(11)
+    for slot in range(smap.num_slots):
+        inputs = [rng.integers(-128, 128, size=graph.tensors[i].shape, dtype=np.int8) for i in graph.inputs]
+        for gate in smap_json["gates"]:  # this slot fully on, the others off
+            inputs[gate["input_index"]][:] = gate_value(smap_json, gate["slot"], 1.0 if gate["slot"] == slot else 0.0)
+        (tmp_path / "in.bin").write_bytes(b"".join(x.tobytes() for x in inputs))
+        done = subprocess.run([str(exe), "key.raw", "a.tsap", str(slot), "in.bin", "before.bin", "in.bin", "after.bin"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout == f"installed {slot}\n", done.stdout + done.stderr
+        image = RamImage(model)
+        SlotBytes(image, smap).write(slot, parse_package(pkg))
+        flat = lambda outs: b"".join(np.ascontiguousarray(o).tobytes() for o in outs)  # noqa: E731
+        before, after = flat(run_tflm(model, inputs)), flat(run_tflm(bytes(image.buffer), inputs))
+        assert before != after, "the adapter changed nothing: the check would prove nothing"
+        assert (tmp_path / "before.bin").read_bytes() == before, f"slot {slot}: before the install"
+        assert (tmp_path / "after.bin").read_bytes() == after, f"slot {slot}: after the install, live"
