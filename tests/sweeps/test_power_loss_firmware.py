@@ -27,7 +27,8 @@ from typing import Callable
 import pytest
 
 from tinyswap.export.fw_host import FwHost, FwStatus, Geometry, compiler
-from tinyswap.firmware_sim.flash import CutPoint, FaultPlan, FlashDevice, FlashGeometry, Partition
+from tinyswap.firmware_sim.flash import FlashDevice, FlashGeometry, Partition
+from tinyswap.firmware_sim.power import CutPoint, PowerCut, PowerSupply
 from tinyswap.image import RamImage
 from tinyswap.package import parse_package
 from tinyswap.slotmap import SlotMap
@@ -40,17 +41,37 @@ from tests.tinyswap.firmware_sim.device_cases import bundle_for, packages_for
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C compiler (gcc or cc) on this host: the device C "
                                 "code cannot be built, so it cannot be run under the simulator")
 
-# (sector, erase value, program unit): the rigs' model flash (QSPI NOR 4 KB with 1- and 8-byte
-# program units, SAM-style 8 KB internal flash with 4- and 16-byte units).
-GEOMETRIES = [(4096, 0xFF, 1), (4096, 0x00, 8), (8192, 0xFF, 4), (8192, 0x00, 16)]
+# (model sector, erase value, program unit): the rigs' flash: QSPI NOR 4 KB with 1- and 8-byte
+# program units (nor4k, qspi+sd, and ram-nor4k, whose PSRAM copy is written the same way),
+# SAM-style 8 KB internal flash with 4- and 16-byte units, and the STM32F4's mixed map (the model
+# in its 16 KB sectors, the record in two of its 128 KB sectors).
+GEOMETRIES = [(4096, 0xFF, 1), (4096, 0x00, 8), (8192, 0xFF, 4), (8192, 0x00, 16), (16384, 0xFF, 4),
+              (16384, 0x00, 16)]
+RECORD_SECTOR = {16384: 128 * 1024}  # else the model's sector size
 OPERATIONS = ["install", "install-trial", "confirm", "revert", "clear"]
 CI_CUTS = 4  # cut points per geometry, operation and cut kind in the default run
 WHENS = [CutPoint.BEFORE, CutPoint.AFTER, CutPoint.TORN]
 
 
 @dataclass
+class _Parts:
+    """The model's and the record's flash parts, cut as one (one power supply)."""
+
+    model: FlashDevice
+    record: FlashDevice
+    supply: PowerSupply
+
+    def image_bytes(self, start: int = 0, length: int | None = None) -> bytes:
+        data = self.model.image_bytes() + self.record.image_bytes()
+        return data[start:] if length is None else data[start : start + length]
+
+    def arm(self, op: int, when: CutPoint) -> None:
+        self.supply.arm([PowerCut(op, when)])
+
+
+@dataclass
 class Rig:
-    flash: FlashDevice
+    flash: _Parts
     host: FwHost
     smap: SlotMap
 
@@ -64,16 +85,21 @@ def _bundle(sector: int) -> tuple[SlotMap, bytes, dict[str, bytes]]:
 def _rig(sector: int, ev: int, unit: int, image: bytes | None = None) -> Rig:
     smap, data, _ = _bundle(sector)
     model_sectors = -(-smap.model_bytes // sector)
-    g = FlashGeometry.uniform(sector, model_sectors + 2, erase_value=ev, write_align=unit, name="fw-rig")
+    record_sector = RECORD_SECTOR.get(sector, sector)
+    # One part per partition: each area has its own uniform sectors (as the STM32F4 map's regions).
+    g_model = FlashGeometry.uniform(sector, model_sectors, erase_value=ev, write_align=unit, name="fw-model")
+    g_record = FlashGeometry.uniform(record_sector, 2, erase_value=ev, write_align=unit, name="fw-record")
     if image is None:
-        raw = bytearray([ev]) * g.size
+        raw = bytearray([ev]) * (g_model.size + g_record.size)
         raw[: len(data)] = data
         image = bytes(raw)
-    flash = FlashDevice(g, image=image)
-    model = Partition(flash, 0, model_sectors * sector, "model")
-    record = Partition(flash, model.size, 2 * sector, "record")
-    host = FwHost(smap, model, Geometry(model.size, sector, unit, ev), record, Geometry(record.size, sector, unit, ev),
-                  [KEY.public_key()])
+    supply = PowerSupply()  # both parts on one supply: operations are numbered across them
+    flash = _Parts(FlashDevice(g_model, image=image[: g_model.size], supply=supply),
+                   FlashDevice(g_record, image=image[g_model.size :], supply=supply), supply)
+    model = Partition(flash.model, 0, g_model.size, "model")
+    record = Partition(flash.record, 0, g_record.size, "record")
+    host = FwHost(smap, model, Geometry(model.size, sector, unit, ev), record,
+                  Geometry(record.size, record_sector, unit, ev), [KEY.public_key()])
     assert host.init_status == FwStatus.TSFW_OK, host.init_status
     return Rig(flash, host, smap)
 
@@ -166,7 +192,7 @@ def test_a_cut_at_any_flash_operation_leaves_every_slot_as_its_record_says(secto
     for when in WHENS:
         for cut in _cuts(total, hash((sector, ev, unit, op, when.value)) & 0xFFFF):
             rig = _start(sector, ev, unit, op)
-            rig.flash.arm(FaultPlan.cut(cut, when))
+            rig.flash.arm(cut, when)
             status = _operation(op, p)(rig.host)
             assert status in (FwStatus.TSFW_OK, FwStatus.TSFW_E_FLASH), status
             after = _reboot(rig, sector, ev, unit)
