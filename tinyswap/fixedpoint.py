@@ -228,6 +228,41 @@ def one_over_one_plus_x_for_x_in_0_1(a: ArrayLike) -> np.ndarray:
     return saturating_rounding_multiply_by_pot(x, 1)  # Rescale<0>(ExactMulByPot<-1>(x))
 
 
+def one_minus_x_over_one_plus_x_for_x_in_0_1(a: ArrayLike) -> np.ndarray:
+    """gemmlowp: (1 - a) / (1 + a) for a in [0, 1) in Q0.31: the Newton-Raphson reciprocal of
+    `one_over_one_plus_x_for_x_in_0_1` (x ~ 2 / (1 + a) in Q2.29), then Rescale<0>(x - 1)."""
+    half_denominator = rounding_half_sum(a, INT32_MAX)
+    one_q2 = 1 << 29
+    x = 1515870810 + _SRDHM(half_denominator, -1010580540)  # 48/17 - 32/17 * d
+    for _ in range(3):
+        x = x + saturating_rounding_multiply_by_pot(_SRDHM(x, one_q2 - _SRDHM(half_denominator, x)), 2)
+    return saturating_rounding_multiply_by_pot(x - one_q2, 2)
+
+
+def logistic(a: ArrayLike, integer_bits: int) -> np.ndarray:
+    """gemmlowp `logistic` of FixedPoint<int32, integer_bits> a; Q0.31 result.
+
+    1 / (1 + exp(-|a|)) for the magnitude; 1 - that (raw INT32_MAX - r) for a < 0; exactly
+    one half (2**30) for a == 0."""
+    a = np.asarray(a, dtype=np.int64)
+    positive = a > 0
+    magnitude = np.where(positive, a, -a)
+    if_positive = one_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(-magnitude, integer_bits))
+    return np.where(a == 0, np.int64(1 << 30), np.where(positive, if_positive, INT32_MAX - if_positive))
+
+
+def tanh(a: ArrayLike, integer_bits: int) -> np.ndarray:
+    """gemmlowp `tanh` of FixedPoint<int32, integer_bits> a; Q0.31 result.
+
+    With n = -|a|: t = (1 - exp(2n)) / (1 + exp(2n)), where 2n is the same raw read with one
+    more integer bit (ExactMulByPot<1>); -t for a < 0, t for a > 0, 0 for a == 0."""
+    a = np.asarray(a, dtype=np.int64)
+    negative = a < 0
+    n = np.where(negative, a, -a)
+    t = one_minus_x_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(n, integer_bits + 1))
+    return np.where(a == 0, np.int64(0), np.where(negative, -t, t))
+
+
 def count_leading_zeros_u32(x: ArrayLike) -> np.ndarray:
     """Leading zero bits of x as a uint32 (x > 0); exact because x < 2**53 is exact in float64."""
     x = np.asarray(x, dtype=np.int64)

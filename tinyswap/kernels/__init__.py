@@ -18,6 +18,10 @@ from tinyswap.kernels import sub  # noqa: F401
 from tinyswap.kernels import mul  # noqa: F401
 from tinyswap.kernels import relu  # noqa: F401
 from tinyswap.kernels import relu6  # noqa: F401
+from tinyswap.kernels import logistic  # noqa: F401
+from tinyswap.kernels import tanh  # noqa: F401
+from tinyswap.kernels import leaky_relu  # noqa: F401
+from tinyswap.kernels import hard_swish  # noqa: F401
 from tinyswap.kernels import quantize  # noqa: F401
 from tinyswap.kernels import dequantize  # noqa: F401
 from tinyswap.kernels import mean  # noqa: F401

@@ -1,0 +1,70 @@
+"""LOGISTIC: int8 -> int8 (gemmlowp fixed point, as TFLM) and float32.
+
+TFLM `micro/kernels/logistic_common.cc` and `reference/integer_ops/logistic.h`; see
+`sigmoid_common` for the shared input scaling. TFLM requires only the output zero point -128
+and never reads the output scale (the result is always in units of 1/256); LiteRT's
+BUILTIN_REF requires the output scale 1/256 and tabulates the float32 sigmoid instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinyswap.fixedpoint import logistic, rounding_divide_by_pot
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.registry import register
+from tinyswap.kernels.sigmoid_common import (
+    INPUT_INTEGER_BITS,
+    MIN_INPUT_SCALE,
+    FixedPointSigmoidParams,
+    FloatTableParams,
+    blockwise,
+    fixed_point_table,
+    float_table,
+    input_scaling,
+    logistic_f32,
+    sigmoid_f32,
+)
+
+OUTPUT_INTEGER_BITS = 8  # Q0.31 -> units of 2**-8
+
+
+def logistic_int8(q4: np.ndarray) -> np.ndarray:
+    """The Q4.27 input's logistic in units of 1/256, minus 128 (before the clamp)."""
+    return rounding_divide_by_pot(logistic(q4, INPUT_INTEGER_BITS), 31 - OUTPUT_INTEGER_BITS) - 128
+
+
+@register
+class Logistic(Kernel[FixedPointSigmoidParams | FloatTableParams | None]):
+    op_name = "LOGISTIC"
+
+    def prepare(self, ctx: PrepareContext) -> Prepared[FixedPointSigmoidParams | FloatTableParams | None]:
+        ctx.expect_counts(1)
+        x, y = ctx.input(0), ctx.output()
+        if x.dtype == FLOAT32:
+            ctx.require_types(y, FLOAT32)
+            return Prepared([x.shape], None)
+        ctx.require_types(x, INT8)
+        ctx.require_types(y, INT8)
+        (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
+        if not math.isfinite(xs) or xs < MIN_INPUT_SCALE:
+            raise ctx.error(f"input scale {xs} must be finite and at least 2**-28")
+        if ctx.profile == Profile.LITERT:
+            if float(ys) != 1.0 / 256:
+                raise ctx.error(f"int8 output needs scale 1/256 (LiteRT), got {ys}")
+            return Prepared([x.shape], FloatTableParams(float_table(xs, xzp, ys, yzp, sigmoid_f32)))
+        if yzp != -128:
+            raise ctx.error(f"int8 output needs zero point -128 (TFLM), got {yzp}")
+        multiplier, shift, radius = input_scaling(xs)
+        lookup = fixed_point_table(xzp, multiplier, shift, radius, logistic_int8)
+        return Prepared([x.shape], FixedPointSigmoidParams(xzp, multiplier, shift, radius, lookup))
+
+    def eval(self, prepared: Prepared[FixedPointSigmoidParams | FloatTableParams | None],
+             inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        p = prepared.params
+        x = inputs[0]
+        if p is None:
+            return [blockwise(logistic_f32, x)]
+        return [p.lookup.apply(x)]

@@ -1,0 +1,65 @@
+"""TANH: int8 -> int8 (gemmlowp fixed point, as TFLM) and float32.
+
+TFLM `micro/kernels/tanh.cc` and `reference/integer_ops/tanh.h`; see `sigmoid_common` for the
+shared input scaling. TFLM checks no output quantization at all (the result is always in
+units of 1/128 around zero); LiteRT's BUILTIN_REF tabulates the float32 tanh requantized to
+whatever output quantization the model declares.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinyswap.fixedpoint import rounding_divide_by_pot, tanh
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.registry import register
+from tinyswap.kernels.sigmoid_common import (
+    INPUT_INTEGER_BITS,
+    MIN_INPUT_SCALE,
+    FixedPointSigmoidParams,
+    FloatTableParams,
+    blockwise,
+    fixed_point_table,
+    float_table,
+    input_scaling,
+    tanhf,
+)
+
+OUTPUT_FRACTIONAL_BITS = 7  # Q0.31 -> units of 2**-7
+
+
+def tanh_int8(q4: np.ndarray) -> np.ndarray:
+    """The Q4.27 input's tanh in units of 1/128 (before the clamp)."""
+    return rounding_divide_by_pot(tanh(q4, INPUT_INTEGER_BITS), 31 - OUTPUT_FRACTIONAL_BITS)
+
+
+@register
+class Tanh(Kernel[FixedPointSigmoidParams | FloatTableParams | None]):
+    op_name = "TANH"
+
+    def prepare(self, ctx: PrepareContext) -> Prepared[FixedPointSigmoidParams | FloatTableParams | None]:
+        ctx.expect_counts(1)
+        x, y = ctx.input(0), ctx.output()
+        if x.dtype == FLOAT32:
+            ctx.require_types(y, FLOAT32)
+            return Prepared([x.shape], None)
+        ctx.require_types(x, INT8)
+        ctx.require_types(y, INT8)
+        (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
+        if not math.isfinite(xs) or xs < MIN_INPUT_SCALE:
+            raise ctx.error(f"input scale {xs} must be finite and at least 2**-28")
+        if ctx.profile == Profile.LITERT:
+            return Prepared([x.shape], FloatTableParams(float_table(xs, xzp, ys, yzp, tanhf)))
+        multiplier, shift, radius = input_scaling(xs)
+        lookup = fixed_point_table(xzp, multiplier, shift, radius, tanh_int8)
+        return Prepared([x.shape], FixedPointSigmoidParams(xzp, multiplier, shift, radius, lookup))
+
+    def eval(self, prepared: Prepared[FixedPointSigmoidParams | FloatTableParams | None],
+             inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        p = prepared.params
+        x = inputs[0]
+        if p is None:
+            return [blockwise(tanhf, x)]
+        return [p.lookup.apply(x)]
