@@ -1,6 +1,10 @@
-"""Shared prepare for the binary arithmetic ops (ADD, SUB, MUL): types, broadcasting, ranges."""
+"""Shared prepare for the binary arithmetic ops (ADD, SUB, MUL: types, broadcasting, ranges) and
+the one-input activations (RELU, RELU6, LOGISTIC, TANH, LEAKY_RELU, HARD_SWISH: types and
+quantization)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,3 +40,27 @@ def prepare_binary(ctx: PrepareContext) -> tuple[TensorSpec, TensorSpec, TensorS
 def float_binary_params(ctx: PrepareContext) -> FloatActivation:
     """A float32 binary op's parameters: the fused activation's clamp, nothing else."""
     return float_activation(ctx.activation())
+
+
+@dataclass(frozen=True)
+class UnaryInt8:
+    """An int8 one-input activation's per-tensor quantization."""
+
+    input_scale: float
+    input_zero_point: int
+    output_scale: float
+    output_zero_point: int
+
+
+def prepare_unary(ctx: PrepareContext) -> UnaryInt8 | None:
+    """The checks every one-input activation shares: one input and one output, both float32
+    (None: nothing to quantize) or both int8 (their per-tensor quantization)."""
+    ctx.expect_counts(1)
+    x, y = ctx.input(0), ctx.output()
+    if x.dtype == FLOAT32:
+        ctx.require_types(y, FLOAT32)
+        return None
+    ctx.require_types(x, INT8)
+    ctx.require_types(y, INT8)  # TFLM: TF_LITE_ENSURE_TYPES_EQ(input->type, output->type)
+    (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
+    return UnaryInt8(xs, xzp, ys, yzp)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
 from tinyswap.kernels.quantized import Int8Lookup, checked_multiplier
+from tinyswap.kernels.elementwise import prepare_unary
 from tinyswap.kernels.registry import register
 
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
@@ -108,14 +109,11 @@ class HardSwish(Kernel[HardSwishParams | None]):
     op_name = "HARD_SWISH"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[HardSwishParams | None]:
-        ctx.expect_counts(1)
-        x, y = ctx.input(0), ctx.output()
-        if x.dtype == FLOAT32:
-            ctx.require_types(y, FLOAT32)
+        x = ctx.input(0)
+        q = prepare_unary(ctx)
+        if q is None:
             return Prepared([x.shape], None)
-        ctx.require_types(x, INT8)
-        ctx.require_types(y, INT8)
-        (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
+        xs, xzp, ys, yzp = q.input_scale, q.input_zero_point, q.output_scale, q.output_zero_point
         hires_input_scale = np.float32(1.0 / 128.0) * np.float32(xs)  # exact: a power of two
         reluish_scale = np.float32(3.0) / np.float32(32768.0)  # exact: 3 * 2**-15
         if ctx.profile == Profile.LITERT:  # float32 quotients, widened to double afterwards

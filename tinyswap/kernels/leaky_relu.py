@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
 from tinyswap.kernels.quantized import Int8Lookup, checked_multiplier
+from tinyswap.kernels.elementwise import prepare_unary
 from tinyswap.kernels.registry import register
 
 
@@ -65,15 +66,12 @@ class LeakyRelu(Kernel[LeakyReluParams | FloatLeakyReluParams]):
     op_name = "LEAKY_RELU"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[LeakyReluParams | FloatLeakyReluParams]:
-        ctx.expect_counts(1)
-        x, y = ctx.input(0), ctx.output()
+        x = ctx.input(0)
         alpha = np.float32(ctx.option("alpha"))
-        if x.dtype == FLOAT32:
-            ctx.require_types(y, FLOAT32)
+        q = prepare_unary(ctx)
+        if q is None:
             return Prepared([x.shape], FloatLeakyReluParams(float(alpha)))
-        ctx.require_types(x, INT8)
-        ctx.require_types(y, INT8)  # TFLM: TF_LITE_ENSURE_TYPES_EQ(input->type, output->type)
-        (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
+        xs, xzp, ys, yzp = q.input_scale, q.input_zero_point, q.output_scale, q.output_zero_point
         xs32, ys32 = np.float32(xs), np.float32(ys)
         if ctx.profile == Profile.LITERT:
             # LiteRT's activations.cc: float32 expressions, widened to double afterwards.

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
 from tinyswap.kernels.quantized import Int8Lookup, Rescale, checked_multiplier, round_half_away_f32
+from tinyswap.kernels.elementwise import prepare_unary
 from tinyswap.kernels.registry import register
 
 
@@ -27,14 +28,11 @@ class Relu(Kernel[ReluParams | None]):
     op_name = "RELU"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[ReluParams | None]:
-        ctx.expect_counts(1)
-        x, y = ctx.input(0), ctx.output()
-        if x.dtype == FLOAT32:
-            ctx.require_types(y, FLOAT32)
+        x = ctx.input(0)
+        q = prepare_unary(ctx)
+        if q is None:
             return Prepared([x.shape], None)  # max(x, 0) needs no parameter
-        ctx.require_types(x, INT8)
-        ctx.require_types(y, INT8)
-        (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
+        xs, xzp, ys, yzp = q.input_scale, q.input_zero_point, q.output_scale, q.output_zero_point
         m, s = checked_multiplier(float(np.float32(xs) / np.float32(ys)))
         lo = max(-128, yzp + int(round_half_away_f32(np.float32(0.0) / np.float32(ys))))
         rescale = Rescale(xzp, yzp, m, s)

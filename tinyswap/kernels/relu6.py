@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
 from tinyswap.kernels.quantized import Int8Lookup, Rescale, checked_multiplier, round_half_away_f32
+from tinyswap.kernels.elementwise import prepare_unary
 from tinyswap.kernels.registry import register
 
 
@@ -40,14 +41,11 @@ class Relu6(Kernel[Relu6Params | None]):
     op_name = "RELU6"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[Relu6Params | None]:
-        ctx.expect_counts(1)
-        x, y = ctx.input(0), ctx.output()
-        if x.dtype == FLOAT32:
-            ctx.require_types(y, FLOAT32)
+        x = ctx.input(0)
+        q = prepare_unary(ctx)
+        if q is None:
             return Prepared([x.shape], None)  # clip(x, 0, 6) needs no parameter
-        ctx.require_types(x, INT8)
-        ctx.require_types(y, INT8)
-        (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
+        xs, xzp, ys, yzp = q.input_scale, q.input_zero_point, q.output_scale, q.output_zero_point
         same = np.float32(xs) == np.float32(ys) and xzp == yzp
         if ctx.profile == Profile.TFLM or same:
             return Prepared([x.shape], Relu6Params(xzp, quantize_value_f32(6.0, xs, xzp)).tabulated())

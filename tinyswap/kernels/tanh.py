@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from tinyswap.fixedpoint import rounding_divide_by_pot, tanh
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.elementwise import prepare_unary
 from tinyswap.kernels.registry import register
 from tinyswap.kernels.sigmoid_common import (
     INPUT_INTEGER_BITS,
@@ -40,14 +41,11 @@ class Tanh(Kernel[FixedPointSigmoidParams | FloatTableParams | None]):
     op_name = "TANH"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[FixedPointSigmoidParams | FloatTableParams | None]:
-        ctx.expect_counts(1)
-        x, y = ctx.input(0), ctx.output()
-        if x.dtype == FLOAT32:
-            ctx.require_types(y, FLOAT32)
+        x = ctx.input(0)
+        q = prepare_unary(ctx)
+        if q is None:
             return Prepared([x.shape], None)
-        ctx.require_types(x, INT8)
-        ctx.require_types(y, INT8)
-        (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
+        xs, xzp, ys, yzp = q.input_scale, q.input_zero_point, q.output_scale, q.output_zero_point
         if not math.isfinite(xs) or xs < MIN_INPUT_SCALE:
             raise ctx.error(f"input scale {xs} must be finite and at least 2**-28")
         if ctx.profile == Profile.LITERT:
