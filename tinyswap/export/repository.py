@@ -62,7 +62,8 @@ from tinyswap.export.errors import (
 )
 from tinyswap.keys import KeyAlgorithm, load_either_key
 from tinyswap.package import PackageError, parse_package
-from tinyswap.update_client import CUSTOM_FIELD, ISSUED_FIELD, METADATA_DIR, TARGETS_DIR, Role, format_time
+from tinyswap.update_client import (CUSTOM_FIELD, ISSUED_FIELD, METADATA_DIR, TARGETS_DIR, ListedPackage, Role,
+                                    format_time)
 
 CONFIG_FILE = "repository.json"
 FORMAT = 1
@@ -96,24 +97,12 @@ class Lifetimes:
 
 
 @dataclass(frozen=True)
-class ListedTarget:
-    """A package as the targets role lists it."""
-
-    path: str
-    length: int
-    sha256: str
-    name: str
-    version: str
-    sequence: int
-
-
-@dataclass(frozen=True)
 class RepositorySummary:
     """The newest version of each role's metadata and the packages listed."""
 
     directory: Path
     versions: Mapping[Role, int]
-    targets: tuple[ListedTarget, ...]
+    targets: tuple[ListedPackage, ...]
     published: bool  # snapshot names the newest targets (False between `add`/`rotate` and `publish`)
 
 
@@ -235,7 +224,7 @@ class _Repo:
         return path
 
     def summary(self) -> RepositorySummary:
-        listed = tuple(_listed_target(t) for _, t in sorted(self.targets.signed.targets.items()))
+        listed = tuple(_listed_package(t) for _, t in sorted(self.targets.signed.targets.items()))
         versions = {Role.ROOT: self.root.signed.version, Role.TARGETS: self.targets.signed.version,
                     Role.SNAPSHOT: self.snapshot.signed.version, Role.TIMESTAMP: self.timestamp.signed.version}
         published = self.snapshot.signed.meta["targets.json"].version == self.targets.signed.version
@@ -260,9 +249,10 @@ def _meta(md: Metadata, data: bytes | None = None) -> MetaFile:
     return MetaFile(md.signed.version, len(data), {"sha256": hashlib.sha256(data).hexdigest()})
 
 
-def _listed_target(t: TargetFile) -> ListedTarget:
+def _listed_package(t: TargetFile) -> ListedPackage:
+    """A targets entry as the device client describes it (one record for both sides)."""
     custom = t.custom.get(CUSTOM_FIELD, {}) if isinstance(t.custom, dict) else {}
-    return ListedTarget(t.path, t.length, t.hashes["sha256"], str(custom.get("name", t.path)),
+    return ListedPackage(t.path, t.length, t.hashes["sha256"], str(custom.get("name", t.path)),
                         str(custom.get("version", "")), int(custom.get("sequence", -1)))
 
 
@@ -322,7 +312,7 @@ def init_repository(directory: str | os.PathLike[str], keys: Mapping[Role, Seque
 
 
 def add_package(directory: str | os.PathLike[str], package: bytes | str | os.PathLike[str],
-                targets_keys: Sequence[Ed25519PrivateKey], *, now: datetime | None = None) -> ListedTarget:
+                targets_keys: Sequence[Ed25519PrivateKey], *, now: datetime | None = None) -> ListedPackage:
     """List a package: copy it to `targets/<sha256>.<name>-<sequence>.tsap` and sign a new
     targets version naming its length, SHA-256, name, version and sequence. `publish` makes it
     visible to devices."""
@@ -352,7 +342,7 @@ def add_package(directory: str | os.PathLike[str], package: bytes | str | os.Pat
     _sign(targets, Role.TARGETS, repo.root.signed, targets_keys)
     _write(repo.dir / TARGETS_DIR / f"{sha}.{path}", data)
     repo.write(targets)
-    return _listed_target(targets.signed.targets[path])
+    return _listed_package(targets.signed.targets[path])
 
 
 def publish(directory: str | os.PathLike[str], snapshot_keys: Sequence[Ed25519PrivateKey],
@@ -426,5 +416,5 @@ def summary(directory: str | os.PathLike[str]) -> RepositorySummary:
     return _Repo(directory).summary()
 
 
-__all__ = ["CONFIG_FILE", "Lifetimes", "ListedTarget", "RepositorySummary", "Role", "add_package", "init_repository",
+__all__ = ["CONFIG_FILE", "Lifetimes", "RepositorySummary", "Role", "add_package", "init_repository",
            "key_id", "load_any_key", "load_signing_key", "parse_duration", "publish", "rotate_key", "summary"]

@@ -563,17 +563,14 @@ class Device:
         """
         data = bytes(package)
         with self._operation("install", bytes=len(data)) as details:
-            if len(data) > self.max_package_bytes:
-                raise PackageTooLargeError(f"the package is {len(data)} bytes; this device accepts at most "
-                                           f"{self.max_package_bytes} (its package cache budget)")
+            self._check_size(data)
             pkg = parse_package(data)
             digest = pkg.content_digest
             details.update(name=pkg.name, version=pkg.metadata.get("version"), digest=digest)
             known = self.manager.export_state()["adapters"].get(pkg.name)
             if known is not None and digest in known["versions"]:
                 return InstallResult(digest, pkg.name, str(pkg.metadata.get("version")), pkg.sequence, False, True)
-            pkg = self.manager.verify(pkg)  # decrypted (RAM only) if it was encrypted
-            self._check_device_class(pkg)
+            pkg = self._verified(pkg)
             stored = False
             if not self.store.exists(digest):
                 self.store.write(digest, data)
@@ -581,6 +578,24 @@ class Device:
             self.manager.cache.put(pkg)
             details["stored"] = stored
             return InstallResult(digest, pkg.name, str(pkg.metadata.get("version")), pkg.sequence, stored, False)
+
+    def check_package(self, package: bytes | bytearray) -> AdapterPackage:
+        """Every check `install` makes before it writes, writing nothing: size, format, digest,
+        trusted key, signature, base model, slot layout, sequence, decryption, device class.
+        Returns the verified package (decrypted, in RAM only, if it was encrypted)."""
+        data = bytes(package)
+        self._check_size(data)
+        return self._verified(parse_package(data))
+
+    def _check_size(self, data: bytes) -> None:
+        if len(data) > self.max_package_bytes:
+            raise PackageTooLargeError(f"the package is {len(data)} bytes; this device accepts at most "
+                                       f"{self.max_package_bytes} (its package cache budget)")
+
+    def _verified(self, pkg: AdapterPackage) -> AdapterPackage:
+        pkg = self.manager.verify(pkg)  # decrypted (RAM only) if it was encrypted
+        self._check_device_class(pkg)
+        return pkg
 
     def _check_device_class(self, pkg: AdapterPackage) -> None:
         wanted = pkg.metadata.get("device_class")

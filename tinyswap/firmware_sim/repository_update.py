@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from tinyswap.firmware_sim.device import Device, InstallResult
-from tinyswap.firmware_sim.errors import PackageTooLargeError
 from tinyswap.package import parse_package
 from tinyswap.update_client import ListedPackage, RepositoryState, UpdateClient
 
@@ -64,11 +63,7 @@ def update_from(device: Device, client: UpdateClient, *, names: Iterable[str] | 
             pkg = parse_package(data)
             if (entry is not None and pkg.content_digest in entry["versions"]) or device.store.exists(pkg.content_digest):
                 continue  # this exact package is already an accepted version, or already stored
-            if len(data) > device.max_package_bytes:
-                raise PackageTooLargeError(f"package {listed.path} is {len(data)} bytes; this device accepts at "
-                                           f"most {device.max_package_bytes}")
-            device.manager.verify(pkg)  # changes nothing; refuses a bad signature, base model, rollback ...
-            device._check_device_class(pkg)  # noqa: SLF001 (same package: the check `install` runs)
+            device.check_package(data)  # what `install` checks, nothing written
             downloads.append(data)
     except BaseException:
         client.discard()

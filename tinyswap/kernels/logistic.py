@@ -8,8 +8,6 @@ BUILTIN_REF requires the output scale 1/256 and tabulates the float32 sigmoid in
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from tinyswap.fixedpoint import logistic, rounding_divide_by_pot
@@ -18,13 +16,12 @@ from tinyswap.kernels.elementwise import prepare_unary
 from tinyswap.kernels.registry import register
 from tinyswap.kernels.sigmoid_common import (
     INPUT_INTEGER_BITS,
-    MIN_INPUT_SCALE,
     FixedPointSigmoidParams,
     FloatTableParams,
     blockwise,
-    fixed_point_table,
+    check_input_scale,
+    fixed_point_params,
     float_table,
-    input_scaling,
     logistic_f32,
     sigmoid_f32,
 )
@@ -47,17 +44,14 @@ class Logistic(Kernel[FixedPointSigmoidParams | FloatTableParams | None]):
         if q is None:
             return Prepared([x.shape], None)
         xs, xzp, ys, yzp = q.input_scale, q.input_zero_point, q.output_scale, q.output_zero_point
-        if not math.isfinite(xs) or xs < MIN_INPUT_SCALE:
-            raise ctx.error(f"input scale {xs} must be finite and at least 2**-28")
+        check_input_scale(ctx, xs)
         if ctx.profile == Profile.LITERT:
             if float(ys) != 1.0 / 256:
                 raise ctx.error(f"int8 output needs scale 1/256 (LiteRT), got {ys}")
             return Prepared([x.shape], FloatTableParams(float_table(xs, xzp, ys, yzp, sigmoid_f32)))
         if yzp != -128:
             raise ctx.error(f"int8 output needs zero point -128 (TFLM), got {yzp}")
-        multiplier, shift, radius = input_scaling(xs)
-        lookup = fixed_point_table(xzp, multiplier, shift, radius, logistic_int8)
-        return Prepared([x.shape], FixedPointSigmoidParams(xzp, multiplier, shift, radius, lookup))
+        return Prepared([x.shape], fixed_point_params(xs, xzp, logistic_int8))
 
     def eval(self, prepared: Prepared[FixedPointSigmoidParams | FloatTableParams | None],
              inputs: list[np.ndarray | None]) -> list[np.ndarray]:

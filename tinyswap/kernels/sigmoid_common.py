@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier
+from tinyswap.kernels.base import PrepareContext
 from tinyswap.kernels.quantized import Int8Lookup, round_half_away_f32
 
 INPUT_INTEGER_BITS = 4  # both kernels' kInputIntegerBits
@@ -73,6 +74,21 @@ def fixed_point_table(zero_point: int, multiplier: int, left_shift: int, radius:
     q4 = multiply_by_quantized_multiplier(np.where(inside, x, 0), multiplier, left_shift)
     computed = np.clip(function(q4), -128, 127)
     return Int8Lookup.of(lambda _: np.where(x <= -radius, -128, np.where(x >= radius, 127, computed)))
+
+
+def fixed_point_params(input_scale: float, input_zero_point: int,
+                       function: Callable[[np.ndarray], np.ndarray]) -> FixedPointSigmoidParams:
+    """TFLM's int8 LOGISTIC / TANH prepare (after `check_input_scale`): the input scaling and the
+    256-entry table of `function` (Q4.27 raw -> int8 value, before the clamp)."""
+    multiplier, shift, radius = input_scaling(input_scale)
+    lookup = fixed_point_table(input_zero_point, multiplier, shift, radius, function)
+    return FixedPointSigmoidParams(input_zero_point, multiplier, shift, radius, lookup)
+
+
+def check_input_scale(ctx: PrepareContext, input_scale: float) -> None:
+    """Below 2**-28 TFLM's radius arithmetic shifts by a negative amount (undefined in C++)."""
+    if not math.isfinite(input_scale) or input_scale < MIN_INPUT_SCALE:
+        raise ctx.error(f"input scale {input_scale} must be finite and at least 2**-28")
 
 
 def float_table(input_scale: float, input_zero_point: int, output_scale: float, output_zero_point: int,

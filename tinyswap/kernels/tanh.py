@@ -8,8 +8,6 @@ whatever output quantization the model declares.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from tinyswap.fixedpoint import rounding_divide_by_pot, tanh
@@ -18,13 +16,12 @@ from tinyswap.kernels.elementwise import prepare_unary
 from tinyswap.kernels.registry import register
 from tinyswap.kernels.sigmoid_common import (
     INPUT_INTEGER_BITS,
-    MIN_INPUT_SCALE,
     FixedPointSigmoidParams,
     FloatTableParams,
     blockwise,
-    fixed_point_table,
+    check_input_scale,
+    fixed_point_params,
     float_table,
-    input_scaling,
     tanhf,
 )
 
@@ -46,13 +43,10 @@ class Tanh(Kernel[FixedPointSigmoidParams | FloatTableParams | None]):
         if q is None:
             return Prepared([x.shape], None)
         xs, xzp, ys, yzp = q.input_scale, q.input_zero_point, q.output_scale, q.output_zero_point
-        if not math.isfinite(xs) or xs < MIN_INPUT_SCALE:
-            raise ctx.error(f"input scale {xs} must be finite and at least 2**-28")
+        check_input_scale(ctx, xs)
         if ctx.profile == Profile.LITERT:
             return Prepared([x.shape], FloatTableParams(float_table(xs, xzp, ys, yzp, tanhf)))
-        multiplier, shift, radius = input_scaling(xs)
-        lookup = fixed_point_table(xzp, multiplier, shift, radius, tanh_int8)
-        return Prepared([x.shape], FixedPointSigmoidParams(xzp, multiplier, shift, radius, lookup))
+        return Prepared([x.shape], fixed_point_params(xs, xzp, tanh_int8))
 
     def eval(self, prepared: Prepared[FixedPointSigmoidParams | FloatTableParams | None],
              inputs: list[np.ndarray | None]) -> list[np.ndarray]:
