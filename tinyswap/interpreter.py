@@ -23,7 +23,8 @@ from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile, Ten
 from tinyswap.kernels.registry import get_kernel
 from tinyswap.planner import BufferRequest, MemoryPlan, plan_memory
 from tinyswap.reader import Buffer, ModelDef, TensorDef, read_model
-from tinyswap.schema import NUMPY_DTYPES
+from tinyswap.schema import NUMPY_DTYPES, TensorType
+from tinyswap.variables import AssignVariable, ReadVariable, ResourceVariables
 
 
 # Far above any microcontroller model (their arenas are kilobytes to a few megabytes; 64 rows
@@ -46,11 +47,280 @@ class _BoundOp:
     outputs: list[np.ndarray]
 
 
+class _Graph:
+    """One subgraph prepared to run: tensor shapes, its operators and its own arena.
+
+    The primary subgraph is what `invoke()` runs; the others run when a CALL_ONCE operator
+    calls them (a stateful model's variable initialiser)."""
+
+    def __init__(self, owner: "Interpreter", index: int) -> None:
+        self._owner = owner
+        self.index = index
+        model = owner._model
+        self.graph = model.subgraphs[index]
+        self.shapes: dict[int, tuple[int, ...]] = {t.index: t.shape for t in self.graph.tensors}
+        self.constants: dict[int, np.ndarray] = {}
+        for t in self.graph.tensors:
+            data = model.tensor_data(t)
+            if data is not None:
+                self.constants[t.index] = data
+        self.ops: list[_BoundOp] | None = None
+        self.plan: MemoryPlan | None = None
+        self.arena: bytearray | None = None
+        self.views: dict[int, np.ndarray] = {}
+        self.folded: dict[int, np.ndarray] = {}
+        self.reads: list[tuple[int, int, str]] = []  # (variable id, bytes, where): checked once all are prepared
+
+    def where(self, op: Any) -> str:
+        prefix = f"subgraph {self.index} " if self.index else ""
+        return f"{prefix}operator {op.index} ({op.op_name})"
+
+    def spec(self, index: int) -> TensorSpec:
+        """The kernel-side description of a tensor: kernels never see the file's records."""
+        t = self.graph.tensors[index]
+        q = t.quantization
+        return TensorSpec(
+            index=index,
+            name=t.name,
+            shape=self.shapes[index],
+            dtype=NUMPY_DTYPES.get(t.type),
+            type_name=t.type.name,
+            quantization=None if q is None else TensorQuant(q.scale, q.zero_point, q.quantized_dimension),
+            constant=self.constants.get(index, self.folded.get(index)),
+        )
+
+    def allocate(self) -> None:
+        """Prepare every operator (types, shapes, multipliers) and plan this subgraph's arena."""
+        owner = self._owner
+        graph = self.graph
+        n_ops = len(graph.operators)
+        self.folded = {}
+        self.reads = []
+        produced: dict[int, int] = {i: -1 for i in graph.inputs}
+        last_use: dict[int, int] = {i: -1 for i in graph.inputs}
+        resources: dict[int, int] = {}  # resource tensor -> variable id (VAR_HANDLE outputs)
+        for t in graph.inputs:
+            if t in self.constants:
+                raise ModelError(
+                    f"graph input {t} ({graph.tensors[t].name!r}) is backed by a constant buffer; "
+                    "an input must be a writable activation"
+                )
+        # TFLM checks each declared output shape in Prepare; while every graph input keeps its
+        # declared shape we do too (after resize_tensor_input, shapes follow the new inputs).
+        declared_inputs = all(self.shapes[t] == graph.tensors[t].shape for t in graph.inputs)
+        prepared_ops: list[tuple[Any, Prepared | None]] = []
+        for op in graph.operators:
+            where = self.where(op)
+            for t in op.inputs:
+                if t < 0 or t in self.constants:
+                    continue
+                if t not in produced:
+                    raise ModelError(
+                        f"{where}: reads tensor {t} ({graph.tensors[t].name!r}) which no earlier "
+                        "operator writes and which is not a graph input"
+                    )
+                last_use[t] = op.index
+            if op.op_name in _VARIABLE_OPS:
+                prepared_ops.append((self._prepare_variable_op(op, where, resources, produced), None))
+                continue
+            kernel = get_kernel(op.op_name, where)
+            for t in op.outputs:
+                if t in produced or t in self.constants:
+                    raise ModelError(f"{where}: writes tensor {t}, which is already written or constant")
+                if graph.tensors[t].type not in NUMPY_DTYPES:
+                    raise UnsupportedOpError(
+                        f"{where}: output tensor {t} has type {graph.tensors[t].type.name}"
+                    )
+                produced[t] = op.index
+                last_use.setdefault(t, op.index)
+            for t in op.inputs:
+                if t in resources:
+                    raise ModelError(f"{where}: reads resource tensor {t}, which only variable operators take")
+            ctx = PrepareContext(
+                op_index=op.index,
+                op_name=op.op_name,
+                options=MappingProxyType(op.options),
+                inputs=[None if t < 0 else self.spec(t) for t in op.inputs],
+                outputs=[self.spec(t) for t in op.outputs],
+                profile=owner._profile,
+                num_threads=owner._num_threads,
+            )
+            prepared = kernel.run_prepare(ctx)
+            if len(prepared.output_shapes) != len(op.outputs):
+                raise ModelError(f"{where}: kernel produced {len(prepared.output_shapes)} shapes")
+            for t, shape in zip(op.outputs, prepared.output_shapes):
+                computed = tuple(int(d) for d in shape)
+                declared = graph.tensors[t].shape
+                if declared_inputs and computed != declared:
+                    raise ModelError(
+                        f"{where}: output tensor {t} ({graph.tensors[t].name!r}) is declared with shape "
+                        f"{declared}, but the operator computes {computed}"
+                    )
+                self.shapes[t] = computed
+            if prepared.folded is not None:
+                self.folded.update(zip(op.outputs, prepared.folded))
+            prepared_ops.append((kernel, prepared))
+        for t in graph.outputs:
+            if t not in produced and t not in self.constants:
+                raise ModelError(f"graph output {t} ({graph.tensors[t].name!r}) is never written")
+            if t in resources:
+                raise ModelError(f"graph output {t} ({graph.tensors[t].name!r}) is a resource handle")
+            last_use[t] = n_ops
+        for t in graph.tensors:
+            if t.is_variable:
+                raise UnsupportedOpError(f"tensor {t.index} ({t.name!r}) is a variable tensor")
+
+        if owner._preserve_all:
+            last_use = {t: n_ops for t in last_use}
+        requests = [
+            BufferRequest(t, self._nbytes(t), produced[t], last_use[t])
+            for t in produced
+            if t not in self.constants and t not in resources
+        ]
+        plan = plan_memory(requests)
+        if plan.arena_bytes > owner._max_arena_bytes:
+            raise ModelError(
+                f"the activations need a {plan.arena_bytes}-byte arena, over the limit of "
+                f"{owner._max_arena_bytes} bytes (raise max_arena_bytes= if this model is genuine)"
+            )
+        self.plan = plan
+        self.arena = bytearray(plan.arena_bytes)
+        self.views = {}
+        for req in requests:
+            spec = graph.tensors[req.tensor]
+            dtype = NUMPY_DTYPES[spec.type]
+            self.views[req.tensor] = np.frombuffer(
+                self.arena, dtype=dtype, count=req.size // dtype.itemsize, offset=plan.offsets[req.tensor]
+            ).reshape(self.shapes[req.tensor])
+        self.ops = [
+            _BoundOp(
+                index=op.index,
+                name=op.op_name,
+                kernel=kernel,
+                prepared=prepared,
+                inputs=[None if t < 0 or t in resources else self.array(t) for t in op.inputs],
+                outputs=[self.views[t] for t in op.outputs if t not in resources],
+            )
+            for op, (kernel, prepared) in zip(graph.operators, prepared_ops)
+            if kernel is not None  # VAR_HANDLE is resolved at prepare and does nothing at invoke
+        ]
+
+    def _prepare_variable_op(self, op: Any, where: str, resources: dict[int, int],
+                             produced: dict[int, int]) -> Any:
+        """Bind CALL_ONCE, VAR_HANDLE, READ_VARIABLE and ASSIGN_VARIABLE (their TFLM Prepare checks)."""
+        owner = self._owner
+        graph = self.graph
+        store = owner._variables
+        name = op.op_name
+        n_in, n_out = _VARIABLE_OPS[name]
+        if len(op.inputs) != n_in or len(op.outputs) != n_out:
+            raise ModelError(f"{where}: has {len(op.inputs)} inputs and {len(op.outputs)} outputs, "
+                             f"expected {n_in} and {n_out}")
+        if name == "CALL_ONCE":
+            target = int(op.options.get("init_subgraph_index", 0))
+            if not 0 < target < len(owner._model.subgraphs) or target == self.index:
+                raise ModelError(f"{where}: init_subgraph_index {target} is not another subgraph of this model "
+                                 f"(it has {len(owner._model.subgraphs)})")
+            return _CallOnce(owner, target)
+        if name == "VAR_HANDLE":
+            (out,) = op.outputs
+            if graph.tensors[out].type != TensorType.RESOURCE:
+                raise ModelError(f"{where}: output tensor {out} has type {graph.tensors[out].type.name}, "
+                                 "expected RESOURCE")
+            if out in produced or out in self.constants:
+                raise ModelError(f"{where}: writes tensor {out}, which is already written or constant")
+            resources[out] = store.id_for(op.options.get("container"), op.options.get("shared_name"), where)
+            produced[out] = op.index
+            return None
+        handle = op.inputs[0]
+        if handle not in resources:
+            raise ModelError(f"{where}: input 0 (tensor {handle}) is not a resource handle made by a VAR_HANDLE "
+                             "of this subgraph")
+        var_id = resources[handle]
+        if name == "ASSIGN_VARIABLE":
+            value = op.inputs[1]
+            if value < 0 or value in resources:
+                raise ModelError(f"{where}: input 1 must be the value to store")
+            q = graph.tensors[value].quantization
+            store.allocate(var_id, self._nbytes(value), None if q is None else int(q.zero_point[0]), where)
+            return AssignVariable(store, var_id)
+        (out,) = op.outputs
+        if out in produced or out in self.constants:
+            raise ModelError(f"{where}: writes tensor {out}, which is already written or constant")
+        if graph.tensors[out].type not in NUMPY_DTYPES:
+            raise UnsupportedOpError(f"{where}: output tensor {out} has type {graph.tensors[out].type.name}")
+        produced[out] = op.index
+        self.reads.append((var_id, self._nbytes(out), where))
+        return ReadVariable(store, var_id, NUMPY_DTYPES[graph.tensors[out].type], self.shapes[out])
+
+    def _nbytes(self, index: int) -> int:
+        t = self.graph.tensors[index]
+        if t.type not in NUMPY_DTYPES:
+            raise UnsupportedOpError(f"tensor {index} ({t.name!r}) has unsupported type {t.type.name}")
+        shape = self.shapes[index]
+        if any(d < 0 for d in shape):
+            raise ModelError(f"tensor {index} ({t.name!r}) has a negative dimension in shape {shape}")
+        size = NUMPY_DTYPES[t.type].itemsize
+        for d in shape:  # Python ints: a hostile shape cannot wrap around
+            size *= d
+        limit = self._owner._max_arena_bytes
+        if size > limit:
+            raise ModelError(
+                f"tensor {index} ({t.name!r}) of shape {shape} needs {size} bytes, over the arena limit of "
+                f"{limit} bytes (raise max_arena_bytes= if this model is genuine)"
+            )
+        return size
+
+    def array(self, index: int) -> np.ndarray:
+        return self.constants[index] if index in self.constants else self.views[index]
+
+    def invoke(self) -> None:
+        assert self.ops is not None
+        for bound in self.ops:
+            try:
+                results = bound.kernel.eval(bound.prepared, bound.inputs)
+                for view, result in zip(bound.outputs, results):
+                    np.copyto(view, result.reshape(view.shape), casting="no")
+            except TinySwapError:
+                raise
+            except Exception as exc:  # a kernel bug: say where it happened
+                raise KernelError(f"{self.where(bound)} failed: {exc!r}") from exc
+
+
+class _CallOnce:
+    """CALL_ONCE: runs its subgraph on the first invoke after `allocate_tensors`, then nothing.
+
+    As in TFLite Micro, `reset_all_variables()` does not re-arm it."""
+
+    def __init__(self, owner: "Interpreter", subgraph: int) -> None:
+        self._owner = owner
+        self._subgraph = subgraph
+        self._has_run = False
+
+    def eval(self, _prepared: object, _inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        if not self._has_run:
+            self._owner._graphs[self._subgraph].invoke()
+            self._has_run = True
+        return []
+
+
+# Operators the interpreter runs itself (they touch subgraphs and variables, which kernels never
+# see), with their input and output counts.
+_VARIABLE_OPS: dict[str, tuple[int, int]] = {
+    "CALL_ONCE": (0, 0),
+    "VAR_HANDLE": (0, 1),
+    "READ_VARIABLE": (1, 1),
+    "ASSIGN_VARIABLE": (2, 0),
+}
+
+
 class Interpreter:
     """Runs a `.tflite` model with TFLite Micro's integer arithmetic, in NumPy.
 
     `profile="tflm"` (default) reproduces the TFLite Micro reference kernels bit for bit;
     `profile="litert"` reproduces LiteRT's `BUILTIN_REF` resolver where the two differ.
+    Stateful models (resource variables, `tinyswap.variables`) keep their state from one
+    `invoke()` to the next; `reset_all_variables()` resets it as TFLite Micro's `Reset()` does.
     """
 
     def __init__(
@@ -85,19 +355,12 @@ class Interpreter:
         # As in tf.lite: keep every intermediate readable after invoke() (no arena reuse).
         self._preserve_all = experimental_preserve_all_tensors
         self._model: ModelDef = read_model(model_content)  # type: ignore[arg-type]
-        graph = self._model.main
-        self._graph = graph
-        self._shapes: dict[int, tuple[int, ...]] = {t.index: t.shape for t in graph.tensors}
-        self._constants: dict[int, np.ndarray] = {}
-        for t in graph.tensors:
-            data = self._model.tensor_data(t)
-            if data is not None:
-                self._constants[t.index] = data
-        self._ops: list[_BoundOp] | None = None
-        self._plan: MemoryPlan | None = None
-        self._arena: bytearray | None = None
-        self._views: dict[int, np.ndarray] = {}
-        self._folded: dict[int, np.ndarray] = {}
+        self._graph = self._model.main
+        self._variables = ResourceVariables()
+        self._graphs = [_Graph(self, i) for i in range(len(self._model.subgraphs))]
+        self._main = self._graphs[0]
+        self._shapes = self._main.shapes
+        self._allocated = False
 
     # -- model facts ------------------------------------------------------------------------
     @property
@@ -110,159 +373,38 @@ class Interpreter:
 
     @property
     def arena_bytes(self) -> int:
-        """Peak activation bytes of the current plan (after `allocate_tensors`)."""
+        """Peak activation bytes of the current plan (after `allocate_tensors`): the primary
+        subgraph's arena plus those of the subgraphs it calls (each has its own here)."""
         self._require_allocated()
-        assert self._plan is not None
-        return self._plan.arena_bytes
+        return sum(g.plan.arena_bytes for g in self._graphs if g.plan is not None)
+
+    @property
+    def variable_bytes(self) -> int:
+        """Bytes of resource-variable state kept between invokes (0 for a stateless model)."""
+        self._require_allocated()
+        return self._variables.nbytes
 
     @property
     def memory_plan(self) -> MemoryPlan:
+        """The primary subgraph's activation plan."""
         self._require_allocated()
-        assert self._plan is not None
-        return self._plan
+        assert self._main.plan is not None
+        return self._main.plan
 
     # -- allocation -------------------------------------------------------------------------
-    def _spec(self, index: int) -> TensorSpec:
-        """The kernel-side description of a tensor: kernels never see the file's records."""
-        t = self._graph.tensors[index]
-        q = t.quantization
-        return TensorSpec(
-            index=index,
-            name=t.name,
-            shape=self._shapes[index],
-            dtype=NUMPY_DTYPES.get(t.type),
-            type_name=t.type.name,
-            quantization=None if q is None else TensorQuant(q.scale, q.zero_point, q.quantized_dimension),
-            constant=self._constants.get(index, self._folded.get(index)),
-        )
-
     def allocate_tensors(self) -> None:
-        """Prepare every operator (types, shapes, multipliers) and plan the arena."""
-        graph = self._graph
-        n_ops = len(graph.operators)
-        self._folded = {}
-        produced: dict[int, int] = {i: -1 for i in graph.inputs}
-        last_use: dict[int, int] = {i: -1 for i in graph.inputs}
-        prepared_ops: list[tuple[Kernel, Prepared]] = []
-        for t in graph.inputs:
-            if t in self._constants:
-                raise ModelError(
-                    f"graph input {t} ({graph.tensors[t].name!r}) is backed by a constant buffer; "
-                    "an input must be a writable activation"
-                )
-        # TFLM checks each declared output shape in Prepare; while every graph input keeps its
-        # declared shape we do too (after resize_tensor_input, shapes follow the new inputs).
-        declared_inputs = all(self._shapes[t] == graph.tensors[t].shape for t in graph.inputs)
-        prepared_ops: list[tuple[Kernel, Prepared]] = []
-        for op in graph.operators:
-            where = f"operator {op.index} ({op.op_name})"
-            kernel = get_kernel(op.op_name, where)
-            for t in op.inputs:
-                if t < 0 or t in self._constants:
-                    continue
-                if t not in produced:
-                    raise ModelError(
-                        f"{where}: reads tensor {t} ({graph.tensors[t].name!r}) which no earlier "
-                        "operator writes and which is not a graph input"
-                    )
-                last_use[t] = op.index
-            for t in op.outputs:
-                if t in produced or t in self._constants:
-                    raise ModelError(f"{where}: writes tensor {t}, which is already written or constant")
-                if graph.tensors[t].type not in NUMPY_DTYPES:
-                    raise UnsupportedOpError(
-                        f"{where}: output tensor {t} has type {graph.tensors[t].type.name}"
-                    )
-                produced[t] = op.index
-                last_use.setdefault(t, op.index)
-            ctx = PrepareContext(
-                op_index=op.index,
-                op_name=op.op_name,
-                options=MappingProxyType(op.options),
-                inputs=[None if t < 0 else self._spec(t) for t in op.inputs],
-                outputs=[self._spec(t) for t in op.outputs],
-                profile=self._profile,
-                num_threads=self._num_threads,
-            )
-            prepared = kernel.run_prepare(ctx)
-            if len(prepared.output_shapes) != len(op.outputs):
-                raise ModelError(f"{where}: kernel produced {len(prepared.output_shapes)} shapes")
-            for t, shape in zip(op.outputs, prepared.output_shapes):
-                computed = tuple(int(d) for d in shape)
-                declared = graph.tensors[t].shape
-                if declared_inputs and computed != declared:
-                    raise ModelError(
-                        f"{where}: output tensor {t} ({graph.tensors[t].name!r}) is declared with shape "
-                        f"{declared}, but the operator computes {computed}"
-                    )
-                self._shapes[t] = computed
-            if prepared.folded is not None:
-                self._folded.update(zip(op.outputs, prepared.folded))
-            prepared_ops.append((kernel, prepared))
-        for t in graph.outputs:
-            if t not in produced and t not in self._constants:
-                raise ModelError(f"graph output {t} ({graph.tensors[t].name!r}) is never written")
-            last_use[t] = n_ops
-        for t in graph.tensors:
-            if t.is_variable:
-                raise UnsupportedOpError(f"tensor {t.index} ({t.name!r}) is a variable tensor")
-
-        if self._preserve_all:
-            last_use = {t: n_ops for t in last_use}
-        requests = [
-            BufferRequest(t, self._nbytes(t), produced[t], last_use[t])
-            for t in produced
-            if t not in self._constants
-        ]
-        plan = plan_memory(requests)
-        if plan.arena_bytes > self._max_arena_bytes:
-            raise ModelError(
-                f"the activations need a {plan.arena_bytes}-byte arena, over the limit of "
-                f"{self._max_arena_bytes} bytes (raise max_arena_bytes= if this model is genuine)"
-            )
-        self._plan = plan
-        self._arena = bytearray(self._plan.arena_bytes)
-        self._views = {}
-        for req in requests:
-            spec = graph.tensors[req.tensor]
-            dtype = NUMPY_DTYPES[spec.type]
-            self._views[req.tensor] = np.frombuffer(
-                self._arena, dtype=dtype, count=req.size // dtype.itemsize, offset=self._plan.offsets[req.tensor]
-            ).reshape(self._shapes[req.tensor])
-        self._ops = [
-            _BoundOp(
-                index=op.index,
-                name=op.op_name,
-                kernel=kernel,
-                prepared=prepared,
-                inputs=[None if t < 0 else self._array(t) for t in op.inputs],
-                outputs=[self._views[t] for t in op.outputs],
-            )
-            for op, (kernel, prepared) in zip(graph.operators, prepared_ops)
-        ]
-
-    def _nbytes(self, index: int) -> int:
-        t = self._graph.tensors[index]
-        if t.type not in NUMPY_DTYPES:
-            raise UnsupportedOpError(f"tensor {index} ({t.name!r}) has unsupported type {t.type.name}")
-        shape = self._shapes[index]
-        if any(d < 0 for d in shape):
-            raise ModelError(f"tensor {index} ({t.name!r}) has a negative dimension in shape {shape}")
-        size = NUMPY_DTYPES[t.type].itemsize
-        for d in shape:  # Python ints: a hostile shape cannot wrap around
-            size *= d
-        if size > self._max_arena_bytes:
-            raise ModelError(
-                f"tensor {index} ({t.name!r}) of shape {shape} needs {size} bytes, over the arena limit of "
-                f"{self._max_arena_bytes} bytes (raise max_arena_bytes= if this model is genuine)"
-            )
-        return size
-
-    def _array(self, index: int) -> np.ndarray:
-        return self._constants[index] if index in self._constants else self._views[index]
+        """Prepare every operator of every subgraph and plan the arenas. Variables start afresh."""
+        self._allocated = False
+        self._variables = ResourceVariables()
+        for g in self._graphs:  # in file order, as TFLite Micro prepares them
+            g.allocate()
+        for g in self._graphs:
+            for var_id, nbytes, where in g.reads:
+                self._variables.check_read(var_id, nbytes, where)
+        self._allocated = True
 
     def _require_allocated(self) -> None:
-        if self._ops is None:
+        if not self._allocated:
             raise InterpreterError("call allocate_tensors() first (and again after resize_tensor_input)")
 
     # -- the tf.lite.Interpreter surface ---------------------------------------------------
@@ -301,7 +443,7 @@ class Interpreter:
             raise InterpreterError(
                 f"tensor {tensor_index} is not a graph input; inputs are {list(self._graph.inputs)}"
             )
-        view = self._views[tensor_index]
+        view = self._main.views[tensor_index]
         value = np.asarray(value)
         if value.dtype != view.dtype:
             raise InterpreterError(
@@ -319,11 +461,12 @@ class Interpreter:
         self._require_allocated()
         if not 0 <= tensor_index < len(self._graph.tensors):
             raise InterpreterError(f"tensor index {tensor_index} out of range [0, {len(self._graph.tensors)})")
-        if tensor_index in self._constants:
-            return self._constants[tensor_index].copy()
-        if tensor_index not in self._views:
+        main = self._main
+        if tensor_index in main.constants:
+            return main.constants[tensor_index].copy()
+        if tensor_index not in main.views:
             raise InterpreterError(f"tensor {tensor_index} is neither constant nor computed")
-        return self._views[tensor_index].copy()
+        return main.views[tensor_index].copy()
 
     def resize_tensor_input(self, input_index: int, tensor_size: Sequence[int], strict: bool = False) -> None:
         if input_index not in self._graph.inputs:
@@ -338,20 +481,18 @@ class Interpreter:
                 if sig != -1 and new != sig:
                     raise InterpreterError(f"strict resize: dimension {d} of input {input_index} is fixed at {sig}")
         self._shapes[input_index] = shape
-        self._ops = None  # shapes changed: prepare again
+        self._allocated = False  # shapes changed: prepare again
 
     def invoke(self) -> None:
         self._require_allocated()
-        assert self._ops is not None
-        for bound in self._ops:
-            try:
-                results = bound.kernel.eval(bound.prepared, bound.inputs)
-                for view, result in zip(bound.outputs, results):
-                    np.copyto(view, result.reshape(view.shape), casting="no")
-            except TinySwapError:
-                raise
-            except Exception as exc:  # a kernel bug: say where it happened
-                raise KernelError(f"operator {bound.index} ({bound.name}) failed: {exc!r}") from exc
+        self._main.invoke()
+
+    def reset_all_variables(self) -> None:
+        """Reset every resource variable to its default (TFLite Micro's `MicroInterpreter::Reset`:
+        the zero point of the value that first sized it, else zero; the initialising subgraph
+        does not run again)."""
+        self._require_allocated()
+        self._variables.reset()
 
     # -- conveniences -----------------------------------------------------------------------
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
@@ -363,7 +504,7 @@ class Interpreter:
         for index, array in zip(graph_inputs, arrays):
             if array.shape != self._shapes[index]:
                 self.resize_tensor_input(index, array.shape)
-        if self._ops is None:
+        if not self._allocated:
             self.allocate_tensors()
         for index, array in zip(graph_inputs, arrays):
             self.set_tensor(index, array)

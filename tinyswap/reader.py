@@ -49,10 +49,11 @@ Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 MAX_TENSOR_BYTES = 1 << 30
 MAX_RANK = 8
 
-# The interpreter runs the primary subgraph only (no IF/WHILE/CALL_ONCE kernels call others).
-MAX_SUBGRAPHS = 1
+# The primary subgraph plus the ones CALL_ONCE runs (a stateful model's variable initialiser).
+MAX_SUBGRAPHS = 16
 # Limits far above any microcontroller model (person_detect: 89 tensors, 31 operators) that
-# keep parsing and preparing any file under a second: each entry costs Python work.
+# keep parsing and preparing any file under a second: each entry costs Python work. They hold
+# for all subgraphs together, so more subgraphs never buy a hostile file more work.
 MAX_TENSORS = 2048
 MAX_OPERATORS = 1024
 MAX_BUFFERS = MAX_TENSORS + 64  # one per constant tensor, the empty sentinel and metadata
@@ -465,6 +466,9 @@ def _read_options(r: _Reader, tab: _CheckedTable, op_name: str, where: str) -> t
     options: dict[str, object] = {}
     for i, fdef in enumerate(table_def.fields):
         fwhere = f"{where} ({op_name}) option {fdef.name}"
+        if fdef.kind == "str":
+            options[fdef.name] = r.string(opt_tab, i, fwhere) if opt_tab is not None else None
+            continue
         if fdef.kind == "i32[]":
             arr = r.numbers(opt_tab, i, "<i4", fwhere) if opt_tab is not None else None
             options[fdef.name] = None if arr is None else tuple(int(v) for v in arr)
@@ -546,10 +550,13 @@ def read_model(data: Buffer) -> ModelDef:
         codes.append(OperatorCodeDef(code, name if code != 32 else f"CUSTOM:{custom}", custom, op_version))
 
     subgraphs = []
+    total_tensors = total_operators = 0
     for s, stab in enumerate(r.table_vector(root, ModelField.SUBGRAPHS, "Model.subgraphs")):
         swhere = f"subgraph {s}"
-        r.count(stab, SubGraphField.TENSORS, MAX_TENSORS, "tensors", f"{swhere}.tensors")
-        r.count(stab, SubGraphField.OPERATORS, MAX_OPERATORS, "operators", f"{swhere}.operators")
+        total_tensors += r.count(stab, SubGraphField.TENSORS, MAX_TENSORS - total_tensors, "tensors",
+                                 f"{swhere}.tensors (with the subgraphs before it)")
+        total_operators += r.count(stab, SubGraphField.OPERATORS, MAX_OPERATORS - total_operators, "operators",
+                                   f"{swhere}.operators (with the subgraphs before it)")
         # A vector may list one table many times: each position is parsed once, then shared.
         tensor_at: dict[int, TensorDef] = {}
         tensor_list = []

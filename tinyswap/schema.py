@@ -141,7 +141,7 @@ BUILTIN_OPERATOR_NAMES: Final[dict[int, str]] = {
 BUILTIN_OPERATOR_CODES: Final[dict[str, int]] = {v: k for k, v in BUILTIN_OPERATOR_NAMES.items()}
 
 # `Operator.builtin_options` union: type index (position in `union BuiltinOptions`, NONE = 0).
-# Field kinds: "i32", "i8" (a byte enum), "bool", "f32", "i32[]" (vector of int32).
+# Field kinds: "i32", "i8" (a byte enum), "bool", "f32", "i32[]" (vector of int32), "str".
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,11 @@ OPTIONS_TABLES: Final[dict[str, OptionsTable]] = {
         _t("PackOptions", 59, ("values_count", "i32", 0), ("axis", "i32", 0)),
         _t("LeakyReluOptions", 75, ("alpha", "f32", 0.0)),
         _t("QuantizeOptions", 89),
+        # Stateful streaming models (the converter's resource variables).
+        _t("CallOnceOptions", 103, ("init_subgraph_index", "i32", 0)),
+        _t("VarHandleOptions", 111, ("container", "str", None), ("shared_name", "str", None)),
+        _t("ReadVariableOptions", 112),
+        _t("AssignVariableOptions", 113),
     )
 }
 OPTIONS_BY_UNION_TYPE: Final[dict[int, OptionsTable]] = {
@@ -305,4 +310,8 @@ OPTIONS_OF_OPERATOR: Final[dict[str, str]] = {
     "QUANTIZE": "QuantizeOptions",
     "LEAKY_RELU": "LeakyReluOptions",
     "TRANSPOSE": "TransposeOptions",
+    "CALL_ONCE": "CallOnceOptions",
+    "VAR_HANDLE": "VarHandleOptions",
+    "READ_VARIABLE": "ReadVariableOptions",
+    "ASSIGN_VARIABLE": "AssignVariableOptions",
 }

@@ -28,7 +28,7 @@ from tinyswap.errors import InputFileError, KernelError, ModelError, TinySwapErr
 from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model
 from tinyswap.files import MAX_JSON_DEPTH, MAX_JSON_INT_DIGITS, parse_json_bounded, read_json
 from tinyswap.kernels.pooling import MAX_POOL_WORK
-from tinyswap.reader import MAX_OPERATORS, MAX_TENSORS, read_model
+from tinyswap.reader import MAX_OPERATORS, MAX_SUBGRAPHS, MAX_TENSORS, read_model
 from tinyswap.schema import ModelField, OperatorCodeField, OperatorField, QuantizationField, SubGraphField, TensorField
 
 from tests.conftest import FULL
@@ -168,7 +168,7 @@ def test_many_subgraphs_sharing_one_are_refused_before_parsing() -> None:
     # 1,000 subgraph entries, one subgraph listing one tensor 1,000 times: 8 KB (was 45 s).
     data = shared_model(n_subgraphs=1000, n_tensors=1000)
     assert len(data) < 10_000
-    with pytest.raises(ModelError, match="1000 subgraphs, over the supported maximum of 1"):
+    with pytest.raises(ModelError, match=f"1000 subgraphs, over the supported maximum of {MAX_SUBGRAPHS}"):
         read_model(data)
     outcome, elapsed = timed(lambda: run_model(data))
     print(f"1000 shared subgraphs: {outcome} in {elapsed * 1e3:.1f} ms")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyswap.errors import ModelError
-from tinyswap.reader import read_model
+from tinyswap.reader import MAX_SUBGRAPHS, read_model
 from tinyswap.schema import TensorType
 
 from tests.conftest import TFLM_MODELS
@@ -131,8 +131,10 @@ def test_more_subgraphs_than_the_interpreter_runs_are_refused_before_parsing() -
     raw = bytearray(HELLO.read_bytes())
     at = _subgraphs_vector(bytes(raw))
     assert struct.unpack_from("<I", raw, at)[0] == 1
-    struct.pack_into("<I", raw, at, 2)  # the second entry is whatever bytes follow: never read
-    with pytest.raises(ModelError, match="Model.subgraphs: 2 subgraphs, over the supported maximum of 1"):
+    # The entries after the first are whatever bytes follow: never read.
+    struct.pack_into("<I", raw, at, MAX_SUBGRAPHS + 1)
+    with pytest.raises(ModelError, match=f"Model.subgraphs: {MAX_SUBGRAPHS + 1} subgraphs, over the supported "
+                                         f"maximum of {MAX_SUBGRAPHS}"):
         read_model(raw)
     struct.pack_into("<I", raw, at, 0)
     with pytest.raises(ModelError, match="Model.subgraphs is empty"):
