@@ -16,16 +16,20 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from tinyswap.arena import ArenaFigure, tflm_arena_figure
 from tinyswap.export.bundle import slot_map, write_bundle
-from tinyswap.export.compiler import Compiled
+from tinyswap.export.compiler import Compiled, compile_model
 from tinyswap.export.npu.config import NpuConfig
 from tinyswap.export.npu.errors import StitchError
 from tinyswap.export.npu.segments import Partition, partition
 from tinyswap.export.npu.stitch import NpuOperator, Windows, npu_operator, stitch, twin
-from tinyswap.export.npu.vela import ETHOS_U_CUSTOM_CODE, VelaRun, compile_with_vela
+from tinyswap.export.npu.vela import ETHOS_U_CUSTOM_CODE, VelaRun, compile_with_vela, require_vela
+from tinyswap.export.slot_plan import SlotPlan
+from tinyswap.export.spec import ModelSpec
 from tinyswap.export.tflite_builder import build_model
 from tinyswap.reader import read_model
 
@@ -162,5 +166,24 @@ def write_npu_bundle(bundle: NpuBundle, out_dir: str | Path, *, section: str | N
     return paths
 
 
-__all__ = ["NPU_MANIFEST", "NpuBundle", "TWIN_MODEL", "TWIN_SLOTMAP", "build_npu_bundle", "npu_arena",
+def export_npu_bundle(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray, out_dir: str | Path,
+                      config: str, *, section: str | None = None, section_align: int | None = None,
+                      echo: Callable[[str], None] = lambda line: None) -> int:
+    """`tinyswap export --npu CONFIG`: refuse a missing Vela or an unknown configuration before
+    compiling, then compile, stitch and write the bundle into `out_dir`; `echo` gets one line per
+    file and a summary. Returns the command's exit status (0)."""
+    version = require_vela()
+    npu = NpuConfig.parse(config)
+    bundle = build_npu_bundle(compile_model(spec, plan, calibration), npu)
+    paths = write_npu_bundle(bundle, out_dir, section=section, section_align=section_align)
+    for path in paths.values():
+        echo(f"wrote     {path} ({path.stat().st_size} bytes)")
+    macs = sum(n.run.summary.macs for n in bundle.operators)
+    echo(f"npu       {npu} (Vela {version}): {len(bundle.operators)} ethos-u operators ({macs} MACs), "
+         f"{len(bundle.partition.cpu_operators)} CPU operators for the adapter branches, "
+         f"{bundle.partition.transitions} NPU/CPU transitions per inference")
+    return 0
+
+
+__all__ = ["NPU_MANIFEST", "NpuBundle", "TWIN_MODEL", "TWIN_SLOTMAP", "build_npu_bundle", "export_npu_bundle", "npu_arena",
            "npu_manifest", "write_npu_bundle"]
