@@ -138,8 +138,7 @@ def npu_manifest(bundle: NpuBundle) -> dict[str, Any]:
             "segment_sha256": hashlib.sha256(model).hexdigest(), "vela_sha256": hashlib.sha256(n.run.output).hexdigest(),
             "window_offset": start, "window_bytes": n.window,
             "macs": n.run.summary.macs, "cycles_npu": n.run.summary.cycles_npu,
-            "cycles_total": n.run.summary.cycles_total, "sram_kib": n.run.summary.sram_kib,
-            "flash_kib": n.run.summary.flash_kib,
+            "cycles_total": n.run.summary.cycles_total, "memory_kib": dict(n.run.summary.memory_kib),
         } for n, model, start in zip(bundle.operators, bundle.segment_models(), bundle.windows.starts)],
         "vela_spans": bundle.vela_spans(),
     }

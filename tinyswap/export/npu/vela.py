@@ -44,24 +44,35 @@ def require_vela() -> str:
     return version
 
 
+#: Vela's memory areas, as its summary CSV names their `<area>_memory_used` columns (KiB).
+MEMORY_AREAS = (("SRAM", "sram"), ("DRAM", "dram"), ("on-chip flash", "on_chip_flash"),
+                ("off-chip flash", "off_chip_flash"))
+
+
 @dataclass(frozen=True)
 class VelaSummary:
     """Vela's estimates for one compiled network (its summary CSV, batch 1).
 
     macs: `nn_macs`, the MACs Vela placed on the NPU; cycles_npu / cycles_total: its NPU and
-    total (memory-bound) cycle estimates; sram_kib / flash_kib: the SRAM (scratch, feature
-    maps) and the off-chip plus on-chip flash (command stream, encoded weights) it uses;
-    encoded_weight_bytes: the size of its compressed weight stream; system_config: the system
-    configuration Vela assumed (its default for the accelerator unless one is given)."""
+    total (memory-bound) cycle estimates at `clock_hz`; memory_kib: (area, KiB used) for every
+    area Vela uses (SRAM, DRAM, on-chip or off-chip flash; where weights and feature maps live is
+    the system configuration's choice: `weights_area`, `feature_map_area`); encoded_weight_bytes:
+    its compressed weight stream; system_config: the one Vela assumed (its default for the
+    accelerator unless one is given)."""
 
     macs: int
     cycles_npu: int
     cycles_total: int
-    sram_kib: float
-    flash_kib: float
+    memory_kib: tuple[tuple[str, float], ...]
+    weights_area: str
+    feature_map_area: str
     encoded_weight_bytes: int
     clock_hz: float
     system_config: str
+
+    def memory_text(self) -> str:
+        """E.g. "SRAM 2.00 + off-chip flash 5.78" (KiB, areas in use only)."""
+        return " + ".join(f"{area} {kib:.2f}" for area, kib in self.memory_kib) or "0"
 
 
 @dataclass(frozen=True)
@@ -80,10 +91,12 @@ class VelaRun:
 def _summary(path: Path) -> VelaSummary:
     with path.open(newline="") as f:
         row = next(csv.DictReader(f))
+    memory = tuple((area, float(row[f"{column}_memory_used"])) for area, column in MEMORY_AREAS
+                   if float(row[f"{column}_memory_used"]) > 0)
     return VelaSummary(
         macs=int(float(row["nn_macs"])), cycles_npu=int(float(row["cycles_npu"])),
-        cycles_total=int(float(row["cycles_total"])), sram_kib=float(row["sram_memory_used"]),
-        flash_kib=float(row["off_chip_flash_memory_used"]) + float(row["on_chip_flash_memory_used"]),
+        cycles_total=int(float(row["cycles_total"])), memory_kib=memory, weights_area=row["weights_storage_area"],
+        feature_map_area=row["feature_map_storage_area"],
         encoded_weight_bytes=int(float(row["total_npu_encoded_weights"])), clock_hz=float(row["core_clock"]),
         system_config=row["system_config"])
 
