@@ -24,8 +24,8 @@ from tinyswap.firmware_sim.profiles import MCU_QSPI, MCU_RAM
 from tinyswap.firmware_sim.storage import SAM_INTERNAL, STM32F4_INTERNAL, W25Q128JV, StorageProfile
 from tinyswap.package import Keyring, parse_package
 
-from tests.adapter_cases import KEY, Bundle, example_bundle, gates_for_rows, package, plaintext_of, sealed_package, \
-    slot_holding, tflm_rows
+from tests.adapter_cases import KEY, Bundle, example_bundle, gates_for_rows, outside_slots, package, plaintext_of, \
+    sealed_package, slot_holding, tflm_rows
 
 KEYRING = Keyring([KEY.public_key()])
 DEVICE_KEY = X25519PrivateKey.generate()  # the X25519 key of the rigs that get encrypted packages
@@ -203,10 +203,7 @@ def check_device(dev: Device, smap: dict[str, Any], expect: Expect, x: np.ndarra
     slot = slot_holding(smap, image, expect.pkgs[key])
     assert slot is not None and slot == a.slot, (slot, a)
     # 5. not one byte outside the slot ranges differs from the factory model
-    outside = np.ones(len(image), bool)
-    for s in smap["slots"]:
-        outside[s["offset"] : s["offset"] + s["length"]] = False
-    assert np.array_equal(np.frombuffer(image, np.uint8)[outside], np.frombuffer(dev.model, np.uint8)[outside])
+    assert outside_slots(smap, image) == outside_slots(smap, dev.model)
     if infer:
         y = dev.infer(x)[0]
         np.testing.assert_array_equal(y, golden(smap, dev.model_bytes_now(), x, {slot: 1.0}))

@@ -28,6 +28,7 @@ from tinyswap.export.npu.segments import Partition, Segment
 from tinyswap.export.npu.vela import ETHOS_U_CUSTOM_CODE, VelaRun
 from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model_with_layout, tensor_indices
 from tinyswap.reader import read_model
+from tinyswap.slotmap import round_up
 
 OFFLINE_PLAN = "OfflineMemoryAllocation"  # TFLite Micro's metadata name for offline arena offsets
 WINDOW_ALIGNMENT = 16  # TFLite Micro's arena alignment
@@ -47,10 +48,6 @@ class NpuOperator:
     scratch: tuple[Tensor, ...]
     offsets: tuple[tuple[Tensor, int], ...]
     window: int
-
-
-def _round_up(value: int, alignment: int) -> int:
-    return -(-value // alignment) * alignment
 
 
 def npu_operator(segment: Segment, run: VelaRun) -> NpuOperator:
@@ -111,7 +108,7 @@ def npu_operator(segment: Segment, run: VelaRun) -> NpuOperator:
             offsets.append((t, offset))
             end = max(end, offset + int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize)
     return NpuOperator(segment, run, custom, tuple(constants), tuple(scratch), tuple(offsets),
-                       _round_up(end, WINDOW_ALIGNMENT))
+                       round_up(end, WINDOW_ALIGNMENT))
 
 
 def _slot_groups(compiled: Compiled) -> list[list[Tensor]]:

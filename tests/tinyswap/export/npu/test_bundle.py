@@ -27,18 +27,10 @@ from tinyswap.reader import read_model  # noqa: E402
 from tinyswap.slotmap import SlotMap  # noqa: E402
 from tinyswap.swap.manager import SwapManager  # noqa: E402
 
-from tests.adapter_cases import KEY, package  # noqa: E402
+from tests.adapter_cases import KEY, outside_slots, package  # noqa: E402
 from tests.npu_cases import MODELS, base_only, npu_bundle, smap_of  # noqa: E402
 
 NAMES = list(MODELS)
-
-
-def outside_slots(smap: dict, data: bytes) -> bytes:
-    """Every byte not in a slot range, from slotmap.json's own offsets and lengths."""
-    keep = np.ones(len(data), bool)
-    for s in smap["slots"]:
-        keep[s["offset"] : s["offset"] + s["length"]] = False
-    return np.frombuffer(data, np.uint8)[keep].tobytes()
 
 
 @pytest.mark.parametrize("name", NAMES)
