@@ -25,7 +25,7 @@ from tinyswap.export.bundle import slot_map, write_bundle
 from tinyswap.export.compiler import Compiled, compile_model
 from tinyswap.export.npu.config import NpuConfig
 from tinyswap.export.npu.errors import StitchError
-from tinyswap.export.npu.segments import Partition, partition
+from tinyswap.export.npu.segments import Partition, Segment, partition
 from tinyswap.export.npu.stitch import NpuOperator, Windows, npu_operator, stitch, twin
 from tinyswap.export.npu.vela import ETHOS_U_CUSTOM_CODE, VelaRun, compile_with_vela, require_vela
 from tinyswap.export.slot_plan import SlotPlan
@@ -78,7 +78,7 @@ def _compile_segments(source: Compiled, config: NpuConfig) -> tuple[Partition, l
     index_of = {id(op): i for i, op in enumerate(source.model.operators)}
     while True:
         part = partition(source, cpu)
-        runs: list[tuple[object, VelaRun]] = []
+        runs: list[tuple[Segment, VelaRun]] = []
         moved: set[int] = set()
         for seg in part.segments:
             run = compile_with_vela(build_model(seg.model()), config, f"segment{seg.index}")
@@ -97,7 +97,7 @@ def _compile_segments(source: Compiled, config: NpuConfig) -> tuple[Partition, l
                                   f"segment's operators (outputs {sorted(left)})")
             moved |= found
         if not moved:
-            return part, [npu_operator(seg, run) for seg, run in runs]  # type: ignore[arg-type]
+            return part, [npu_operator(seg, run) for seg, run in runs]
         cpu |= moved
 
 
