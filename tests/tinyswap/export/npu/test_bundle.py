@@ -87,7 +87,7 @@ def _random_slots(compiled, rng: np.random.Generator) -> bytes:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_twin_equals_tflite_micro_on_random_slot_bytes(name, seed):
     b = npu_bundle(name)
