@@ -117,6 +117,14 @@ def plaintext_of(pkg_bytes: bytes) -> bytes:
     return PLAINTEXT_OF.get(bytes(pkg_bytes), pkg_bytes)
 
 
+def outside_slots(smap: Mapping[str, Any], image: bytes | bytearray) -> bytes:
+    """Every byte of `image` not in a slot range, from slotmap.json's own offsets and lengths."""
+    keep = np.ones(len(image), bool)
+    for s in smap["slots"]:
+        keep[s["offset"] : s["offset"] + s["length"]] = False
+    return np.frombuffer(bytes(image), np.uint8)[keep].tobytes()
+
+
 def slot_holding(smap: Mapping[str, Any], image: bytes | bytearray, pkg_bytes: bytes) -> int | None:
     """Which slot's tensor bytes in the image equal the package's payload (read from the file;
     for an encrypted package, from the plaintext file it was sealed from)."""

@@ -238,6 +238,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     calibration = read_npy(cal_path, "calibration data")
     print(f"compiling {spec.name}: {len(spec.layers)} layers, "
           f"{plan.num_slots if plan else 0} slots on {[t.layer for t in plan.targets] if plan else []}")
+    if getattr(args, "npu", None):  # Vela compiles the base segments; the slots stay plain buffers
+        from tinyswap.export.npu.bundle import export_npu_bundle
+
+        return export_npu_bundle(spec, plan, calibration, args.out, args.npu, section=args.section,
+                                 section_align=args.section_align, echo=print)
     built = build_bundle(spec, plan, calibration, args.out, section=args.section, section_align=args.section_align)
     assert built.files is not None  # a bundle directory was given
     for path in built.files.all():
@@ -409,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                      ".tinyswap_model, the model's own flash partition) instead of the application's .rodata")
     exp.add_argument("--section-align", type=int, metavar="N", help="alignment of that section in bytes (a power "
                      "of two, at least the slot plan's alignment, which is the default)")
+    exp.add_argument("--npu", metavar="CONFIG", help="an Arm Ethos-U bundle (needs the npu extra, Arm's Vela): "
+                     "ethos-u55-128, ethos-u55-256, ethos-u65-256 or ethos-u85-256; the base runs on the NPU, the "
+                     "adapter branches on the CPU, slots stay plain buffers")
     exp.set_defaults(func=cmd_export)
 
     kg = sub.add_parser("keygen", help="create an Ed25519 signing key pair for adapter packages "

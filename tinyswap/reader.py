@@ -116,6 +116,9 @@ class OperatorDef:
     options: dict[str, object]
     options_type: int
     has_custom_options: bool
+    # (absolute file offset, length) of the custom_options bytes, (0, 0) when absent: a custom
+    # operator's options are opaque here (an Ethos-U operator's are copied verbatim by its stitcher).
+    custom_options_span: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -584,6 +587,7 @@ def read_model(data: Buffer) -> ModelDef:
             )
             code = codes[opcode_index]
             options, options_type = _read_options(r, otab, code.name, owhere)
+            custom_span = r.vector(otab, OperatorField.CUSTOM_OPTIONS, 1, owhere)
             operators.append(
                 OperatorDef(
                     index=o,
@@ -598,7 +602,8 @@ def read_model(data: Buffer) -> ModelDef:
                     ),
                     options=options,
                     options_type=options_type,
-                    has_custom_options=r.vector(otab, OperatorField.CUSTOM_OPTIONS, 1, owhere) is not None,
+                    has_custom_options=custom_span is not None,
+                    custom_options_span=custom_span or (0, 0),
                 )
             )
             op_at[opos] = operators[-1]

@@ -36,7 +36,7 @@ from tinyswap.firmware_sim.errors import PowerLoss
 from tinyswap.firmware_sim.flash import CutPoint, PowerCut
 from tinyswap.package import parse_package
 
-from tests.tinyswap.firmware_sim.device_cases import RIGS, Expect, bundle_for, check_device, fingerprint, inputs, \
+from tests.tinyswap.firmware_sim.device_cases import RIGS, Expect, check_device, fingerprint, inputs, \
     packages_for, packages_of
 from tests.tinyswap.test_envelope import leaked
 from tests.tinyswap.test_envelope import plaintext_windows as envelope_windows
@@ -44,8 +44,11 @@ from tests.tinyswap.test_envelope import plaintext_windows as envelope_windows
 X = inputs(2)
 # Both erase values, XIP and RAM, and encrypted packages (the store keeps ciphertext; each
 # install and boot decrypts into RAM) on the mcu-qspi rig.
-CI_COMBOS = [("qspi+sd", 0xFF, 1), ("nor4k", 0x00, 8), ("ram-nor4k", 0xFF, 1), ("qspi+sd-enc", 0xFF, 1)]
+# The Ethos-U rig (Vela's stitched model, slots plain buffers) runs when the npu extra is installed.
+CI_COMBOS = [("qspi+sd", 0xFF, 1), ("nor4k", 0x00, 8), ("ram-nor4k", 0xFF, 1), ("qspi+sd-enc", 0xFF, 1),
+             ("qspi+sd-npu", 0xFF, 1)]
 CI_SAMPLE = 10  # cut points per scenario and combo in the default run
+CI_SAMPLE_NPU = 5  # on the Ethos-U rig (its bundle needs Vela compiles first): the edges and two more
 FULL_COMBOS = [(r, ev, a) for r in RIGS for ev in (0xFF, 0x00) for a in RIGS[r].aligns]
 CUT_COUNTS: dict[str, int] = {}
 
@@ -108,7 +111,7 @@ def expect(rig: str, pkgs: dict) -> Expect:
 def start_images(rig: str, ev: int, wa: int, start: str) -> tuple[tuple[str, bytes], ...]:
     r = RIGS[rig]
     p = packages_of(rig)
-    d = r.device(bundle_for(r.alignment), ev, wa)
+    d = r.device(r.bundle(), ev, wa)
     d.provision()
     d.boot()
     d.update(p["A1"], permanent=True)
@@ -121,7 +124,7 @@ def start_images(rig: str, ev: int, wa: int, start: str) -> tuple[tuple[str, byt
 
 def device_from(rig: str, ev: int, wa: int, start: str) -> Device:
     r = RIGS[rig]
-    return r.device(bundle_for(r.alignment), ev, wa, flash_images=dict(start_images(rig, ev, wa, start)),
+    return r.device(r.bundle(), ev, wa, flash_images=dict(start_images(rig, ev, wa, start)),
                     record_ops=False)
 
 
@@ -180,7 +183,7 @@ def clean_run(rig: str, ev: int, wa: int, scenario: str) -> Clean:
 def run_cut(rig: str, ev: int, wa: int, scenario: str, op: int, when: CutPoint) -> str:
     sc = SCENARIOS[scenario]
     r = RIGS[rig]
-    smap = bundle_for(r.alignment).smap
+    smap = r.bundle().smap
     p = packages_of(rig)
     clean = clean_run(rig, ev, wa, scenario)
     d = device_from(rig, ev, wa, sc.start)
@@ -193,7 +196,7 @@ def run_cut(rig: str, ev: int, wa: int, scenario: str, op: int, when: CutPoint) 
         sc.op(d, p)
     assert not d.booted and not d.power.powered
     reboot(d)
-    outcome = check_device(d, smap, expect(rig, p), X)
+    outcome = check_device(d, smap, expect(rig, p), X, infer=r.npu is None)
     if r.encrypted:  # encrypted at rest whatever the cut: no plaintext run reached the store
         assert not leaked(plaintext_windows(r.alignment), d.partitions["store"].image_bytes())
     completed = op if when is CutPoint.AFTER else op - 1
@@ -209,6 +212,8 @@ def cut_points(n: int) -> list[tuple[int, CutPoint]]:
 
 
 def sweep(rig: str, ev: int, wa: int, scenario: str, sample: int | None) -> None:
+    if RIGS[rig].npu is not None:
+        pytest.importorskip("ethosu.vela")
     clean = clean_run(rig, ev, wa, scenario)
     points = cut_points(clean.n)
     if sample is not None and sample < len(points):
@@ -230,7 +235,7 @@ def sweep(rig: str, ev: int, wa: int, scenario: str, sample: int | None) -> None
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 @pytest.mark.parametrize("rig,ev,wa", CI_COMBOS, ids=[f"{r}-{ev:02x}-a{a}" for r, ev, a in CI_COMBOS])
 def test_power_cut_sample(rig, ev, wa, scenario):
-    sweep(rig, ev, wa, scenario, CI_SAMPLE)
+    sweep(rig, ev, wa, scenario, CI_SAMPLE_NPU if RIGS[rig].npu else CI_SAMPLE)
 
 
 @pytest.mark.slow
@@ -244,7 +249,7 @@ def chained_cuts(rig: str, ev: int, wa: int, seed: int, cuts: int = 5) -> int:
     """Up to `cuts` power cuts at random points while the device keeps retrying (boot, update,
     confirm); the invariants hold after each; the final state is the clean one."""
     r = RIGS[rig]
-    smap = bundle_for(r.alignment).smap
+    smap = r.bundle().smap
     p = packages_of(rig)
     sc = SCENARIOS["confirm"]  # final state: A2 confirmed
     final = clean_run(rig, ev, wa, "confirm").final
@@ -257,7 +262,7 @@ def chained_cuts(rig: str, ev: int, wa: int, seed: int, cuts: int = 5) -> int:
 
     done = 0
     for _ in range(cuts):
-        probe = r.device(bundle_for(r.alignment), ev, wa, flash_images=d.flash_images(), record_ops=False)
+        probe = r.device(r.bundle(), ev, wa, flash_images=d.flash_images(), record_ops=False)
         probe.arm_power_cuts()
         attempt(probe)
         n = probe.mutations
@@ -268,9 +273,9 @@ def chained_cuts(rig: str, ev: int, wa: int, seed: int, cuts: int = 5) -> int:
         with pytest.raises(PowerLoss):
             attempt(d)
         done += 1
-        check = r.device(bundle_for(r.alignment), ev, wa, flash_images=d.flash_images(), record_ops=False)
+        check = r.device(r.bundle(), ev, wa, flash_images=d.flash_images(), record_ops=False)
         check.boot()
-        check_device(check, smap, expect(rig, p), X)
+        check_device(check, smap, expect(rig, p), X, infer=r.npu is None)
     reboot(d)
     assert settle(d, sc, p) == final
     return done

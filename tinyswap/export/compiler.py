@@ -61,6 +61,9 @@ class Compiled:
     slot_tensors: list[SlotTensor] = field(default_factory=list)
     input_quant: ActQuant | None = None
     output_quant: ActQuant | None = None
+    # The description the bytes were built from (operators by reference): what a back end that
+    # re-partitions the graph (the Ethos-U stitcher, `tinyswap.export.npu`) walks.
+    model: Model | None = None
 
     @property
     def data(self) -> bytes:
@@ -297,7 +300,7 @@ def compile_model(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarra
             groups.append(group)
     model = Model(e.ops, graph_inputs, [y], description=f"tinyswap:{spec.name}", buffer_groups=groups)
     built = build_model_with_layout(model)
-    return Compiled(built, spec, plan, e.gates, e.slot_tensors, iq, yq)
+    return Compiled(built, spec, plan, e.gates, e.slot_tensors, iq, yq, model)
 
 
 __all__ = ["Compiled", "SlotTensor", "compile_model", "conv_out_size"]

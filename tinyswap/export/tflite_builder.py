@@ -112,7 +112,7 @@ class _Plan:
     tensors: list[Tensor]
     tensor_index: dict[Tensor, int]
     buffer_index: dict[Tensor, int]  # constants only; 0 is the sentinel
-    opcodes: list[tuple[int, int]]  # (builtin code, version)
+    opcodes: list[tuple[int, int, str | None]]  # (builtin code, version, custom code)
     opcode_index: list[int]  # per operator
     metadata: list[tuple[str, bytes]]
     n_buffers: int
@@ -149,6 +149,10 @@ def _plan(model: Model) -> _Plan:
     # Dataflow: a non-constant tensor is available once it is a graph input or has been
     # produced; it may be produced exactly once and never when it is an input or a constant.
     available: set[Tensor] = set()
+    for t in model.scratch_tensors:
+        if not isinstance(t, Tensor) or t.is_constant:
+            raise GraphError(f"scratch tensor {getattr(t, 'name', t)!r} must be a non-constant Tensor")
+        available.add(t)  # added to the tensor list where an operator first uses it
     for t in model.inputs:
         add(t)
         if t.is_constant:
@@ -184,13 +188,14 @@ def _plan(model: Model) -> _Plan:
 
     # Operator codes: one per builtin code, carrying the highest version any of its operators
     # asks for (a kernel registered for version n serves every version up to n).
-    code_versions: dict[int, int] = {}
+    # A CUSTOM operator's code is its builtin code and its custom_code together.
+    code_versions: dict[tuple[int, str | None], int] = {}
     for op in model.operators:
-        code = schema.BUILTIN_OPERATOR_CODES[op.op]
+        code = (schema.BUILTIN_OPERATOR_CODES[op.op], op.custom_code)
         code_versions[code] = max(code_versions.get(code, 0), op.version)
     code_slot = {code: i for i, code in enumerate(code_versions)}
-    opcodes = list(code_versions.items())
-    opcode_index = [code_slot[schema.BUILTIN_OPERATOR_CODES[op.op]] for op in model.operators]
+    opcodes = [(code, version, custom) for (code, custom), version in code_versions.items()]
+    opcode_index = [code_slot[(schema.BUILTIN_OPERATOR_CODES[op.op], op.custom_code)] for op in model.operators]
 
     # Buffers: 0 is the empty sentinel, then one per constant in tensor order (never shared),
     # then one per metadata entry.
@@ -307,8 +312,11 @@ def _write(model: Model, plan: _Plan, tensor_payloads: Mapping[Tensor, bytes]) -
     for i, op in enumerate(model.operators):
         operator_tables.append(_write_operator(b, op, plan.opcode_index[i], plan.tensor_index))
     opcode_tables = []
-    for code, version in plan.opcodes:
+    for code, version, custom in plan.opcodes:
+        custom_code = None if custom is None else b.CreateString(custom)
         b.StartObject(len(OperatorCodeField))
+        if custom_code is not None:
+            b.PrependUOffsetTRelativeSlot(OperatorCodeField.CUSTOM_CODE, custom_code, 0)
         # Both fields: readers take max(deprecated_builtin_code, builtin_code), and TFLM reads
         # builtin_code() directly in places. Forced (default None) so ADD's code 0 is explicit.
         b.PrependInt8Slot(
@@ -430,7 +438,10 @@ def _write_operator(
         # missing table leaves some kernels' params unset.
         options_table = schema.OPTIONS_TABLES[table_name]
         options = (_write_options(b, options_table, op.options), options_table.union_type)
+    custom_options = None if op.custom_options is None else b.CreateByteVector(op.custom_options)
     b.StartObject(len(OperatorField))
+    if custom_options is not None:  # custom_options_format keeps its default, FLEXBUFFERS (0)
+        b.PrependUOffsetTRelativeSlot(OperatorField.CUSTOM_OPTIONS, custom_options, 0)
     b.PrependUint32Slot(OperatorField.OPCODE_INDEX, opcode_index, 0)
     b.PrependUOffsetTRelativeSlot(OperatorField.INPUTS, inputs, 0)
     b.PrependUOffsetTRelativeSlot(OperatorField.OUTPUTS, outputs, 0)

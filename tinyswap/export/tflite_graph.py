@@ -30,9 +30,12 @@ _INT8_RANGE = (-(1 << 7), (1 << 7) - 1)
 _INT32_RANGE = (-(1 << 31), (1 << 31) - 1)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-# Operators the builder cannot describe: CUSTOM needs a custom_code and opaque options, the
-# placeholder is not an operator at all.
-_UNSUPPORTED_OPS = frozenset({"CUSTOM", "PLACEHOLDER_FOR_GREATER_OP_CODES"})
+# Operators the builder cannot describe: the placeholder is not an operator at all. (CUSTOM is
+# written when the operator names its `custom_code`; its options are opaque bytes.)
+_UNSUPPORTED_OPS = frozenset({"PLACEHOLDER_FOR_GREATER_OP_CODES"})
+# A custom operator's code and options: bounded like every other name and vector we write.
+MAX_CUSTOM_CODE = 64
+MAX_CUSTOM_OPTIONS = 1 << 20
 
 # `OperatorCode.deprecated_builtin_code` is a signed byte; codes above this live only in
 # `builtin_code`, and old readers see the placeholder value instead.
@@ -228,6 +231,10 @@ class Operator:
             left out take the schema default (they are not written). Fields given are always
             written, even when equal to the default.
         version: the operator version recorded in its `OperatorCode`.
+        custom_code: for op "CUSTOM" only (and required there): the `OperatorCode.custom_code`
+            a runtime resolves the kernel by, e.g. "ethos-u".
+        custom_options: for op "CUSTOM" only: the operator's opaque `custom_options` bytes,
+            written verbatim (flexbuffers format, as every TFLite custom operator expects).
     """
 
     op: str
@@ -235,6 +242,8 @@ class Operator:
     outputs: list[Tensor]
     options: dict[str, object] = field(default_factory=dict)
     version: int = 1
+    custom_code: str | None = None
+    custom_options: bytes | None = None
 
     def __post_init__(self) -> None:
         self.check()
@@ -247,6 +256,7 @@ class Operator:
             raise BuilderError(f"{where}: unknown builtin operator {self.op!r}")
         if self.op in _UNSUPPORTED_OPS:
             raise BuilderError(f"{where}: the builder cannot write {self.op} operators")
+        self._check_custom(where)
         if not _is_int(self.version) or self.version < 1:
             raise BuilderError(f"{where}: version must be an int >= 1, got {self.version!r}")
         if not isinstance(self.inputs, (list, tuple)) or not all(
@@ -258,6 +268,20 @@ class Operator:
         ):
             raise BuilderError(f"{where}: outputs must be Tensor, got {self.outputs!r}")
         _check_options(self, where)
+
+    def _check_custom(self, where: str) -> None:
+        if self.op != "CUSTOM":
+            if self.custom_code is not None or self.custom_options is not None:
+                raise BuilderError(f"{where}: custom_code and custom_options belong to CUSTOM operators only")
+            return
+        code = self.custom_code
+        if not isinstance(code, str) or not code or len(code) > MAX_CUSTOM_CODE or not code.isprintable():
+            raise BuilderError(f"{where}: a CUSTOM operator needs its custom_code, a printable name of 1 to "
+                               f"{MAX_CUSTOM_CODE} characters (e.g. 'ethos-u'), got {code!r}")
+        extra = self.custom_options
+        if extra is not None and (not isinstance(extra, bytes) or len(extra) > MAX_CUSTOM_OPTIONS):
+            raise BuilderError(f"{where}: custom_options must be bytes of at most {MAX_CUSTOM_OPTIONS}, "
+                               f"got {type(extra).__name__}")
 
 
 @dataclass
@@ -283,6 +307,9 @@ class Model:
     # unreferenced 4-byte spacer buffer aligned like the group's largest alignment, so that
     # the next vector's length prefix never falls inside the group's aligned byte range.
     buffer_groups: list[list[Tensor]] = field(default_factory=list)
+    # Non-constant tensors that operators use without any operator producing them: an NPU
+    # operator's scratch area (Vela's `scratch`), which lives in the arena between invocations.
+    scratch_tensors: list[Tensor] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,8 @@ class Device:
     arena_budget / cache_budget: RAM budgets (default: the profile's); max_package_bytes: the
         largest package accepted (default and maximum: the cache budget).
     device_class: this device's class for packages that name classes (default: profile name).
+    arena: the model's TFLite Micro arena when the host cannot measure it (an Ethos-U bundle:
+        `manifest.json`'s figure); default: measured with the wheel on first use.
     worst: charge datasheet maximum timings; record_ops: one trace event per flash operation.
     flash_images: start from these flash contents (`flash_images()` of another device).
     device_keys: the device's (or its device group's) X25519 private keys, to decrypt
@@ -175,7 +177,7 @@ class Device:
                  cache_budget: int | None = None, max_package_bytes: int | None = None,
                  device_class: str | None = None, store_block_cycles: int = 100, worst: bool = False,
                  record_ops: bool = True, flash_images: Mapping[str, bytes] | None = None,
-                 device_keys: Sequence[X25519PrivateKey] | None = None) -> None:
+                 device_keys: Sequence[X25519PrivateKey] | None = None, arena: ArenaFigure | None = None) -> None:
         self.profile = DEVICES[profile] if isinstance(profile, str) else profile
         data, raw_map = _read_bundle(model, slotmap)
         if raw_map is None or keyring is None:
@@ -202,7 +204,9 @@ class Device:
         # configuration kept across reboots
         self.rules: list[Rule] = []
         self.experiments: list[Experiment] = []
-        self._factory_arena: ArenaFigure | None = None
+        # Given when the host cannot measure it (an Ethos-U bundle's manifest figure: no host
+        # runtime has the ethos-u kernel); else measured on first use.
+        self._factory_arena: ArenaFigure | None = arena
         # RAM state (lost at every power cut)
         self._manager: SwapManager | None = None
         self._store: AdapterStore | None = None

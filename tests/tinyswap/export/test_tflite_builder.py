@@ -766,3 +766,25 @@ def test_bad_metadata():
     model.metadata = {"": b""}
     with pytest.raises(BuilderError, match="metadata names"):
         build_model(model)
+
+
+def test_custom_operator_round_trips_its_code_options_and_scratch_tensor():
+    from tinyswap.reader import read_model
+
+    stream = Tensor("stream", (8,), np.uint8, data=np.arange(8, dtype=np.uint8))
+    scratch = Tensor("scratch", (64,), np.uint8)  # made by no operator: an NPU's arena area
+    x, y = _x(), _x("y")
+    options = bytes(range(5))
+    op = Operator("CUSTOM", [stream, scratch, x], [y], custom_code="ethos-u", custom_options=options)
+    data = build_model(Model([op], [x], [y], scratch_tensors=[scratch]))
+    parsed = read_model(data)
+    (custom,) = parsed.main.operators
+    assert custom.op_name == "CUSTOM:ethos-u"
+    lo, n = custom.custom_options_span
+    assert data[lo : lo + n] == options
+    assert [parsed.main.tensors[i].name for i in custom.inputs] == ["stream", "scratch", "x"]
+    assert parsed.tensor_data(parsed.main.tensors[custom.inputs[0]]).tolist() == list(range(8))
+    with pytest.raises(GraphError, match="scratch"):  # without the declaration it is read before it exists
+        build_model(Model([op], [x], [y]))
+    with pytest.raises(BuilderError, match="custom_code"):
+        Operator("RELU", [x], [y], custom_code="ethos-u")

@@ -24,8 +24,8 @@ from tinyswap.firmware_sim.profiles import MCU_QSPI, MCU_RAM
 from tinyswap.firmware_sim.storage import SAM_INTERNAL, STM32F4_INTERNAL, W25Q128JV, StorageProfile
 from tinyswap.package import Keyring, parse_package
 
-from tests.adapter_cases import KEY, Bundle, example_bundle, gates_for_rows, package, plaintext_of, sealed_package, \
-    slot_holding, tflm_rows
+from tests.adapter_cases import KEY, Bundle, example_bundle, gates_for_rows, outside_slots, package, plaintext_of, \
+    sealed_package, slot_holding, tflm_rows
 
 KEYRING = Keyring([KEY.public_key()])
 DEVICE_KEY = X25519PrivateKey.generate()  # the X25519 key of the rigs that get encrypted packages
@@ -49,10 +49,20 @@ class Rig:
     profile: Any = MCU_QSPI
     store_bytes: int = 128 * KIB
     encrypted: bool = False  # packages are encrypted for DEVICE_KEY, which the device holds
+    npu: str | None = None  # an Ethos-U configuration: the bundle is the stitched NPU model (Vela)
+
+    def bundle(self) -> Bundle:
+        return bundle_for(self.alignment, self.npu)
 
     def device(self, bundle: Bundle, erase_value: int, write_align: int, **kw: Any) -> Device:
         if self.encrypted:
             kw.setdefault("device_keys", [DEVICE_KEY])
+        if self.npu is not None:  # no host runtime has the ethos-u kernel: the manifest's arena figure
+            from tinyswap.export.npu.bundle import npu_arena
+
+            from tests.npu_cases import npu_bundle
+
+            kw.setdefault("arena", npu_arena(npu_bundle("examples-cnn", self.npu, self.alignment)))
         kw.setdefault("model_geometry", self.model_geometry(erase_value, write_align))
         kw.setdefault("model_storage", self.model_storage)
         if not self.separate_store:
@@ -82,17 +92,24 @@ RIGS: dict[str, Rig] = {
 }
 # mcu-qspi with encrypted packages: the store (SD) keeps ciphertext, slots get the plaintext.
 RIGS["qspi+sd-enc"] = replace(RIGS["qspi+sd"], name="qspi+sd-enc", encrypted=True)
+# mcu-qspi with an Ethos-U55: the cnn's base compiled by Vela, its slots plain buffers (needs the npu extra).
+RIGS["qspi+sd-npu"] = replace(RIGS["qspi+sd"], name="qspi+sd-npu", npu="ethos-u55-128")
 
 
 @lru_cache(maxsize=None)
-def bundle_for(alignment: int) -> Bundle:
-    return example_bundle("cnn", alignment=alignment)
+def bundle_for(alignment: int, npu: str | None = None) -> Bundle:
+    if npu is None:
+        return example_bundle("cnn", alignment=alignment)
+    from tests.npu_cases import npu_bundle, smap_of
+
+    stitched = npu_bundle("examples-cnn", npu, alignment).stitched
+    return Bundle(stitched, smap_of(stitched))
 
 
 @lru_cache(maxsize=None)
-def packages_for(alignment: int) -> dict[str, bytes]:
+def packages_for(alignment: int, npu: str | None = None) -> dict[str, bytes]:
     """A v1, A v2 (same name, higher sequence), B and C: LoRA adapters on the cnn bundle."""
-    smap = bundle_for(alignment).smap
+    smap = bundle_for(alignment, npu).smap
     return {"A1": package(smap, 11, "A", 1), "A2": package(smap, 12, "A", 2),
             "B1": package(smap, 21, "B", 1), "C1": package(smap, 31, "C", 1)}
 
@@ -106,7 +123,7 @@ def encrypted_packages_for(alignment: int) -> dict[str, bytes]:
 def packages_of(rig: str) -> dict[str, bytes]:
     """The packages a rig's scenarios install: encrypted for an encrypted rig."""
     r = RIGS[rig]
-    return encrypted_packages_for(r.alignment) if r.encrypted else packages_for(r.alignment)
+    return encrypted_packages_for(r.alignment) if r.encrypted else packages_for(r.alignment, r.npu)
 
 
 def digest_of(pkg: bytes) -> str:
@@ -153,8 +170,10 @@ class Expect:
     pkgs: dict[str, bytes] = field(default_factory=dict)
 
 
-def check_device(dev: Device, smap: dict[str, Any], expect: Expect, x: np.ndarray) -> str:
-    """The invariants after a boot; returns "old" or "new" (the active version of adapter A)."""
+def check_device(dev: Device, smap: dict[str, Any], expect: Expect, x: np.ndarray, infer: bool = True) -> str:
+    """The invariants after a boot; returns "old" or "new" (the active version of adapter A).
+    `infer=False` for a model no host runtime runs (an Ethos-U bundle): the slot bytes are checked,
+    not the outputs."""
     assert dev.booted
     assert not [e for e in dev.last_boot.errors if "store" in e], dev.last_boot.errors
     image = dev.model_bytes_now()
@@ -183,8 +202,11 @@ def check_device(dev: Device, smap: dict[str, Any], expect: Expect, x: np.ndarra
     key = by_digest[a.digest]
     slot = slot_holding(smap, image, expect.pkgs[key])
     assert slot is not None and slot == a.slot, (slot, a)
-    y = dev.infer(x)[0]
-    np.testing.assert_array_equal(y, golden(smap, dev.model_bytes_now(), x, {slot: 1.0}))
+    # 5. not one byte outside the slot ranges differs from the factory model
+    assert outside_slots(smap, image) == outside_slots(smap, dev.model)
+    if infer:
+        y = dev.infer(x)[0]
+        np.testing.assert_array_equal(y, golden(smap, dev.model_bytes_now(), x, {slot: 1.0}))
     return "new" if key == "A2" else "old"
 
 
