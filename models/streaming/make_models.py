@@ -89,6 +89,38 @@ class RnnStream(tf.Module):
         return tf.nn.softmax(tf.matmul(h, self.dense) + self.dense_bias)
 
 
+class KwsStateIO(tf.Module):
+    """`kws_stream` with its state as a graph input and output: the application feeds it back."""
+
+    def __init__(self, stream: KwsStream):
+        super().__init__()
+        self.stream = stream
+
+    @tf.function(input_signature=[tf.TensorSpec([1, FEATURES], tf.float32),
+                                  tf.TensorSpec([1, FRAMES, FEATURES], tf.float32)])
+    def __call__(self, frame: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        s = self.stream
+        frames = tf.concat([state[:, 1:, :], frame[:, None, :]], axis=1)
+        h = tf.nn.relu(tf.nn.conv2d(frames[..., None], s.conv, 1, "VALID") + s.conv_bias)
+        logits = tf.matmul(tf.reshape(h, [1, -1]), s.dense) + s.dense_bias
+        return tf.nn.softmax(logits), frames
+
+
+class RnnStateIO(tf.Module):
+    """`rnn_stream` with its hidden state as a graph input and output."""
+
+    def __init__(self, stream: RnnStream):
+        super().__init__()
+        self.stream = stream
+
+    @tf.function(input_signature=[tf.TensorSpec([1, FEATURES], tf.float32),
+                                  tf.TensorSpec([1, 16], tf.float32)])
+    def __call__(self, frame: tf.Tensor, hidden: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        s = self.stream
+        h = tf.tanh(tf.matmul(frame, s.w) + tf.matmul(hidden, s.u) + s.b)
+        return tf.nn.softmax(tf.matmul(h, s.dense) + s.dense_bias), h
+
+
 class ResetProbe(tf.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -101,8 +133,9 @@ class ResetProbe(tf.Module):
         return total
 
 
-def convert(module: tf.Module, frames: np.ndarray) -> bytes:
-    """Full-integer int8 conversion; the representative data streams whole digits in order."""
+def convert(module: tf.Module, frames: np.ndarray, states: np.ndarray | None = None) -> bytes:
+    """Full-integer int8 conversion; the representative data streams whole digits in order
+    (with `states`, the state each frame met in the float stream, for state-in/out models)."""
     fn = module.__call__.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
     converter.experimental_enable_resource_variables = True
@@ -112,9 +145,13 @@ def convert(module: tf.Module, frames: np.ndarray) -> bytes:
     converter.inference_output_type = tf.int8
 
     def representative():
-        for frame in frames.reshape(-1, frames.shape[-1]):
-            yield [frame[None, :].astype(np.float32)]
+        for i, frame in enumerate(frames.reshape(-1, frames.shape[-1])):
+            if states is None:
+                yield [frame[None, :].astype(np.float32)]
+            else:  # by name: the converter orders a concrete function's inputs its own way
+                yield {"frame": frame[None, :].astype(np.float32), names[1]: states[i][None].astype(np.float32)}
 
+    names = [t.name.split(":")[0] for t in fn.inputs]
     converter.representative_dataset = representative
     return converter.convert()
 
@@ -161,6 +198,20 @@ def main() -> None:
         (HERE / f"{name}.tflite").write_bytes(data)
         accuracy = float_accuracy(module, x_test, y_test, state)
         rows.append((name, what, len(data), hashlib.sha256(data).hexdigest()[:16], accuracy))
+    # State-in/state-out twins: the state the float stream carried before each calibration frame.
+    for name, module, state, what in [
+        ("kws_state_io", KwsStateIO(kws), kws.frames, "kws_stream with the ring buffer as input 1 and output 1"),
+        ("rnn_state_io", RnnStateIO(rnn), rnn.hidden, "rnn_stream with the hidden vector as input 1 and output 1"),
+    ]:
+        states = []
+        for image in calibration:
+            state.assign(tf.zeros_like(state))
+            for frame in image:
+                states.append(state.numpy()[0].copy())
+                module.stream(frame[None, :])
+        data = convert(module, calibration, np.array(states))
+        (HERE / f"{name}.tflite").write_bytes(data)
+        rows.append((name, what, len(data), hashlib.sha256(data).hexdigest()[:16], float("nan")))
     probe = ResetProbe()
     probe_data = convert(probe, np.random.default_rng(0).normal(size=(50, 1, 4)).astype(np.float32))
     (HERE / "reset_probe.tflite").write_bytes(probe_data)
