@@ -129,6 +129,8 @@ def inspect_model(path: str) -> dict[str, Any]:
     beside = Path(path).with_name("slotmap.json")
     if beside.exists():
         slotmap = read_json(beside, "slot map")
+    from tinyswap.reader import operator_names
+
     interp = _open_model(path)
     model = interp.model
     graph = model.main
@@ -165,13 +167,15 @@ def inspect_model(path: str) -> dict[str, Any]:
         "operators": [
             {
                 "index": op.index,
+                "ref": name.ref,  # how a slot plan for `tinyswap export MODEL.tflite` names it
+                "name": name.output,  # ... or by this, its output tensor's name
                 "op": op.op_name,
                 "version": op.version,
                 "inputs": list(op.inputs),
                 "outputs": list(op.outputs),
                 "options": {k: (v.name if hasattr(v, "name") else v) for k, v in op.options.items()},
             }
-            for op in graph.operators
+            for op, name in zip(graph.operators, operator_names(model))
         ],
         "tensors": tensors,
         "constant_bytes": constant_bytes,
@@ -210,10 +214,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             for t in slot["tensors"]:
                 print(f"      {t['layer']:<12} {t['kind']:<10} {t['role']:<7} {str(t['shape']):<16} {t['dtype']:<6} "
                       f"@{t['offset']} +{t['length']}")
-    print("\noperators")
+    print("\noperators (a slot plan names one by #index or by its output tensor name)")
     for op in info["operators"]:
         opts = " ".join(f"{k}={v}" for k, v in op["options"].items() if v not in (None, 0, False))
-        print(f"  {op['index']:>3} {op['op']:<20} in={op['inputs']} out={op['outputs']} {opts}")
+        print(f"  {op['ref']:>4} {op['op']:<20} in={op['inputs']} out={op['outputs']} {opts}")
+        print(f"       name {op['name']}")
     print("\ntensors")
     for t in info["tensors"]:
         const = f" const {t['constant_bytes']} B" if t["constant_bytes"] else ""

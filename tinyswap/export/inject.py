@@ -40,33 +40,13 @@ from tinyswap.export.quantize import ActQuant, activation_quant
 from tinyswap.export.slot_plan import SlotPlan, SlotTarget
 from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model_with_layout
 from tinyswap.interpreter import Interpreter
-from tinyswap.reader import ModelDef, OperatorDef, TensorDef, read_model
+from tinyswap.reader import ModelDef, OperatorDef, OperatorName, TensorDef, operator_names, read_model
 from tinyswap.schema import Activation
 
 LORA_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 _ACTIVATIONS = {Activation.NONE: "none", Activation.RELU: "relu", Activation.RELU6: "relu6"}
 _WINDOW_FIELDS = ("padding", "stride_h", "stride_w", "dilation_h_factor", "dilation_w_factor")
 MAX_CALIBRATION_ROWS = 4096  # the calibration pass runs our interpreter once per row
-
-
-@dataclass(frozen=True)
-class OperatorName:
-    """How a slot plan may name operator `index`: `#<index>` or its first output tensor's name."""
-
-    index: int
-    op: str
-    output: str
-
-    @property
-    def ref(self) -> str:
-        return f"#{self.index}"
-
-
-def operator_names(model: ModelDef) -> list[OperatorName]:
-    """Every operator of the main subgraph with the names a slot plan can use for it."""
-    sg = model.main
-    return [OperatorName(op.index, op.op_name, sg.tensors[op.outputs[0]].name if op.outputs else "")
-            for op in sg.operators]
 
 
 # --------------------------------------------------------------------------------------------
