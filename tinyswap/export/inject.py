@@ -292,10 +292,54 @@ def _lora_site(op: Operator, target: SlotTarget, x_abs: float, pre_abs: float) -
                     _dequantized_absmax(w), pre_abs)
 
 
+@dataclass(frozen=True)
+class BaseWeights:
+    """A weighted operator's constants dequantized from the file (real = scale * (q - zero point)),
+    in the file's layouts: FULLY_CONNECTED [out, in], CONV_2D [out, kh, kw, in],
+    DEPTHWISE_CONV_2D [1, kh, kw, in * multiplier]; `bias` None when the operator has none.
+
+    What a float mirror of the model needs (to train a PEFT LoRA on the very base the slots sit
+    on) and what the packer's fan-in and output checks are made against."""
+
+    ref: str  # "#<operator index>"
+    op: str
+    kernel: np.ndarray  # float64
+    bias: np.ndarray | None  # float64
+
+
+def _dequantize(t: Tensor) -> np.ndarray:
+    assert t.data is not None
+    values = t.data.astype(np.float64)
+    if t.quant is None:
+        return values
+    scale = t.quant.scale.astype(np.float64)
+    zero = t.quant.zero_point.astype(np.float64)
+    if scale.size > 1:
+        shape = [1] * values.ndim
+        shape[t.quant.quantized_dimension] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return (values - zero) * scale
+
+
+def base_weights(model: bytes, target: str) -> BaseWeights:
+    """The dequantized kernel and bias of the FULLY_CONNECTED, CONV_2D or DEPTHWISE_CONV_2D
+    operator `target` names (`#<index>` or its output tensor name)."""
+    graph = _read_graph(bytes(model))
+    index = next(iter(_resolve_targets(graph, SlotPlan((SlotTarget(target),)))))
+    op = graph.ops[index]
+    if op.op not in LORA_OPS or op.inputs[1] is None or not op.inputs[1].is_constant:
+        raise InjectError(f"operator #{index} ({op.op}) has no constant weights; base weights are read from "
+                          f"{', '.join(LORA_OPS)}")
+    bias = op.inputs[2] if len(op.inputs) > 2 else None
+    return BaseWeights(f"#{index}", op.op, _dequantize(op.inputs[1]),
+                       None if bias is None or not bias.is_constant else _dequantize(bias))
+
+
 def _act_quant(t: Tensor) -> ActQuant | None:
     if t.quant is None or t.quant.scale.size != 1:
         return None
     return ActQuant(float(t.quant.scale[0]), int(t.quant.zero_point[0]))
 
 
-__all__ = ["InjectError", "LORA_OPS", "OperatorName", "UnknownTargetError", "inject_slots", "operator_names"]
+__all__ = ["BaseWeights", "InjectError", "LORA_OPS", "OperatorName", "UnknownTargetError", "base_weights", "inject_slots",
+           "operator_names"]
