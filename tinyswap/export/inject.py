@@ -24,7 +24,8 @@ Targets are named by the operator's output tensor name or `#<operator index>`, a
 `tinyswap inspect MODEL.tflite` lists them. Unchanged: operator order (slot operators are
 inserted after their target), tensor names, shapes, shape signatures, quantization, constants
 and the file's metadata. Not kept: tensor indices (the builder numbers tensors in first-use
-order) and tensors no operator uses.
+order), tensors no operator uses, and an out-of-range `quantized_dimension` on a 1-D per-channel
+bias (written as 0, the only axis it has).
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ def _tensor(model: ModelDef, t: TensorDef) -> Tensor:
     quant = None
     if t.quantization is not None:
         q = t.quantization
-        quant = Quant(q.scale, q.zero_point, q.quantized_dimension)
+        axis = q.quantized_dimension
+        if q.scale.size > 1 and axis >= len(t.shape) and len(t.shape) == 1 and t.shape[0] == q.scale.size:
+            # person_detect's 1-D biases carry the filters' axis 3; along a 1-D tensor it can only
+            # mean axis 0 (TFLite Micro never reads it for a bias), which the writer requires.
+            axis = 0
+        quant = Quant(q.scale, q.zero_point, axis)
     return Tensor(t.name, t.shape, t.dtype, data=None if data is None else np.array(data), quant=quant,
                   shape_signature=t.shape_signature)
 
