@@ -264,6 +264,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layer_pair(text: str) -> tuple[str, str]:
+    """`--layer-map MODULE=LAYER`: one PEFT module path and the slot plan layer it fills."""
+    module, sep, layer = text.partition("=")
+    if not sep or not module or not layer:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MODULE=LAYER (e.g. layers.op2=#2)")
+    return module, layer
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
     from tinyswap.envelope import device_key_id, load_device_public_key, seal_package
     from tinyswap.export.pack import load_adapter, load_private_key, pack
@@ -273,7 +281,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     tags = {k: v for k, v in (("task", args.task), ("user", args.user), ("tenant", args.tenant)) if v}
     recipients = [load_device_public_key(path) for path in args.encrypt_for or ()]  # refused before packing
     adapter = load_adapter(args.adapter, name=args.name, version=args.version, sequence=args.sequence,
-                           tags=tags or None)
+                           tags=tags or None, layer_map=dict(args.layer_map) if args.layer_map else None)
     signing_key = load_private_key(args.key)
     data, report = pack(adapter, smap, signing_key)
     if recipients:
@@ -437,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("-o", "--output", required=True, metavar="FILE")
     pk.add_argument("--encrypt-for", action="append", metavar="PUB.pem",
                     help="encrypt the payload for this device public key (repeat for more recipients)")
+    pk.add_argument("--layer-map", action="append", type=_layer_pair, metavar="MODULE=LAYER",
+                    help="PEFT module path -> slot plan layer, e.g. layers.op2=#2 for a model with injected slots "
+                    "(repeat per module)")
     pk.set_defaults(func=cmd_pack)
 
     vf = sub.add_parser("verify", help="check an adapter package offline: signature, with --bundle the base "

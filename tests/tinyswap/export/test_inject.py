@@ -195,3 +195,21 @@ def test_inspect_lists_every_operator_with_its_plan_names(capsys) -> None:
     assert cli_main(["inspect", "--json", path]) == 0
     ops = json.loads(capsys.readouterr().out)["operators"]
     assert [(o["ref"], o["name"]) for o in ops] == [(n.ref, n.output) for n in operator_names(read_model(DS_CNN))]
+
+
+def test_tinyswap_pack_maps_peft_module_paths_to_injected_targets(tmp_path, capsys) -> None:
+    """The committed ds_cnn PEFT adapter (module paths `layers.op2`, `layers.op8`) packed by the
+    command line for a bundle with slots injected on #2 and #8."""
+    from tests.models.converted_adapters import CASES, adapter_dir, plan_for
+
+    bundle = tmp_path / "bundle"
+    bundle_from_compiled(inject_slots(DS_CNN, plan_for(CASES["ds_cnn"])), bundle, keys_dir=tmp_path)
+    common = ["pack", str(adapter_dir("ds_cnn")), "--bundle", str(bundle), "--key", str(tmp_path / "signing_key.pem"),
+              "-o", str(tmp_path / "a.tsap"), "--name", "mirrored", "--version", "1.0.0", "--sequence", "1"]
+    assert cli_main([*common, "--layer-map", "layers.op2=#2", "--layer-map", "layers.op8=#8"]) == 0
+    out = capsys.readouterr().out
+    assert "#2" in out and "#8" in out and (tmp_path / "a.tsap").stat().st_size > 0
+    assert cli_main(common) != 0  # without the map, 'op2' names no slot: refused, not guessed
+    assert "op2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main([*common, "--layer-map", "layers.op2"])
