@@ -24,6 +24,7 @@ from tinyswap.export.pack import pack
 from tinyswap.export.slot_plan import SlotPlan, SlotTarget
 from tinyswap.interpreter import Interpreter
 from tinyswap.package import Keyring
+from tinyswap.quantize import quantize_int8
 from tinyswap.swap import SwapManager
 
 from tests.conftest import REPO
@@ -76,7 +77,7 @@ def domain(data: bytes, images: np.ndarray, labels: np.ndarray, classifier: bool
     detail = Interpreter(model_content=data).get_input_details()[0]
     scale, zero = detail["quantization"]
     x = images.astype(np.float32).reshape(len(images), *detail["shape"][1:])
-    xq = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
+    xq = quantize_int8(x, scale, zero)
     target = labels if classifier else images.reshape(len(images), -1).astype(np.float32) / 16.0
     return Domain(xq, (xq.astype(np.float32) - zero) * scale, target)
 

@@ -41,6 +41,7 @@ from tinyswap.export.quantize import ActQuant, activation_quant
 from tinyswap.export.slot_plan import SlotPlan, SlotTarget
 from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model_with_layout
 from tinyswap.interpreter import Interpreter
+from tinyswap.quantize import quantize_int8
 from tinyswap.reader import ModelDef, OperatorDef, OperatorName, TensorDef, operator_names, read_model
 from tinyswap.schema import Activation
 
@@ -158,21 +159,15 @@ def _check_target(graph: _Graph, index: int, target: SlotTarget) -> None:
 
 
 def _real_absmax(t: Tensor) -> float:
-    assert t.quant is not None
-    scale, zp = float(t.quant.scale[0]), int(t.quant.zero_point[0])
-    return max(abs(scale * (-128 - zp)), abs(scale * (127 - zp)), 1e-6)
+    """max |value| an int8 per-tensor-quantized tensor can hold."""
+    aq = _act_quant(t)
+    assert aq is not None
+    return max(*(abs(v) for v in aq.real_range), 1e-6)
 
 
 def _dequantized_absmax(w: Tensor) -> float:
-    """max |W| of a constant int8 weight, per-channel scales along its quantized dimension."""
-    assert w.data is not None and w.quant is not None
-    q = w.data.astype(np.float64)
-    scale = w.quant.scale.astype(np.float64)
-    if scale.size > 1:
-        shape = [1] * q.ndim
-        shape[w.quant.quantized_dimension] = scale.size
-        scale = scale.reshape(shape)
-    return max(float(np.abs(q * scale).max()), 1e-6)
+    """max |W| of a constant weight, dequantized with its own (per-channel) scales."""
+    return max(float(np.abs(_dequantize(w)).max()), 1e-6)
 
 
 def _observed_absmax(graph: _Graph, tensors: list[Tensor], calibration: np.ndarray) -> dict[Tensor, float]:
@@ -188,8 +183,7 @@ def _observed_absmax(graph: _Graph, tensors: list[Tensor], calibration: np.ndarr
         value = row[None]
         if x_in.dtype == np.int8:
             assert x_in.quant is not None
-            scale, zp = float(x_in.quant.scale[0]), int(x_in.quant.zero_point[0])
-            value = np.clip(np.round(value / scale) + zp, -128, 127).astype(np.int8)
+            value = quantize_int8(value, float(x_in.quant.scale[0]), int(x_in.quant.zero_point[0]))
         else:
             value = value.astype(x_in.dtype)
         outputs = interpreter.run(value)
