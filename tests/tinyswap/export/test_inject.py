@@ -199,7 +199,7 @@ def test_inspect_lists_every_operator_with_its_plan_names(capsys) -> None:
 
 def test_tinyswap_pack_maps_peft_module_paths_to_injected_targets(tmp_path, capsys) -> None:
     """The committed ds_cnn PEFT adapter (module paths `layers.op2`, `layers.op8`) packed by the
-    command line for a bundle with slots injected on #2 and #8."""
+    command line for a bundle with slots injected on operators 2 and 8."""
     from tests.models.converted_adapters import CASES, adapter_dir, plan_for
 
     bundle = tmp_path / "bundle"
