@@ -101,6 +101,9 @@ class _Graph:
 
 def _read_graph(data: bytes) -> _Graph:
     model = read_model(data)
+    if len(model.subgraphs) != 1:
+        raise InjectError(f"the model has {len(model.subgraphs)} subgraphs; slots are injected into single-subgraph "
+                          "models (a stateful or control-flow model's other subgraphs would be lost)")
     sg = model.main
     used = set(sg.inputs) | set(sg.outputs)
     for op in sg.operators:
