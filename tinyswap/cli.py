@@ -129,6 +129,8 @@ def inspect_model(path: str) -> dict[str, Any]:
     beside = Path(path).with_name("slotmap.json")
     if beside.exists():
         slotmap = read_json(beside, "slot map")
+    from tinyswap.reader import operator_names
+
     interp = _open_model(path)
     model = interp.model
     graph = model.main
@@ -165,13 +167,15 @@ def inspect_model(path: str) -> dict[str, Any]:
         "operators": [
             {
                 "index": op.index,
+                "ref": name.ref,  # how a slot plan for `tinyswap export MODEL.tflite` names it
+                "name": name.output,  # ... or by this, its output tensor's name
                 "op": op.op_name,
                 "version": op.version,
                 "inputs": list(op.inputs),
                 "outputs": list(op.outputs),
                 "options": {k: (v.name if hasattr(v, "name") else v) for k, v in op.options.items()},
             }
-            for op in graph.operators
+            for op, name in zip(graph.operators, operator_names(model))
         ],
         "tensors": tensors,
         "constant_bytes": constant_bytes,
@@ -210,10 +214,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             for t in slot["tensors"]:
                 print(f"      {t['layer']:<12} {t['kind']:<10} {t['role']:<7} {str(t['shape']):<16} {t['dtype']:<6} "
                       f"@{t['offset']} +{t['length']}")
-    print("\noperators")
+    print("\noperators (a slot plan names one by #index or by its output tensor name)")
     for op in info["operators"]:
         opts = " ".join(f"{k}={v}" for k, v in op["options"].items() if v not in (None, 0, False))
-        print(f"  {op['index']:>3} {op['op']:<20} in={op['inputs']} out={op['outputs']} {opts}")
+        print(f"  {op['ref']:>4} {op['op']:<20} in={op['inputs']} out={op['outputs']} {opts}")
+        print(f"       name {op['name']}")
     print("\ntensors")
     for t in info["tensors"]:
         const = f" const {t['constant_bytes']} B" if t["constant_bytes"] else ""
@@ -264,6 +269,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layer_pair(text: str) -> tuple[str, str]:
+    """`--layer-map MODULE=LAYER`: one PEFT module path and the slot plan layer it fills."""
+    module, sep, layer = text.partition("=")
+    if not sep or not module or not layer:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MODULE=LAYER (e.g. layers.op2=#2)")
+    return module, layer
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
     from tinyswap.envelope import device_key_id, load_device_public_key, seal_package
     from tinyswap.export.pack import load_adapter, load_private_key, pack
@@ -273,7 +286,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     tags = {k: v for k, v in (("task", args.task), ("user", args.user), ("tenant", args.tenant)) if v}
     recipients = [load_device_public_key(path) for path in args.encrypt_for or ()]  # refused before packing
     adapter = load_adapter(args.adapter, name=args.name, version=args.version, sequence=args.sequence,
-                           tags=tags or None)
+                           tags=tags or None, layer_map=dict(args.layer_map) if args.layer_map else None)
     signing_key = load_private_key(args.key)
     data, report = pack(adapter, smap, signing_key)
     if recipients:
@@ -440,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("-o", "--output", required=True, metavar="FILE")
     pk.add_argument("--encrypt-for", action="append", metavar="PUB.pem",
                     help="encrypt the payload for this device public key (repeat for more recipients)")
+    pk.add_argument("--layer-map", action="append", type=_layer_pair, metavar="MODULE=LAYER",
+                    help="PEFT module path -> slot plan layer, e.g. layers.op2=#2 for a model with injected slots "
+                    "(repeat per module)")
     pk.set_defaults(func=cmd_pack)
 
     vf = sub.add_parser("verify", help="check an adapter package offline: signature, with --bundle the base "

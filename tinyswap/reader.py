@@ -190,6 +190,27 @@ class ModelDef:
         return memoryview(self.data)[buf.offset : buf.offset + buf.length]
 
 
+@dataclass(frozen=True)
+class OperatorName:
+    """How a slot plan names operator `index` (`tinyswap.export.inject`, `tinyswap inspect`):
+    `#<index>`, or its first output tensor's name."""
+
+    index: int
+    op: str
+    output: str
+
+    @property
+    def ref(self) -> str:
+        return f"#{self.index}"
+
+
+def operator_names(model: ModelDef) -> list[OperatorName]:
+    """Every operator of the main subgraph with the names a slot plan can use for it."""
+    sg = model.main
+    return [OperatorName(op.index, op.op_name, sg.tensors[op.outputs[0]].name if op.outputs else "")
+            for op in sg.operators]
+
+
 class _CheckedTable(Table):
     """A flatbuffers `Table` that also remembers its object size, for field bounds checks."""
 

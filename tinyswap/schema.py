@@ -194,10 +194,13 @@ OPTIONS_TABLES: Final[dict[str, OptionsTable]] = {
            ("ellipsis_mask", "i32", 0), ("new_axis_mask", "i32", 0),
            ("shrink_axis_mask", "i32", 0), ("offset", "bool", False)),
         _t("DequantizeOptions", 38),
+        _t("MaximumMinimumOptions", 39),
         _t("PadV2Options", 43),
         _t("ExpandDimsOptions", 52),
         _t("ShapeOptions", 55, ("out_type", "i8", 0)),
         _t("PackOptions", 59, ("values_count", "i32", 0), ("axis", "i32", 0)),
+        _t("ResizeNearestNeighborOptions", 74, ("align_corners", "bool", False),
+           ("half_pixel_centers", "bool", False)),
         _t("LeakyReluOptions", 75, ("alpha", "f32", 0.0)),
         _t("QuantizeOptions", 89),
         # Stateful streaming models (the converter's resource variables).
@@ -314,4 +317,7 @@ OPTIONS_OF_OPERATOR: Final[dict[str, str]] = {
     "VAR_HANDLE": "VarHandleOptions",
     "READ_VARIABLE": "ReadVariableOptions",
     "ASSIGN_VARIABLE": "AssignVariableOptions",
+    "MAXIMUM": "MaximumMinimumOptions",
+    "MINIMUM": "MaximumMinimumOptions",
+    "RESIZE_NEAREST_NEIGHBOR": "ResizeNearestNeighborOptions",
 }

@@ -80,20 +80,31 @@ class BuiltBundle:
 def build_bundle(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray, bundle_dir: str | Path | None = None,
                  *, keys_dir: str | Path | None = None, section: str | None = None,
                  section_align: int | None = None) -> BuiltBundle:
-    """Compile `spec` with `plan` (None: no slots) on `calibration`, plan its arena with the
-    reference Interpreter, and write the bundle into `bundle_dir` (None: nothing is written).
-    With `keys_dir`, also make a fresh signing key pair there (`keygen`). `section` and
-    `section_align` place the C model array in its own linker section (`bundle.c_sources`)."""
+    """Compile `spec` with `plan` (None: no slots) on `calibration`, then `bundle_from_compiled`:
+    plan its arena with the reference Interpreter and write the bundle into `bundle_dir` (None:
+    nothing is written). With `keys_dir`, also make a fresh signing key pair there (`keygen`).
+    `section` and `section_align` place the C model array in its own linker section
+    (`bundle.c_sources`)."""
     check_section(section, section_align)  # a bad name is refused before the compile, not after
     compiled = compile_model(spec, plan, calibration)
+    return bundle_from_compiled(compiled, bundle_dir, keys_dir=keys_dir, section=section, section_align=section_align)
+
+
+def bundle_from_compiled(compiled: Compiled, out_dir: str | Path | None = None, *, keys_dir: str | Path | None = None,
+                         section: str | None = None, section_align: int | None = None) -> BuiltBundle:
+    """The bundle of an already compiled model (`compile_model`, or `tinyswap.export.inject.inject_slots`
+    for an existing `.tflite`): its arena planned with the reference Interpreter, the files written
+    into `out_dir` (None: nothing is written), a fresh key pair in `keys_dir` if given. `section`
+    and `section_align` as in `build_bundle`, refused before anything is written."""
+    check_section(section, section_align)
     # Our own interpreter's plan for these bytes; the manifest's TFLM arena is measured on them
     # by `write_bundle` (`tinyswap.arena`).
     probe = Interpreter(model_content=compiled.data)
     probe.allocate_tensors()
     scale, zero_point = probe.get_input_details()[0]["quantization"]
     files = None
-    if bundle_dir is not None:
-        paths = write_bundle(compiled, bundle_dir, tflm_arena_figure(compiled.data), section=section,
+    if out_dir is not None:
+        paths = write_bundle(compiled, out_dir, tflm_arena_figure(compiled.data), section=section,
                              section_align=section_align)
         files = BundleFiles(paths["model"], paths["slotmap"], paths["header"], paths["source"], paths["manifest"])
         smap = json.loads(files.slotmap.read_text())  # exactly what a packer reading the bundle sees
@@ -104,7 +115,7 @@ def build_bundle(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray
         private, public = keygen(keys_dir)
         keys = SigningKeys(private, public)
     return BuiltBundle(compiled, probe.arena_bytes, smap, float(scale), int(zero_point),
-                       None if bundle_dir is None else Path(bundle_dir), files, keys)
+                       None if out_dir is None else Path(out_dir), files, keys)
 
 
-__all__ = ["BuiltBundle", "BundleFiles", "SigningKeys", "build_bundle"]
+__all__ = ["BuiltBundle", "BundleFiles", "SigningKeys", "build_bundle", "bundle_from_compiled"]

@@ -175,7 +175,7 @@ def write_bundle(compiled: Compiled, out_dir: str | Path, arena: ArenaFigure | N
     slot_bytes = sum(s.length for s in smap.slots)
     payload = sum(t.length for s in smap.slots for t in s.tensors)
     manifest = {
-        "tool": "tinyswap", "tool_version": tinyswap.__version__, "model": compiled.spec.name,
+        "tool": "tinyswap", "tool_version": tinyswap.__version__, "model": compiled.name,
         "model_bytes": len(compiled.data), "base_digest": smap.base_digest,
         # TFLite Micro's tensor arena (tflm_bytes = TINYSWAP_ARENA_BYTES) beside our activation plan.
         "arena": arena.to_json(),

@@ -55,7 +55,7 @@ class SlotTensor:
 @dataclass
 class Compiled:
     built: BuiltModel
-    spec: ModelSpec
+    spec: ModelSpec | None  # None for slots injected into an existing `.tflite` (`source_name` names it)
     plan: SlotPlan | None
     gates: list[Tensor]
     slot_tensors: list[SlotTensor] = field(default_factory=list)
@@ -64,22 +64,48 @@ class Compiled:
     # The description the bytes were built from (operators by reference): what a back end that
     # re-partitions the graph (the Ethos-U stitcher, `tinyswap.export.npu`) walks.
     model: Model | None = None
+    source_name: str | None = None
 
     @property
     def data(self) -> bytes:
         return self.built.data
 
+    @property
+    def name(self) -> str:
+        """The model's name for the manifest: the spec's, or the injected file's `source_name`."""
+        return self.spec.name if self.spec is not None else (self.source_name or "model")
 
-class _Emitter:
-    def __init__(self, spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray) -> None:
-        self.spec, self.plan = spec, plan
-        self.shapes = infer_shapes(spec)
-        values = forward(spec, calibration, capture_pre_activation=True)
-        self.ranges = {k: (float(v.min()), float(v.max())) for k, v in values.items()}
+
+@dataclass(frozen=True)
+class LoraSite:
+    """Where a LoRA branch attaches and what fixes its scales: the layer's input `x`, its shapes,
+    `window` (None for FULLY_CONNECTED; else the base's CONV_2D/DEPTHWISE_CONV_2D padding,
+    strides and dilation, which A repeats with a `kernel_size` window), the largest |x|, |W| and
+    |pre-activation| (from calibration for a compiled spec, from the file's own quantization for
+    an injected `.tflite`)."""
+
+    layer: str
+    x: Tensor
+    x_scale: float
+    x_abs: float
+    in_shape: tuple[int, ...]  # for FULLY_CONNECTED: (rows, fan-in)
+    out_shape: tuple[int, ...]
+    window: dict | None
+    kernel_size: tuple[int, int]
+    w_abs: float
+    pre_abs: float
+
+
+class SlotEmitter:
+    """Emits slot branches (LoRA, bottleneck), their gates and gated ADDs into `ops`.
+
+    Shared by the compiler (a float spec) and slot injection into an existing `.tflite`
+    (`tinyswap.export.inject`), so both make the same branches with the same scale policy."""
+
+    def __init__(self, plan: SlotPlan | None, batch: int) -> None:
+        self.plan, self.batch = plan, batch
         self.ops: list[Operator] = []
         self.slot_tensors: list[SlotTensor] = []
-        self.batch = spec.input_shape[0]
-        self.targets = {t.layer: t for t in (plan.targets if plan else ())}
         self.gates: list[Tensor] = []
         self.gate_views: dict[tuple[int, int], Tensor] = {}
 
@@ -92,9 +118,22 @@ class _Emitter:
         return Tensor(name, data.shape, data.dtype, data=data, quant=Quant(np.asarray(scales, np.float32), zp, axis),
                       alignment=alignment)
 
-    def absmax(self, key: str) -> float:
-        lo, hi = self.ranges[key]
-        return max(abs(lo), abs(hi), 1e-6)
+    def make_gates(self) -> list[Tensor]:
+        """One gate input per slot, shape (batch, 1): int8, scale gate_max / 255, gate 0.0 exactly -128."""
+        assert self.plan is not None
+        gq = ActQuant(float(np.float32(self.plan.gate_max / 255.0)), -128)
+        self.gates = [self.act(f"gate_{s}", (self.batch, 1), gq) for s in range(self.plan.num_slots)]
+        return self.gates
+
+    def slot_groups(self) -> list[list[Tensor]]:
+        """Each slot's constants, one buffer group per slot, the first starting on the plan's alignment."""
+        groups = []
+        if self.plan is not None:
+            for s in range(self.plan.num_slots):
+                group = [st.tensor for st in self.slot_tensors if st.slot == s]
+                group[0].alignment = self.plan.alignment  # the slot's range starts on its own boundary
+                groups.append(group)
+        return groups
 
     def gate(self, slot: int, rank: int) -> Tensor:
         """The slot's gate input, reshaped to broadcast against a rank-`rank` tensor."""
@@ -109,6 +148,109 @@ class _Emitter:
             self.ops.append(Operator("RESHAPE", [g, shape], [view]))
             self.gate_views[key] = view
         return self.gate_views[key]
+
+    # -- slot branches ------------------------------------------------------------------------
+    def lora_branch(self, site: LoraSite, target: SlotTarget, pre: Tensor, pq: ActQuant, out: Tensor,
+                    act: str) -> None:
+        """`out = act(pre + sum_s gate_s * B_s (A_s x))`, one zero-filled (A_s, B_s) per slot."""
+        assert self.plan is not None
+        r = target.max_rank
+        in_shape, out_shape, name = site.in_shape, site.out_shape, site.layer
+        kh, kw = site.kernel_size
+        fan_in = in_shape[-1] * kh * kw
+        # A entries up to 4 / sqrt(K): a Kaiming- or Gaussian-initialised LoRA A with margin.
+        # B entries (alpha / r folded in) up to 2 * delta_ratio * max|W| * sqrt(K / r): then
+        # B @ A, whose typical entry is ~ sqrt(r) * rms(A) * rms(B), reaches delta_ratio * max|W|.
+        a_scale = np.float32(4.0 / math.sqrt(fan_in) / 127.0)
+        b_scale = np.float32(2.0 * target.delta_ratio * site.w_abs * math.sqrt(fan_in / r) / 127.0)
+        # a = A x: ~ rms(x) for a unit-norm row of A, with room for 8x the input range.
+        aq = symmetric_quant(8.0 * site.x_abs)
+        uq = symmetric_quant(target.delta_ratio * site.pre_abs)
+        current = pre
+        for s in range(self.plan.num_slots):
+            if site.window is None:
+                a_w = self.const(f"slot{s}/{name}/A", np.zeros((r, in_shape[-1]), np.int8), [a_scale])
+                b_w = self.const(f"slot{s}/{name}/B", np.zeros((out_shape[-1], r), np.int8), [b_scale])
+                a_t = self.act(f"slot{s}/{name}/a", (*in_shape[:-1], r), aq)
+                u_t = self.act(f"slot{s}/{name}/u", out_shape, uq)
+                self.ops.append(Operator("FULLY_CONNECTED", [site.x, a_w], [a_t]))
+                self.ops.append(Operator("FULLY_CONNECTED", [a_t, b_w], [u_t]))
+                group = [a_w, b_w]
+            else:
+                a_w = self.const(f"slot{s}/{name}/A", np.zeros((r, kh, kw, in_shape[-1]), np.int8), [a_scale])
+                b_w = self.const(f"slot{s}/{name}/B", np.zeros((out_shape[-1], 1, 1, r), np.int8), [b_scale])
+                # LiteRT's int8 CONV_2D requires a bias: zero int32 biases live in the slot too.
+                a_b = self.const(f"slot{s}/{name}/bias_A", np.zeros(r, np.int32), [np.float32(site.x_scale) * a_scale])
+                b_b = self.const(f"slot{s}/{name}/bias_B", np.zeros(out_shape[-1], np.int32),
+                                 [np.float32(aq.scale) * b_scale])
+                a_t = self.act(f"slot{s}/{name}/a", (*out_shape[:-1], r), aq)
+                u_t = self.act(f"slot{s}/{name}/u", out_shape, uq)
+                self.ops.append(Operator("CONV_2D", [site.x, a_w, a_b], [a_t], site.window))
+                self.ops.append(Operator("CONV_2D", [a_t, b_w, b_b], [u_t],
+                                         {"padding": 1, "stride_h": 1, "stride_w": 1, "fused_activation_function": 0}))
+                group = [a_w, b_w, a_b, b_b]
+            current = self.gated_add(name, s, u_t, uq, current, pq, out, act)
+            roles = ["A", "B", "bias_A", "bias_B"]
+            self.slot_tensors += [SlotTensor(s, name, "lora", role, t) for role, t in zip(roles, group)]
+
+    def bottleneck_branch(self, name: str, target: SlotTarget, h: Tensor, hq: ActQuant, out: Tensor) -> None:
+        """`out = h + sum_s gate_s * (U_s relu(D_s h + bD_s) + bU_s)` on the activation `h`."""
+        assert self.plan is not None
+        r = target.max_rank
+        shape = h.shape
+        c = shape[-1]
+        h_abs = max(abs(v) for v in hq.real_range)
+        d_scale = np.float32(4.0 / (127.0 * math.sqrt(c)))
+        dq = activation_quant(0.0, 4.0 * h_abs)  # post-ReLU
+        uq = symmetric_quant(target.delta_ratio * h_abs)
+        u_scale = np.float32(uq.scale * 127.0 / (4.0 * h_abs * math.sqrt(r)) / 127.0)
+        current = h
+        conv = len(shape) == 4
+        for s in range(self.plan.num_slots):
+            d_shape, u_shape = ((r, 1, 1, c), (c, 1, 1, r)) if conv else ((r, c), (c, r))
+            d_w = self.const(f"slot{s}/{name}/D", np.zeros(d_shape, np.int8), [d_scale])
+            u_w = self.const(f"slot{s}/{name}/U", np.zeros(u_shape, np.int8), [u_scale])
+            d_b = self.const(f"slot{s}/{name}/bias_D", np.zeros(r, np.int32), [np.float32(hq.scale) * d_scale])
+            u_b = self.const(f"slot{s}/{name}/bias_U", np.zeros(c, np.int32), [np.float32(dq.scale) * u_scale])
+            d_t = self.act(f"slot{s}/{name}/d", (*shape[:-1], r), dq)
+            u_t = self.act(f"slot{s}/{name}/u", shape, uq)
+            if conv:
+                one = {"padding": 1, "stride_h": 1, "stride_w": 1}
+                self.ops.append(Operator("CONV_2D", [current, d_w, d_b], [d_t], {**one, "fused_activation_function": 1}))
+                self.ops.append(Operator("CONV_2D", [d_t, u_w, u_b], [u_t], {**one, "fused_activation_function": 0}))
+            else:
+                self.ops.append(Operator("FULLY_CONNECTED", [current, d_w, d_b], [d_t], {"fused_activation_function": 1}))
+                self.ops.append(Operator("FULLY_CONNECTED", [d_t, u_w, u_b], [u_t]))
+            current = self.gated_add(name, s, u_t, uq, current, hq, out, "none")
+            self.slot_tensors += [SlotTensor(s, name, "bottleneck", role, t)
+                                  for role, t in zip(["D", "U", "bias_D", "bias_U"], [d_w, u_w, d_b, u_b])]
+
+    def gated_add(self, name: str, s: int, u_t: Tensor, uq: ActQuant, current: Tensor, cq: ActQuant,
+                  out: Tensor, act: str) -> Tensor:
+        assert self.plan is not None
+        gate = self.gate(s, len(u_t.shape))
+        # The gated branch's scale never exceeds input 1's: the zero-gate identity needs it.
+        gq = ActQuant(float(np.float32(min(uq.scale * self.plan.gate_max, cq.scale))), 0)
+        g_t = self.act(f"slot{s}/{name}/gated", u_t.shape, gq)
+        self.ops.append(Operator("MUL", [u_t, gate], [g_t]))
+        last = s == self.plan.num_slots - 1
+        target = out if last else self.act(f"slot{s}/{name}/sum", current.shape, cq)
+        self.ops.append(Operator("ADD", [current, g_t], [target], {"fused_activation_function": _ACT[act] if last else 0}))
+        return target
+
+
+class _Emitter(SlotEmitter):
+    def __init__(self, spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray) -> None:
+        super().__init__(plan, spec.input_shape[0])
+        self.spec = spec
+        self.shapes = infer_shapes(spec)
+        values = forward(spec, calibration, capture_pre_activation=True)
+        self.ranges = {k: (float(v.min()), float(v.max())) for k, v in values.items()}
+        self.targets = {t.layer: t for t in (plan.targets if plan else ())}
+
+    def absmax(self, key: str) -> float:
+        lo, hi = self.ranges[key]
+        return max(abs(lo), abs(hi), 1e-6)
 
     # -- base layers --------------------------------------------------------------------------
     def weighted(self, layer: LayerSpec, x: Tensor, xq: ActQuant, out: Tensor, act: str, bias_needed: bool) -> None:
@@ -142,92 +284,16 @@ class _Emitter:
     # -- slots --------------------------------------------------------------------------------
     def lora(self, layer: LayerSpec, target: SlotTarget, x: Tensor, xq: ActQuant, pre: Tensor,
              pq: ActQuant, out: Tensor, act: str) -> None:
-        assert self.plan is not None
-        r = target.max_rank
         in_shape = self.shapes[layer.inputs[0]]
-        out_shape = self.shapes[layer.name]
-        fan_in = in_shape[-1] * (layer.kernel_size[0] * layer.kernel_size[1] if layer.type == "conv2d" else 1)
-        x_abs = max(abs(v) for v in xq.real_range)
-        # A entries up to 4 / sqrt(K): a Kaiming- or Gaussian-initialised LoRA A with margin.
-        # B entries (alpha / r folded in) up to 2 * delta_ratio * max|W| * sqrt(K / r): then
-        # B @ A, whose typical entry is ~ sqrt(r) * rms(A) * rms(B), reaches delta_ratio * max|W|.
-        w_abs = max(float(np.abs(self.spec.kernel(layer.name)).max()), 1e-6)
-        a_scale = np.float32(4.0 / math.sqrt(fan_in) / 127.0)
-        b_scale = np.float32(2.0 * target.delta_ratio * w_abs * math.sqrt(fan_in / r) / 127.0)
-        # a = A x: ~ rms(x) for a unit-norm row of A, with room for 8x the input range.
-        aq = symmetric_quant(8.0 * x_abs)
-        uq = symmetric_quant(target.delta_ratio * self.absmax(f"{layer.name}:pre"))
-        current = pre
-        for s in range(self.plan.num_slots):
-            if layer.type == "dense":
-                a_w = self.const(f"slot{s}/{layer.name}/A", np.zeros((r, in_shape[-1]), np.int8), [a_scale])
-                b_w = self.const(f"slot{s}/{layer.name}/B", np.zeros((out_shape[-1], r), np.int8), [b_scale])
-                a_t = self.act(f"slot{s}/{layer.name}/a", (*in_shape[:-1], r), aq)
-                u_t = self.act(f"slot{s}/{layer.name}/u", out_shape, uq)
-                self.ops.append(Operator("FULLY_CONNECTED", [x, a_w], [a_t]))
-                self.ops.append(Operator("FULLY_CONNECTED", [a_t, b_w], [u_t]))
-                group = [a_w, b_w]
-            else:
-                kh, kw = layer.kernel_size
-                a_w = self.const(f"slot{s}/{layer.name}/A", np.zeros((r, kh, kw, in_shape[-1]), np.int8), [a_scale])
-                b_w = self.const(f"slot{s}/{layer.name}/B", np.zeros((out_shape[-1], 1, 1, r), np.int8), [b_scale])
-                # LiteRT's int8 CONV_2D requires a bias: zero int32 biases live in the slot too.
-                a_b = self.const(f"slot{s}/{layer.name}/bias_A", np.zeros(r, np.int32), [np.float32(xq.scale) * a_scale])
-                b_b = self.const(f"slot{s}/{layer.name}/bias_B", np.zeros(out_shape[-1], np.int32),
-                                 [np.float32(aq.scale) * b_scale])
-                a_t = self.act(f"slot{s}/{layer.name}/a", (*out_shape[:-1], r), aq)
-                u_t = self.act(f"slot{s}/{layer.name}/u", out_shape, uq)
-                self.ops.append(Operator("CONV_2D", [x, a_w, a_b], [a_t], self.window_opts(layer, "none")))
-                self.ops.append(Operator("CONV_2D", [a_t, b_w, b_b], [u_t],
-                                         {"padding": 1, "stride_h": 1, "stride_w": 1, "fused_activation_function": 0}))
-                group = [a_w, b_w, a_b, b_b]
-            current = self.gated_add(layer.name, s, u_t, uq, current, pq, out, act)
-            roles = ["A", "B", "bias_A", "bias_B"]
-            self.slot_tensors += [SlotTensor(s, layer.name, "lora", role, t) for role, t in zip(roles, group)]
+        conv = layer.type == "conv2d"
+        site = LoraSite(
+            layer.name, x, xq.scale, max(abs(v) for v in xq.real_range), in_shape, self.shapes[layer.name],
+            self.window_opts(layer, "none") if conv else None, tuple(layer.kernel_size) if conv else (1, 1),
+            max(float(np.abs(self.spec.kernel(layer.name)).max()), 1e-6), self.absmax(f"{layer.name}:pre"))
+        self.lora_branch(site, target, pre, pq, out, act)
 
     def bottleneck(self, layer: LayerSpec, target: SlotTarget, h: Tensor, hq: ActQuant, out: Tensor) -> None:
-        assert self.plan is not None
-        r = target.max_rank
-        shape = self.shapes[layer.name]
-        c = shape[-1]
-        h_abs = max(abs(v) for v in hq.real_range)
-        d_scale = np.float32(4.0 / (127.0 * math.sqrt(c)))
-        dq = activation_quant(0.0, 4.0 * h_abs)  # post-ReLU
-        uq = symmetric_quant(target.delta_ratio * h_abs)
-        u_scale = np.float32(uq.scale * 127.0 / (4.0 * h_abs * math.sqrt(r)) / 127.0)
-        current = h
-        conv = len(shape) == 4
-        for s in range(self.plan.num_slots):
-            d_shape, u_shape = ((r, 1, 1, c), (c, 1, 1, r)) if conv else ((r, c), (c, r))
-            d_w = self.const(f"slot{s}/{layer.name}/D", np.zeros(d_shape, np.int8), [d_scale])
-            u_w = self.const(f"slot{s}/{layer.name}/U", np.zeros(u_shape, np.int8), [u_scale])
-            d_b = self.const(f"slot{s}/{layer.name}/bias_D", np.zeros(r, np.int32), [np.float32(hq.scale) * d_scale])
-            u_b = self.const(f"slot{s}/{layer.name}/bias_U", np.zeros(c, np.int32), [np.float32(dq.scale) * u_scale])
-            d_t = self.act(f"slot{s}/{layer.name}/d", (*shape[:-1], r), dq)
-            u_t = self.act(f"slot{s}/{layer.name}/u", shape, uq)
-            if conv:
-                one = {"padding": 1, "stride_h": 1, "stride_w": 1}
-                self.ops.append(Operator("CONV_2D", [current, d_w, d_b], [d_t], {**one, "fused_activation_function": 1}))
-                self.ops.append(Operator("CONV_2D", [d_t, u_w, u_b], [u_t], {**one, "fused_activation_function": 0}))
-            else:
-                self.ops.append(Operator("FULLY_CONNECTED", [current, d_w, d_b], [d_t], {"fused_activation_function": 1}))
-                self.ops.append(Operator("FULLY_CONNECTED", [d_t, u_w, u_b], [u_t]))
-            current = self.gated_add(layer.name, s, u_t, uq, current, hq, out, "none")
-            self.slot_tensors += [SlotTensor(s, layer.name, "bottleneck", role, t)
-                                  for role, t in zip(["D", "U", "bias_D", "bias_U"], [d_w, u_w, d_b, u_b])]
-
-    def gated_add(self, name: str, s: int, u_t: Tensor, uq: ActQuant, current: Tensor, cq: ActQuant,
-                  out: Tensor, act: str) -> Tensor:
-        assert self.plan is not None
-        gate = self.gate(s, len(u_t.shape))
-        # The gated branch's scale never exceeds input 1's: the zero-gate identity needs it.
-        gq = ActQuant(float(np.float32(min(uq.scale * self.plan.gate_max, cq.scale))), 0)
-        g_t = self.act(f"slot{s}/{name}/gated", u_t.shape, gq)
-        self.ops.append(Operator("MUL", [u_t, gate], [g_t]))
-        last = s == self.plan.num_slots - 1
-        target = out if last else self.act(f"slot{s}/{name}/sum", current.shape, cq)
-        self.ops.append(Operator("ADD", [current, g_t], [target], {"fused_activation_function": _ACT[act] if last else 0}))
-        return target
+        self.bottleneck_branch(layer.name, target, h, hq, out)
 
 
 def compile_model(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarray) -> Compiled:
@@ -245,9 +311,7 @@ def compile_model(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarra
     x_in = e.act(spec.input_name, spec.input_shape, iq)
     graph_inputs = [x_in]
     if plan is not None:
-        gq = ActQuant(float(np.float32(plan.gate_max / 255.0)), -128)  # gate 0.0 is exactly -128
-        e.gates = [e.act(f"gate_{s}", (e.batch, 1), gq) for s in range(plan.num_slots)]
-        graph_inputs += e.gates
+        graph_inputs += e.make_gates()
     tensors: dict[str, tuple[Tensor, ActQuant]] = {spec.input_name: (x_in, iq)}
     for layer in spec.layers:
         ins = [tensors[i] for i in layer.inputs]
@@ -292,15 +356,9 @@ def compile_model(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarra
             out = adapted
         tensors[layer.name] = (out, oq)
     y, yq = tensors[spec.output]
-    groups = []
-    if plan is not None:
-        for s in range(plan.num_slots):
-            group = [st.tensor for st in e.slot_tensors if st.slot == s]
-            group[0].alignment = plan.alignment  # the slot's range starts on its own boundary
-            groups.append(group)
-    model = Model(e.ops, graph_inputs, [y], description=f"tinyswap:{spec.name}", buffer_groups=groups)
+    model = Model(e.ops, graph_inputs, [y], description=f"tinyswap:{spec.name}", buffer_groups=e.slot_groups())
     built = build_model_with_layout(model)
     return Compiled(built, spec, plan, e.gates, e.slot_tensors, iq, yq, model)
 
 
-__all__ = ["Compiled", "SlotTensor", "compile_model", "conv_out_size"]
+__all__ = ["Compiled", "LoraSite", "SlotEmitter", "SlotTensor", "compile_model", "conv_out_size"]

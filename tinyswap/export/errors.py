@@ -58,6 +58,16 @@ class PackError(ExportError):
     """The adapter cannot be packed for this bundle (unknown layer, wrong kind, bad files)."""
 
 
+class InjectError(ExportError):
+    """Slots cannot be injected into this `.tflite` (an operator, tensor type or plan target the
+    injection does not take); the message names the operator and what to do."""
+
+
+class UnknownTargetError(InjectError):
+    """A slot plan names operators the `.tflite` does not have; the message lists every unknown
+    name and the valid ones (`#<operator index>` or the operator's output tensor name)."""
+
+
 class PublishError(ExportError):
     """The adapter repository cannot be created or changed as asked (`tinyswap repo ...`); every
     check runs before the first file is written, so a refusal leaves the repository as it was."""
@@ -83,6 +93,6 @@ class RepositoryTargetError(PublishError):
     """A package cannot be listed (not a valid package, or a name unusable as a target path)."""
 
 
-__all__ = ["AdapterQuantError", "AdapterSourceError", "BuilderError", "ExportError", "GraphError", "LayoutError",
+__all__ = ["AdapterQuantError", "AdapterSourceError", "BuilderError", "ExportError", "GraphError", "InjectError", "LayoutError",
            "OptionError", "PackError", "PublishError", "RepositoryDirError", "RepositoryTargetError", "RoleKeyError",
-           "SectionError", "SlotPlanError", "SpecError", "TooFewKeysError", "WrongRoleKeyError"]
+           "SectionError", "SlotPlanError", "SpecError", "TooFewKeysError", "UnknownTargetError", "WrongRoleKeyError"]

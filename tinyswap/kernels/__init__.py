@@ -29,3 +29,6 @@ from tinyswap.kernels import pad  # noqa: F401
 from tinyswap.kernels import padv2  # noqa: F401
 from tinyswap.kernels import space_to_batch_nd  # noqa: F401
 from tinyswap.kernels import batch_to_space_nd  # noqa: F401
+from tinyswap.kernels import maximum_minimum  # noqa: F401
+from tinyswap.kernels import transpose  # noqa: F401
+from tinyswap.kernels import resize_nearest_neighbor  # noqa: F401
