@@ -38,9 +38,12 @@ def slot_tensor_records(compiled: Compiled) -> list[SlotTensorInfo]:
 
 
 def gate_records(compiled: Compiled) -> list[GateInfo]:
-    """One gate per slot: graph input 1 + s (input 0 is the data)."""
+    """One gate per slot: graph input D + s, after the model's D data inputs (D = 1 for
+    compiled specs; a model with slots injected keeps all of its own inputs first)."""
     assert compiled.plan is not None
-    return [GateInfo(s, g.name, 1 + s, float(g.quant.scale[0]), int(g.quant.zero_point[0]), compiled.plan.gate_max,
+    data_inputs = 1 if compiled.model is None else len(compiled.model.inputs) - len(compiled.gates)
+    return [GateInfo(s, g.name, data_inputs + s, float(g.quant.scale[0]), int(g.quant.zero_point[0]),
+                     compiled.plan.gate_max,
                      compiled.built.tensor_indices[g], tuple(int(d) for d in g.shape))
             for s, g in enumerate(compiled.gates)]
 

@@ -228,9 +228,9 @@ def inject_slots(model: bytes, plan: SlotPlan, calibration: np.ndarray | None = 
         graph = _read_graph(bytes(model))
     except BuilderError as exc:  # a value the file holds that the writer cannot hold
         raise InjectError(f"this model cannot be written back: {exc}") from exc
-    if len(graph.inputs) != 1:
-        raise InjectError(f"the model has {len(graph.inputs)} inputs; slot injection takes single-input models "
-                          "(the gates follow input 0)")
+    if len(graph.inputs) != 1 and calibration is not None:
+        raise InjectError(f"the model has {len(graph.inputs)} inputs; calibration data describes one input, so "
+                          "inject slots into a multi-input model without it (its scales come from the file)")
     targets = _resolve_targets(graph, plan)
     for index, target in targets.items():
         _check_target(graph, index, target)
@@ -270,7 +270,8 @@ def inject_slots(model: bytes, plan: SlotPlan, calibration: np.ndarray | None = 
     x_in, y_out = graph.inputs[0], graph.outputs[0]
     description = graph.model.description or "tflite"
     metadata = {key: bytes(graph.model.metadata_bytes(key) or b"") for key in graph.model.metadata}
-    built_model = Model(emitter.ops, [x_in, *gates], graph.outputs, description=description, metadata=metadata,
+    # The gates follow every input the model has (a streaming model's state inputs included).
+    built_model = Model(emitter.ops, [*graph.inputs, *gates], graph.outputs, description=description, metadata=metadata,
                         buffer_groups=emitter.slot_groups())
     try:
         built = build_model_with_layout(built_model)
