@@ -7,17 +7,18 @@ One `DeviceTrainer.personalise` call, in this order (validate completely, then w
    RAM plan against the budget; refuse (a `TrainingError`) before anything is allocated;
 2. split the local samples into a training part and a held-out part (a seeded permutation;
    the held-out part is never trained on);
-3. measure the adapter being replaced (the user's previous version, or else the active set, or
-   else the base) on the held-out part;
+3. measure what the new adapter replaces (the user's previous version, else the base) on the
+   held-out part;
 4. run the INT8 base once per training sample with every gate off and save the int8 input of
    the logits layer and the base logits (the exact arithmetic the device runs), then train;
 5. fit the factors into the slot's fixed scales (`tinyswap.slot_quant`, the packer's core),
    and sign the package with the device's own training key (its keyring trusts that key for
    packages tagged with this device's user only, `Keyring.add(tenant=)`);
 6. install it (store) and swap it into a slot on trial; measure it on the held-out part;
-7. confirm it only if its held-out accuracy beats the
-   replaced one by `margin`; otherwise revert by a reset (the boot returns to the confirmed
-   state, as MCUboot reverts a test image): the previous adapter stays active, nothing lost.
+7. confirm it only if it beats the replaced one on the held-out part by `margin` and beyond
+   chance (`gate`: a sign test on the samples where the two disagree); otherwise revert by a
+   reset (the boot returns to the confirmed state, as MCUboot reverts a test image): the
+   previous adapter stays active, nothing lost.
 
 Power cuts: training keeps its state in RAM only and writes no checkpoint. A cut anywhere
 leaves the last confirmed state (boot reverts an unconfirmed trial), and the adaptation
@@ -32,6 +33,7 @@ leaves it is the package (adapter tensors and metadata) and `TrainingOutcome`'s 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +63,9 @@ KIB = 1024
 #: left beside the mcu-qspi profile's arena and package cache (512 - 320 - 128 KB).
 DEFAULT_BUDGET = 64 * KIB
 MIN_SAMPLES, MAX_SAMPLES = 10, 1000
+#: The confirm gate's sign-test level (`gate`).
+SIGNIFICANCE = 0.05
+BASE = "__base__"
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,8 @@ class PersonaliseConfig:
     margin (a fraction) the new adapter must win by, and the RAM budget in bytes."""
 
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    holdout: float = 0.2
-    margin: float = 0.05
+    holdout: float = 0.25
+    margin: float = 0.10
     budget: int = DEFAULT_BUDGET
 
     def __post_init__(self) -> None:
@@ -90,7 +95,7 @@ class TrainingOutcome:
     samples: int
     train_samples: int
     holdout_samples: int
-    replaced: str  # the adapter the new one was measured against ("base": none active)
+    replaced: str  # what the new adapter was measured against: the user's previous version or "__base__"
     accuracy_before: float  # held-out accuracy of the replaced adapter
     accuracy_after: float  # held-out accuracy of the trained adapter, in INT8 from its slot
     confirmed: bool
@@ -111,6 +116,24 @@ class TrainingOutcome:
                 "package_digest": self.package_digest, "name": self.name, "sequence": self.sequence,
                 "train_samples": self.train_samples, "holdout_samples": self.holdout_samples,
                 "replaced": self.replaced, "training_seconds": self.training_seconds, "ram": self.ram.to_json()}
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided exact sign test: the probability of at least `wins` wins among the
+    `wins + losses` samples on which two classifiers disagree, were neither better."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n else 1.0
+
+
+def gate(right_before: np.ndarray, right_after: np.ndarray, margin: float) -> bool:
+    """Confirm only a clear win on the held-out samples: accuracy up by at least `margin`, and
+    the samples only the new adapter gets right outnumber those only the old one gets right
+    beyond chance (sign test, p <= SIGNIFICANCE). With a few dozen held-out samples a margin
+    alone passes noise: careless labels can move accuracy by a few samples either way."""
+    gain = float(right_after.mean()) - float(right_before.mean())
+    wins = int(np.sum(right_after & ~right_before))
+    losses = int(np.sum(right_before & ~right_after))
+    return gain >= margin and sign_test_p(wins, losses) <= SIGNIFICANCE
 
 
 def split_samples(count: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +187,8 @@ class DeviceTrainer:
             raise exc
         with d.timeline.span("personalise", cat="train", user=self.user, samples=len(x),
                              ram_bytes=plan.total) as details:
-            replaced, before = self._measure_current(x[held_rows], y[held_rows])
+            replaced = self._replaced()
+            right_before = self._correct(x[held_rows], y[held_rows], replaced)
             buffers = TrainerBuffers(slot, len(x), int(np.prod(x.shape[1:])), len(train_rows), config.training)
             buffers["samples"][...] = x.reshape(len(x), -1)
             buffers["labels"][...] = y[train_rows]
@@ -179,8 +203,9 @@ class DeviceTrainer:
             del buffers, trained  # RAM is given back before the flash work
             digest = parse_package(package).content_digest
             d.update(package)  # store, then a slot on trial
-            after = self._accuracy(x[held_rows], y[held_rows], self.adapter_name)
-            confirmed = after >= before + config.margin
+            right_after = self._correct(x[held_rows], y[held_rows], self.adapter_name)
+            before, after = float(right_before.mean()), float(right_after.mean())
+            confirmed = gate(right_before, right_after, config.margin)
             if confirmed:
                 d.confirm()  # the default active set stays: the user's requests name the adapter
             else:
@@ -213,20 +238,14 @@ class DeviceTrainer:
         first = interp.get_input_details()[0]
         return tuple(int(s) for s in first["shape"][1:])
 
-    def _measure_current(self, x: np.ndarray, y: np.ndarray) -> tuple[str, float]:
-        """The adapter the new one replaces and its held-out accuracy: the user's previous
-        version, else the active set, else the base."""
-        m = self.device.manager
-        if self.adapter_name in m.adapters:
-            return self.adapter_name, self._accuracy(x, y, self.adapter_name)
-        active = dict(m.active_weights)
-        if active:
-            return "+".join(sorted(active)), self._accuracy(x, y, active)
-        return "base", self._accuracy(x, y, "__base__")
+    def _replaced(self) -> str:
+        """What the new adapter replaces for this user: their previous version, else the base."""
+        return self.adapter_name if self.adapter_name in self.device.manager.adapters else BASE
 
-    def _accuracy(self, x: np.ndarray, y: np.ndarray, adapters: Any) -> float:
+    def _correct(self, x: np.ndarray, y: np.ndarray, adapters: str) -> np.ndarray:
+        """Per held-out sample, whether `adapters` classifies it right (stays in this call)."""
         out = self.device.infer(x, adapters=adapters, tenant=self.user)[0]
-        return float(np.mean(out.argmax(axis=1) == y))
+        return np.asarray(out.argmax(axis=1) == y)
 
     def _save_activations(self, slot: LogitsSlot, buffers: TrainerBuffers, rows: np.ndarray,
                           input_shape: tuple[int, ...]) -> None:
