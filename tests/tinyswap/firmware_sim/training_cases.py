@@ -59,3 +59,17 @@ def new_device(profile: str = "mcu-qspi", **kw: Any) -> Device:
     if "flash_images" not in kw:
         device.provision()
     return device
+
+
+def tflm_outputs(model: bytes, x: np.ndarray, gates: list[np.ndarray]) -> np.ndarray:
+    """TFLite Micro (the wheel, one interpreter) on `model`, row by row: the golden output 0."""
+    from tinyswap.oracles import tflm_interpreter
+
+    interp = tflm_interpreter(model)
+    rows = []
+    for r in range(len(x)):
+        for i, value in enumerate([x[r:r + 1], *[g[r:r + 1] for g in gates]]):
+            interp.set_input(np.ascontiguousarray(value), i)
+        interp.invoke()
+        rows.append(np.array(interp.get_output(0), copy=True))
+    return np.concatenate(rows)
