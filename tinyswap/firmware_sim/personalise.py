@@ -161,6 +161,18 @@ class DeviceTrainer:
         self.user = user
         self._key = key
         device.keyring.add(key.public_key(), tenant=user)
+        self._slot: LogitsSlot | None = None
+        self._input: tuple[int, ...] | None = None
+
+    def _model_facts(self) -> tuple[LogitsSlot, tuple[int, ...]]:
+        """The trainable slot and the per-row input shape, read from the factory model once
+        (its graph never changes; swaps write slot bytes only)."""
+        if self._slot is None or self._input is None:
+            d = self.device
+            self._slot = find_logits_slot(d.model, d.slotmap.to_json())
+            first = Interpreter(model_content=d.model).get_input_details()[0]
+            self._input = tuple(int(s) for s in first["shape"][1:])
+        return self._slot, self._input
 
     @property
     def adapter_name(self) -> str:
@@ -171,8 +183,8 @@ class DeviceTrainer:
         config = config or PersonaliseConfig()
         d = self.device
         start = d.timeline.now
-        x, y = self._checked(images, labels)
-        slot = find_logits_slot(d.model, d.slotmap.to_json())
+        slot, input_shape = self._model_facts()
+        x, y = self._checked(images, labels, input_shape)
         if config.training.rank > slot.r_max:
             raise TrainingConfigError(f"rank {config.training.rank} exceeds the slot's rank {slot.r_max}")
         if int(y.max()) >= slot.classes:
@@ -182,9 +194,9 @@ class DeviceTrainer:
         budget = min(config.budget, d.arena_budget - d.factory_arena_bytes())
         try:
             check_fits(plan, budget)
-        except TrainingMemoryError as exc:
+        except TrainingMemoryError:
             d.timeline.instant("train refused", cat="train", needed=plan.total, budget=budget)
-            raise exc
+            raise
         with d.timeline.span("personalise", cat="train", user=self.user, samples=len(x),
                              ram_bytes=plan.total) as details:
             replaced = self._replaced()
@@ -219,24 +231,19 @@ class DeviceTrainer:
             name=self.adapter_name, sequence=sequence, final_loss=final_loss)
 
     # ------------------------------------------------------------------ steps
-    def _checked(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _checked(self, images: np.ndarray, labels: np.ndarray, expected: tuple[int, ...]
+                 ) -> tuple[np.ndarray, np.ndarray]:
         self.device.manager  # noqa: B018 - raises unless booted
         x, y = np.asarray(images), np.asarray(labels)
         if x.dtype != np.int8:
             raise TrainingConfigError(f"samples must be the model's int8 inputs, got {x.dtype}")
         if not MIN_SAMPLES <= len(x) <= MAX_SAMPLES:
             raise TrainingConfigError(f"on-device training takes {MIN_SAMPLES} to {MAX_SAMPLES} samples, got {len(x)}")
-        expected = self._input_shape()
         if tuple(x.shape[1:]) != expected:
             raise TrainingConfigError(f"samples have shape {tuple(x.shape[1:])} per row, the model takes {expected}")
         if y.shape != (len(x),) or y.dtype.kind not in "iu" or (len(y) and (y.min() < 0)):
             raise TrainingConfigError(f"labels must be {len(x)} non-negative integers, got {y.dtype} {y.shape}")
         return x, y.astype(np.int64)
-
-    def _input_shape(self) -> tuple[int, ...]:
-        interp = Interpreter(model_content=self.device.image.buffer)
-        first = interp.get_input_details()[0]
-        return tuple(int(s) for s in first["shape"][1:])
 
     def _replaced(self) -> str:
         """What the new adapter replaces for this user: their previous version, else the base."""
@@ -250,17 +257,16 @@ class DeviceTrainer:
     def _save_activations(self, slot: LogitsSlot, buffers: TrainerBuffers, rows: np.ndarray,
                           input_shape: tuple[int, ...]) -> None:
         """The INT8 base (every gate off) on each training sample: the logits layer's int8
-        input and the base logits, into the trainer's buffers. One inference per sample is
-        charged to the clock."""
+        input and the base logits, into the trainer's buffers. The device runs the samples one
+        by one in its tensor arena and is charged one inference each; the simulation runs them
+        as one batch, which gives every row the same bytes (the kernels are row-independent)."""
         d = self.device
         interp = Interpreter(model_content=d.image.buffer, experimental_preserve_all_tensors=True)
-        off = gate_math.gate_rows(d.slotmap.gates, [{}], {})
-        samples = buffers["samples"]
-        for out_row, row in enumerate(rows):
-            image = samples[row].reshape((1, *input_shape))
-            interp.run(*gate_math.graph_inputs([image], d.slotmap.gates, off))
-            buffers["x"][out_row] = interp.get_tensor(slot.x_tensor).reshape(-1)
-            buffers["pre"][out_row] = interp.get_tensor(slot.pre_tensor).reshape(-1)
+        off = gate_math.gate_rows(d.slotmap.gates, [{}] * len(rows), {})
+        images = buffers["samples"][rows].reshape((len(rows), *input_shape))
+        interp.run(*gate_math.graph_inputs([images], d.slotmap.gates, off))
+        buffers["x"][...] = interp.get_tensor(slot.x_tensor).reshape(len(rows), -1)
+        buffers["pre"][...] = interp.get_tensor(slot.pre_tensor).reshape(len(rows), -1)
         one = estimate_inference_seconds(d.cost.macs_per_row, d.profile, d.cost.weight_bytes)
         d.timeline.advance(one * len(rows), "train forward (base)", cat="train", rows=len(rows))
 
