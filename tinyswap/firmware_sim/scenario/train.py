@@ -24,8 +24,8 @@ _DEFAULTS = TrainingConfig()
 
 
 @step_kind("train", target=("user",), example={
-    "kind": "train", "user": "alice", "dataset": "mirror", "rows": 100, "start": 0, "epochs": 60, "rank": 4,
-    "budget": 65536, "note": "alice writes mirrored digits: her own adapter, trained on the device"})
+    "kind": "train", "user": "alice", "dataset": "rot90", "rows": 100, "start": 0, "epochs": 60, "rank": 4,
+    "budget": 65536, "note": "alice's camera is mounted rotated: her own adapter, trained on the device"})
 @dataclass(frozen=True, kw_only=True)
 class Train(StepParams):
     """Train `user`'s adapter on the device from `rows` local samples of `dataset` (rows
