@@ -21,6 +21,9 @@ and metadata, the store on an SD card) and a 4 KB QSPI NOR part holding everythi
 0x00 with 8-byte program units. The training itself (pure arithmetic, no flash) is memoized
 across the replays; every flash operation around it runs for real.
 
+Training itself writes no flash, so a cut while it runs is a cut before the install's first
+write (operation 1, before), which the sweep covers.
+
 The default run replays a seeded sample of cut points; the exhaustive sweep is marked slow:
 `TINYSWAP_FULL=1 .venv/bin/python -m pytest -p no:xdist -m "" -s tests/sweeps/test_power_loss_training.py`.
 """
