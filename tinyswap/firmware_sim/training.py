@@ -5,22 +5,23 @@ layer whose slot sum feeds the SOFTMAX; the digits CNN's `fc`). Its input is the
 int8 activation, so a sample's forward pass up to the adapter is exactly the INT8 base the
 device runs (`personalise.py` reads it from the interpreter with every gate off) and is saved
 once per sample, as int8, 256 bytes for the digits CNN. A LoRA on an earlier layer would save
-its input instead (conv2's: 512 bytes a sample, 40 KB for 80 samples) and backpropagate
-through everything after it; within a 64 KB budget the logits layer is what fits, so other
+its input instead (conv2's: 512 bytes a sample, 38 KB for 75 samples) and backpropagate
+through everything after it (straight through the dequantized base weights); within a 64 KB budget the logits layer is what fits, so other
 slot layers stay zero (inert) in a trained package and a plan without such a layer is refused.
 
 The forward pass of training is the slot branch as the int8 graph computes it, over the exact
 int8 base logits: `a = fq_a(A x)`, `u = fq_u(B a)`, `z = fq_sum(pre + u)`, where `fq` rounds
 to the graph tensor's scale and clips to its int8 range (the slot's fixed quantization), and
 gradients pass through the rounding as a straight-through estimate (zero where the value was
-clipped). Factors train in float32, as a Cortex-M7/M55 FPU would, with Adam; the packer's core
+clipped). Between the slot's sum and the loss there is only the softmax, so no base weight
+lies on the backward path. Factors train in float32, as a Cortex-M7/M55 FPU would, with Adam; the packer's core
 (`tinyswap.slot_quant`) then fits them into the slot's int8 scales.
 
 RAM: every array the trainer holds is allocated once, up front, in `TrainerBuffers` (what
 firmware would place statically), and `plan_ram` computes the same bytes from the shapes
 alone, so the step is refused before anything is allocated when it would not fit
 (`TrainingMemoryError`). Time: `TrainingWork` counts forward and backward multiply-accumulates
-and optimizer updates; `training_seconds` turns them into seconds on a device profile.
+and optimizer updates; `TrainingWork.seconds` turns them into seconds on a device profile.
 """
 
 from __future__ import annotations
