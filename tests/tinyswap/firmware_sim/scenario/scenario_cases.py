@@ -71,6 +71,9 @@ def scenario(**changes) -> dict:
             {"kind": "install", "package": "bad", "expect_error": "SignatureError"},    # 18
             {"kind": "power_cut"},                                                       # 19 now
             {"kind": "reboot"},                                                          # 20
+            # the example CNN has no LoRA slot on its logits layer: on-device training is refused
+            {"kind": "train", "user": "bea", "dataset": "rows", "rows": 40,              # 21
+             "expect_error": "TrainingPlanError"},
         ],
     }
     base.update(changes)

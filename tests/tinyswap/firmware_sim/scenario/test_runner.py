@@ -29,12 +29,14 @@ def test_every_step_kind_runs_and_the_report_says_what_happened(ran):
     steps = report["steps"]
     assert {s["kind"] for s in steps} == set(STEP_KINDS.names())
     assert report["completed"] and report["failed"] is None
-    assert [s["outcome"] for s in steps].count("ok") == len(steps) - 2
+    assert [s["outcome"] for s in steps].count("ok") == len(steps) - 3
     assert steps[18]["outcome"] == "expected error" and steps[18]["error"].startswith("SignatureError")
     assert steps[18]["mutating_ops"] == 0  # refused before any flash write
+    assert steps[21]["outcome"] == "expected error" and steps[21]["error"].startswith("TrainingPlanError")
+    assert steps[21]["mutating_ops"] == 0 and report["on_device_training"] == []
     # one progress line per step (after the provisioning line), with the simulated time
     assert len([line for line in lines if " step " in line]) == len(steps)
-    assert "0:10:00.000  step 12 update" in lines[-9]
+    assert "0:10:00.000  step 12 update" in lines[-10]
     # timing: steps follow each other on the simulated clock; `at` and `wait` move it
     for a, b in zip(steps, steps[1:]):
         assert b["start_s"] >= a["start_s"] + a["duration_s"] - 1e-12
@@ -49,7 +51,8 @@ def test_report_keys_and_step_records_are_stable(ran):
     """The report's shape is a contract of `tinyswap sim` (scripts read report.json)."""
     report, out, _ = ran
     assert list(report) == ["format", "version", "scenario", "profile", "completed", "failed", "steps", "accuracy",
-                            "experiments", "boots", "power_cuts", "final", "budget", "time", "device_log", "outputs"]
+                            "experiments", "boots", "power_cuts", "final", "budget", "time", "device_log",
+                            "on_device_training", "outputs"]
     keys = ["index", "kind", "target", "note", "at_s", "start_s", "outcome", "error", "result", "duration_s",
             "time_by_category", "flash", "mutating_ops", "active_after"]
     steps = report["steps"]

@@ -205,7 +205,7 @@ def test_the_whole_scenario_is_typed_past_the_json_boundary():
     assert spec.rules == (RuleSpec({"user": "bob"}, "B"),)
     assert spec.experiments[0].name == "ab" and spec.experiments[0].key == "user"
     assert spec.device == DeviceOptions(worst=True) and spec.device.store_bytes == 256 * 1024
-    assert len(spec.steps) == 21 and validate_scenario(scenario()) == list(parse_scenario(scenario()).steps)
+    assert len(spec.steps) == 22 and validate_scenario(scenario()) == list(parse_scenario(scenario()).steps)
 
 
 @pytest.mark.parametrize("where", ["packages", "keyring", "datasets"])
