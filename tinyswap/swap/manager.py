@@ -413,19 +413,43 @@ class SwapManager:
             rows = [self._normalise(adapters)] * batch
         else:
             rows = [self._thread_default()] * batch
-        slots, gates = self._acquire(rows, tenant)
+        slots, gates, _ = self._acquire(rows, tenant)
         try:
-            return self._interpreter().run(*gate_math.graph_inputs(inputs, self.slotmap.gates, gates))
+            return self.run_gated(*inputs, gates=gates)
         finally:
             self._slots.release(slots)
+
+    def io_details(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The model's data inputs (gates left out) and outputs, as `Interpreter` describes them."""
+        interp = self._interpreter()
+        gate_positions = {g.input_index for g in self.slotmap.gates}
+        inputs = [d for position, d in enumerate(interp.get_input_details()) if position not in gate_positions]
+        return inputs, interp.get_output_details()
+
+    def normalise_adapters(self, adapters: AdapterSpec) -> dict[str, float]:
+        """`adapters` (a name, a list, {name: weight} or "__base__") as {name: gate weight}."""
+        return self._normalise(adapters)
+
+    def run_gated(self, *inputs: np.ndarray, gates: np.ndarray) -> list[np.ndarray]:
+        """Run the model on the data `inputs` with explicit gate inputs [S, batch, 1] (from
+        `pinned`, `pinned_versions` or `gates_for`); the caller keeps what they select resident."""
+        return self._interpreter().run(*gate_math.graph_inputs(inputs, self.slotmap.gates, gates))
 
     @contextlib.contextmanager
     def pinned(self, adapters: AdapterSpec, *, tenant: str | None = None) -> Iterator[np.ndarray]:
         """Keep `adapters` resident while the block runs (what every in-flight request does;
         useful for a streaming session). Yields the gate inputs [S, 1, 1] that select them."""
-        slots, gates = self._acquire([self._normalise(adapters)], tenant)
-        try:
+        with self.pinned_versions(adapters, tenant=tenant) as (gates, _):
             yield gates
+
+    @contextlib.contextmanager
+    def pinned_versions(self, adapters: AdapterSpec, *,
+                        tenant: str | None = None) -> Iterator[tuple[np.ndarray, dict[str, str]]]:
+        """As `pinned`, also yielding the package digest of each adapter's version it pinned
+        (a stream tags its state with them: `tinyswap.swap.streams`)."""
+        slots, gates, versions = self._acquire([self._normalise(adapters)], tenant)
+        try:
+            yield gates, versions
         finally:
             self._slots.release(slots)
 
@@ -585,7 +609,8 @@ class SwapManager:
 
         self._slots.until_done(attempt, self.apply, may_drain=may_drain)
 
-    def _acquire(self, rows: list[dict[str, float]], tenant: str | None) -> tuple[list[int], np.ndarray]:
+    def _acquire(self, rows: list[dict[str, float]],
+                 tenant: str | None) -> tuple[list[int], np.ndarray, dict[str, str]]:
         names = set().union(*rows) if rows else set()
         if len(names) > self.num_slots:
             raise SlotBusyError(f"one request uses {len(names)} adapters; the model has {self.num_slots} slots")
@@ -599,7 +624,7 @@ class SwapManager:
                     used = sorted(set(slot_of.values()))
                     self._slots.pin(used)
                     return used, gate_math.gate_rows(self.slotmap.gates, rows,
-                                                     {n: slot_of[d] for n, d in current.items()})
+                                                     {n: slot_of[d] for n, d in current.items()}), current
             self._ensure_resident(set(current.values()), may_drain=False)
 
     def _package(self, digest: str) -> AdapterPackage:
