@@ -37,12 +37,8 @@ from typing import Any
 import numpy as np
 
 from tinyswap.export.adapter_source import Lora
-from tinyswap.export.errors import SpecError
+from tinyswap.export.errors import KerasImportError
 from tinyswap.export.spec import ModelSpec, parse_spec
-
-
-class KerasImportError(SpecError):
-    """Keras layers the import cannot take, each with what to do instead."""
 
 
 #: Keras activation function name -> spec activation layer type ("none" for linear).

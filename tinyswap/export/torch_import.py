@@ -39,13 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from tinyswap.export.errors import SpecError
+from tinyswap.export.errors import TorchImportError
 from tinyswap.export.float_model import same_padding
 from tinyswap.export.spec import ModelSpec, parse_spec
-
-
-class TorchImportError(SpecError):
-    """PyTorch modules or calls the import cannot take, each with what to do instead."""
 
 
 @dataclass(frozen=True)
