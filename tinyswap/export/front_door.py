@@ -94,9 +94,12 @@ def write_lora_adapter(lora: dict[str, Lora], out_dir: str | Path, name: str) ->
     return out
 
 
+def _lora_targets(plan: SlotPlan | None) -> frozenset[str]:
+    return frozenset(t.layer for t in (plan.targets if plan else ()) if t.kind == "lora")
+
+
 def _check_lora_plan(lora: dict[str, Lora], plan: SlotPlan | None) -> None:
-    slots = {t.layer for t in (plan.targets if plan else ()) if t.kind == "lora"}
-    missing = sorted(set(lora) - slots)
+    missing = sorted(set(lora) - _lora_targets(plan))
     if missing:
         raise KerasImportError(f"layers {missing} have LoRA enabled but the slot plan gives them no LoRA slot; add "
                                "them to the plan's targets (kind 'lora'), or merge the LoRA into the kernels first")
@@ -133,7 +136,7 @@ def export_model(source: Any, plan: SlotPlan | str | Path | None, *, calibration
     elif _is_keras_model(source):
         from tinyswap.export.keras_import import import_keras
 
-        imported = import_keras(source)
+        imported = import_keras(source, keep_unfolded=_lora_targets(plan))
         spec, lora = imported.spec, imported.lora
         cal = _calibration(calibration, f"Keras model {source.name!r}")
         if lora:
@@ -151,7 +154,7 @@ def export_model(source: Any, plan: SlotPlan | str | Path | None, *, calibration
         cal_raw = _calibration(calibration, f"PyTorch module {type(source).__name__}")
         if example_input is None:
             example_input = torch.from_numpy(np.ascontiguousarray(cal_raw[:1]))
-        imported_t = import_torch(source, example_input)
+        imported_t = import_torch(source, example_input, keep_unfolded=_lora_targets(plan))
         spec = imported_t.spec
         cal = imported_t.to_spec_layout(cal_raw)
         if plan is not None:

@@ -13,8 +13,8 @@ names, so a slot plan names Keras layers; helper layers the lowering adds are na
   it writes EXPAND_DIMS: the same bytes), the 2-D operator with a `1 x k` window, and a
   reshape back. GlobalAveragePooling1D: MEAN over the steps axis.
 - BatchNormalization: folded into the weighted layer before it (kernel and bias rescaled per
-  output channel) when that layer has no activation and nothing else reads it; otherwise a
-  per-channel `affine` layer. Rescaling and Normalization: `affine` layers.
+  output channel) when that layer has no activation, nothing else reads it and it takes no
+  LoRA slot (`keep_unfolded`); otherwise a per-channel `affine` layer. Rescaling and Normalization: `affine` layers.
 - ZeroPadding2D: `pad`. GlobalMaxPooling2D: `global_max_pool2d`. Add, Subtract, Multiply,
   Concatenate: `add`, `sub`, `mul` (chained over more than two inputs), `concat`.
 - Activation, ReLU, LeakyReLU, Softmax: relu, relu6, sigmoid, tanh, hard_swish (Keras
@@ -32,7 +32,7 @@ TensorFlow is imported by the caller (the model object is Keras'); this module o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -79,9 +79,10 @@ def _activation_name(fn: Any) -> str:
 
 
 class _Reader:
-    def __init__(self, model: Any, batch: int) -> None:
+    def __init__(self, model: Any, batch: int, keep_unfolded: frozenset[str]) -> None:
         self.model = model
         self.batch = batch
+        self.keep_unfolded = keep_unfolded
         self.entries: list[dict[str, Any]] = []
         self.weights: dict[str, np.ndarray] = {}
         self.lora: dict[str, Lora] = {}
@@ -400,7 +401,7 @@ class _Reader:
         scale = gamma / np.sqrt(var + float(layer.epsilon))
         offset = beta - mean * scale
         e = self.foldable(src)
-        if e is None:
+        if e is None or e["name"] in self.keep_unfolded:
             self.affine(layer, src, scale, offset)
             return
         target = e["name"]
@@ -424,9 +425,13 @@ class _Reader:
         self.weights[f"{layer.name}/offset"] = np.asarray(offset, np.float32)
 
 
-def import_keras(model: Any, batch: int = 1) -> KerasImport:
-    """The spec of a built Keras model, and the LoRA factors of its LoRA-enabled layers."""
-    reader = _Reader(model, batch)
+def import_keras(model: Any, batch: int = 1, keep_unfolded: Collection[str] = ()) -> KerasImport:
+    """The spec of a built Keras model, and the LoRA factors of its LoRA-enabled layers.
+
+    A BatchNormalization after a layer named in `keep_unfolded` stays an `affine` layer: an
+    adapter trained later on that layer adds its delta before the BatchNormalization, and a
+    folded kernel would put it after (the front door passes the plan's LoRA targets)."""
+    reader = _Reader(model, batch, frozenset(keep_unfolded))
     spec = reader.read()
     return KerasImport(spec, dict(reader.lora))
 

@@ -20,7 +20,7 @@ Taken, and how:
   reshape back (the TensorFlow converter's Conv1D lowering). Padding equal to TensorFlow's
   SAME is SAME; any other zero padding is a `pad` layer before a VALID convolution.
 - BatchNorm1d/2d: folded into the Linear/Conv before it when nothing else reads that layer's
-  output, else a per-channel `affine` layer.
+  output and it takes no LoRA slot (`keep_unfolded`), else a per-channel `affine` layer.
 - MaxPool1d/2d, AvgPool1d/2d (no padding, no ceil mode), AdaptiveAvgPool1d/2d(1),
   AdaptiveMaxPool2d(1) -> pooling layers; Flatten / flatten / view / reshape -> reshape.
 - ReLU, ReLU6 (and Hardtanh(0, 6)), Sigmoid, Tanh, LeakyReLU, Hardswish, Softmax over the last
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -90,7 +90,7 @@ _WEIGHTED = ("dense", "conv2d", "depthwise_conv2d")
 
 
 class _Reader:
-    def __init__(self, module: Any, example_input: Any, batch: int) -> None:
+    def __init__(self, module: Any, example_input: Any, batch: int, keep_unfolded: frozenset[str]) -> None:
         import torch
         from torch import fx
         from torch.fx.passes.shape_prop import ShapeProp
@@ -104,6 +104,7 @@ class _Reader:
         ShapeProp(self.graph).propagate(example_input)
         self.modules = dict(self.graph.named_modules())
         self.batch = batch
+        self.keep_unfolded = keep_unfolded
         self.entries: list[dict[str, Any]] = []
         self.weights: dict[str, np.ndarray] = {}
         self.values: dict[str, _Value] = {}
@@ -130,6 +131,12 @@ class _Reader:
 
     def problem(self, node: Any, what: str, advice: str) -> None:
         self.problems.append(f"{node.target if node.op == 'call_module' else node.name} ({what}): {advice}")
+        # A stand-in for the refused value, so that the operations after it are read (and any
+        # of them that cannot be taken is listed too) instead of skipped.
+        args = self.tensor_args(node)
+        if node.meta.get("tensor_meta") is not None and node.name not in self.values:
+            shape = self.shape(node)
+            self.values[node.name] = _Value(node.name, shape, bool(args and args[0].channels_last) and len(shape) > 2)
 
     def tensor_args(self, node: Any) -> list[_Value]:
         return [self.values[a.name] for a in node.all_input_nodes if a.name in self.values]
@@ -421,7 +428,7 @@ class _Reader:
         scale = gamma / np.sqrt(var + float(m.eps))
         offset = beta - mean * scale
         e = self.foldable(v, node.all_input_nodes[0])
-        if e is None:
+        if e is None or e["name"] in self.keep_unfolded:
             layer = self.add(node.target, [v.name], type="affine")
             self.weights[f"{layer}/scale"] = scale.astype(np.float32)
             self.weights[f"{layer}/offset"] = offset.astype(np.float32)
@@ -440,8 +447,12 @@ class _Reader:
         self.values[node.name] = v
 
 
-def import_torch(module: Any, example_input: Any, batch: int = 1) -> TorchImport:
-    """Trace `module` (in eval mode) on `example_input` (a tensor in the module's own layout)."""
+def import_torch(module: Any, example_input: Any, batch: int = 1, keep_unfolded: Collection[str] = ()) -> TorchImport:
+    """Trace `module` (in eval mode) on `example_input` (a tensor in the module's own layout).
+
+    A BatchNorm after a layer named in `keep_unfolded` stays a layer of its own: an adapter
+    trained on the module (a PEFT LoRA) adds its delta before the BatchNorm, and a folded
+    kernel would put it after (the front door passes the plan's LoRA targets)."""
     import torch
 
     if not isinstance(module, torch.nn.Module):
@@ -452,7 +463,7 @@ def import_torch(module: Any, example_input: Any, batch: int = 1) -> TorchImport
     module.eval()
     try:
         with torch.no_grad():
-            return _Reader(module, example_input.detach().float(), batch).read()
+            return _Reader(module, example_input.detach().float(), batch, frozenset(keep_unfolded)).read()
     finally:
         module.train(was_training)
 
