@@ -89,19 +89,18 @@ class _Reader:
         self.alias: dict[str, str] = {}  # Keras name -> the spec layer that holds its output
         self.problems: list[str] = []
         self.consumers: dict[str, int] = {}
+        self.nodes: dict[str, Any] = {}  # layer name -> its call in this model's graph
 
     # -- graph ----------------------------------------------------------------------------
-    @staticmethod
-    def source_names(layer: Any) -> list[str]:
-        tensors = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-        return [t._keras_history.operation.name for t in tensors]
+    def source_names(self, layer: Any) -> list[str]:
+        return [t._keras_history.operation.name for t in self.nodes[layer.name].input_tensors]
 
     def resolve(self, name: str) -> str:
         return self.alias.get(name, name)
 
     def shape(self, layer: Any, which: str = "output") -> tuple[int, ...]:
-        t = getattr(layer, which)
-        t = t[0] if isinstance(t, (list, tuple)) else t
+        node = self.nodes[layer.name]
+        t = (node.output_tensors if which == "output" else node.input_tensors)[0]
         return (self.batch, *(int(d) for d in t.shape[1:]))
 
     def entry(self, layer: Any, inputs: list[str], **fields: Any) -> dict[str, Any]:
@@ -170,9 +169,17 @@ class _Reader:
             raise KerasImportError(f"the Keras model has {len(model.outputs)} outputs; tinyswap models have one")
         input_name = inputs[0]._keras_history.operation.name
         input_shape = [self.batch, *[int(d) for d in inputs[0].shape[1:]]]
+        # The model's own call graph (a Sequential keeps it in `_functional`): a layer object may
+        # also carry nodes from other models it was called in (a reloaded Sequential does).
+        graph = getattr(model, "_functional", None) or model
+        calls: dict[str, list[Any]] = {}
+        for depth in getattr(graph, "_nodes_by_depth", {}).values():
+            for node in depth:
+                calls.setdefault(node.operation.name, []).append(node)
+        self.nodes = {name: nodes[0] for name, nodes in calls.items()}
         layers = [layer for layer in model.layers if _class(layer) != "InputLayer"]
         for layer in layers:
-            if len(getattr(layer, "_inbound_nodes", ())) > 1:
+            if len(calls.get(layer.name, ())) != 1:
                 self.unsupported(layer, "a layer called more than once (shared weights) is not supported; "
                                  "use a separate layer per call")
                 continue
