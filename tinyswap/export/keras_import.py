@@ -38,6 +38,7 @@ import numpy as np
 
 from tinyswap.export.adapter_source import Lora
 from tinyswap.export.errors import KerasImportError
+from tinyswap.export.folding import batch_norm_affine, fold_into
 from tinyswap.export.spec import ModelSpec, parse_spec
 
 
@@ -401,26 +402,15 @@ class _Reader:
         if tuple(np.atleast_1d(layer.axis)) not in ((-1,), (rank - 1,)):
             self.unsupported(layer, "only BatchNormalization over the last (channel) axis is supported")
             return
-        mean = np.asarray(layer.moving_mean.numpy(), np.float64)
-        var = np.asarray(layer.moving_variance.numpy(), np.float64)
-        gamma = np.asarray(layer.gamma.numpy(), np.float64) if layer.scale else np.ones_like(mean)
-        beta = np.asarray(layer.beta.numpy(), np.float64) if layer.center else np.zeros_like(mean)
-        scale = gamma / np.sqrt(var + float(layer.epsilon))
-        offset = beta - mean * scale
+        scale, offset = batch_norm_affine(
+            layer.moving_mean.numpy(), layer.moving_variance.numpy(),
+            layer.gamma.numpy() if layer.scale else 1.0, layer.beta.numpy() if layer.center else 0.0, layer.epsilon)
         e = self.foldable(src)
         if e is None or e["name"] in self.keep_unfolded:
             self.affine(layer, src, scale, offset)
             return
         target = e["name"]
-        kernel = self.weights[f"{target}/kernel"].astype(np.float64)
-        if e["type"] == "depthwise_conv2d":
-            kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
-        else:
-            kernel = kernel * scale  # the output channel is the kernel's last axis
-        bias = self.weights.get(f"{target}/bias", np.zeros_like(scale)).astype(np.float64)
-        self.weights[f"{target}/kernel"] = kernel.astype(np.float32)
-        self.weights[f"{target}/bias"] = (bias * scale + offset).astype(np.float32)
-        e["use_bias"] = True
+        fold_into(e, self.weights, scale, offset)
         if target in self.lora:  # the LoRA delta passes through the folded scale too
             lora = self.lora[target]
             self.lora[target] = Lora(lora.a, lora.b * scale[:, None], lora.scaling)

@@ -40,6 +40,7 @@ from typing import Any, Collection
 import numpy as np
 
 from tinyswap.export.errors import TorchImportError
+from tinyswap.export.folding import batch_norm_affine, fold_into
 from tinyswap.export.float_model import same_padding
 from tinyswap.export.spec import ModelSpec, parse_spec
 
@@ -421,12 +422,12 @@ class _Reader:
         self.values[node.name] = _Value(layer, out, True)
 
     def batch_norm(self, node: Any, m: Any, v: _Value) -> None:
-        mean = m.running_mean.detach().cpu().numpy().astype(np.float64)
-        var = m.running_var.detach().cpu().numpy().astype(np.float64)
-        gamma = m.weight.detach().cpu().numpy().astype(np.float64) if m.affine else np.ones_like(mean)
-        beta = m.bias.detach().cpu().numpy().astype(np.float64) if m.affine else np.zeros_like(mean)
-        scale = gamma / np.sqrt(var + float(m.eps))
-        offset = beta - mean * scale
+        def array(t: Any) -> np.ndarray:
+            return t.detach().cpu().numpy()
+
+        scale, offset = batch_norm_affine(array(m.running_mean), array(m.running_var),
+                                          array(m.weight) if m.affine else 1.0, array(m.bias) if m.affine else 0.0,
+                                          m.eps)
         e = self.foldable(v, node.all_input_nodes[0])
         if e is None or e["name"] in self.keep_unfolded:
             layer = self.add(node.target, [v.name], type="affine")
@@ -434,16 +435,7 @@ class _Reader:
             self.weights[f"{layer}/offset"] = offset.astype(np.float32)
             self.values[node.name] = _Value(layer, v.shape, v.channels_last, v.permutation)
             return
-        target = e["name"]
-        kernel = self.weights[f"{target}/kernel"].astype(np.float64)
-        if e["type"] == "depthwise_conv2d":
-            kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
-        else:
-            kernel = kernel * scale
-        bias = self.weights.get(f"{target}/bias", np.zeros_like(scale)).astype(np.float64)
-        self.weights[f"{target}/kernel"] = kernel.astype(np.float32)
-        self.weights[f"{target}/bias"] = (bias * scale + offset).astype(np.float32)
-        e["use_bias"] = True
+        fold_into(e, self.weights, scale, offset)
         self.values[node.name] = v
 
 
