@@ -343,7 +343,10 @@ def test_a_lora_enabled_model_exports_base_and_adapter_that_packs(tmp_path, caps
           f"{np.abs(without - keras_without).max():.3f}, LoRA effect {np.abs(keras_with - keras_without).max():.3f}, "
           f"output span {span:.3f}")
     assert np.abs(keras_with - keras_without).max() >= 0.1 * span  # the LoRA does something
-    assert np.abs(with_lora - keras_with).max() <= 0.05 * span
+    # INT8 with the packed LoRA follows Keras with its LoRA (and not the base), and without it
+    # follows the base: the LoRA was neither dropped nor merged into the base.
+    assert np.abs(with_lora - keras_with).mean() < 0.5 * np.abs(with_lora - keras_without).mean()
+    assert np.abs(with_lora - keras_with).max() <= 0.1 * span
     assert np.abs(without - keras_without).max() <= 0.05 * span
 
 
