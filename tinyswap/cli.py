@@ -228,31 +228,57 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     # Lazy imports: the runtime package never depends on the compiler (docs/architecture.md, "Layers").
-    from tinyswap.export.build import build_bundle
     from tinyswap.export.bundle import check_section
+    from tinyswap.export.front_door import export_model
     from tinyswap.export.slot_plan import SlotPlan
-    from tinyswap.export.spec import load_spec
 
     check_section(args.section, args.section_align)  # before reading or compiling anything
-    spec_path = Path(args.spec)
-    spec = load_spec(spec_path, args.weights)
-    plan = SlotPlan.load(args.plan) if args.plan else None
-    cal_path = Path(args.calibration) if args.calibration else spec_path.with_suffix(".calibration.npy")
-    if not cal_path.exists():
-        raise TinySwapError(f"no calibration data: pass --calibration FILE.npy (float32, batch first); {cal_path} does not exist")
-    calibration = read_npy(cal_path, "calibration data")
-    print(f"compiling {spec.name}: {len(spec.layers)} layers, "
-          f"{plan.num_slots if plan else 0} slots on {[t.layer for t in plan.targets] if plan else []}")
-    if getattr(args, "npu", None):  # Vela compiles the base segments; the slots stay plain buffers
-        from tinyswap.export.npu.bundle import export_npu_bundle
+    alignment = None
+    if args.target:
+        from tinyswap.firmware_sim.profiles import DEVICES
 
-        return export_npu_bundle(spec, plan, calibration, args.out, args.npu, section=args.section,
-                                 section_align=args.section_align, echo=print)
-    built = build_bundle(spec, plan, calibration, args.out, section=args.section, section_align=args.section_align)
+        if args.target not in DEVICES:
+            raise TinySwapError(f"unknown device profile {args.target!r}; known: {', '.join(sorted(DEVICES))}")
+        alignment = DEVICES[args.target].model_storage.sector_size  # slots erase as whole sectors there
+    plan = SlotPlan.load(args.plan) if args.plan else None
+    model = Path(args.model)
+    if getattr(args, "npu", None):  # Vela compiles the base segments; the slots stay plain buffers
+        return _export_npu(args, model, plan, alignment)
+    print(f"compiling {model.name}: {plan.num_slots if plan else 0} slots on "
+          f"{[t.layer for t in plan.targets] if plan else []}"
+          + (f", slot alignment {max(alignment, plan.alignment) if plan else alignment} B ({args.target} sectors)"
+             if alignment else ""))
+    built = export_model(model, plan, calibration=args.calibration, out=args.out, weights=args.weights,
+                         slot_alignment=alignment, lora_out=args.lora_out, section=args.section,
+                         section_align=args.section_align)
     assert built.files is not None  # a bundle directory was given
     for path in built.files.all():
         print(f"wrote     {path} ({path.stat().st_size} bytes)")
+    if args.lora_out and (Path(args.lora_out) / "adapter.json").exists():
+        print(f"wrote     {args.lora_out} (the model's LoRA as an adapter: tinyswap pack it for this bundle)")
     return 0
+
+
+def _export_npu(args: argparse.Namespace, model: Path, plan: Any, alignment: int | None) -> int:
+    """`export --npu`: a JSON spec compiled, its base segments compiled by Vela and stitched."""
+    from tinyswap.export.npu.bundle import export_npu_bundle
+    from tinyswap.export.spec import load_spec
+
+    if model.suffix.lower() != ".json":
+        raise TinySwapError(f"--npu takes a model spec (.json); {model} is not one (export the Keras or PyTorch "
+                            "model's spec first, or drop --npu)")
+    if alignment is not None:
+        raise TinySwapError("--npu keeps the plan's slot alignment; give it in the plan instead of --target")
+    spec = load_spec(model, args.weights)
+    cal_path = Path(args.calibration) if args.calibration else model.with_suffix(".calibration.npy")
+    if not cal_path.exists():
+        raise TinySwapError(f"no calibration data: pass --calibration FILE.npy (float32, batch first); "
+                            f"{cal_path} does not exist")
+    calibration = read_npy(cal_path, "calibration data")
+    print(f"compiling {spec.name}: {len(spec.layers)} layers, "
+          f"{plan.num_slots if plan else 0} slots on {[t.layer for t in plan.targets] if plan else []}")
+    return export_npu_bundle(spec, plan, calibration, args.out, args.npu, section=args.section,
+                             section_align=args.section_align, echo=print)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -285,21 +311,38 @@ def cmd_pack(args: argparse.Namespace) -> int:
     smap = read_json(bundle / "slotmap.json", "slot map")
     tags = {k: v for k, v in (("task", args.task), ("user", args.user), ("tenant", args.tenant)) if v}
     recipients = [load_device_public_key(path) for path in args.encrypt_for or ()]  # refused before packing
+    slot_layers = {t["layer"] for slot in smap.get("slots", ())[:1] for t in slot.get("tensors", ())}
     adapter = load_adapter(args.adapter, name=args.name, version=args.version, sequence=args.sequence,
-                           tags=tags or None, layer_map=dict(args.layer_map) if args.layer_map else None)
+                           tags=tags or None, layer_map=dict(args.layer_map) if args.layer_map else None,
+                           layer_names=slot_layers)
     signing_key = load_private_key(args.key)
     data, report = pack(adapter, smap, signing_key)
     if recipients:
         data = seal_package(data, signing_key, recipients)
+    too_large = {layer: r["delta_relative_error"] for layer, r in report.layers.items()
+                 if args.max_error is not None and r["delta_relative_error"] > args.max_error}
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
-    print(f"packed    {report.name} {adapter.version} (sequence {adapter.sequence}, {adapter.kind}, from {adapter.source}): "
-          f"{len(data)} bytes, slot payload {report.payload_bytes} bytes -> {out}")
-    if recipients:
+    if not too_large:  # nothing is written for a package the threshold refuses
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        print(f"packed    {report.name} {adapter.version} (sequence {adapter.sequence}, {adapter.kind}, from "
+              f"{adapter.source}): {len(data)} bytes, slot payload {report.payload_bytes} bytes -> {out}")
+    if recipients and not too_large:
         print(f"encrypted AES-256-GCM for {len(recipients)} recipient(s): "
               + ", ".join(device_key_id(k).hex()[:16] for k in recipients))
-    for layer, r in report.layers.items():
+    _print_pack_report(report.layers)
+    if too_large:
+        print(f"tinyswap: error: delta error above --max-error {args.max_error:.2%} on "
+              + ", ".join(f"{layer} ({e:.2%})" for layer, e in sorted(too_large.items()))
+              + f"; nothing written to {out}. Use slots of a higher max_rank, a smaller adapter rank, or a "
+              "larger --max-error", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_pack_report(layers: dict[str, dict[str, Any]]) -> None:
+    """One line per packed layer, and a warning line for every layer whose rank was reduced."""
+    for layer, r in layers.items():
         if "clipped_a" in r:
             print(f"  {layer:<12} rank {r['rank_in']} -> slot rank {r['rank_slot']}: delta error "
                   f"{r['delta_relative_error']:.2%} (SVD {r['svd_relative_error']:.2%}, {r['factorisation']} factors), "
@@ -308,7 +351,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
             print(f"  {layer:<12} width {r['rank_in']} -> slot width {r['rank_slot']}: U D error "
                   f"{r['delta_relative_error']:.2%}, bias_D {r['bias_d_relative_error']:.2%}, "
                   f"bias_U {r['bias_u_relative_error']:.2%}, clipped D {r['clipped_d']:.2%} U {r['clipped_u']:.2%}")
-    return 0
+        if r["rank_in"] > r["rank_slot"]:
+            print(f"warning   {layer}: rank {r['rank_in']} reduced to the slot's {r['rank_slot']}, delta error "
+                  f"{r['delta_relative_error']:.2%} (pack --max-error E refuses errors above E)")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -417,12 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--json", action="store_true")
     insp.set_defaults(func=cmd_inspect)
 
-    exp = sub.add_parser("export", help="compile a float model spec and slot plan into a bundle")
-    exp.add_argument("spec", help="model spec JSON (weights: the .npz of the same stem, or --weights)")
+    exp = sub.add_parser("export", help="compile a model (spec JSON, Keras file or int8 .tflite) and a slot plan "
+                         "into a bundle")
+    exp.add_argument("model", metavar="MODEL", help="model spec JSON (weights: the .npz of the same stem, or "
+                     "--weights), Keras .keras/.h5 file (needs TensorFlow), or int8 .tflite")
     exp.add_argument("-o", "--out", required=True, metavar="DIR")
     exp.add_argument("--plan", metavar="PLAN.json", help="slot plan; without it the base model has no slots")
     exp.add_argument("--weights", metavar="W.npz")
-    exp.add_argument("--calibration", metavar="CAL.npy", help="default: <spec>.calibration.npy")
+    exp.add_argument("--calibration", metavar="CAL.npy", help="float32 input rows, batch first (default for a spec: "
+                     "<spec>.calibration.npy; optional for a .tflite)")
+    exp.add_argument("--target", metavar="PROFILE", help="simulated device profile (mcu-qspi, mcu-ram, gateway): "
+                     "align slots to its model flash's sectors")
+    exp.add_argument("--lora-out", metavar="DIR", help="a Keras model with LoRA enabled: write its LoRA here as an "
+                     "adapter directory for `tinyswap pack`")
     exp.add_argument("--section", metavar="NAME", help="place the C model array in this linker section (e.g. "
                      ".tinyswap_model, the model's own flash partition) instead of the application's .rodata")
     exp.add_argument("--section-align", type=int, metavar="N", help="alignment of that section in bytes (a power "
@@ -451,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--bundle", required=True, metavar="DIR")
     pk.add_argument("--key", required=True, metavar="KEY.pem")
     pk.add_argument("-o", "--output", required=True, metavar="FILE")
+    pk.add_argument("--max-error", type=float, metavar="E", help="refuse (exit 1, nothing written) when any layer's "
+                    "delta error after rank reduction and quantization exceeds E (a fraction: 0.05 is 5%%)")
     pk.add_argument("--encrypt-for", action="append", metavar="PUB.pem",
                     help="encrypt the payload for this device public key (repeat for more recipients)")
     pk.add_argument("--layer-map", action="append", type=_layer_pair, metavar="MODULE=LAYER",

@@ -16,9 +16,11 @@ PEFT LoRA format (what `peft`'s `save_pretrained` writes): `adapter_config.json`
 "LORA", `r`, `lora_alpha`, `target_modules`, optional `rank_pattern` / `alpha_pattern`,
 `use_rslora`) and `adapter_model.safetensors` with, per adapted module,
 `base_model.model.<module path>.lora_A.weight` [r, in] (Conv2d: [r, cin, kh, kw]) and
-`...lora_B.weight` [out, r] (Conv2d: [out, r, 1, 1]). Module path -> layer: the path with the
-`base_model.model.` prefix removed must equal a layer name; otherwise its last dotted component
-is used (`encoder.fc1` -> `fc1`), or pass `layer_map={module path: layer}`. Scaling is
+`...lora_B.weight` [out, r] (Conv2d: [out, r, 1, 1]; Conv1d: lora_A [r, cin, k], lora_B
+[out, r, 1]). Module path -> layer: the path with the `base_model.model.` prefix removed, when it
+is one of `layer_names` (a bundle exported from a PyTorch module names its layers by module
+path); otherwise its last dotted component (`encoder.fc1` -> `fc1`), or pass
+`layer_map={module path: layer}`. Scaling is
 lora_alpha / r, or lora_alpha / sqrt(r) with `use_rslora`. Refused with a message naming the
 field: other PEFT methods, DoRA, trained biases, `modules_to_save`, and weights for modules
 that the config does not explain. Name, version and sequence come from `tinyswap.json` in the
@@ -39,7 +41,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Union
+from typing import Any, Collection, NamedTuple, Union
 
 import numpy as np
 
@@ -204,11 +206,12 @@ FloatLora = FloatAdapter
 
 def load_adapter(path: str | Path, *, name: str | None = None, version: str | None = None,
                  sequence: int | None = None, tags: dict[str, Any] | None = None,
-                 layer_map: dict[str, str] | None = None) -> FloatAdapter:
+                 layer_map: dict[str, str] | None = None, layer_names: Collection[str] = ()) -> FloatAdapter:
     """Read an adapter directory in either format (detected by its config file)."""
     path = Path(path)
     if (path / "adapter_config.json").exists():
-        return load_peft(path, name=name, version=version, sequence=sequence, tags=tags, layer_map=layer_map)
+        return load_peft(path, name=name, version=version, sequence=sequence, tags=tags, layer_map=layer_map,
+                         layer_names=layer_names)
     if (path / "adapter.json").exists():
         adapter = load_tinyswap(path)
         adapter.name = name or adapter.name
@@ -305,7 +308,8 @@ def _read_json_object(file: Path) -> dict[str, Any]:
 
 
 def load_peft(path: str | Path, *, name: str | None = None, version: str | None = None, sequence: int | None = None,
-              tags: dict[str, Any] | None = None, layer_map: dict[str, str] | None = None) -> FloatAdapter:
+              tags: dict[str, Any] | None = None, layer_map: dict[str, str] | None = None,
+              layer_names: Collection[str] = ()) -> FloatAdapter:
     path = Path(path)
     config = _read_json_object(path / "adapter_config.json")
     if config.get("peft_type") != "LORA":
@@ -352,6 +356,10 @@ def load_peft(path: str | Path, *, name: str | None = None, version: str | None 
         a, b = pair["A"], pair["B"]
         if a.ndim == 4:  # Conv2d: [r, cin, kh, kw] -> TFLite order [r, kh, kw, cin], flattened
             a = np.transpose(a, (0, 2, 3, 1)).reshape(a.shape[0], -1)
+        if a.ndim == 3:  # Conv1d: [r, cin, k] -> [r, k, cin], flattened (a 1 x k window)
+            a = np.transpose(a, (0, 2, 1)).reshape(a.shape[0], -1)
+        if b.ndim == 3 and b.shape[2] == 1:
+            b = b[:, :, 0]
         if b.ndim == 4:
             if b.shape[2:] != (1, 1):
                 raise AdapterSourceError(f"module {module!r}: lora_B kernel {b.shape[2:]} is not 1x1")
@@ -364,7 +372,7 @@ def load_peft(path: str | Path, *, name: str | None = None, version: str | None 
         if r != a.shape[0]:
             raise AdapterSourceError(f"module {module!r}: config rank {r} but lora_A has {a.shape[0]} rows")
         layer = (layer_map or {}).get(module) or module
-        if layer_map is None and "." in layer:
+        if layer_map is None and "." in layer and layer not in layer_names:
             layer = layer.rsplit(".", 1)[1]
         if layer in targets:
             raise AdapterSourceError(f"modules map to layer {layer!r} twice; pass layer_map")

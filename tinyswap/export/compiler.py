@@ -37,6 +37,12 @@ from tinyswap.export.spec import LayerSpec, ModelSpec, SpecError
 from tinyswap.export.tflite_builder import BuiltModel, Model, Operator, Quant, Tensor, build_model_with_layout
 
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
+_UNARY_OPS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "hard_swish": "HARD_SWISH", "leaky_relu": "LEAKY_RELU"}
+# Outputs whose int8 quantization TFLite fixes: LOGISTIC and SOFTMAX in units of 1/256 from
+# -128, TANH in units of 1/128 around zero.
+_FIXED_OUTPUT_QUANT = {"softmax": ActQuant(float(np.float32(1 / 256)), -128),
+                       "sigmoid": ActQuant(float(np.float32(1 / 256)), -128),
+                       "tanh": ActQuant(float(np.float32(1 / 128)), 0)}
 
 
 def _q(aq: ActQuant) -> Quant:
@@ -281,6 +287,74 @@ class _Emitter(SlotEmitter):
                 "stride_w": layer.strides[1], "dilation_h_factor": layer.dilation[0],
                 "dilation_w_factor": layer.dilation[1], "fused_activation_function": _ACT[act]}
 
+    # -- layer kinds lowered to more than one operator, or to a differently named one ---------
+    def lower(self, layer: LayerSpec, xs: list[Tensor], qs: list[ActQuant], out: Tensor, oq: ActQuant) -> None:
+        x, xq = xs[0], qs[0]
+        name = layer.name
+        if layer.type in ("sub", "mul"):
+            opts = {"fused_activation_function": 0}
+            self.ops.append(Operator(layer.type.upper(), [x, xs[1]], [out], opts))
+        elif layer.type in _UNARY_OPS:
+            opts = {"alpha": layer.alpha} if layer.type == "leaky_relu" else {}
+            self.ops.append(Operator(_UNARY_OPS[layer.type], [x], [out], opts))
+        elif layer.type == "global_avg_pool1d":
+            axes = Tensor(f"{name}/axes", (1,), np.int32, data=np.array([1], np.int32))
+            self.ops.append(Operator("MEAN", [x, axes], [out], {"keep_dims": False}))
+        elif layer.type == "global_max_pool2d":
+            # MAX_POOL_2D over the whole map: the same int8 maximum the converter's REDUCE_MAX
+            # takes, with a kernel TFLite Micro and tinyswap already have.
+            _, h, w, c = x.shape
+            pooled = self.act(f"{name}/pooled", (x.shape[0], 1, 1, c), xq)
+            self.ops.append(Operator("MAX_POOL_2D", [x], [pooled], {
+                "padding": 1, "stride_h": 1, "stride_w": 1, "filter_height": h, "filter_width": w}))
+            self.reshape(pooled, out)
+        elif layer.type == "pad":
+            pads = np.array(((0, 0), *layer.paddings, (0, 0)), np.int32)
+            self.ops.append(Operator("PAD", [x, Tensor(f"{name}/paddings", pads.shape, np.int32, data=pads)], [out]))
+        elif layer.type == "concat":
+            # TFLite Micro concatenates bytes: every input must carry the output's quantization,
+            # so an input quantized otherwise is requantized first (int8 QUANTIZE).
+            same = []
+            for i, (t, q) in enumerate(zip(xs, qs)):
+                if q != oq:
+                    r = self.act(f"{name}/input{i}", t.shape, oq)
+                    self.ops.append(Operator("QUANTIZE", [t], [r]))
+                    t = r
+                same.append(t)
+            self.ops.append(Operator("CONCATENATION", same, [out],
+                                     {"axis": layer.axis % len(out.shape), "fused_activation_function": 0}))
+        elif layer.type == "affine":
+            self.affine(layer, x, xq, out)
+        else:  # pragma: no cover - parse_layer refuses unknown types
+            raise SpecError(f"layer {name!r}: the compiler has no lowering for {layer.type}")
+
+    def reshape(self, x: Tensor, out: Tensor) -> None:
+        shape = Tensor(f"{out.name}/shape", (len(out.shape),), np.int32, data=np.array((-1, *out.shape[1:]), np.int32))
+        self.ops.append(Operator("RESHAPE", [x, shape], [out]))
+
+    def affine(self, layer: LayerSpec, x: Tensor, xq: ActQuant, out: Tensor) -> None:
+        """`x * scale + offset` per channel as a 1x1 DEPTHWISE_CONV_2D: per-channel int8 scales
+        and an int32 bias keep each channel's precision (a MUL by a per-tensor int8 constant
+        would not); inputs that are not 4-D are viewed as [batch, 1, positions, channels]."""
+        scale = self.spec.weights[f"{layer.name}/scale"].astype(np.float64)
+        offset = self.spec.weights[f"{layer.name}/offset"]
+        wq, ws = quantize_weights(scale.reshape(1, 1, 1, -1), 3)
+        bq, bs = quantize_bias(offset, xq.scale, ws)
+        c = scale.size
+        four_d = len(x.shape) == 4
+        view = (x.shape[0], 1, int(np.prod(x.shape[1:-1], dtype=np.int64)), c)
+        src, dst = x, out
+        if not four_d:
+            src = self.act(f"{layer.name}/view", view, xq)
+            self.reshape(x, src)
+            dst = Tensor(f"{layer.name}/affine", view, np.int8, quant=out.quant)
+        self.ops.append(Operator("DEPTHWISE_CONV_2D", [src, self.const(f"{layer.name}/scale", wq, ws, 3),
+                                                       self.const(f"{layer.name}/offset", bq, bs)], [dst],
+                                 {"padding": 1, "stride_h": 1, "stride_w": 1, "depth_multiplier": 1,
+                                  "fused_activation_function": 0}))
+        if not four_d:
+            self.reshape(dst, out)
+
     # -- slots --------------------------------------------------------------------------------
     def lora(self, layer: LayerSpec, target: SlotTarget, x: Tensor, xq: ActQuant, pre: Tensor,
              pq: ActQuant, out: Tensor, act: str) -> None:
@@ -318,9 +392,9 @@ def compile_model(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarra
         x, xq = ins[0]
         shape = e.shapes[layer.name]
         target = e.targets.get(layer.name)
-        if layer.type == "softmax":
-            oq = ActQuant(float(np.float32(1 / 256)), -128)
-        elif layer.type in ("max_pool2d", "avg_pool2d", "flatten", "reshape", "relu6"):
+        if layer.type in _FIXED_OUTPUT_QUANT:
+            oq = _FIXED_OUTPUT_QUANT[layer.type]
+        elif layer.type in ("max_pool2d", "avg_pool2d", "flatten", "reshape", "relu6", "global_max_pool2d", "pad"):
             oq = xq  # byte-moving ops (and TFLM's RELU6) keep the input quantization
         else:
             oq = activation_quant(*e.ranges[layer.name])
@@ -350,6 +424,8 @@ def compile_model(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarra
             e.ops.append(Operator("SOFTMAX", [x], [out], {"beta": 1.0}))
         elif layer.type in ("relu", "relu6"):
             e.ops.append(Operator(layer.type.upper(), [x], [out]))
+        else:
+            e.lower(layer, [t for t, _ in ins], [q for _, q in ins], out, oq)
         if target is not None and target.kind == "bottleneck":
             adapted = e.act(f"{layer.name}/adapted", shape, oq)
             e.bottleneck(layer, target, out, oq, adapted)

@@ -36,6 +36,20 @@ class SpecError(ExportError):
     """A model spec or its weights are inconsistent; the message names the layer and field."""
 
 
+class KerasImportError(SpecError):
+    """Keras layers the import cannot take (all listed at once, each with what to do), or a
+    LoRA-enabled model exported without a place for its LoRA."""
+
+
+class TorchImportError(SpecError):
+    """PyTorch modules or calls the import cannot take, each with what to do instead."""
+
+
+class ModelSourceError(ExportError):
+    """`export_model` cannot tell what the source is, or lacks what that source needs
+    (calibration data, an example input, TensorFlow for a Keras file)."""
+
+
 class SlotPlanError(ExportError):
     """A slot plan field has an invalid value; the message names the field and the value."""
 

@@ -46,10 +46,24 @@ def _layer_shape(layer: LayerSpec, ins: list[tuple[int, ...]]) -> tuple[int, ...
             raise SpecError(f"{where}: a {kh}x{kw} window does not fit the {x[1]}x{x[2]} input")
         c = {"conv2d": layer.filters, "depthwise_conv2d": x[3] * layer.depth_multiplier}.get(layer.type, x[3])
         return (x[0], oh, ow, c)  # type: ignore[return-value]
-    if layer.type == "global_avg_pool2d":
+    if layer.type in ("global_avg_pool2d", "global_max_pool2d"):
         if len(x) != 4:
             raise SpecError(f"{where}: needs a 4-D input, got {x}")
         return (x[0], x[3])
+    if layer.type == "global_avg_pool1d":
+        if len(x) != 3:
+            raise SpecError(f"{where}: needs a 3-D [batch, steps, channels] input, got {x}")
+        return (x[0], x[2])
+    if layer.type == "pad":
+        if len(x) != 4:
+            raise SpecError(f"{where}: needs a 4-D [batch, h, w, c] input, got {x}")
+        (top, bottom), (left, right) = layer.paddings
+        return (x[0], x[1] + top + bottom, x[2] + left + right, x[3])
+    if layer.type == "concat":
+        axis = layer.axis % len(x)
+        if axis == 0 or any(len(s) != len(x) or s[:axis] + s[axis + 1:] != x[:axis] + x[axis + 1:] for s in ins):
+            raise SpecError(f"{where}: cannot concatenate shapes {ins} on axis {layer.axis}")
+        return (*x[:axis], sum(s[axis] for s in ins), *x[axis + 1:])
     if layer.type == "flatten":
         return (x[0], int(np.prod(x[1:])))
     if layer.type == "reshape":
@@ -57,11 +71,11 @@ def _layer_shape(layer: LayerSpec, ins: list[tuple[int, ...]]) -> tuple[int, ...
         if int(np.prod(layer.shape)) != int(np.prod(x[1:])):
             raise SpecError(f"{where}: cannot reshape {x[1:]} into {layer.shape}")
         return (x[0], *layer.shape)
-    if layer.type == "add":
+    if layer.type in ("add", "sub", "mul"):
         if ins[0] != ins[1]:
             raise SpecError(f"{where}: adds shapes {ins[0]} and {ins[1]}; they must be equal")
         return x
-    return x  # softmax, relu, relu6
+    return x  # affine and the activations
 
 
 def infer_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -69,6 +83,10 @@ def infer_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     for layer in spec.layers:
         shapes[layer.name] = _layer_shape(layer, [shapes[i] for i in layer.inputs])
     return shapes
+
+
+def hard_swish(x: np.ndarray) -> np.ndarray:
+    return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
 
 
 def activate(x: np.ndarray, activation: str) -> np.ndarray:
@@ -113,6 +131,28 @@ def layer_forward(layer: LayerSpec, spec: ModelSpec, ins: list[np.ndarray], pre_
         return np.nanmean(win, axis=(3, 4))  # TF averages over the in-bounds taps only
     elif layer.type == "global_avg_pool2d":
         return x.mean(axis=(1, 2))
+    elif layer.type == "global_max_pool2d":
+        return x.max(axis=(1, 2))
+    elif layer.type == "global_avg_pool1d":
+        return x.mean(axis=1)
+    elif layer.type == "pad":
+        return np.pad(x, ((0, 0), *layer.paddings, (0, 0)))
+    elif layer.type == "concat":
+        return np.concatenate(ins, axis=layer.axis)
+    elif layer.type == "sub":
+        return ins[0] - ins[1]
+    elif layer.type == "mul":
+        return ins[0] * ins[1]
+    elif layer.type == "affine":
+        return x * spec.weights[f"{layer.name}/scale"].astype(np.float64) + spec.weights[f"{layer.name}/offset"]
+    elif layer.type == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    elif layer.type == "tanh":
+        return np.tanh(x)
+    elif layer.type == "hard_swish":
+        return hard_swish(x)
+    elif layer.type == "leaky_relu":
+        return np.where(x >= 0, x, layer.alpha * x)
     elif layer.type in ("flatten", "reshape"):
         return x.reshape(x.shape[0], *(layer.shape or (-1,)))
     elif layer.type == "add":

@@ -18,6 +18,15 @@ Dense kernel `[in, units]`, Conv2D kernel `[kh, kw, in, out]`, DepthwiseConv2D k
 ```
 
 Weights: `fc1/kernel`, `fc1/bias`, ... (`<layer>/kernel`, `<layer>/bias`).
+
+Layer types beyond the weighted ones: pooling (`max_pool2d`, `avg_pool2d`, `global_avg_pool2d`,
+`global_avg_pool1d` over the time axis of `[batch, steps, channels]`, `global_max_pool2d`),
+`flatten`, `reshape`, element-wise `add`, `sub`, `mul` (two inputs of one shape), `concat`
+(two or more inputs, `axis`, default the last), `pad` (zeros; `paddings` `[[top, bottom],
+[left, right]]` of a 4-D input), `affine` (`y = x * scale + offset` per channel of the last
+axis: a BatchNormalization with no layer to fold into, Rescaling, Normalization; weights
+`<layer>/scale` and `<layer>/offset`) and the activations `softmax`, `relu`, `relu6`,
+`sigmoid`, `tanh`, `hard_swish` and `leaky_relu` (`alpha`, default 0.2).
 """
 
 from __future__ import annotations
@@ -36,7 +45,10 @@ ACTIVATIONS = ("none", "relu", "relu6")
 LAYER_TYPES = (
     "dense", "conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "flatten", "reshape", "add", "softmax", "relu", "relu6",
+    "global_avg_pool1d", "global_max_pool2d", "sub", "mul", "concat", "pad", "affine",
+    "sigmoid", "tanh", "hard_swish", "leaky_relu",
 )
+BINARY_TYPES = ("add", "sub", "mul")  # two inputs of one shape
 _WEIGHTED = ("dense", "conv2d", "depthwise_conv2d")
 
 
@@ -55,6 +67,9 @@ class LayerSpec:
     activation: str = "none"
     use_bias: bool = True
     shape: tuple[int, ...] | None = None  # reshape target without the batch dimension
+    alpha: float = 0.2  # leaky_relu: the slope below zero
+    axis: int = -1  # concat
+    paddings: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))  # pad: (top, bottom), (left, right)
 
     @property
     def weighted(self) -> bool:
@@ -117,8 +132,11 @@ def parse_layer(raw: Any, index: int, previous: str) -> LayerSpec:
         inputs = [inputs]
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
         raise SpecError(f"{where}: 'inputs' must be a list of layer names, got {inputs!r}")
-    if len(inputs) != (2 if kind == "add" else 1):
-        raise SpecError(f"{where}: a {kind} layer takes {2 if kind == 'add' else 1} inputs, got {inputs}")
+    if kind == "concat":
+        if len(inputs) < 2:
+            raise SpecError(f"{where}: a concat layer takes two or more inputs, got {inputs}")
+    elif len(inputs) != (2 if kind in BINARY_TYPES else 1):
+        raise SpecError(f"{where}: a {kind} layer takes {2 if kind in BINARY_TYPES else 1} inputs, got {inputs}")
     activation = raw.get("activation", "none")
     if activation not in ACTIVATIONS:
         raise SpecError(f"{where}: activation {activation!r} is not one of {ACTIVATIONS}")
@@ -126,7 +144,7 @@ def parse_layer(raw: Any, index: int, previous: str) -> LayerSpec:
     if padding not in ("same", "valid"):
         raise SpecError(f"{where}: padding {padding!r} must be 'same' or 'valid'")
     known = {"name", "type", "inputs", "units", "filters", "depth_multiplier", "kernel_size", "pool_size",
-             "strides", "dilation_rate", "padding", "activation", "use_bias", "shape"}
+             "strides", "dilation_rate", "padding", "activation", "use_bias", "shape", "alpha", "axis", "paddings"}
     unknown = set(raw) - known
     if unknown:
         raise SpecError(f"{where}: unknown fields {sorted(unknown)}")
@@ -155,6 +173,24 @@ def parse_layer(raw: Any, index: int, previous: str) -> LayerSpec:
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 1 for d in shape):
             raise SpecError(f"{where}: 'shape' must list positive dimensions (without batch), got {shape!r}")
         args["shape"] = tuple(shape)
+    if kind == "leaky_relu":
+        alpha = raw.get("alpha", 0.2)
+        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not np.isfinite(alpha):
+            raise SpecError(f"{where}: 'alpha' must be a finite number, got {alpha!r}")
+        args["alpha"] = float(alpha)
+    if kind == "concat":
+        axis = raw.get("axis", -1)
+        if not isinstance(axis, int) or isinstance(axis, bool) or axis == 0:
+            raise SpecError(f"{where}: 'axis' must be a non-batch axis (an int other than 0), got {axis!r}")
+        args["axis"] = axis
+    if kind == "pad":
+        pads = raw.get("paddings")
+        if (not isinstance(pads, list) or len(pads) != 2
+                or not all(isinstance(p, list) and len(p) == 2 for p in pads)
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for p in pads for v in p)):
+            raise SpecError(f"{where}: 'paddings' must be [[top, bottom], [left, right]] of non-negative ints, "
+                            f"got {pads!r}")
+        args["paddings"] = (tuple(pads[0]), tuple(pads[1]))
     return LayerSpec(**args)
 
 
@@ -196,6 +232,12 @@ def _check_weights(spec: ModelSpec) -> None:
     shapes = infer_shapes(spec)  # raises SpecError on impossible shapes
     expected_keys = set()
     for layer in spec.layers:
+        if layer.type == "affine":
+            channels = shapes[layer.inputs[0]][-1]
+            for key in (f"{layer.name}/scale", f"{layer.name}/offset"):
+                expected_keys.add(key)
+                _check_array(spec, key, (channels,))
+            continue
         if not layer.weighted:
             continue
         in_shape = shapes[layer.inputs[0]]
@@ -212,16 +254,20 @@ def _check_weights(spec: ModelSpec) -> None:
             if key.endswith("bias") and not layer.use_bias:
                 continue
             expected_keys.add(key)
-            if key not in spec.weights:
-                raise SpecError(f"weights file lacks {key!r} (shape {want})")
-            arr = spec.weights[key]
-            if tuple(arr.shape) != tuple(want):
-                raise SpecError(f"{key!r} has shape {tuple(arr.shape)}, layer needs {want}")
-            if not np.all(np.isfinite(arr)):
-                raise SpecError(f"{key!r} holds NaN or infinity")
+            _check_array(spec, key, want)
     extra = set(spec.weights) - expected_keys
     if extra:
         raise SpecError(f"weights file has arrays no layer uses: {sorted(extra)}")
+
+
+def _check_array(spec: ModelSpec, key: str, want: tuple[int, ...]) -> None:
+    if key not in spec.weights:
+        raise SpecError(f"weights file lacks {key!r} (shape {want})")
+    arr = spec.weights[key]
+    if tuple(arr.shape) != tuple(want):
+        raise SpecError(f"{key!r} has shape {tuple(arr.shape)}, layer needs {want}")
+    if not np.all(np.isfinite(arr)):
+        raise SpecError(f"{key!r} holds NaN or infinity")
 
 
 def load_spec(spec_path: str | Path, weights_path: str | Path | None = None) -> ModelSpec:
