@@ -158,9 +158,15 @@ def inspect_model(path: str) -> dict[str, Any]:
                 "constant_bytes": nbytes,
             }
         )
+    from tinyswap.model_cost import slot_cost_report
+    from tinyswap.slotmap import SlotMap
+
+    cost = slot_cost_report(model.data, SlotMap.from_json(slotmap) if slotmap else None)
     return {
         "file": path,
         "file_bytes": len(model.data),
+        "cost": cost.to_json(),
+        "latency_ms": _latency_ms(cost, constant_bytes),
         "description": model.description,
         "inputs": list(graph.inputs),
         "outputs": list(graph.outputs),
@@ -186,6 +192,17 @@ def inspect_model(path: str) -> dict[str, Any]:
     }
 
 
+def _latency_ms(cost: Any, weight_bytes: int) -> dict[str, dict[str, float]]:
+    """Estimated milliseconds per inference on each simulated device profile (the simulator's
+    cycle model: MACs x cycles per MAC / clock, plus weights streamed from slow memory): the
+    base alone, and as compiled (every slot branch runs whatever the gates say)."""
+    from tinyswap.firmware_sim.profiles import DEVICES, estimate_inference_seconds
+
+    return {name: {"base": 1e3 * estimate_inference_seconds(cost.base_macs, profile, weight_bytes),
+                   "compiled": 1e3 * estimate_inference_seconds(cost.total_macs, profile, weight_bytes)}
+            for name, profile in sorted(DEVICES.items())}
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     info = inspect_model(args.model)
     if args.json:
@@ -202,6 +219,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"arena     TFLite Micro {arena['tflm_bytes']} B (kArenaSize"
               f"{', smallest ' + str(smallest) + ' B' if smallest is not None else ''}; {arena['method']})")
         print(f"          tinyswap activation plan {arena['tinyswap_plan_bytes']} B (activations only)")
+    cost = info["cost"]
+    macs, flash = cost["macs"], cost["flash"]
+    print(f"cost      {cost['operators']} operators ({cost['slot_operators']} in slot branches); MACs per row: "
+          f"base {macs['base']:,}, per slot {[f'{m:,}' for m in macs['per_slot']]}, as compiled {macs['total']:,} "
+          f"(+{100 * (macs['total'] - macs['base']) / max(macs['base'], 1):.1f}%; every branch runs whatever "
+          "the gates)")
+    print(f"flash     {flash['total']:,} B: base {flash['base']:,}, slots {flash['slots']:,} "
+          f"(payload {flash['slot_payload']:,}, alignment {flash['alignment']})")
+    for name, ms in info["latency_ms"].items():
+        print(f"latency   {name:<10} base {ms['base']:.3f} ms, as compiled {ms['compiled']:.3f} ms (cycle model)")
     smap = info.get("slotmap")
     if smap:
         print(f"\nslots     {smap['num_slots']} (alignment {smap.get('alignment')}, headroom {smap.get('headroom')}), "

@@ -3,7 +3,7 @@
 For each model and NPU configuration (`tinyswap.export.npu.cost`): Vela's NPU cycles, SRAM and
 flash for the base alone, for the slotted NPU bundle (the sum over its segments) and for the
 whole slotted model recompiled with an adapter (every slot computed on the NPU); the CPU cycles
-of the adapter branches from the simulator's cycle model (`firmware_sim.cost.model_cost` MACs of
+of the adapter branches from the simulator's cycle model (`tinyswap.model_cost.model_cost` MACs of
 the stitched model's CPU operators x Cortex-M55 cycles per MAC, `firmware_sim.profiles`); the
 NPU/CPU transitions per inference; and what one new adapter costs in flash writes: one slot
 range in the NPU bundle, the whole recompiled model otherwise (erase and program floor on each
@@ -27,7 +27,7 @@ from tinyswap.export.npu.config import NpuConfig
 from tinyswap.export.npu.cost import NpuCost, npu_cost
 from tinyswap.export.slot_plan import SlotPlan
 from tinyswap.export.spec import load_spec
-from tinyswap.firmware_sim.cost import model_cost
+from tinyswap.model_cost import model_cost
 from tinyswap.firmware_sim.profiles import CORTEX_M55
 from tinyswap.firmware_sim.storage import PROFILES
 from tinyswap.firmware_sim.swap_latency import swap_floor_seconds

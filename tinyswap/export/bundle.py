@@ -20,6 +20,7 @@ from tinyswap.export.compiler import Compiled
 from tinyswap.export.errors import SectionError
 from tinyswap.slotmap import AdapterKind, GateInfo, SlotMap, SlotTensorInfo, build_slotmap
 from tinyswap.slotmap import slot_ranges as _ranges_of
+from tinyswap.model_cost import slot_cost_report
 
 
 def slot_tensor_records(compiled: Compiled) -> list[SlotTensorInfo]:
@@ -185,6 +186,8 @@ def write_bundle(compiled: Compiled, out_dir: str | Path, arena: ArenaFigure | N
         "flash": {"total": len(compiled.data), "slots": slot_bytes, "base": len(compiled.data) - slot_bytes,
                   "slot_payload": payload, "slot_overhead_ratio": (slot_bytes / payload) if payload else None},
         "num_slots": smap.num_slots, "alignment": smap.alignment,
+        # Operators, MACs of the base and of each slot's branch, flash (tinyswap.model_cost).
+        "cost": slot_cost_report(compiled.data, smap).to_json(),
         "target_notes": notes or "TFLite Micro reference kernels or CMSIS-NN on Cortex-M4/M7/M33; on M55/M85 "
         "CMSIS-NN builds re-create the MicroInterpreter after a swap (kernel sums are cached).",
     }

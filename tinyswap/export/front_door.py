@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from tinyswap.export.adapter_source import Lora
-from tinyswap.export.build import BuiltBundle, build_bundle
+from tinyswap.export.build import BuiltBundle, build_bundle, bundle_from_compiled
 from tinyswap.export.bundle import check_section
 from tinyswap.export.errors import KerasImportError, ModelSourceError, TorchImportError
+from tinyswap.export.inject import inject_slots
 from tinyswap.export.slot_plan import SlotPlan
 from tinyswap.export.spec import ModelSpec, load_spec
 from tinyswap.files import read_bytes, read_npy
@@ -178,15 +179,10 @@ def _export_tflite(source: Any, plan: SlotPlan | None, calibration: Any, out: st
                    section: str | None, section_align: int | None) -> BuiltBundle:
     if plan is None:
         raise ModelSourceError("an int8 .tflite needs a slot plan: it already is a model without slots")
-    try:
-        from tinyswap.export.build import bundle_from_compiled  # type: ignore[attr-defined]
-        from tinyswap.export.inject import inject_slots  # type: ignore[import-not-found]
-    except ImportError:
-        raise ModelSourceError("slot injection into an int8 .tflite is not available in this build "
-                               "(tinyswap.export.inject is missing)") from None
     data = bytes(source) if not isinstance(source, (str, Path)) else read_bytes(source, "model")
     cal = None if calibration is None else _calibration(calibration, "the .tflite model")
-    compiled = inject_slots(data, plan, cal)
+    name = Path(source).stem if isinstance(source, (str, Path)) else None  # else the file's description
+    compiled = inject_slots(data, plan, cal, name=name)
     return bundle_from_compiled(compiled, out, section=section, section_align=section_align)
 
 

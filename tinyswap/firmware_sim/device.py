@@ -59,7 +59,7 @@ from tinyswap.firmware_sim.board import (
     size_board,
 )
 from tinyswap.firmware_sim.boot import BootReport, BootSequence
-from tinyswap.firmware_sim.cost import ModelCost, model_cost
+from tinyswap.model_cost import ModelCost, model_cost
 from tinyswap.firmware_sim.crypto_cost import decrypt_seconds
 from tinyswap.firmware_sim.errors import (
     BaseModelError,

@@ -131,3 +131,35 @@ def test_max_error_refuses_and_writes_nothing(rank8_for_rank4, capsys) -> None:
     assert not (rank8_for_rank4 / "r8.tsap").exists()
     assert main(pack_args(rank8_for_rank4, "--max-error", "0.99")) == 0
     assert (rank8_for_rank4 / "r8.tsap").exists()
+
+
+def test_an_int8_tflite_exports_with_injected_slots_in_one_command(tmp_path) -> None:
+    """The converter-made DS-CNN through `tinyswap export MODEL.tflite`: the bundle is what
+    `inject_slots` makes, named after the file, and all gates off give the original outputs."""
+    from tinyswap import Interpreter
+    from tinyswap.export.inject import inject_slots
+
+    from tests.conftest import REPO
+
+    source = REPO / "models" / "converted" / "ds_cnn.tflite"
+    plan = {"targets": [{"layer": "#2", "kind": "lora", "max_rank": 2, "delta_ratio": 0.5}], "num_slots": 2,
+            "alignment": 16, "headroom": False}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    out = tmp_path / "bundle"
+    assert main(["export", str(source), "--plan", str(tmp_path / "plan.json"), "-o", str(out)]) == 0
+    data = (out / "model.tflite").read_bytes()
+    assert data == inject_slots(source.read_bytes(), SlotPlan.from_json(plan)).data
+    assert json.loads((out / "manifest.json").read_text())["model"] == "ds_cnn"
+    rng = np.random.default_rng(0)
+    slotmap = json.loads((out / "slotmap.json").read_text())
+    image = bytearray(data)
+    for slot in slotmap["slots"]:  # whatever the slots hold (int8 tensors only: biases stay in range)
+        for t in slot["tensors"]:
+            if t["dtype"] == "int8":
+                image[t["offset"]:t["offset"] + t["length"]] = rng.integers(-128, 128, t["length"], np.int8).tobytes()
+    x = rng.integers(-128, 128, (3, *Interpreter(model_path=source).get_input_details()[0]["shape"][1:]), np.int8)
+    off = [np.full((3, 1), g["zero_point"], np.int8) for g in slotmap["gates"]]  # gate weight 0
+    np.testing.assert_array_equal(Interpreter(model_content=image).run(x, *off)[0],
+                                  Interpreter(model_path=source).run(x)[0])
+    on = [np.full((3, 1), 127, np.int8) for _ in slotmap["gates"]]
+    assert not np.array_equal(Interpreter(model_content=image).run(x, *on)[0], Interpreter(model_path=source).run(x)[0])
