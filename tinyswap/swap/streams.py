@@ -15,7 +15,8 @@ it, and when a swap changes that set a per-stream policy decides, never silently
 
 This module handles models whose state is a graph input fed back from a graph output (the
 state-in/state-out pattern; `StatePorts` names the pairs). A state output whose quantization
-differs from its input's is requantized on the way back, as the application would do.
+differs from its input's is requantized on the way back, as the application would do. Mixed
+batches (`step_batch`) carry one state and one adapter set per row.
 """
 
 from __future__ import annotations
@@ -175,26 +176,65 @@ class StreamSessions:
     def step(self, stream_id: str, *frame: np.ndarray) -> list[np.ndarray]:
         """Run one frame (the model's non-state data inputs, batch 1) through the stream; returns
         the model's non-state outputs."""
-        stream = self.stream(stream_id)
+        return self.step_batch([stream_id], [frame])[0]
+
+    def step_batch(self, stream_ids: list[str], frames: list[tuple[np.ndarray, ...]]) -> list[list[np.ndarray]]:
+        """One frame for each of several streams in one invoke: row r carries stream r's state
+        and gates (streams may use different adapter sets and policies). Returns each row's
+        non-state outputs."""
+        streams = [self.stream(i) for i in stream_ids]
+        if len(set(stream_ids)) != len(stream_ids) or len(frames) != len(streams) or not streams:
+            raise StreamError("step_batch takes one frame for each of one or more distinct open streams")
+        if len({s.tenant for s in streams}) > 1:
+            raise StreamError("the streams of one batch must share a tenant")
+        rows = [self._check_frame(frame) for frame in frames]  # all checked before any state moves
+        with contextlib.ExitStack() as stack:
+            plans = [self._plan_row(stream, stack) for stream in streams]
+            inputs: list[np.ndarray | None] = [None] * len(self._in_details)
+            for k, (i, _) in enumerate(self._ports.pairs):
+                inputs[i] = np.concatenate([segment.state[k] for segment, _, _ in plans])
+            for k, i in enumerate(self._frame_inputs):
+                inputs[i] = np.concatenate([row[k] for row in rows])
+            outputs = self._manager.run_gated(*inputs, gates=np.concatenate([g for _, g, _ in plans], axis=1))
+        results = []
+        for r, (stream, (segment, _, key)) in enumerate(zip(streams, plans)):
+            segment.state = [self._feed_back(outputs[o][r:r + 1], self._out_details[o], self._in_details[i])
+                             for i, o in self._ports.pairs]
+            segment.frames += 1
+            label = self._label(key)
+            stream.stats.frames[label] = stream.stats.frames.get(label, 0) + 1
+            results.append([outputs[o][r:r + 1].copy() for o in self._result_outputs])
+        return results
+
+    def _check_frame(self, frame: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         if len(frame) != len(self._frame_inputs):
             raise StreamError(f"a frame is {len(self._frame_inputs)} input(s), got {len(frame)}")
-        if stream.policy is StreamPolicy.PIN:
-            return self._step_pinned(stream, frame)
-        with self._manager.pinned_versions(stream.adapters, tenant=stream.tenant) as (gates, versions):
-            key = self._key(stream, versions)
-            segment = self._segment_for(stream, key)
-            return self._run(stream, segment, frame, gates, key)
+        checked = []
+        for i, value in zip(self._frame_inputs, frame):
+            detail = self._in_details[i]
+            value = np.asarray(value)
+            if value.shape != tuple(detail["shape"]) or value.dtype != detail["dtype"]:
+                raise StreamError(f"frame input {i} must be {tuple(detail['shape'])} {np.dtype(detail['dtype'])}, "
+                                  f"got {value.shape} {value.dtype}")
+            checked.append(value)
+        return checked
 
-    def _step_pinned(self, stream: Stream, frame: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    def _plan_row(self, stream: Stream, stack: contextlib.ExitStack) -> tuple[_Segment, np.ndarray, StateKey]:
+        """The state this frame continues, the gates [S, 1, 1] it runs with and its adapter set;
+        the versions stay pinned while `stack` is open (for the whole stream under PIN)."""
+        if stream.policy is not StreamPolicy.PIN:
+            gates, versions = stack.enter_context(self._manager.pinned_versions(stream.adapters, tenant=stream.tenant))
+            key = self._key(stream, versions)
+            return self._segment_for(stream, key), gates, key
         if stream.pin is not None and stream.max_age_frames is not None and \
                 stream.pinned_frames >= stream.max_age_frames and self._key(stream, self._current(stream)) != \
                 stream.pinned_key:
             self._unpin(stream)  # too old: move to the current versions with a fresh state
             self._flush(stream)
         if stream.pin is None:
-            stack = contextlib.ExitStack()
-            gates, versions = stack.enter_context(self._manager.pinned_versions(stream.adapters, tenant=stream.tenant))
-            stream.pin, stream.pinned_gates = stack, gates
+            pin = contextlib.ExitStack()
+            gates, versions = pin.enter_context(self._manager.pinned_versions(stream.adapters, tenant=stream.tenant))
+            stream.pin, stream.pinned_gates = pin, gates
             stream.pinned_key = self._key(stream, versions)
             stream.pinned_frames = 0
         assert stream.pinned_key is not None and stream.pinned_gates is not None
@@ -202,7 +242,7 @@ class StreamSessions:
         if self._key(stream, self._current(stream)) != stream.pinned_key:
             stream.stats.pinned_frames += 1
         stream.pinned_frames += 1
-        return self._run(stream, segment, frame, stream.pinned_gates, stream.pinned_key)
+        return segment, stream.pinned_gates, stream.pinned_key
 
     def _unpin(self, stream: Stream) -> None:
         if stream.pin is not None:
@@ -233,26 +273,6 @@ class StreamSessions:
             stream.stats.flushes += 1
             stream.stats.frames_lost += sum(s.frames for s in stream.segments.values())
             stream.segments.clear()
-
-    def _run(self, stream: Stream, segment: _Segment, frame: tuple[np.ndarray, ...], gates: np.ndarray,
-             key: StateKey) -> list[np.ndarray]:
-        inputs: list[np.ndarray | None] = [None] * len(self._in_details)
-        for (i, _), value in zip(self._ports.pairs, segment.state):
-            inputs[i] = value
-        for i, value in zip(self._frame_inputs, frame):
-            detail = self._in_details[i]
-            value = np.asarray(value)
-            if value.shape != tuple(detail["shape"]) or value.dtype != detail["dtype"]:
-                raise StreamError(f"frame input {i} must be {tuple(detail['shape'])} {np.dtype(detail['dtype'])}, "
-                                  f"got {value.shape} {value.dtype}")
-            inputs[i] = value
-        outputs = self._manager.run_gated(*inputs, gates=gates)
-        segment.state = [self._feed_back(outputs[o], self._out_details[o], self._in_details[i])
-                         for i, o in self._ports.pairs]
-        segment.frames += 1
-        label = self._label(key)
-        stream.stats.frames[label] = stream.stats.frames.get(label, 0) + 1
-        return [outputs[o] for o in self._result_outputs]
 
     # -- helpers -------------------------------------------------------------------------------
     def _current(self, stream: Stream) -> dict[str, str]:

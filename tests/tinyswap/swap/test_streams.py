@@ -205,3 +205,31 @@ def test_misuse_is_refused_with_a_stream_error() -> None:
         sessions.step("s", np.zeros((1, 3), np.int8))
     with pytest.raises(StreamError, match="no open stream"):
         sessions.step("nope", np.zeros((1, 8), np.int8))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_mixed_batch_carries_one_state_and_adapter_set_per_row(name: str) -> None:
+    """Three streams (v1 then v2 under FLUSH, the base under SEGMENT, v1 pinned) stepped together
+    in one invoke per frame give what each gives stepped alone."""
+    c = case(name)
+    plan = [("a", "user", StreamPolicy.FLUSH), ("b", "__base__", StreamPolicy.SEGMENT), ("c", "user", StreamPolicy.PIN)]
+    batched_manager, single_manager = c.manager(), c.manager()
+    batched, single = StreamSessions(batched_manager, PORTS), StreamSessions(single_manager, PORTS)
+    for sessions in (batched, single):
+        for stream_id, adapters, policy in plan:
+            sessions.open(stream_id, adapters, policy)
+    rng = np.random.default_rng(11)
+    shape = tuple(batched._in_details[1]["shape"])
+    for t in range(8):
+        if t == 3:
+            for manager in (batched_manager, single_manager):
+                manager.hotswap_adapter("user", c.packages[1])
+        frames = [(rng.integers(-128, 128, shape, dtype=np.int8),) for _ in plan]
+        rows = batched.step_batch([p[0] for p in plan], frames)
+        for (stream_id, _, _), frame, row in zip(plan, frames, rows):
+            np.testing.assert_array_equal(row[0], single.step(stream_id, *frame)[0], err_msg=f"{stream_id} at {t}")
+    assert batched.stream("a").stats.frames == {"user@1.0.0": 3, "user@2.0.0": 5}
+    assert batched.stream("c").stats.frames == {"user@1.0.0": 8} and batched.stream("c").stats.pinned_frames == 5
+    assert batched.stream("b").stats.frames == {"__base__": 8}
+    with pytest.raises(StreamError, match="distinct"):
+        batched.step_batch(["a", "a"], frames[:2])
