@@ -94,6 +94,10 @@ class SignatureError(PackageError):
     """The signature does not verify with the named key."""
 
 
+class KeyScopeError(UnknownKeyError):
+    """The signing key is trusted, but only for another tenant's packages."""
+
+
 class WrongBaseModelError(PackageError):
     """The package is bound to a different base model."""
 
@@ -405,20 +409,33 @@ def key_id(public_key: Ed25519PublicKey) -> bytes:
 
 
 class Keyring:
-    """Trusted Ed25519 public keys, by key id."""
+    """Trusted Ed25519 public keys, by key id.
+
+    A key added with `tenant=` is trusted only for packages tagged with that tenant (a
+    device's own training key signs only its own user's adapters: a leaked device key cannot
+    sign an adapter for anyone else)."""
 
     def __init__(self, keys: list[Ed25519PublicKey] | None = None) -> None:
         self._keys: dict[bytes, Ed25519PublicKey] = {}
+        self._tenants: dict[bytes, str] = {}
         for k in keys or []:
             self.add(k)
 
-    def add(self, public_key: Ed25519PublicKey) -> bytes:
+    def add(self, public_key: Ed25519PublicKey, *, tenant: str | None = None) -> bytes:
         kid = key_id(public_key)
         self._keys[kid] = public_key
+        if tenant is None:
+            self._tenants.pop(kid, None)
+        else:
+            self._tenants[kid] = tenant
         return kid
 
     def get(self, kid: bytes) -> Ed25519PublicKey | None:
         return self._keys.get(bytes(kid))
+
+    def tenant_of(self, kid: bytes) -> str | None:
+        """The only tenant whose packages this key may sign (None: any)."""
+        return self._tenants.get(bytes(kid))
 
 
 def check_slot_layout(package: AdapterPackage, slot_tensors: list[Mapping[str, Any]]) -> None:
@@ -449,6 +466,11 @@ def verify_signature(package: AdapterPackage, keyring: Keyring) -> None:
         public_key.verify(package.signature, package.raw[: len(package.raw) - SIGNATURE_BYTES])
     except InvalidSignature:
         raise SignatureError(f"package {package.name!r}: the Ed25519 signature does not verify") from None
+    scope = keyring.tenant_of(package.key_id)
+    tenant = (package.metadata.get("tags") or {}).get("tenant")
+    if scope is not None and tenant != scope:
+        raise KeyScopeError(f"package {package.name!r} is tagged for tenant {tenant!r}, but its key "
+                            f"{package.key_id.hex()[:16]}... is trusted only for tenant {scope!r}")
 
 
 def verify_package(package: AdapterPackage, keyring: Keyring, base_digest: str,

@@ -43,6 +43,16 @@ def test_demo_runs_and_writes_its_report_trace_and_plots(tmp_path, capsys, monke
     assert len(report["power_cuts"]) == 3 and any(b["reverted"] for b in report["boots"])
     assert report["budget"]["flash"]["model"]["base_sector_erases_during_run"] == 0
     assert report["final"]["trial"] is False
+    # the personalisation steps: alice's adapter trained on the device and confirmed, her
+    # mislabelled retraining reverted by the gate, her first version still current
+    first, careless = report["on_device_training"]
+    assert first["confirmed"] and first["accuracy_after"] >= first["accuracy_before"] + 0.10
+    assert first["peak_ram_bytes"] <= 64 * 1024 and first["simulated_seconds"] < 60
+    assert not careless["confirmed"] and careless["replaced"] == "personal-alice"
+    assert report["final"]["adapters"]["personal-alice"]["current"] == first["package_digest"]
+    by = {(a["adapter"], a["dataset"]): a["accuracy"] for a in report["accuracy"]}
+    assert by[("personal-alice@1.0.0", "mirror")] >= by[("__base__", "mirror")] + 0.15
+    assert "reverted by the confirm gate" in printed
     trace = json.loads((out / "trace.json").read_text())
     assert len(trace["traceEvents"]) > 100
     for png in ("timeline.png", "flash_ops.png", "latency.png"):

@@ -12,7 +12,10 @@ The rules:
     inside functions;
 (b) the compiler knows no simulator;
 (c) kernels know no graph and no adapter lifecycle;
-(d) parsing (`tinyswap.reader`, `tinyswap.schema`) knows no maths.
+(d) parsing (`tinyswap.reader`, `tinyswap.schema`) knows no maths;
+(e) the simulator, its on-device training included, never imports the compiler (its graph
+    builder, `compiler.py` / `tflite_builder.py`, above all), the benchmarks or the command line,
+    at any level: a device trains and packs with the runtime's maths (`tinyswap.slot_quant`).
 
 Every rule is also fed a small synthetic module that breaks it, so a checker that silently
 stopped seeing imports would fail here rather than pass.
@@ -78,6 +81,9 @@ RULES = (
     Rule("c-kernels", "(c) kernels import nothing about the graph or the adapter lifecycle",
          lambda m: within(m, ("tinyswap.kernels",)), GRAPH_AND_LIFECYCLE),
     Rule("d-parsing", "(d) parsing imports no maths", lambda m: within(m, PARSING), MATHS),
+    Rule("e-simulator", "(e) the simulator and its training import no compiler (graph builder), benchmarks or "
+         "command line", lambda m: within(m, ("tinyswap.firmware_sim",)),
+         ("tinyswap.export", "tinyswap.benchmarks", "tinyswap.commands", "tinyswap.cli")),
 )
 
 
@@ -222,6 +228,13 @@ def test_importing_the_compiler_loads_no_simulator_benchmarks_or_command_line() 
                                              "tinyswap.cli")) == []
 
 
+def test_importing_the_simulator_and_its_training_loads_no_compiler() -> None:
+    simulator = sorted(m for m in tree_modules() if within(m, ("tinyswap.firmware_sim",)))
+    assert "tinyswap.firmware_sim.training" in simulator and "tinyswap.firmware_sim.personalise" in simulator
+    assert loaded_after_importing(simulator, ("tinyswap.export", "tinyswap.benchmarks", "tinyswap.commands",
+                                              "tinyswap.cli")) == []
+
+
 # ------------------------------------------------------------------------- the checkers can fail
 
 BREACHES = [
@@ -240,6 +253,8 @@ BREACHES = [
     ("tinyswap.kernels", "from . import base\nfrom tinyswap import swap\n", 2, "c-kernels"),
     ("tinyswap.reader", "from tinyswap.fixedpoint import rounding_divide_by_pot\n", 1, "d-parsing"),
     ("tinyswap.schema", "def f():\n    import tinyswap.kernels.add\n", 2, "d-parsing"),
+    ("tinyswap.firmware_sim.training", "from tinyswap.export.tflite_builder import X\n", 1, "e-simulator"),
+    ("tinyswap.firmware_sim.personalise", "def f():\n    from ..export import compiler\n", 2, "e-simulator"),
     # Type-only imports still tie the runtime to the compiler's types: refused where no lazy import is allowed.
     ("tinyswap.swap", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from tinyswap.export.pack import X\n",
      3, "a-runtime"),
@@ -269,8 +284,9 @@ def test_allowed_imports_are_not_reported() -> None:
                                  "from tinyswap.errors import KernelError\nfrom .base import Kernel\n", False),
         "tinyswap.reader": ("tinyswap/reader.py", "from flatbuffers.table import Table\n"
                             "from tinyswap.errors import ModelError\n", False),
+        # the simulator packs with the runtime's slot maths (rule e refuses `tinyswap.export.pack`)
         "tinyswap.firmware_sim.device": ("tinyswap/firmware_sim/device.py",
-                                         "from tinyswap.export.pack import pack\n", False),
+                                         "from tinyswap.slot_quant import quantize_lora\n", False),
     }
     assert violations(allowed) == []
 

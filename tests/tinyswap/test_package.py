@@ -205,3 +205,27 @@ def test_hostile_metadata_json_is_a_format_error_before_the_signature_check(bund
     good, _ = pack(adapter(), smap, KEY)
     with pytest.raises(PackageFormatError, match=problem):
         parse_package(_signed_with_raw_metadata(good, extra))
+
+
+def test_a_tenant_scoped_key_verifies_only_its_tenants_packages(bundle) -> None:
+    """A device's own training key is trusted for its user's packages only: the same signature
+    verifies for the scoped tenant and is refused for another tenant or an untagged package."""
+    from tinyswap.package import KeyScopeError
+
+    _, smap = bundle
+    acme, _ = pack(adapter(), smap, KEY)  # tagged tenant "acme"
+    other = adapter()
+    other.tags = {"task": "kws"}  # no tenant
+    untagged, _ = pack(other, smap, KEY)
+    scoped = Keyring()
+    scoped.add(KEY.public_key(), tenant="acme")
+    verify(acme, smap, scoped)
+    with pytest.raises(KeyScopeError, match="trusted only for tenant 'acme'"):
+        verify(untagged, smap, scoped)
+    scoped.add(KEY.public_key(), tenant="bob")
+    with pytest.raises(KeyScopeError, match="tagged for tenant 'acme'"):
+        verify(acme, smap, scoped)
+    scoped.add(KEY.public_key())  # re-added unscoped: trusted for every package again
+    verify(acme, smap, scoped)
+    verify(untagged, smap, scoped)
+    assert issubclass(KeyScopeError, UnknownKeyError)

@@ -5,7 +5,8 @@ its adapters, boot a simulated `mcu-qspi` device and run the scripted day of
 models/digits/scenarios/demo.json (task switch, per-camera personalisation by routing, an A/B
 canary with per-arm accuracy, mixed batches, a refused package, an OTA update cut by power
 failures during install and during the slot write with recovery, a trial that reverts, a
-rollback); then measure INT8 accuracy per adapter (checked byte for byte against TFLite Micro)
+rollback, a user's adapter trained on the device from her own samples and confirmed by its
+held-out accuracy, and a mislabelled retraining the confirm gate reverts); then measure INT8 accuracy per adapter (checked byte for byte against TFLite Micro)
 and the switch latency per storage profile. Writes into OUT: report.json, trace.json (opens in
 Perfetto), timeline.png, flash_ops.png, latency.png, and the bundle, keys and packages it made.
 """

@@ -169,3 +169,19 @@ class DeviceClassError(PackageError):
 
 class PackageTooLargeError(PackageFormatError):
     """The package is larger than the device accepts (its RAM cache must hold it to verify and stage it)."""
+
+
+class TrainingError(DeviceError):
+    """On-device training refused (`training.py`, `personalise.py`); nothing was written."""
+
+
+class TrainingConfigError(TrainingError, ValueError):
+    """A training parameter (epochs, rank, batch, learning rate, seed, samples) is out of range."""
+
+
+class TrainingPlanError(TrainingError):
+    """The bundle has no slot the device can train (a LoRA on the layer feeding the softmax)."""
+
+
+class TrainingMemoryError(TrainingError, RamBudgetError):
+    """The training step would not fit its RAM budget."""

@@ -110,6 +110,7 @@ def build_report(run: Run, scenario: Scenario, baseline: Mapping[str, FlashCount
         "budget": _budget(d, baseline),
         "time": sim_time,
         "device_log": d.report_log_json(),
+        "on_device_training": run.training,
     }
 
 

@@ -57,6 +57,8 @@ class Run:
     cuts: list[dict[str, Any]] = field(default_factory=list)
     accuracy: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     pending_cut: tuple[int, PowerCut] | None = None  # (the arming step, the cut) for the next step
+    trainers: dict[str, Any] = field(default_factory=dict)  # user -> the device's `DeviceTrainer`
+    training: list[dict[str, Any]] = field(default_factory=list)  # each `train` step's aggregates
 
 
 def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Path, base_dir: str | Path,

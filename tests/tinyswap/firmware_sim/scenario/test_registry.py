@@ -25,7 +25,7 @@ from tinyswap.firmware_sim.scenario.kinds import CutWhen, PowerCutStep
 
 from tests.tinyswap.firmware_sim.scenario.scenario_cases import DAY, DEMO, scenario
 
-KINDS = ["activate", "confirm", "delete", "infer", "install", "power_cut", "prefetch", "reboot", "rollback", "swap",
+KINDS = ["activate", "confirm", "delete", "infer", "install", "power_cut", "prefetch", "reboot", "rollback", "swap", "train",
          "update", "wait"]
 
 
