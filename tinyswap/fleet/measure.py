@@ -22,6 +22,7 @@ from typing import Any
 from tinyswap.files import read_json
 from tinyswap.firmware_sim.device import Device
 from tinyswap.fleet.rig import Outcome, build_device, rollback, update
+from tinyswap.package import parse_package
 
 TABLE_PATH = Path(__file__).with_name("outcomes.json")
 TRANSITIONS = ("fresh", "upgrade")
@@ -36,6 +37,8 @@ class TransitionTable:
     outcomes: tuple[Outcome, ...]  # per cut at k = 1..n
     seconds: tuple[float, ...]  # device seconds until confirmed, per k (install, boot, retry)
     erases: tuple[int, ...]
+    clean_slot: int  # where a clean update leaves the new version (from the start state: old in slot 0)
+    slots: tuple[int, ...]  # per k: where the new version is once the retry confirmed it
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ def _measure_transition(start: Device, assets: Any, package: bytes) -> Transitio
     clean = update(fresh_copy(), package, cut_at=None, max_attempts=1)
     rows = [update(fresh_copy(), package, cut_at=k, max_attempts=2) for k in range(1, clean.mutations + 1)]
     return TransitionTable(round(clean.seconds, 9), clean.erases, clean.mutations, tuple(r.outcome for r in rows),
-                           tuple(round(r.seconds, 9) for r in rows), tuple(r.erases for r in rows))
+                           tuple(round(r.seconds, 9) for r in rows), tuple(r.erases for r in rows), clean.slot,
+                           tuple(r.slot for r in rows))
 
 
 def measure_profile(profile: str, assets: Any, v1: bytes, v2: bytes) -> ProfileTable:
@@ -70,8 +74,7 @@ def measure_profile(profile: str, assets: Any, v1: bytes, v2: bytes) -> ProfileT
     update(device, v1, cut_at=None, max_attempts=1)
     upgrade = _measure_transition(device, assets, v2)
     update(device, v2, cut_at=None, max_attempts=1)
-    seconds, erases = rollback(device, device.status()["adapters"] and next(iter(device.status()["adapters"])),
-                               had_previous=True)
+    seconds, erases = rollback(device, parse_package(v2).name, had_previous=True)
     return ProfileTable(fresh, upgrade, round(seconds, 9), erases)
 
 
@@ -99,7 +102,8 @@ MEASURE_SCENARIO = {"seed": 0, "devices": 1, "profiles": {"mcu-qspi": 1.0}, "dom
 def tables_to_json(tables: dict[str, ProfileTable]) -> dict[str, Any]:
     def t(x: TransitionTable) -> dict[str, Any]:
         return {"clean_seconds": x.clean_seconds, "clean_erases": x.clean_erases, "operations": x.operations,
-                "outcomes": [o.value for o in x.outcomes], "seconds": list(x.seconds), "erases": list(x.erases)}
+                "outcomes": [o.value for o in x.outcomes], "seconds": list(x.seconds), "erases": list(x.erases),
+                "clean_slot": x.clean_slot, "slots": list(x.slots)}
 
     return {p: {"fresh": t(v.fresh), "upgrade": t(v.upgrade), "rollback_seconds": v.rollback_seconds,
                 "rollback_erases": v.rollback_erases} for p, v in sorted(tables.items())}
@@ -109,7 +113,8 @@ def tables_from_json(raw: dict[str, Any]) -> dict[str, ProfileTable]:
     def t(x: dict[str, Any]) -> TransitionTable:
         return TransitionTable(float(x["clean_seconds"]), int(x["clean_erases"]), int(x["operations"]),
                                tuple(Outcome(o) for o in x["outcomes"]), tuple(float(s) for s in x["seconds"]),
-                               tuple(int(e) for e in x["erases"]))
+                               tuple(int(e) for e in x["erases"]), int(x["clean_slot"]),
+                               tuple(int(k) for k in x["slots"]))
 
     return {p: ProfileTable(t(v["fresh"]), t(v["upgrade"]), float(v["rollback_seconds"]), int(v["rollback_erases"]))
             for p, v in raw.items()}

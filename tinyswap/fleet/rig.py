@@ -36,6 +36,7 @@ class UpdateResult:
     seconds: float  # device time from the first attempt to the end (install, boots, retries)
     erases: int  # sector erases over every part
     mutations: int  # mutating operations of the clean attempt that succeeded
+    slot: int  # where the new version's bytes are at the end (-1: not resident)
 
 
 def build_device(assets: DeviceAssets, profile: str, keyring: Keyring) -> Device:
@@ -74,14 +75,21 @@ def update(device: Device, package: bytes, *, cut_at: int | None, max_attempts: 
                 report = device.boot()
             except Exception:  # noqa: BLE001 - any failure to boot is what "bricked" counts
                 return UpdateResult(Outcome.BRICKED, attempts, False, device.timeline.now - t0,
-                                    _erases(device) - e0, 0)
+                                    _erases(device) - e0, 0, -1)
             if _confirmed(device, digest):
                 outcome = Outcome.NEW
                 break
             outcome = Outcome.REVERTED if report.reverted else Outcome.OLD
     device.arm_power_cuts([])
     return UpdateResult(outcome, attempts, _confirmed(device, digest), device.timeline.now - t0,
-                        _erases(device) - e0, mutations)
+                        _erases(device) - e0, mutations, slot_of(device, package))
+
+
+def slot_of(device: Device, package: bytes) -> int:
+    """The slot holding `package`'s bytes now (-1: none)."""
+    pkg = parse_package(package)
+    label = f"{pkg.name}@{pkg.metadata.get('version')}"
+    return next((slot for slot, held in sorted(device.status()["resident"].items()) if held == label), -1)
 
 
 def rollback(device: Device, name: str, *, had_previous: bool) -> tuple[float, int]:

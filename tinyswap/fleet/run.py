@@ -199,7 +199,8 @@ def agreement(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
     Outcome fractions among power cuts: within 3 binomial standard errors of tier B's count
     plus 0.02. Per profile and transition, the clean update's device seconds and erases per
-    install: within 10% (tier B's states drift from the measured ones as stores fill)."""
+    install: within 10% (tier B's states drift from the measured ones as stores fill). The slot
+    tier A predicts for each install against the tier-B device's slot table: at most 1% wrong."""
     out: dict[str, Any] = {"checks": [], "agree": True}
     cuts_a, cuts_b = a.get("cuts", 0), b.get("cuts", 0)
     for o in ("old", "reverted", "new", "bricked"):
@@ -218,6 +219,10 @@ def agreement(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             ok = abs(va - vb) <= 0.10 * max(abs(va), 1e-9)
             out["checks"].append({"what": f"{stem[6:]} {what} per install", "tier_a": round(va, 6),
                                   "tier_b": round(vb, 6), "tolerance": "10%", "n_b": int(b[key]), "ok": ok})
+    installs = b.get("installs", 0)
+    wrong = b.get("slot_mismatches", 0)
+    out["checks"].append({"what": "slot predicted for each tier-B install", "tier_a": 0, "tier_b": wrong,
+                          "tolerance": "1% of installs", "n_b": int(installs), "ok": wrong <= 0.01 * installs})
     out["agree"] = all(c["ok"] for c in out["checks"])
     return out
 

@@ -102,9 +102,11 @@ class FleetScenario:
     federated: Federated | None
 
     def with_devices(self, devices: int) -> FleetScenario:
-        """The same scenario for another fleet size (tier B scaled at 1%, at least one per lab slot)."""
+        """The same scenario for another fleet size: tier B keeps its ratio to tier A, and at
+        least the lab's rigs (`lab_per_domain` per domain)."""
         _check_int(devices, "devices", 1, MAX_DEVICES)
-        tier_b = max(min(self.tier_b, devices), round(devices * self.tier_b / self.devices))
+        lab = max((w.lab_per_domain for w in self.waves), default=0) * len(self.domains)
+        tier_b = max(lab, 1, round(devices * self.tier_b / self.devices))
         return FleetScenario(**{**self.__dict__, "devices": devices, "tier_b": tier_b})
 
     @property

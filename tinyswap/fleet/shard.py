@@ -220,7 +220,7 @@ class Shard:
                 stats[f"clean.{profile}.{transition}.seconds"] += table.clean_seconds * int(clean.sum())
                 stats[f"clean.{profile}.{transition}.erases"] += table.clean_erases * int(clean.sum())
         ok = ~pop.bricked[idx]
-        self._adopt(pop, idx[ok], release)
+        self._adopt(pop, idx[ok], release, self._boot_to_slot0(pop, idx[ok], cut[ok], k[ok]))
         stats["installs"] += int(ok.sum())
         stats["failures"] += int((~ok).sum())
         stats["reverts"] += stats.get("outcome.reverted", 0)
@@ -264,7 +264,8 @@ class Shard:
                 stats["failures"] += 1
                 continue
             stats["installs"] += 1
-            self._adopt(pop, np.array([pos]), release)
+            here = np.array([pos])
+            self._adopt(pop, here, release, self._boot_to_slot0(pop, here, cut[j:j + 1], k[j:j + 1]))
             device.timeline.instant("fleet install", cat="fleet", release=release, device=int(pop.ids[pos]),
                                     started=start)
             # the device's own shadow check on its held-out rows: bit-exact with the server's table
@@ -278,11 +279,24 @@ class Shard:
             stats["slot_mismatches"] += int(resident != f"{name}@{release + 2}.0.0")
             stats["shadow_mismatches"] += int((right != self.correct[release][domain][slot][rows]).sum())
 
-    def _adopt(self, pop: Population, idx: np.ndarray, release: int) -> None:
+    def _boot_to_slot0(self, pop: Population, idx: np.ndarray, cut: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Which updates end in slot 0 because a power cut made the device boot before the retry:
+        where the measured table says the new version landed after that cut (a RAM-placed model
+        boots with no slot resident, so the retry takes the first free slot; an XIP model keeps
+        the old version resident and the retry takes the other slot)."""
+        out = np.zeros(len(idx), bool)
+        for j in np.flatnonzero(cut & (pop.version[idx] != NO_VERSION)):
+            pos = idx[j]
+            table = self.tables[self.profiles[int(pop.profile[pos])]].upgrade
+            out[j] = table.slots[int(k[j]) - 1] == 0
+        return out
+
+    def _adopt(self, pop: Population, idx: np.ndarray, release: int, to_slot0: np.ndarray) -> None:
         """A confirmed update: a first install lands in slot 0; a new version goes to the other
         slot, keeping the one it replaces resident for a rollback (what `SwapManager` does with
-        two slots and one adapter name; tier B checks it on every install)."""
-        pop.slot[idx] = np.where(pop.version[idx] == NO_VERSION, 0, 1 - pop.slot[idx])
+        two slots and one adapter name), unless a cut's boot sent it to slot 0 (`_boot_to_slot0`).
+        Tier B compares this prediction with the device's slot table on every install."""
+        pop.slot[idx] = np.where((pop.version[idx] == NO_VERSION) | to_slot0, 0, 1 - pop.slot[idx])
         pop.previous[idx] = pop.version[idx]
         pop.version[idx] = release
         pop.sequence[idx] = release + 2
