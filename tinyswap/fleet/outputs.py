@@ -50,7 +50,13 @@ def _plot_rollout(report: dict[str, Any], path: Path) -> None:
         xs = [p[0] for p in points]
         xs[0] = start - 1
         label = release["name"] + (f" (halted at {release['halted_wave']})" if release["halted_wave"] else "")
-        ax1.step(xs, [p[1] * 100 for p in points], where="post", label=label)
+        line, = ax1.step(xs, [p[1] * 100 for p in points], where="post", label=label)
+        if release["halted_wave"]:
+            halt = next(w for w in release["waves"] if "rollback" in w)
+            ax1.plot([halt["end_hours"]], [halt["exposed_fraction"] * 100], "x", color=line.get_color(), ms=10)
+            ax1.annotate(f"gate failed: halted, rolled back\n({halt['exposed']} devices had it)",
+                         (halt["end_hours"], halt["exposed_fraction"] * 100), textcoords="offset points",
+                         xytext=(-150, 20), fontsize=7, arrowprops={"arrowstyle": "->"})
         accuracies = [(w["end_hours"], d, a["candidate"] - a["current"]) for w in release["waves"]
                       for d, a in w["health"]["accuracy"].items()]
         for domain in sorted({d for _, d, _ in accuracies}):

@@ -23,6 +23,7 @@ from tinyswap.fleet.measure import ProfileTable
 from tinyswap.fleet.population import NO_VERSION, TIER_A, TIER_B, Population, draw, rng_for, shard_ids
 from tinyswap.fleet.rig import Outcome, build_device, rollback, update
 from tinyswap.fleet.scenario import FleetScenario
+from tinyswap.package import parse_package
 
 PACKET = 1024  # bytes per link packet; a lost packet is sent again
 PURPOSE_WAVE, PURPOSE_CATCH_UP = 1, 2
@@ -371,8 +372,6 @@ class Shard:
             v = int(b.version[pos])
             expected = None if v == NO_VERSION else self.assets.packages[v][domain]
             has = device.status()["adapters"].get(self.assets.adapter_names[domain])
-            from tinyswap.package import parse_package
-
             if (expected is None) != (has is None) or (expected is not None and parse_package(expected).content_digest != has):
                 out["state_mismatches"] += 1
         return out
