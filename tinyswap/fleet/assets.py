@@ -130,7 +130,8 @@ def make_bad(server: ServerAssets, domain: str, points: int, sequence: int, key:
     from tinyswap.export.adapter_source import Lora
 
     good = server.adapters[domain]
-    reference = server.shadow.correct({domain: sign(server, good, sequence, key)})[domain][0].mean()
+    shadow = server.shadow
+    reference = shadow.correct_in_slot0({domain: sign(server, good, sequence, key)})[domain].mean()
     noise = np.random.default_rng(seed).standard_normal(good.targets["fc"].b.shape)
 
     def attempt(scale: float) -> tuple[bytes, float]:
@@ -138,7 +139,7 @@ def make_bad(server: ServerAssets, domain: str, points: int, sequence: int, key:
         lora = bad.targets["fc"]
         bad.targets["fc"] = Lora(lora.a, lora.b + scale * np.abs(lora.b).mean() * noise, lora.scaling)
         data = sign(server, bad, sequence, key)
-        return data, float(reference - server.shadow.correct({domain: data})[domain][0].mean())
+        return data, float(reference - shadow.correct_in_slot0({domain: data})[domain].mean())
 
     for step in range(24):  # scales 0.5 * 2^(step / 2): the first that loses enough
         scale = 0.5 * 2 ** (step / 2)

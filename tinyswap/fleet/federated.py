@@ -154,6 +154,7 @@ def run_federated(scenario: FleetScenario, server: Any, engine: Any, say: Callab
     accuracy: dict[str, list[float]] = {m.value: [] for m in Aggregation}
     rounds_out = []
     chosen = None
+    shadow = server.shadow
     for rnd in range(fed.rounds):
         payloads = [p for part in engine.call("federated_round", rnd) for p in part]
         received = [ClientUpdate.from_bytes(p) for p in payloads]
@@ -165,7 +166,8 @@ def run_federated(scenario: FleetScenario, server: Any, engine: Any, say: Callab
             adapter = FloatAdapter(d.adapter_names[fed.domain], "0", 0, {"domain": fed.domain, "origin": "federated"},
                                    {slot.layer: Lora(a.astype(np.float32), b.astype(np.float32), 1.0)})
             package = sign(server, adapter, rnd + 1, server.keys[0])
-            acc = float(server.shadow.correct({fed.domain: package})[fed.domain][0][held].mean())  # a first install: slot 0
+            # a first install lands in slot 0
+            acc = float(shadow.correct_in_slot0({fed.domain: package})[fed.domain][held].mean())
             accuracy[method.value].append(round(acc, 6))
             row["accuracy"][method.value] = round(acc, 6)
             if method is fed.aggregation:

@@ -48,7 +48,8 @@ def _build_releases(scenario: FleetScenario, server: ServerAssets, federated_ada
         add_release(server, r, packages)
         info.append({"name": release.name, "key_generation": generation,
                      "packages": {d: {"bytes": len(p), "source": s, **notes.get(d, {})}
-                                  for (d, s, _), p in zip(release.packages, [packages[d] for d, _, _ in release.packages])},
+                                  for (d, s, _), p in zip(release.packages,
+                                                          [packages[d] for d, _, _ in release.packages])},
                      "shadow_accuracy": {d: round(float(server.correct[r][d][0].mean()), 6) for d in packages}})
     return info
 
@@ -112,7 +113,8 @@ def run_fleet(scenario: FleetScenario, engine: Engine, out_dir: str | Path, *,
             max_bad = max(max_bad, bad_exposed / total)
             waves_out.append({"name": wave.name, "end_hours": now, "exposed": exposed,
                               "exposed_fraction": round(exposed / total, 6), "wave": _rounded(step),
-                              "health": result.health, "gate_passed": result.passed, "gate_reasons": list(result.reasons)})
+                              "health": result.health, "gate_passed": result.passed,
+                              "gate_reasons": list(result.reasons)})
             timeline.append({"release": release.name, "wave": wave.name, "hours": now,
                              "exposed_fraction": round(exposed / total, 6), "health": result.health})
             say(f"  {release.name} wave {wave.name}: exposed {exposed}/{total} ({exposed / total:.2%}), "
@@ -132,7 +134,8 @@ def run_fleet(scenario: FleetScenario, engine: Engine, out_dir: str | Path, *,
         releases_out.append({**releases_info[r], "waves": waves_out,
                              "halted_wave": None if halted is None else scenario.waves[halted].name,
                              "max_bad_exposure": round(max_bad, 6) if bad_domains else None,
-                             "egress_bytes": int(sum(v for k, v in cumulative.items() if k.startswith("egress_bytes.")))})
+                             "egress_bytes": int(sum(v for k, v in cumulative.items()
+                                                     if k.startswith("egress_bytes.")))})
     back_at = max(now, scenario.faults.away_weeks * HOURS_PER_WEEK)
     catch = combine(engine.call("catch_up", latest, back_at, generation))
     say(f"  catch-up at {back_at / HOURS_PER_WEEK:.1f} weeks: {catch['tierA']['targets'] + catch['tierB']['targets']} "
@@ -157,8 +160,10 @@ def run_fleet(scenario: FleetScenario, engine: Engine, out_dir: str | Path, *,
                          "slot_mismatches": int(all_stats["tierB"].get("slot_mismatches", 0)),
                          "shadow_rows_checked": int(all_stats["tierB"].get("shadow_rows_checked", 0))},
         "max_wear_erases": max(health["max_wear"]),  # sector erases of the most-worn device (lists concatenate)
-        "power_cuts": {"tier_a": int(all_stats["tierA"].get("cuts", 0)), "tier_b": int(all_stats["tierB"].get("cuts", 0))},
-        "egress_bytes": {k.split(".", 1)[1]: int(v) for k, v in combine([all_stats["tierA"], all_stats["tierB"]]).items()
+        "power_cuts": {"tier_a": int(all_stats["tierA"].get("cuts", 0)),
+                       "tier_b": int(all_stats["tierB"].get("cuts", 0))},
+        "egress_bytes": {k.split(".", 1)[1]: int(v)
+                         for k, v in combine([all_stats["tierA"], all_stats["tierB"]]).items()
                          if k.startswith("egress_bytes.")},
         "agreement": agreement(all_stats["tierA"], all_stats["tierB"]),
         "timeline": timeline,
@@ -174,7 +179,8 @@ def run_fleet(scenario: FleetScenario, engine: Engine, out_dir: str | Path, *,
     events = engine.call("trace_events")
     write_outputs(report, [e for part in events for e in part], Path(out_dir))
     engine.stop()
-    say(f"bricked {report['bricked']}, max bad exposure {report['max_bad_exposure']:.4%}, digest {report['digest'][:16]}, "
+    say(f"bricked {report['bricked']}, max bad exposure {report['max_bad_exposure']:.4%}, "
+        f"digest {report['digest'][:16]}, "
         f"{timing['wall_seconds']:.1f} s")
     return report
 

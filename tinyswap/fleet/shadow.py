@@ -55,6 +55,14 @@ class ShadowEvaluator:
                         out[domain][slot] = right[domain]
         return out
 
+    def correct_in_slot0(self, packages: Mapping[str, bytes]) -> dict[str, np.ndarray]:
+        """Per domain, the rows its package gets right in slot 0 only (half the work of `correct`)."""
+        out: dict[str, np.ndarray] = {}
+        domains = sorted(packages)
+        for domain in domains:
+            out.update(self._run([domain], packages))
+        return out
+
     def _run(self, order: list[str], packages: Mapping[str, bytes]) -> dict[str, np.ndarray]:
         manager = SwapManager(RamImage(self.model), self.slotmap, self.keyring)
         names = {}

@@ -42,14 +42,16 @@ class Shard:
         self.trainer: Any = None
         a_ids, b_ids = shard_ids(scenario, index)
         rows = len(assets.labels)
-        self.pops = {TIER_A: draw(scenario, index, TIER_A, a_ids, rows), TIER_B: draw(scenario, index, TIER_B, b_ids, rows)}
+        self.pops = {TIER_A: draw(scenario, index, TIER_A, a_ids, rows),
+                     TIER_B: draw(scenario, index, TIER_B, b_ids, rows)}
         self.domains = [d for d, _ in scenario.domains]
         self._provision_lab()
         self.profiles = [p for p, _ in scenario.profiles]
         self.devices: dict[int, Device] = {}  # tier-B position -> its simulated device (built on first use)
         self.lab = self._lab_positions()
         # per-profile lookup arrays for tier A
-        self._ops = {t: np.array([tables[p].transition(t).operations for p in self.profiles]) for t in ("fresh", "upgrade")}
+        self._ops = {t: np.array([tables[p].transition(t).operations for p in self.profiles])
+                     for t in ("fresh", "upgrade")}
 
     # ------------------------------------------------------------------ set-up
     def _provision_lab(self) -> None:
@@ -136,7 +138,8 @@ class Shard:
             rng = rng_for(s, self.index, PURPOSE_WAVE, release, wave, tier)
             mine = np.isin(pop.domain, list(domains)) & (pop.version != release) & ~pop.bricked
             if w.lab_per_domain:
-                chosen = (self.lab >= 1) & (self.lab <= w.lab_per_domain) if tier == TIER_B else np.zeros(len(pop), bool)
+                lab = (self.lab >= 1) & (self.lab <= w.lab_per_domain)
+                chosen = lab if tier == TIER_B else np.zeros(len(pop), bool)
             else:
                 chosen = pop.rank < w.fraction
             present = pop.away_until <= now_hours
@@ -372,7 +375,8 @@ class Shard:
             v = int(b.version[pos])
             expected = None if v == NO_VERSION else self.assets.packages[v][domain]
             has = device.status()["adapters"].get(self.assets.adapter_names[domain])
-            if (expected is None) != (has is None) or (expected is not None and parse_package(expected).content_digest != has):
+            wanted = None if expected is None else parse_package(expected).content_digest
+            if wanted != has:
                 out["state_mismatches"] += 1
         return out
 
