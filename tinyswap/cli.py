@@ -592,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--json", action="store_true", help="print the claims as JSON")
     av.set_defaults(func=cmd_attest_verify)
 
+    # `fleet`: the parser and the command live in tinyswap/fleet/command.py (imported lazily below).
+    from tinyswap.fleet.command import add_parser as add_fleet_parser
+
+    add_fleet_parser(sub)
+
     # `repo init|add|publish|rotate|status`: the parsers and the functions live in
     # tinyswap/commands/repo.py, which imports the publisher (and python-tuf) only when one runs.
     from tinyswap.commands.repo import add_parsers as add_repo_parsers

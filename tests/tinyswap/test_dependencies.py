@@ -15,7 +15,10 @@ The rules:
 (d) parsing (`tinyswap.reader`, `tinyswap.schema`) knows no maths;
 (e) the simulator, its on-device training included, never imports the compiler (its graph
     builder, `compiler.py` / `tflite_builder.py`, above all), the benchmarks or the command line,
-    at any level: a device trains and packs with the runtime's maths (`tinyswap.slot_quant`).
+    at any level: a device trains and packs with the runtime's maths (`tinyswap.slot_quant`);
+(f) fleets are a layer above the device: neither the runtime nor the simulator imports
+    `tinyswap.fleet`, the command line imports it only inside functions, and `ray` (the
+    optional `fleet` extra) is imported only by `tinyswap.fleet.ray_engine`, inside functions.
 
 Every rule is also fed a small synthetic module that breaks it, so a checker that silently
 stopped seeing imports would fail here rather than pass.
@@ -38,7 +41,8 @@ import tinyswap
 PACKAGE_DIR = Path(tinyswap.__file__).resolve().parent
 
 # Everything in tinyswap that is not runtime: the compiler, the simulator, benchmarks, command line.
-NON_RUNTIME = ("tinyswap.export", "tinyswap.firmware_sim", "tinyswap.benchmarks", "tinyswap.commands", "tinyswap.cli")
+NON_RUNTIME = ("tinyswap.export", "tinyswap.firmware_sim", "tinyswap.benchmarks", "tinyswap.commands", "tinyswap.cli",
+               "tinyswap.fleet")
 COMMAND_LINE = ("tinyswap.cli", "tinyswap.commands")
 # What the kernels must not know: the graph (reader, schema, planner, interpreter) and the
 # adapter lifecycle (slots, packages, registry, swap manager, router, cache, model image).
@@ -84,6 +88,14 @@ RULES = (
     Rule("e-simulator", "(e) the simulator and its training import no compiler (graph builder), benchmarks or "
          "command line", lambda m: within(m, ("tinyswap.firmware_sim",)),
          ("tinyswap.export", "tinyswap.benchmarks", "tinyswap.commands", "tinyswap.cli")),
+    Rule("f-fleet-above-device", "(f) the simulator imports no fleet", lambda m: within(m, ("tinyswap.firmware_sim",)),
+         ("tinyswap.fleet",)),
+    Rule("f-fleet-command-line", "(f) the command line imports the fleet only inside functions",
+         lambda m: within(m, COMMAND_LINE), ("tinyswap.fleet",), lazy_allowed=True),
+    Rule("f-ray", "(f) only the fleet's Ray engine imports ray", lambda m: m != "tinyswap.fleet.ray_engine"
+         and within(m, ("tinyswap",)), ("ray",)),
+    Rule("f-ray-lazy", "(f) the Ray engine imports ray inside functions only",
+         lambda m: m == "tinyswap.fleet.ray_engine", ("ray",), lazy_allowed=True),
 )
 
 
@@ -228,6 +240,14 @@ def test_importing_the_compiler_loads_no_simulator_benchmarks_or_command_line() 
                                              "tinyswap.cli")) == []
 
 
+def test_importing_the_fleet_loads_no_ray_and_the_simulator_no_fleet() -> None:
+    fleet = sorted(m for m in tree_modules() if within(m, ("tinyswap.fleet",)))
+    assert "tinyswap.fleet.ray_engine" in fleet and "tinyswap.fleet.run" in fleet
+    assert loaded_after_importing(fleet, ("ray",)) == []
+    simulator = sorted(m for m in tree_modules() if within(m, ("tinyswap.firmware_sim",)))
+    assert loaded_after_importing(simulator, ("tinyswap.fleet",)) == []
+
+
 def test_importing_the_simulator_and_its_training_loads_no_compiler() -> None:
     simulator = sorted(m for m in tree_modules() if within(m, ("tinyswap.firmware_sim",)))
     assert "tinyswap.firmware_sim.training" in simulator and "tinyswap.firmware_sim.personalise" in simulator
@@ -255,6 +275,11 @@ BREACHES = [
     ("tinyswap.schema", "def f():\n    import tinyswap.kernels.add\n", 2, "d-parsing"),
     ("tinyswap.firmware_sim.training", "from tinyswap.export.tflite_builder import X\n", 1, "e-simulator"),
     ("tinyswap.firmware_sim.personalise", "def f():\n    from ..export import compiler\n", 2, "e-simulator"),
+    ("tinyswap.firmware_sim.device", "from tinyswap.fleet.shard import Shard\n", 1, "f-fleet-above-device"),
+    ("tinyswap.swap", "def f():\n    import tinyswap.fleet.run\n", 2, "a-runtime"),
+    ("tinyswap.cli", "import os\nfrom tinyswap.fleet.command import run\n", 2, "f-fleet-command-line"),
+    ("tinyswap.fleet.engine", "def f():\n    import ray\n", 2, "f-ray"),
+    ("tinyswap.fleet.ray_engine", "import ray\n", 1, "f-ray-lazy"),
     # Type-only imports still tie the runtime to the compiler's types: refused where no lazy import is allowed.
     ("tinyswap.swap", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from tinyswap.export.pack import X\n",
      3, "a-runtime"),
