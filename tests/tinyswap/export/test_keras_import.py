@@ -39,6 +39,7 @@ from tinyswap.quantize import quantize_int8  # noqa: E402
 
 from tests.conftest import FULL  # noqa: E402
 from tests.tinyswap.export.test_compiler import patch_random_slots, random_inputs  # noqa: E402
+from tests.export_cases import gates_off_outputs  # noqa: E402
 
 L = tf.keras.layers
 
@@ -151,22 +152,6 @@ def trained() -> dict[str, tuple]:
     return out
 
 
-def int8_outputs(built, x: np.ndarray) -> np.ndarray:
-    """Our interpreter, gates at zero (int8 -128), one row at a time."""
-    interp = Interpreter(model_content=built.data)
-    interp.allocate_tensors()
-    details = interp.get_input_details()
-    q = built.compiled.input_quant
-    rows = []
-    for row in x:
-        interp.set_tensor(details[0]["index"], quantize_int8(row[None], q.scale, q.zero_point))
-        for gate in details[1:]:
-            interp.set_tensor(gate["index"], np.full(gate["shape"], -128, np.int8))
-        interp.invoke()
-        rows.append(interp.get_tensor(interp.get_output_details()[0]["index"])[0].copy())
-    return np.array(rows)
-
-
 def converter_outputs(model, calibration: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The TensorFlow converter's full-int8 model of the same network, run by LiteRT."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -204,7 +189,7 @@ def test_float_spec_reproduces_keras_with_random_batch_norm(name: str) -> None:
 @pytest.mark.parametrize("name", ["kws", "cnn", "wine", "cancer", "iris"])
 def test_int8_agrees_with_keras_and_matches_the_converter(name: str, trained) -> None:
     model, built, x, _, xt, yt = trained[name]
-    ours = int8_outputs(built, xt)
+    ours = gates_off_outputs(built, xt)
     reference = model(xt).numpy()
     converter = converter_outputs(model, x[:200], xt)
     agreement = float(np.mean(ours.argmax(1) == reference.argmax(1)))

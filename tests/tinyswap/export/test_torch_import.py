@@ -35,6 +35,7 @@ from tinyswap.quantize import quantize_int8  # noqa: E402
 
 from tests.conftest import FULL, REPO  # noqa: E402
 from tests.tinyswap.export.test_compiler import patch_random_slots, random_inputs  # noqa: E402
+from tests.export_cases import gates_off_outputs  # noqa: E402
 
 DIGITS = REPO / "models" / "digits" / "digits_test.npz"
 
@@ -140,22 +141,6 @@ def trained() -> dict[str, tuple]:
     return out
 
 
-def int8_logits(built, x_spec: np.ndarray) -> np.ndarray:
-    """Our interpreter, gates at zero, one row at a time (the bundle's batch is 1)."""
-    interp = Interpreter(model_content=built.data)
-    interp.allocate_tensors()
-    details = interp.get_input_details()
-    q = built.compiled.input_quant
-    rows = []
-    for row in x_spec:
-        interp.set_tensor(details[0]["index"], quantize_int8(row[None], q.scale, q.zero_point))
-        for gate in details[1:]:
-            interp.set_tensor(gate["index"], np.full(gate["shape"], -128, np.int8))  # gate 0.0
-        interp.invoke()
-        rows.append(interp.get_tensor(interp.get_output_details()[0]["index"])[0].copy())
-    return np.array(rows)
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_float_spec_reproduces_the_module(name: str) -> None:
     cls, shape, _ = CASES[name]
@@ -177,7 +162,7 @@ def test_float_spec_reproduces_the_module(name: str) -> None:
 def test_trained_module_int8_agrees_with_float(name: str, trained) -> None:
     module, built, _, _, xt, yt = trained[name]
     permutation = (0, *range(2, xt.ndim), 1) if xt.ndim > 2 else (0, 1)
-    ours = int8_logits(built, np.transpose(xt, permutation))
+    ours = gates_off_outputs(built, np.transpose(xt, permutation))
     with torch.no_grad():
         reference = module(torch.from_numpy(xt)).numpy()
     agreement = float(np.mean(ours.argmax(1) == reference.argmax(1)))

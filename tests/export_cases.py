@@ -1,0 +1,25 @@
+"""Helpers the import tests share: a bundle's outputs with every slot switched off."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyswap import Interpreter
+from tinyswap.quantize import quantize_int8
+
+
+def gates_off_outputs(built, x: np.ndarray) -> np.ndarray:
+    """Our interpreter on an exported bundle, real rows `x` quantized to its input, every gate
+    at int8 -128 (gate 0.0), one row at a time (the bundles' batch is 1)."""
+    interp = Interpreter(model_content=built.data)
+    interp.allocate_tensors()
+    details = interp.get_input_details()
+    q = built.compiled.input_quant
+    rows = []
+    for row in x:
+        interp.set_tensor(details[0]["index"], quantize_int8(row[None], q.scale, q.zero_point))
+        for gate in details[1:]:
+            interp.set_tensor(gate["index"], np.full(gate["shape"], -128, np.int8))
+        interp.invoke()
+        rows.append(interp.get_tensor(interp.get_output_details()[0]["index"])[0].copy())
+    return np.array(rows)
