@@ -1,11 +1,15 @@
-"""Helpers the import tests share: a bundle's outputs with every slot switched off."""
+"""Helpers the import tests share: a bundle's outputs with every slot switched off, and random
+slot bytes checked against TFLite Micro."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from tinyswap import Interpreter
+from tinyswap.oracles import run_tflm
 from tinyswap.quantize import quantize_int8
+
+from tests.tinyswap.export.test_compiler import patch_random_slots, random_inputs
 
 
 def gates_off_outputs(built, x: np.ndarray) -> np.ndarray:
@@ -23,3 +27,19 @@ def gates_off_outputs(built, x: np.ndarray) -> np.ndarray:
         interp.invoke()
         rows.append(interp.get_tensor(interp.get_output_details()[0]["index"])[0].copy())
     return np.array(rows)
+
+
+def check_random_slot_bytes(built, seed: int) -> None:
+    """Random bytes in every slot tensor and random inputs and gates: our interpreter's output
+    equals TFLite Micro's byte for byte."""
+    rng = np.random.default_rng(seed)
+    data = bytearray(built.data)
+    patch_random_slots(data, built.slotmap, rng)
+    inputs = random_inputs(built.compiled, rng)
+    interp = Interpreter(model_content=bytes(data))
+    interp.allocate_tensors()
+    for detail, x in zip(interp.get_input_details(), inputs):
+        interp.set_tensor(detail["index"], x)
+    interp.invoke()
+    ours = interp.get_tensor(interp.get_output_details()[0]["index"])
+    np.testing.assert_array_equal(ours, run_tflm(bytes(data), inputs)[0])

@@ -38,8 +38,7 @@ from tinyswap.oracles import run_tflm  # noqa: E402
 from tinyswap.quantize import quantize_int8  # noqa: E402
 
 from tests.conftest import FULL  # noqa: E402
-from tests.tinyswap.export.test_compiler import patch_random_slots, random_inputs  # noqa: E402
-from tests.export_cases import gates_off_outputs  # noqa: E402
+from tests.export_cases import check_random_slot_bytes, gates_off_outputs  # noqa: E402
 
 L = tf.keras.layers
 
@@ -201,20 +200,6 @@ def test_int8_agrees_with_keras_and_matches_the_converter(name: str, trained) ->
     # Within 1 point of the converter, or better (no bound on doing better); on a test split
     # where one row is more than a point (iris: 45 rows, 2.2 points each), within one row.
     assert accuracy["tinyswap int8"] >= accuracy["converter int8"] - max(0.01, 1 / len(yt)) - 1e-9
-
-
-def check_random_slot_bytes(built, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    data = bytearray(built.data)
-    patch_random_slots(data, built.slotmap, rng)
-    inputs = random_inputs(built.compiled, rng)
-    interp = Interpreter(model_content=bytes(data))
-    interp.allocate_tensors()
-    for detail, x in zip(interp.get_input_details(), inputs):
-        interp.set_tensor(detail["index"], x)
-    interp.invoke()
-    ours = interp.get_tensor(interp.get_output_details()[0]["index"])
-    np.testing.assert_array_equal(ours, run_tflm(bytes(data), inputs)[0])
 
 
 @pytest.mark.parametrize("name", ["kws", "cnn", "wine", "cancer", "iris"])

@@ -24,18 +24,15 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from tinyswap import Interpreter  # noqa: E402
 from tinyswap.export.errors import ModelSourceError, TorchImportError  # noqa: E402
 from tinyswap.export.float_model import forward  # noqa: E402
 from tinyswap.export.front_door import export_model  # noqa: E402
 from tinyswap.export.slot_plan import SlotPlan, SlotTarget  # noqa: E402
 from tinyswap.export.torch_import import import_torch  # noqa: E402
-from tinyswap.oracles import run_tflm  # noqa: E402
 from tinyswap.quantize import quantize_int8  # noqa: E402
 
 from tests.conftest import FULL, REPO  # noqa: E402
-from tests.tinyswap.export.test_compiler import patch_random_slots, random_inputs  # noqa: E402
-from tests.export_cases import gates_off_outputs  # noqa: E402
+from tests.export_cases import check_random_slot_bytes, gates_off_outputs  # noqa: E402
 
 DIGITS = REPO / "models" / "digits" / "digits_test.npz"
 
@@ -172,20 +169,6 @@ def test_trained_module_int8_agrees_with_float(name: str, trained) -> None:
     assert float_accuracy >= 0.85, "the module did not learn; the comparison would say nothing"
     assert agreement >= 0.95
     assert abs(int8_accuracy - float_accuracy) <= 0.01 + 1e-9
-
-
-def check_random_slot_bytes(built, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    data = bytearray(built.data)
-    patch_random_slots(data, built.slotmap, rng)
-    inputs = random_inputs(built.compiled, rng)
-    interp = Interpreter(model_content=bytes(data))
-    interp.allocate_tensors()
-    for detail, x in zip(interp.get_input_details(), inputs):
-        interp.set_tensor(detail["index"], x)
-    interp.invoke()
-    ours = interp.get_tensor(interp.get_output_details()[0]["index"])
-    np.testing.assert_array_equal(ours, run_tflm(bytes(data), inputs)[0])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
