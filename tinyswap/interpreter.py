@@ -123,6 +123,9 @@ class _Graph:
             if op.op_name in _VARIABLE_OPS:
                 prepared_ops.append((self._prepare_variable_op(op, where, resources, produced), None))
                 continue
+            if op.op_name == "IF":
+                prepared_ops.append((_If.prepare(self, op, where, produced, last_use), None))
+                continue
             kernel = get_kernel(op.op_name, where)
             for t in op.outputs:
                 if t in produced or t in self.constants:
@@ -304,6 +307,93 @@ class _CallOnce:
         return []
 
 
+class _If:
+    """IF (TFLM `kernels/if.cc`): runs the then-subgraph when the condition (a one-element bool
+    tensor) is true, else the else-subgraph. The active subgraph's inputs are copied, byte for
+    byte, from the operator's inputs after the condition (as many as that subgraph has), and its
+    outputs back to the operator's outputs (as many as it has); types and byte lengths must
+    agree, as TFLM checks at each invoke. Each subgraph has its own arena here, so the copies
+    never overwrite a tensor of the caller (TFLM copies through intermediate buffers for that).
+    """
+
+    def __init__(self, owner: "Interpreter", where: str, then_index: int, else_index: int,
+                 outputs: list[tuple[np.dtype, int]]) -> None:
+        self._owner, self._where = owner, where
+        self._branches = (else_index, then_index)
+        self._outputs = outputs  # (dtype, bytes) of each operator output
+
+    @staticmethod
+    def prepare(graph: "_Graph", op: Any, where: str, produced: dict[int, int], last_use: dict[int, int]) -> "_If":
+        """TFLM's Prepare checks, plus what keeps a hostile file bounded: both branches exist and
+        are other subgraphs, and an else-branch never reads or writes past the operator's lists."""
+        owner = graph._owner
+        tensors = graph.graph.tensors
+        if not op.inputs or op.inputs[0] < 0:
+            raise ModelError(f"{where}: has no condition input")
+        cond = op.inputs[0]
+        if tensors[cond].type != TensorType.BOOL or int(np.prod(graph.shapes[cond], dtype=np.int64)) != 1:
+            raise ModelError(f"{where}: the condition (tensor {cond}) must be a bool tensor of one element, got "
+                             f"{tensors[cond].type.name} of shape {graph.shapes[cond]}")
+        n_subgraphs = len(owner._model.subgraphs)
+        branches = []
+        for name in ("then_subgraph_index", "else_subgraph_index"):
+            target = int(op.options.get(name, 0))
+            if not 0 < target < n_subgraphs or target == graph.index:
+                raise ModelError(f"{where}: {name} {target} is not another subgraph of this model "
+                                 f"(it has {n_subgraphs})")
+            branches.append(owner._model.subgraphs[target])
+        then_graph, else_graph = branches
+        n_in, n_out = len(op.inputs) - 1, len(op.outputs)
+        if len(then_graph.inputs) != n_in or len(then_graph.outputs) != n_out:
+            raise ModelError(f"{where}: the then-subgraph has {len(then_graph.inputs)} inputs and "
+                             f"{len(then_graph.outputs)} outputs; the operator passes {n_in} and takes {n_out}")
+        if len(else_graph.inputs) > n_in or len(else_graph.outputs) > n_out:
+            raise ModelError(f"{where}: the else-subgraph has {len(else_graph.inputs)} inputs and "
+                             f"{len(else_graph.outputs)} outputs, more than the operator's {n_in} and {n_out}")
+        if any(t < 0 for t in op.inputs[1:]):
+            raise ModelError(f"{where}: an omitted input (-1) cannot be passed to a subgraph")
+        outputs = []
+        for t in op.outputs:
+            if t in produced or t in graph.constants:
+                raise ModelError(f"{where}: writes tensor {t}, which is already written or constant")
+            outputs.append((NUMPY_DTYPES[tensors[t].type] if tensors[t].type in NUMPY_DTYPES else None,
+                            graph._nbytes(t)))
+            produced[t] = op.index
+            last_use.setdefault(t, op.index)
+        return _If(owner, where, *(int(op.options.get(n, 0)) for n in ("then_subgraph_index", "else_subgraph_index")),
+                   outputs)
+
+    def eval(self, _prepared: object, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        owner = self._owner
+        condition = inputs[0]
+        assert condition is not None
+        branch = owner._graphs[self._branches[bool(condition.reshape(-1)[0])]]
+        if owner._if_depth >= len(owner._graphs):
+            raise ModelError(f"{self._where}: IF operators call each other in a cycle")
+        for i, t in enumerate(branch.graph.inputs):
+            source, target = inputs[i + 1], branch.views[t]
+            assert source is not None
+            self._check(f"input {i + 1}", source.dtype, source.nbytes, target.dtype, target.nbytes)
+            target.reshape(-1).view(np.uint8)[:] = source.reshape(-1).view(np.uint8)
+        owner._if_depth += 1
+        try:
+            branch.invoke()
+        finally:
+            owner._if_depth -= 1
+        results = []
+        for (dtype, nbytes), t in zip(self._outputs, branch.graph.outputs):
+            value = branch.array(t)
+            self._check("output", value.dtype, value.nbytes, dtype, nbytes)
+            results.append(value.copy())
+        return results
+
+    def _check(self, what: str, dtype: np.dtype, nbytes: int, other_dtype: np.dtype | None, other_nbytes: int) -> None:
+        if dtype != other_dtype or nbytes != other_nbytes:
+            raise InterpreterError(f"{self._where}: {what} is {dtype} of {nbytes} bytes, the subgraph's tensor is "
+                                   f"{other_dtype} of {other_nbytes} bytes (TFLite Micro refuses this too; a "
+                                   "model with IF operators runs at the batch it was built for)")
+
+
 # Operators the interpreter runs itself (they touch subgraphs and variables, which kernels never
 # see), with their input and output counts.
 _VARIABLE_OPS: dict[str, tuple[int, int]] = {
@@ -359,6 +449,7 @@ class Interpreter:
         self._variables = ResourceVariables()
         self._graphs = [_Graph(self, i) for i in range(len(self._model.subgraphs))]
         self._main = self._graphs[0]
+        self._if_depth = 0  # IF operators running now, one inside another (bounds a cyclic file)
         self._shapes = self._main.shapes
         self._allocated = False
 

@@ -49,8 +49,10 @@ Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 MAX_TENSOR_BYTES = 1 << 30
 MAX_RANK = 8
 
-# The primary subgraph plus the ones CALL_ONCE runs (a stateful model's variable initialiser).
-MAX_SUBGRAPHS = 16
+# The primary subgraph plus the ones CALL_ONCE runs (a stateful model's variable initialiser)
+# and the IF branches of conditional adapter slots (one per slot and targeted layer, plus one
+# pass-through per layer: 8 slots on 14 layers fit).
+MAX_SUBGRAPHS = 128
 # Limits far above any microcontroller model (person_detect: 89 tensors, 31 operators) that
 # keep parsing and preparing any file under a second: each entry costs Python work. They hold
 # for all subgraphs together, so more subgraphs never buy a hostile file more work.

@@ -196,6 +196,7 @@ OPTIONS_TABLES: Final[dict[str, OptionsTable]] = {
         _t("DequantizeOptions", 38),
         _t("MaximumMinimumOptions", 39),
         _t("PadV2Options", 43),
+        _t("GreaterOptions", 44),
         _t("ExpandDimsOptions", 52),
         _t("ShapeOptions", 55, ("out_type", "i8", 0)),
         _t("PackOptions", 59, ("values_count", "i32", 0), ("axis", "i32", 0)),
@@ -203,6 +204,8 @@ OPTIONS_TABLES: Final[dict[str, OptionsTable]] = {
            ("half_pixel_centers", "bool", False)),
         _t("LeakyReluOptions", 75, ("alpha", "f32", 0.0)),
         _t("QuantizeOptions", 89),
+        # Control flow: IF runs one of two subgraphs (conditional adapter slots).
+        _t("IfOptions", 92, ("then_subgraph_index", "i32", 0), ("else_subgraph_index", "i32", 0)),
         # Stateful streaming models (the converter's resource variables).
         _t("CallOnceOptions", 103, ("init_subgraph_index", "i32", 0)),
         _t("VarHandleOptions", 111, ("container", "str", None), ("shared_name", "str", None)),
@@ -314,6 +317,8 @@ OPTIONS_OF_OPERATOR: Final[dict[str, str]] = {
     "LEAKY_RELU": "LeakyReluOptions",
     "TRANSPOSE": "TransposeOptions",
     "CALL_ONCE": "CallOnceOptions",
+    "GREATER": "GreaterOptions",
+    "IF": "IfOptions",
     "VAR_HANDLE": "VarHandleOptions",
     "READ_VARIABLE": "ReadVariableOptions",
     "ASSIGN_VARIABLE": "AssignVariableOptions",

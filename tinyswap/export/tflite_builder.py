@@ -1,4 +1,4 @@
-"""Write TFLite flatbuffers (`.tflite`) from a small in-memory description of one subgraph.
+"""Write TFLite flatbuffers (`.tflite`) from a small in-memory description of their subgraphs.
 
 Used by the per-op oracle tests (build a one-op model, run it in TFLite Micro and LiteRT) and
 by the static-graph compiler (build the base model with one constant tensor per adapter slot,
@@ -13,7 +13,7 @@ tables are written with `flatbuffers.Builder` directly, their field slots taken 
 
 Layout promises (checked on the produced bytes before they are returned, see `_verify_layout`):
 
-- file identifier `TFL3`, `Model.version == 3`, one subgraph;
+- file identifier `TFL3`, `Model.version == 3`, the primary subgraph first, then `Model.subgraphs`;
 - `buffers[0]` is an empty sentinel; non-constant tensors point to it;
 - every constant tensor has a buffer of its own, even when its bytes equal another tensor's
   (an all-zero adapter slot must never share storage with another slot);
@@ -33,6 +33,7 @@ import numpy as np
 
 from tinyswap import schema
 from tinyswap.export.errors import BuilderError, GraphError, LayoutError
+from tinyswap.reader import MAX_SUBGRAPHS
 from tinyswap.schema import (
     BufferField,
     MetadataField,
@@ -51,6 +52,7 @@ from tinyswap.export.tflite_graph import (  # noqa: F401 (re-exported: the build
     Model,
     Operator,
     Quant,
+    Subgraph,
     Tensor,
     _MAX_DEPRECATED_CODE,
     _tensor_type,
@@ -63,6 +65,7 @@ __all__ = [
     "Model",
     "Operator",
     "Quant",
+    "Subgraph",
     "Tensor",
     "build_model",
     "build_model_with_layout",
@@ -99,7 +102,7 @@ def tensor_indices(model: Model) -> dict[Tensor, int]:
     tensor), which must be known before the model is built. The order is first appearance:
     graph inputs, then each operator's inputs and outputs in turn.
     """
-    return dict(_plan(model).tensor_index)
+    return dict(_plan(model).main.tensor_index)
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,34 +111,111 @@ def tensor_indices(model: Model) -> dict[Tensor, int]:
 
 
 @dataclass
-class _Plan:
+class _GraphPlan:
+    """One subgraph's share of the plan: its tensors (numbered from 0) and operator codes."""
+
+    operators: list[Operator]
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    name: str
     tensors: list[Tensor]
     tensor_index: dict[Tensor, int]
+    opcode_index: list[int] = field(default_factory=list)  # per operator
+
+
+@dataclass
+class _Plan:
+    graphs: list[_GraphPlan]  # the primary subgraph first
     buffer_index: dict[Tensor, int]  # constants only; 0 is the sentinel
     opcodes: list[tuple[int, int, str | None]]  # (builtin code, version, custom code)
-    opcode_index: list[int]  # per operator
     metadata: list[tuple[str, bytes]]
     n_buffers: int
     spacers: dict[int, int] = field(default_factory=dict)  # buffer index -> alignment
+
+    @property
+    def main(self) -> _GraphPlan:
+        return self.graphs[0]
 
 
 def _plan(model: Model) -> _Plan:
     if not isinstance(model, Model):
         raise BuilderError(f"expected a Model, got {type(model).__name__}")
-    _check_tensor_list(model.inputs, "graph inputs")
-    _check_tensor_list(model.outputs, "graph outputs")
-    if not all(isinstance(op, Operator) for op in model.operators):
-        raise BuilderError("Model.operators must hold only Operator objects")
     if not isinstance(model.description, str):
         raise BuilderError(f"description must be a str, got {model.description!r}")
+    if not isinstance(model.subgraphs, (list, tuple)) or not all(isinstance(g, Subgraph) for g in model.subgraphs):
+        raise BuilderError("Model.subgraphs must hold only Subgraph objects")
+    if len(model.subgraphs) + 1 > MAX_SUBGRAPHS:
+        raise BuilderError(f"{len(model.subgraphs) + 1} subgraphs; at most {MAX_SUBGRAPHS} are written")
+    names: dict[str, Tensor] = {}
+    owner: dict[Tensor, int] = {}
+    graphs = [_plan_graph(model.operators, model.inputs, model.outputs, "main", 0, model.scratch_tensors, names, owner)]
+    for g, sub in enumerate(model.subgraphs, start=1):
+        name = sub.name if isinstance(sub.name, str) and sub.name else f"subgraph{g}"
+        graphs.append(_plan_graph(sub.operators, sub.inputs, sub.outputs, name, g, [], names, owner))
+    _check_subgraph_references(graphs)
 
+    # Operator codes: one per builtin code, carrying the highest version any of its operators
+    # asks for (a kernel registered for version n serves every version up to n).
+    # A CUSTOM operator's code is its builtin code and its custom_code together.
+    code_versions: dict[tuple[int, str | None], int] = {}
+    for graph in graphs:
+        for op in graph.operators:
+            code = (schema.BUILTIN_OPERATOR_CODES[op.op], op.custom_code)
+            code_versions[code] = max(code_versions.get(code, 0), op.version)
+    code_slot = {code: i for i, code in enumerate(code_versions)}
+    opcodes = [(code, version, custom) for (code, custom), version in code_versions.items()]
+    for graph in graphs:
+        graph.opcode_index = [code_slot[(schema.BUILTIN_OPERATOR_CODES[op.op], op.custom_code)]
+                              for op in graph.operators]
+
+    # Buffers: 0 is the empty sentinel, then one per constant in tensor order, subgraph after
+    # subgraph (never shared), then the buffer groups, then one per metadata entry.
+    buffer_index: dict[Tensor, int] = {}
+    grouped: set[Tensor] = set()
+    for g, group in enumerate(model.buffer_groups):
+        for t in group:
+            if t not in owner or not t.is_constant:
+                raise GraphError(f"buffer group {g}: {getattr(t, 'name', t)!r} is not a constant tensor of the graph")
+            if t in grouped:
+                raise GraphError(f"buffer group {g}: {t.name!r} is in two groups")
+            grouped.add(t)
+    for graph in graphs:
+        for t in graph.tensors:
+            if t.is_constant and t not in grouped:
+                buffer_index[t] = len(buffer_index) + 1
+    spacers: dict[int, int] = {}
+    for group in model.buffer_groups:
+        for t in group:
+            buffer_index[t] = len(buffer_index) + len(spacers) + 1
+        spacers[len(buffer_index) + len(spacers) + 1] = max([MIN_ALIGNMENT, *(t.alignment for t in group)])
+    metadata = _check_metadata(model.metadata)
+    return _Plan(
+        graphs=graphs,
+        buffer_index=buffer_index,
+        opcodes=opcodes,
+        metadata=metadata,
+        n_buffers=1 + len(buffer_index) + len(spacers) + len(metadata),
+        spacers=spacers,
+    )
+
+
+def _plan_graph(operators: list[Operator], inputs: list[Tensor], outputs: list[Tensor], name: str, index: int,
+                scratch: list[Tensor], names: dict[str, Tensor], owner: dict[Tensor, int]) -> _GraphPlan:
+    """Validate one subgraph's dataflow and number its tensors in first-use order."""
+    where_graph = "" if index == 0 else f"subgraph {index}: "
+    _check_tensor_list(inputs, f"{where_graph}graph inputs")
+    _check_tensor_list(outputs, f"{where_graph}graph outputs")
+    if not isinstance(operators, (list, tuple)) or not all(isinstance(op, Operator) for op in operators):
+        raise BuilderError(f"{where_graph}operators must hold only Operator objects")
     tensors: list[Tensor] = []
     tensor_index: dict[Tensor, int] = {}
-    names: dict[str, Tensor] = {}
 
     def add(t: Tensor) -> None:
         if t in tensor_index:
             return
+        if t in owner:
+            raise GraphError(f"{where_graph}tensor {t.name!r} belongs to subgraph {owner[t]} already; each "
+                             "subgraph has tensors of its own (control flow copies values between them)")
         t.check()
         other = names.setdefault(t.name, t)
         if other is not t:
@@ -143,24 +223,25 @@ def _plan(model: Model) -> _Plan:
                 f"two different tensors are named {t.name!r}; names must be unique because "
                 f"slots and errors refer to tensors by name"
             )
+        owner[t] = index
         tensor_index[t] = len(tensors)
         tensors.append(t)
 
     # Dataflow: a non-constant tensor is available once it is a graph input or has been
     # produced; it may be produced exactly once and never when it is an input or a constant.
     available: set[Tensor] = set()
-    for t in model.scratch_tensors:
+    for t in scratch:
         if not isinstance(t, Tensor) or t.is_constant:
             raise GraphError(f"scratch tensor {getattr(t, 'name', t)!r} must be a non-constant Tensor")
         available.add(t)  # added to the tensor list where an operator first uses it
-    for t in model.inputs:
+    for t in inputs:
         add(t)
         if t.is_constant:
-            raise GraphError(f"graph input {t.name!r} is a constant tensor")
+            raise GraphError(f"{where_graph}graph input {t.name!r} is a constant tensor")
         available.add(t)
 
-    for i, op in enumerate(model.operators):
-        where = f"operator {i} ({op.op})"
+    for i, op in enumerate(operators):
+        where = f"{where_graph}operator {i} ({op.op})"
         op.check(where)
         for t in op.inputs:
             if t is None:
@@ -176,57 +257,30 @@ def _plan(model: Model) -> _Plan:
             if t.is_constant:
                 raise GraphError(f"{where} writes to constant tensor {t.name!r}")
             if t in available:
-                what = "a graph input" if any(t is x for x in model.inputs) else "already produced"
+                what = "a graph input" if any(t is x for x in inputs) else "already produced"
                 raise GraphError(f"{where} writes tensor {t.name!r}, which is {what}")
             available.add(t)
 
-    for t in model.outputs:
+    for t in outputs:
         if t not in available:
             raise GraphError(
-                f"graph output {t.name!r} is neither a graph input nor produced by an operator"
+                f"{where_graph}graph output {t.name!r} is neither a graph input nor produced by an operator"
             )
+    return _GraphPlan(list(operators), list(inputs), list(outputs), name, tensors, tensor_index)
 
-    # Operator codes: one per builtin code, carrying the highest version any of its operators
-    # asks for (a kernel registered for version n serves every version up to n).
-    # A CUSTOM operator's code is its builtin code and its custom_code together.
-    code_versions: dict[tuple[int, str | None], int] = {}
-    for op in model.operators:
-        code = (schema.BUILTIN_OPERATOR_CODES[op.op], op.custom_code)
-        code_versions[code] = max(code_versions.get(code, 0), op.version)
-    code_slot = {code: i for i, code in enumerate(code_versions)}
-    opcodes = [(code, version, custom) for (code, custom), version in code_versions.items()]
-    opcode_index = [code_slot[(schema.BUILTIN_OPERATOR_CODES[op.op], op.custom_code)] for op in model.operators]
 
-    # Buffers: 0 is the empty sentinel, then one per constant in tensor order (never shared),
-    # then one per metadata entry.
-    buffer_index: dict[Tensor, int] = {}
-    grouped: set[Tensor] = set()
-    for g, group in enumerate(model.buffer_groups):
-        for t in group:
-            if t not in tensor_index or not t.is_constant:
-                raise GraphError(f"buffer group {g}: {getattr(t, 'name', t)!r} is not a constant tensor of the graph")
-            if t in grouped:
-                raise GraphError(f"buffer group {g}: {t.name!r} is in two groups")
-            grouped.add(t)
-    for t in tensors:
-        if t.is_constant and t not in grouped:
-            buffer_index[t] = len(buffer_index) + 1
-    spacers: dict[int, int] = {}
-    for group in model.buffer_groups:
-        for t in group:
-            buffer_index[t] = len(buffer_index) + len(spacers) + 1
-        spacers[len(buffer_index) + len(spacers) + 1] = max([MIN_ALIGNMENT, *(t.alignment for t in group)])
-    metadata = _check_metadata(model.metadata)
-    return _Plan(
-        tensors=tensors,
-        tensor_index=tensor_index,
-        buffer_index=buffer_index,
-        opcodes=opcodes,
-        opcode_index=opcode_index,
-        metadata=metadata,
-        n_buffers=1 + len(buffer_index) + len(spacers) + len(metadata),
-        spacers=spacers,
-    )
+# Operator options that name a subgraph, which must exist and must not be the caller itself.
+_SUBGRAPH_OPTIONS = {"IF": ("then_subgraph_index", "else_subgraph_index"), "CALL_ONCE": ("init_subgraph_index",)}
+
+
+def _check_subgraph_references(graphs: list[_GraphPlan]) -> None:
+    for g, graph in enumerate(graphs):
+        for i, op in enumerate(graph.operators):
+            for field_name in _SUBGRAPH_OPTIONS.get(op.op, ()):
+                target = op.options.get(field_name)
+                if target is None or not 0 < int(target) < len(graphs) or int(target) == g:  # type: ignore[call-overload]
+                    raise GraphError(f"subgraph {g} operator {i} ({op.op}): {field_name} {target!r} names no other "
+                                     f"subgraph (the model has {len(graphs)}, the primary one is 0)")
 
 
 def _check_tensor_list(tensors: object, what: str) -> None:
@@ -304,13 +358,8 @@ def _write(model: Model, plan: _Plan, tensor_payloads: Mapping[Tensor, bytes]) -
         buffer_tables.append(b.EndObject())
     buffers = _offset_vector(b, buffer_tables)
 
-    # 3. Tensors.
-    tensor_tables = [_write_tensor(b, t, plan.buffer_index.get(t, 0)) for t in plan.tensors]
-
-    # 4. Operators and operator codes.
-    operator_tables = []
-    for i, op in enumerate(model.operators):
-        operator_tables.append(_write_operator(b, op, plan.opcode_index[i], plan.tensor_index))
+    # 3.-5. Each subgraph: tensors, operators, the subgraph table. Operator codes are shared.
+    subgraph_tables = [_write_subgraph(b, graph, plan.buffer_index) for graph in plan.graphs]
     opcode_tables = []
     for code, version, custom in plan.opcodes:
         custom_code = None if custom is None else b.CreateString(custom)
@@ -326,20 +375,6 @@ def _write(model: Model, plan: _Plan, tensor_payloads: Mapping[Tensor, bytes]) -
         b.PrependInt32Slot(OperatorCodeField.BUILTIN_CODE, code, None)
         opcode_tables.append(b.EndObject())
 
-    # 5. The subgraph.
-    tensors_vector = _offset_vector(b, tensor_tables)
-    inputs = _int32_vector(b, [plan.tensor_index[t] for t in model.inputs])
-    outputs = _int32_vector(b, [plan.tensor_index[t] for t in model.outputs])
-    operators_vector = _offset_vector(b, operator_tables)
-    subgraph_name = b.CreateString("main")
-    b.StartObject(len(SubGraphField))
-    b.PrependUOffsetTRelativeSlot(SubGraphField.TENSORS, tensors_vector, 0)
-    b.PrependUOffsetTRelativeSlot(SubGraphField.INPUTS, inputs, 0)
-    b.PrependUOffsetTRelativeSlot(SubGraphField.OUTPUTS, outputs, 0)
-    b.PrependUOffsetTRelativeSlot(SubGraphField.OPERATORS, operators_vector, 0)
-    b.PrependUOffsetTRelativeSlot(SubGraphField.NAME, subgraph_name, 0)
-    subgraph = b.EndObject()
-
     # 6. Metadata entries, pointing at their buffers.
     first_metadata_buffer = 1 + len(plan.buffer_index) + len(plan.spacers)
     metadata_tables = []
@@ -352,7 +387,7 @@ def _write(model: Model, plan: _Plan, tensor_payloads: Mapping[Tensor, bytes]) -
 
     # 7. The root.
     opcodes_vector = _offset_vector(b, opcode_tables)
-    subgraphs_vector = _offset_vector(b, [subgraph])
+    subgraphs_vector = _offset_vector(b, subgraph_tables)
     description = b.CreateString(model.description)
     metadata_vector = _offset_vector(b, metadata_tables) if metadata_tables else None
     b.StartObject(len(ModelField))
@@ -375,12 +410,31 @@ def _write(model: Model, plan: _Plan, tensor_payloads: Mapping[Tensor, bytes]) -
     return BuiltModel(
         data=data,
         buffer_ranges={t: span(i) for t, i in plan.buffer_index.items()},
-        tensor_indices=dict(plan.tensor_index),
+        tensor_indices={t: i for graph in plan.graphs for t, i in graph.tensor_index.items()},
         buffer_indices=dict(plan.buffer_index),
         metadata_ranges={
             name: span(first_metadata_buffer + k) for k, (name, _) in enumerate(plan.metadata)
         },
+        tensor_subgraphs={t: g for g, graph in enumerate(plan.graphs) for t in graph.tensors},
     )
+
+
+def _write_subgraph(b: flatbuffers.Builder, graph: _GraphPlan, buffer_index: Mapping[Tensor, int]) -> int:
+    tensor_tables = [_write_tensor(b, t, buffer_index.get(t, 0)) for t in graph.tensors]
+    operator_tables = [_write_operator(b, op, graph.opcode_index[i], graph.tensor_index)
+                       for i, op in enumerate(graph.operators)]
+    tensors_vector = _offset_vector(b, tensor_tables)
+    inputs = _int32_vector(b, [graph.tensor_index[t] for t in graph.inputs])
+    outputs = _int32_vector(b, [graph.tensor_index[t] for t in graph.outputs])
+    operators_vector = _offset_vector(b, operator_tables)
+    subgraph_name = b.CreateString(graph.name)
+    b.StartObject(len(SubGraphField))
+    b.PrependUOffsetTRelativeSlot(SubGraphField.TENSORS, tensors_vector, 0)
+    b.PrependUOffsetTRelativeSlot(SubGraphField.INPUTS, inputs, 0)
+    b.PrependUOffsetTRelativeSlot(SubGraphField.OUTPUTS, outputs, 0)
+    b.PrependUOffsetTRelativeSlot(SubGraphField.OPERATORS, operators_vector, 0)
+    b.PrependUOffsetTRelativeSlot(SubGraphField.NAME, subgraph_name, 0)
+    return b.EndObject()
 
 
 def _little_endian_bytes(tensor: Tensor) -> bytes:

@@ -285,13 +285,28 @@ class Operator:
 
 
 @dataclass
+class Subgraph:
+    """A subgraph after the primary one (an IF's branches, a CALL_ONCE initialiser): its
+    operators in execution order and its own inputs and outputs. Its tensors are its own: a
+    tensor object belongs to one subgraph only (values cross subgraphs by copy, as TFLite's
+    control-flow operators move them)."""
+
+    operators: list[Operator]
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    name: str = ""
+
+
+@dataclass
 class Model:
-    """A single-subgraph model.
+    """A model: the primary subgraph (what `invoke` runs) and any further subgraphs.
 
     Attributes:
         operators: in execution order; every non-constant input must be a graph input or the
             output of an earlier operator.
-        inputs, outputs: the subgraph's inputs and outputs, in order.
+        inputs, outputs: the primary subgraph's inputs and outputs, in order.
+        subgraphs: subgraphs 1, 2, ... of the file, in order (operators refer to them by that
+            index, e.g. IF's `then_subgraph_index`).
         description: `Model.description`.
         metadata: name -> raw bytes; each entry gets a buffer of its own (e.g. TFLM's
             "OfflineMemoryAllocation", an int32 array written with `.astype("<i4").tobytes()`).
@@ -310,6 +325,7 @@ class Model:
     # Non-constant tensors that operators use without any operator producing them: an NPU
     # operator's scratch area (Vela's `scratch`), which lives in the arena between invocations.
     scratch_tensors: list[Tensor] = field(default_factory=list)
+    subgraphs: list[Subgraph] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -319,9 +335,10 @@ class BuiltModel:
     Attributes:
         data: the `.tflite` file.
         buffer_ranges: constant tensor -> (absolute file offset, byte length) of its data.
-        tensor_indices: every tensor -> its index in the subgraph's tensor list.
+        tensor_indices: every tensor -> its index in its subgraph's tensor list.
         buffer_indices: constant tensor -> its index in `Model.buffers`.
         metadata_ranges: metadata name -> (absolute file offset, byte length) of its buffer.
+        tensor_subgraphs: every tensor -> the index of the subgraph holding it (0: primary).
     """
 
     data: bytes
@@ -329,6 +346,7 @@ class BuiltModel:
     tensor_indices: dict[Tensor, int]
     buffer_indices: dict[Tensor, int]
     metadata_ranges: dict[str, tuple[int, int]]
+    tensor_subgraphs: dict[Tensor, int] = field(default_factory=dict)
 
     def range_of(self, name: str) -> tuple[int, int]:
         """(file offset, byte length) of the constant tensor called `name`."""

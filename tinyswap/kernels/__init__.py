@@ -32,3 +32,4 @@ from tinyswap.kernels import batch_to_space_nd  # noqa: F401
 from tinyswap.kernels import maximum_minimum  # noqa: F401
 from tinyswap.kernels import transpose  # noqa: F401
 from tinyswap.kernels import resize_nearest_neighbor  # noqa: F401
+from tinyswap.kernels import greater  # noqa: F401
