@@ -309,11 +309,13 @@ class _CallOnce:
 
 class _If:
     """IF (TFLM `kernels/if.cc`): runs the then-subgraph when the condition (a one-element bool
-    tensor) is true, else the else-subgraph. The active subgraph's inputs are copied, byte for
-    byte, from the operator's inputs after the condition (as many as that subgraph has), and its
-    outputs back to the operator's outputs (as many as it has); types and byte lengths must
-    agree, as TFLM checks at each invoke. Each subgraph has its own arena here, so the copies
-    never overwrite a tensor of the caller (TFLM copies through intermediate buffers for that).
+    tensor) is true, else the else-subgraph. As TFLM does at each invoke: the active subgraph
+    must have exactly the operator's inputs after the condition, which are copied into its inputs
+    byte for byte (byte lengths must agree; TFLM only debug-asserts the types); its outputs are
+    copied back to the operator's (none when it has none, else exactly as many, lengths
+    agreeing). Prepare checks what TFLM's does: a one-element bool condition, both indices
+    below the subgraph count, and the then-subgraph's input and output counts. Each subgraph
+    has its own arena here, so a copy never overwrites a tensor of the caller.
     """
 
     def __init__(self, owner: "Interpreter", where: str, then_index: int, else_index: int,
@@ -347,17 +349,15 @@ class _If:
         if len(then_graph.inputs) != n_in or len(then_graph.outputs) != n_out:
             raise ModelError(f"{where}: the then-subgraph has {len(then_graph.inputs)} inputs and "
                              f"{len(then_graph.outputs)} outputs; the operator passes {n_in} and takes {n_out}")
-        if len(else_graph.inputs) > n_in or len(else_graph.outputs) > n_out:
-            raise ModelError(f"{where}: the else-subgraph has {len(else_graph.inputs)} inputs and "
-                             f"{len(else_graph.outputs)} outputs, more than the operator's {n_in} and {n_out}")
+        del else_graph  # checked when it runs, as TFLM does
         if any(t < 0 for t in op.inputs[1:]):
             raise ModelError(f"{where}: an omitted input (-1) cannot be passed to a subgraph")
         outputs = []
         for t in op.outputs:
             if t in produced or t in graph.constants:
                 raise ModelError(f"{where}: writes tensor {t}, which is already written or constant")
-            outputs.append((NUMPY_DTYPES[tensors[t].type] if tensors[t].type in NUMPY_DTYPES else None,
-                            graph._nbytes(t)))
+            nbytes = graph._nbytes(t)  # refuses types NumPy cannot hold
+            outputs.append((NUMPY_DTYPES[tensors[t].type], nbytes))
             produced[t] = op.index
             last_use.setdefault(t, op.index)
         return _If(owner, where, *(int(op.options.get(n, 0)) for n in ("then_subgraph_index", "else_subgraph_index")),
@@ -370,10 +370,20 @@ class _If:
         branch = owner._graphs[self._branches[bool(condition.reshape(-1)[0])]]
         if owner._if_depth >= len(owner._graphs):
             raise ModelError(f"{self._where}: IF operators call each other in a cycle")
+        which = f"subgraph {branch.index}"
+        if len(branch.graph.inputs) != len(inputs) - 1:
+            raise InterpreterError(f"{self._where}: {which} has {len(branch.graph.inputs)} inputs, the operator "
+                                   f"passes {len(inputs) - 1} (TFLite Micro fails this invoke too)")
+        n_out = len(branch.graph.outputs)
+        if n_out and n_out != len(self._outputs):
+            raise InterpreterError(f"{self._where}: {which} has {n_out} outputs, the operator takes "
+                                   f"{len(self._outputs)} (TFLite Micro fails this invoke too)")
         for i, t in enumerate(branch.graph.inputs):
-            source, target = inputs[i + 1], branch.views[t]
+            source, target = inputs[i + 1], branch.views.get(t)
             assert source is not None
-            self._check(f"input {i + 1}", source.dtype, source.nbytes, target.dtype, target.nbytes)
+            if target is None:
+                raise ModelError(f"{self._where}: input {i} of {which} is a constant and cannot be written")
+            self._check(f"input {i + 1}", source.nbytes, target.nbytes)
             target.reshape(-1).view(np.uint8)[:] = source.reshape(-1).view(np.uint8)
         owner._if_depth += 1
         try:
@@ -383,15 +393,15 @@ class _If:
         results = []
         for (dtype, nbytes), t in zip(self._outputs, branch.graph.outputs):
             value = branch.array(t)
-            self._check("output", value.dtype, value.nbytes, dtype, nbytes)
-            results.append(value.copy())
+            self._check("an output", value.nbytes, nbytes)
+            results.append(value.reshape(-1).view(np.uint8).view(dtype))  # bytes, as TFLM's memcpy
         return results
 
-    def _check(self, what: str, dtype: np.dtype, nbytes: int, other_dtype: np.dtype | None, other_nbytes: int) -> None:
-        if dtype != other_dtype or nbytes != other_nbytes:
-            raise InterpreterError(f"{self._where}: {what} is {dtype} of {nbytes} bytes, the subgraph's tensor is "
-                                   f"{other_dtype} of {other_nbytes} bytes (TFLite Micro refuses this too; a "
-                                   "model with IF operators runs at the batch it was built for)")
+    def _check(self, what: str, nbytes: int, other_nbytes: int) -> None:
+        if nbytes != other_nbytes:
+            raise InterpreterError(f"{self._where}: {what} has {nbytes} bytes, the subgraph's tensor {other_nbytes} "
+                                   "(TFLite Micro fails this invoke too; a model with IF operators runs at the "
+                                   "batch it was built for)")
 
 
 # Operators the interpreter runs itself (they touch subgraphs and variables, which kernels never

@@ -32,9 +32,10 @@ import numpy as np
 
 from tinyswap.export.float_model import conv_out_size, forward, infer_shapes
 from tinyswap.export.quantize import ActQuant, activation_quant, quantize_bias, quantize_weights, symmetric_quant
-from tinyswap.export.slot_plan import SlotPlan, SlotTarget
+from tinyswap.export.errors import SlotPlanError
+from tinyswap.export.slot_plan import SlotBranches, SlotPlan, SlotTarget
 from tinyswap.export.spec import LayerSpec, ModelSpec, SpecError
-from tinyswap.export.tflite_builder import BuiltModel, Model, Operator, Quant, Tensor, build_model_with_layout
+from tinyswap.export.tflite_builder import BuiltModel, Model, Operator, Quant, Subgraph, Tensor, build_model_with_layout
 
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
 _UNARY_OPS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "hard_swish": "HARD_SWISH", "leaky_relu": "LEAKY_RELU"}
@@ -106,7 +107,15 @@ class SlotEmitter:
     """Emits slot branches (LoRA, bottleneck), their gates and gated ADDs into `ops`.
 
     Shared by the compiler (a float spec) and slot injection into an existing `.tflite`
-    (`tinyswap.export.inject`), so both make the same branches with the same scale policy."""
+    (`tinyswap.export.inject`), so both make the same branches with the same scale policy.
+
+    With conditional branches (`SlotBranches.CONDITIONAL`) each slot's branch on each layer is a
+    subgraph of its own (`subgraphs`, file indices from 1) that an IF runs when the slot's gate
+    is above zero (`gate_s > off`, one GREATER per slot); otherwise a pass-through subgraph (one
+    per layer, no operators) hands the running sum on unchanged. The slot's constants live in
+    its branch subgraph, still one buffer group per slot. A LoRA layer's activation (and, with
+    headroom, the requantization to the layer's output) then follows the last IF as its own
+    RELU/RELU6 (QUANTIZE) operator, since no branch is sure to run."""
 
     def __init__(self, plan: SlotPlan | None, batch: int) -> None:
         self.plan, self.batch = plan, batch
@@ -114,6 +123,15 @@ class SlotEmitter:
         self.slot_tensors: list[SlotTensor] = []
         self.gates: list[Tensor] = []
         self.gate_views: dict[tuple[int, int], Tensor] = {}
+        self.subgraphs: list[Subgraph] = []
+        self.conditions: dict[int, Tensor] = {}
+        self.gate_off: Tensor | None = None
+        self.passthroughs: dict[str, int] = {}  # layer -> its pass-through subgraph's file index
+        self._main_ops: list[Operator] | None = None  # the primary subgraph's, while a branch is emitted
+
+    @property
+    def conditional(self) -> bool:
+        return self.plan is not None and self.plan.branches == SlotBranches.CONDITIONAL
 
     # -- helpers ------------------------------------------------------------------------------
     def act(self, name: str, shape: tuple[int, ...], aq: ActQuant) -> Tensor:
@@ -127,9 +145,50 @@ class SlotEmitter:
     def make_gates(self) -> list[Tensor]:
         """One gate input per slot, shape (batch, 1): int8, scale gate_max / 255, gate 0.0 exactly -128."""
         assert self.plan is not None
+        if self.conditional and self.batch != 1:
+            raise SlotPlanError(f"conditional branches need a batch-1 model (an IF reads one condition per invoke); "
+                                f"this model's batch is {self.batch}")
         gq = ActQuant(float(np.float32(self.plan.gate_max / 255.0)), -128)
         self.gates = [self.act(f"gate_{s}", (self.batch, 1), gq) for s in range(self.plan.num_slots)]
         return self.gates
+
+    # -- conditional branches -----------------------------------------------------------------
+    def condition(self, slot: int) -> Tensor:
+        """`gate_slot > off` as the one-element bool an IF reads (emitted once, where first used)."""
+        if slot not in self.conditions:
+            gate = self.gates[slot]
+            if self.gate_off is None:  # gate 0.0, shared by every slot's comparison
+                self.gate_off = Tensor("gates/off", gate.shape, np.int8, data=np.full(gate.shape, -128, np.int8),
+                                       quant=gate.quant)
+            on = Tensor(f"gate_{slot}/on", gate.shape, np.bool_)
+            self.ops.append(Operator("GREATER", [gate, self.gate_off], [on]))
+            self.conditions[slot] = on
+        return self.conditions[slot]
+
+    def open_branch(self, slot: int, layer: str, main_inputs: list[Tensor]) -> list[Tensor]:
+        """Start slot `slot`'s branch subgraph on `layer`: returns its own copies of `main_inputs`
+        (what the IF will pass it); operators go to the branch until `close_branch`."""
+        assert self._main_ops is None, "branches do not nest"
+        self._main_ops, self.ops = self.ops, []
+        return [Tensor(f"slot{slot}/{layer}/in{i}", t.shape, t.dtype, quant=t.quant)
+                for i, t in enumerate(main_inputs)]
+
+    def close_branch(self, slot: int, layer: str, main_inputs: list[Tensor], branch_inputs: list[Tensor],
+                     result: Tensor, main_out: Tensor) -> None:
+        """End the branch (its output: `result`) and emit `main_out = IF(gate on, branch, pass-through)`."""
+        assert self._main_ops is not None
+        self.subgraphs.append(Subgraph(self.ops, branch_inputs, [result], f"slot{slot}/{layer}"))
+        then_index = len(self.subgraphs)
+        self.ops, self._main_ops = self._main_ops, None
+        current = main_inputs[0]
+        if layer not in self.passthroughs:
+            # TFLM's IF passes every input to either branch; this one hands input 0 on untouched.
+            through = [Tensor(f"{layer}/passthrough/in{i}", t.shape, t.dtype, quant=t.quant)
+                       for i, t in enumerate(main_inputs)]
+            self.subgraphs.append(Subgraph([], through, through[:1], f"{layer}/passthrough"))
+            self.passthroughs[layer] = len(self.subgraphs)
+        self.ops.append(Operator("IF", [self.condition(slot), *main_inputs], [main_out],
+                                 {"then_subgraph_index": then_index, "else_subgraph_index": self.passthroughs[layer]}))
 
     def slot_groups(self) -> list[list[Tensor]]:
         """Each slot's constants, one buffer group per slot, the first starting on the plan's alignment."""
@@ -173,13 +232,19 @@ class SlotEmitter:
         aq = symmetric_quant(8.0 * site.x_abs)
         uq = symmetric_quant(target.delta_ratio * site.pre_abs)
         current = pre
+        joined = self.conditional and (act != "none" or not _same_quant(pq, out))
         for s in range(self.plan.num_slots):
+            last = s == self.plan.num_slots - 1
+            # (always: the view is made where the gated ADD needs it, keeping those files as they were)
+            gate = self.gate(s, len(out_shape)) if self.conditional else None
+            main_inputs: list = [current, site.x, gate]
+            cur, x, gate = self.open_branch(s, name, main_inputs) if self.conditional else main_inputs
             if site.window is None:
                 a_w = self.const(f"slot{s}/{name}/A", np.zeros((r, in_shape[-1]), np.int8), [a_scale])
                 b_w = self.const(f"slot{s}/{name}/B", np.zeros((out_shape[-1], r), np.int8), [b_scale])
                 a_t = self.act(f"slot{s}/{name}/a", (*in_shape[:-1], r), aq)
                 u_t = self.act(f"slot{s}/{name}/u", out_shape, uq)
-                self.ops.append(Operator("FULLY_CONNECTED", [site.x, a_w], [a_t]))
+                self.ops.append(Operator("FULLY_CONNECTED", [x, a_w], [a_t]))
                 self.ops.append(Operator("FULLY_CONNECTED", [a_t, b_w], [u_t]))
                 group = [a_w, b_w]
             else:
@@ -191,13 +256,34 @@ class SlotEmitter:
                                  [np.float32(aq.scale) * b_scale])
                 a_t = self.act(f"slot{s}/{name}/a", (*out_shape[:-1], r), aq)
                 u_t = self.act(f"slot{s}/{name}/u", out_shape, uq)
-                self.ops.append(Operator("CONV_2D", [site.x, a_w, a_b], [a_t], site.window))
+                self.ops.append(Operator("CONV_2D", [x, a_w, a_b], [a_t], site.window))
                 self.ops.append(Operator("CONV_2D", [a_t, b_w, b_b], [u_t],
                                          {"padding": 1, "stride_h": 1, "stride_w": 1, "fused_activation_function": 0}))
                 group = [a_w, b_w, a_b, b_b]
-            current = self.gated_add(name, s, u_t, uq, current, pq, out, act)
+            summed = out if last and not joined else self.act(f"slot{s}/{name}/sum", current.shape, pq)
+            if self.conditional:
+                result = self.act(f"slot{s}/{name}/branch_sum", current.shape, pq)
+                self.gated_add(name, s, u_t, uq, cur, pq, gate, result, "none")
+                self.close_branch(s, name, main_inputs, [cur, x, gate], result, summed)
+            else:
+                self.gated_add(name, s, u_t, uq, cur, pq, self.gate(s, len(out_shape)), summed, act if last else "none")
+            current = summed
             roles = ["A", "B", "bias_A", "bias_B"]
             self.slot_tensors += [SlotTensor(s, name, "lora", role, t) for role, t in zip(roles, group)]
+        if joined:
+            self.join(name, current, pq, out, act)
+
+    def join(self, name: str, summed: Tensor, pq: ActQuant, out: Tensor, act: str) -> None:
+        """The layer's output from the conditional branches' sum: requantized to the output's
+        scale when headroom gave the sum its own (QUANTIZE), then the activation (RELU/RELU6 in
+        one quantization: TFLM's int8 RELU6 never rescales). Without headroom RELU maps the sum
+        exactly as the fused activation of the slot-free layer does (multiplier 1: a clamp)."""
+        if not _same_quant(pq, out):
+            requantized = out if act == "none" else Tensor(f"{name}/requantized", out.shape, np.int8, quant=out.quant)
+            self.ops.append(Operator("QUANTIZE", [summed], [requantized]))
+            summed = requantized
+        if act != "none":
+            self.ops.append(Operator(act.upper(), [summed], [out]))
 
     def bottleneck_branch(self, name: str, target: SlotTarget, h: Tensor, hq: ActQuant, out: Tensor) -> None:
         """`out = h + sum_s gate_s * (U_s relu(D_s h + bD_s) + bU_s)` on the activation `h`."""
@@ -213,6 +299,11 @@ class SlotEmitter:
         current = h
         conv = len(shape) == 4
         for s in range(self.plan.num_slots):
+            last = s == self.plan.num_slots - 1
+            # (always: the view is made where the gated ADD needs it, keeping those files as they were)
+            gate = self.gate(s, len(shape)) if self.conditional else None
+            main_inputs: list = [current, gate]
+            cur, gate = self.open_branch(s, name, main_inputs) if self.conditional else main_inputs
             d_shape, u_shape = ((r, 1, 1, c), (c, 1, 1, r)) if conv else ((r, c), (c, r))
             d_w = self.const(f"slot{s}/{name}/D", np.zeros(d_shape, np.int8), [d_scale])
             u_w = self.const(f"slot{s}/{name}/U", np.zeros(u_shape, np.int8), [u_scale])
@@ -222,27 +313,36 @@ class SlotEmitter:
             u_t = self.act(f"slot{s}/{name}/u", shape, uq)
             if conv:
                 one = {"padding": 1, "stride_h": 1, "stride_w": 1}
-                self.ops.append(Operator("CONV_2D", [current, d_w, d_b], [d_t], {**one, "fused_activation_function": 1}))
+                self.ops.append(Operator("CONV_2D", [cur, d_w, d_b], [d_t], {**one, "fused_activation_function": 1}))
                 self.ops.append(Operator("CONV_2D", [d_t, u_w, u_b], [u_t], {**one, "fused_activation_function": 0}))
             else:
-                self.ops.append(Operator("FULLY_CONNECTED", [current, d_w, d_b], [d_t], {"fused_activation_function": 1}))
+                self.ops.append(Operator("FULLY_CONNECTED", [cur, d_w, d_b], [d_t], {"fused_activation_function": 1}))
                 self.ops.append(Operator("FULLY_CONNECTED", [d_t, u_w, u_b], [u_t]))
-            current = self.gated_add(name, s, u_t, uq, current, hq, out, "none")
+            summed = out if last else self.act(f"slot{s}/{name}/sum", current.shape, hq)
+            if self.conditional:
+                result = self.act(f"slot{s}/{name}/branch_sum", current.shape, hq)
+                self.gated_add(name, s, u_t, uq, cur, hq, gate, result, "none")
+                self.close_branch(s, name, main_inputs, [cur, gate], result, summed)
+            else:
+                self.gated_add(name, s, u_t, uq, cur, hq, self.gate(s, len(shape)), summed, "none")
+            current = summed
             self.slot_tensors += [SlotTensor(s, name, "bottleneck", role, t)
                                   for role, t in zip(["D", "U", "bias_D", "bias_U"], [d_w, u_w, d_b, u_b])]
 
     def gated_add(self, name: str, s: int, u_t: Tensor, uq: ActQuant, current: Tensor, cq: ActQuant,
-                  out: Tensor, act: str) -> Tensor:
+                  gate: Tensor, target: Tensor, act: str) -> None:
+        """`target = act(current + u_t * gate)`."""
         assert self.plan is not None
-        gate = self.gate(s, len(u_t.shape))
         # The gated branch's scale never exceeds input 1's: the zero-gate identity needs it.
         gq = ActQuant(float(np.float32(min(uq.scale * self.plan.gate_max, cq.scale))), 0)
         g_t = self.act(f"slot{s}/{name}/gated", u_t.shape, gq)
         self.ops.append(Operator("MUL", [u_t, gate], [g_t]))
-        last = s == self.plan.num_slots - 1
-        target = out if last else self.act(f"slot{s}/{name}/sum", current.shape, cq)
-        self.ops.append(Operator("ADD", [current, g_t], [target], {"fused_activation_function": _ACT[act] if last else 0}))
-        return target
+        self.ops.append(Operator("ADD", [current, g_t], [target], {"fused_activation_function": _ACT[act]}))
+
+
+def _same_quant(aq: ActQuant, t: Tensor) -> bool:
+    assert t.quant is not None
+    return bool(np.float32(aq.scale) == t.quant.scale[0]) and aq.zero_point == int(t.quant.zero_point[0])
 
 
 class _Emitter(SlotEmitter):
@@ -432,7 +532,8 @@ def compile_model(spec: ModelSpec, plan: SlotPlan | None, calibration: np.ndarra
             out = adapted
         tensors[layer.name] = (out, oq)
     y, yq = tensors[spec.output]
-    model = Model(e.ops, graph_inputs, [y], description=f"tinyswap:{spec.name}", buffer_groups=e.slot_groups())
+    model = Model(e.ops, graph_inputs, [y], description=f"tinyswap:{spec.name}", buffer_groups=e.slot_groups(),
+                  subgraphs=e.subgraphs)
     built = build_model_with_layout(model)
     return Compiled(built, spec, plan, e.gates, e.slot_tensors, iq, yq, model)
 

@@ -272,7 +272,7 @@ def inject_slots(model: bytes, plan: SlotPlan, calibration: np.ndarray | None = 
     metadata = {key: bytes(graph.model.metadata_bytes(key) or b"") for key in graph.model.metadata}
     # The gates follow every input the model has (a streaming model's state inputs included).
     built_model = Model(emitter.ops, [*graph.inputs, *gates], graph.outputs, description=description, metadata=metadata,
-                        buffer_groups=emitter.slot_groups())
+                        buffer_groups=emitter.slot_groups(), subgraphs=emitter.subgraphs)
     try:
         built = build_model_with_layout(built_model)
     except BuilderError as exc:

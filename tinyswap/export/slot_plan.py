@@ -7,6 +7,7 @@ value. The plan is written into `slotmap.json` so the device knows what it was b
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,20 @@ SLOT_KINDS = ("lora", "bottleneck")
 SCALE_POLICIES = ("weight_relative",)
 MIN_ALIGNMENT = 16
 MAX_ALIGNMENT = 1 << 20
+# A conditional slot's IF reads `gate > off` through TFLite's int8 comparison, which rescales
+# each gate by 2**8 * scale before comparing: below this gate_max the smallest nonzero gate
+# (one step, gate_max / 255) would compare equal to off and its branch would not run.
+MIN_CONDITIONAL_GATE_MAX = 0.5
+
+
+class SlotBranches(StrEnum):
+    """How a slot's branch runs. ALWAYS: every branch runs on every invoke (a static graph, its
+    gate multiplies it). CONDITIONAL: each slot's branch on each layer sits behind a TFLite IF on
+    the slot's gate and runs only when some gate of the request is above zero, so inactive
+    slots cost no MACs (batch-1 models only: an IF reads a one-element condition)."""
+
+    ALWAYS = "always"
+    CONDITIONAL = "conditional"
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,8 @@ class SlotPlan:
         output's (active adapters are then not clipped at the base's post-ReLU range); with
         headroom off, all-zero gates reproduce the slot-free model bit for bit.
     gate_max: the largest gate value a request may use (gates run from 0 to gate_max).
+    branches: "always" (default) or "conditional" (`SlotBranches`): whether inactive slots'
+        branches still run.
     """
 
     targets: tuple[SlotTarget, ...]
@@ -65,8 +82,18 @@ class SlotPlan:
     scale_policy: str = "weight_relative"
     gate_max: float = 1.0
     notes: dict[str, Any] = field(default_factory=dict)
+    branches: SlotBranches = SlotBranches.ALWAYS
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "branches", SlotBranches(self.branches))
+        except ValueError:
+            raise SlotPlanError(f"branches is {self.branches!r}; expected one of "
+                                f"{[b.value for b in SlotBranches]}") from None
+        if self.branches == SlotBranches.CONDITIONAL and isinstance(self.gate_max, (int, float)) \
+                and float(self.gate_max) < MIN_CONDITIONAL_GATE_MAX:
+            raise SlotPlanError(f"gate_max is {self.gate_max!r}; conditional branches need gate_max >= "
+                                f"{MIN_CONDITIONAL_GATE_MAX} (the IF's int8 comparison would not see the smallest gates)")
         if not isinstance(self.num_slots, int) or isinstance(self.num_slots, bool) or not 2 <= self.num_slots <= 64:
             raise SlotPlanError(f"num_slots is {self.num_slots!r}; expected an int in [2, 64] (S >= 2 for safe swaps)")
         a = self.alignment
@@ -87,13 +114,17 @@ class SlotPlan:
     def to_json(self) -> dict[str, Any]:
         raw = asdict(self)
         raw["targets"] = [asdict(t) for t in self.targets]  # JSON lists, not tuples
+        if self.branches == SlotBranches.ALWAYS:
+            del raw["branches"]  # the default: plans written before the option stay byte-identical
+        else:
+            raw["branches"] = self.branches.value
         return raw
 
     @classmethod
     def from_json(cls, raw: Any) -> "SlotPlan":
         if not isinstance(raw, dict):
             raise SlotPlanError("a slot plan must be a JSON object")
-        known = {"targets", "num_slots", "alignment", "headroom", "scale_policy", "gate_max", "notes"}
+        known = {"targets", "num_slots", "alignment", "headroom", "scale_policy", "gate_max", "notes", "branches"}
         unknown = set(raw) - known
         if unknown:
             raise SlotPlanError(f"unknown slot plan fields {sorted(unknown)}; known: {sorted(known)}")
