@@ -89,16 +89,21 @@ class SlotTensorInfo:
     name: str = ""
     zero_points: tuple[int, ...] = ()
     quantized_dimension: int = 0
+    # The subgraph holding the tensor: 0 (the primary one), or a conditional slot's IF branch.
+    subgraph: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.layer, self.role)
 
     def to_json(self) -> dict[str, Any]:
-        return {"slot": self.slot, "layer": self.layer, "kind": str(self.kind), "role": str(self.role),
-                "tensor_index": self.tensor_index, "name": self.name, "offset": self.offset, "length": self.length,
-                "shape": list(self.shape), "dtype": self.dtype, "scales": list(self.scales),
-                "zero_points": list(self.zero_points), "quantized_dimension": self.quantized_dimension}
+        raw = {"slot": self.slot, "layer": self.layer, "kind": str(self.kind), "role": str(self.role),
+               "tensor_index": self.tensor_index, "name": self.name, "offset": self.offset, "length": self.length,
+               "shape": list(self.shape), "dtype": self.dtype, "scales": list(self.scales),
+               "zero_points": list(self.zero_points), "quantized_dimension": self.quantized_dimension}
+        if self.subgraph:  # written only when not the primary one: older slot maps stay as they were
+            raw["subgraph"] = self.subgraph
+        return raw
 
 
 #: A frame as [relative offset, bytes] runs of the base model's non-zero bytes inside a range.
@@ -287,7 +292,7 @@ def _check_structure(smap: SlotMap, model: bytes | bytearray | memoryview) -> No
 
     - the map itself: slots 0..S-1 in order, every slot the same layers/roles, no (layer, role)
       twice in a slot, ranges disjoint;
-    - every slot tensor entry names a tensor of the main subgraph, used by no other tensor or
+    - every slot tensor entry names a tensor of its subgraph (the main one unless recorded), used by no other tensor or
       metadata entry, whose buffer's data lies exactly at the entry's offset and length, with
       the entry's shape, dtype, scales, zero points and quantized dimension (and name);
     - every range starts at its first tensor's data and ends at its last tensor's end rounded
@@ -319,7 +324,8 @@ def _check_structure(smap: SlotMap, model: bytes | bytearray | memoryview) -> No
 
 
 def _label(t: SlotTensorInfo) -> str:
-    return f"slot {t.slot} tensor {t.layer}/{t.role} (tensor_index {t.tensor_index})"
+    where = f"subgraph {t.subgraph} " if t.subgraph else ""
+    return f"slot {t.slot} tensor {t.layer}/{t.role} ({where}tensor_index {t.tensor_index})"
 
 
 def _check_map_itself(smap: SlotMap) -> None:
@@ -358,16 +364,20 @@ def _buffer_users(parsed: ModelDef) -> dict[int, list[str]]:
 
 
 def _check_tensors(smap: SlotMap, parsed: ModelDef, users: dict[int, list[str]]) -> None:
-    tensors, buffers = parsed.main.tensors, parsed.buffers
-    claimed: dict[int, str] = {}
+    buffers = parsed.buffers
+    claimed: dict[tuple[int, int], str] = {}
     for s in smap.slots:
         for t in s.tensors:
             where = _label(t)
+            if t.subgraph >= len(parsed.subgraphs):
+                raise SlotMapError(f"{where}: the model has {len(parsed.subgraphs)} subgraphs")
+            tensors = parsed.subgraphs[t.subgraph].tensors
             if t.tensor_index >= len(tensors):
-                raise SlotMapError(f"{where}: the model's main subgraph has {len(tensors)} tensors")
-            if t.tensor_index in claimed:
-                raise SlotMapError(f"{where}: tensor {t.tensor_index} is already {claimed[t.tensor_index]}")
-            claimed[t.tensor_index] = where
+                which = f"subgraph {t.subgraph}" if t.subgraph else "main subgraph"
+                raise SlotMapError(f"{where}: the model's {which} has {len(tensors)} tensors")
+            if (t.subgraph, t.tensor_index) in claimed:
+                raise SlotMapError(f"{where}: tensor {t.tensor_index} is already {claimed[t.subgraph, t.tensor_index]}")
+            claimed[t.subgraph, t.tensor_index] = where
             td = tensors[t.tensor_index]
             buf = buffers[td.buffer]
             if td.buffer == 0 or buf.length == 0:
@@ -596,7 +606,8 @@ def _tensor(t: Any, where: str, slot: int) -> SlotTensorInfo:
         raise SlotMapError(f"{where}: quantized_dimension must be an integer")
     info = SlotTensorInfo(_int(t, "slot", slot, slot), str(t.get("layer")), AdapterKind(kind), str(t.get("role")),
                           _int(t, "tensor_index", 0), _int(t, "offset", 0), _int(t, "length", 0), tuple(shape),
-                          dtype, tuple(float(v) for v in scales), str(t.get("name", "")), tuple(zero_points), qdim)
+                          dtype, tuple(float(v) for v in scales), str(t.get("name", "")), tuple(zero_points), qdim,
+                          _int(t, "subgraph", 0) if "subgraph" in t else 0)
     if info.length != _DTYPE_BYTES[dtype] * math.prod(shape):
         raise SlotMapError(f"{where}: {info.length} bytes do not hold {dtype} {tuple(shape)}")
     return info

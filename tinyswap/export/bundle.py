@@ -34,7 +34,7 @@ def slot_tensor_records(compiled: Compiled) -> list[SlotTensorInfo]:
         records.append(SlotTensorInfo(
             st.slot, st.layer, AdapterKind(st.kind), st.role, built.tensor_indices[t], offset, length,
             tuple(int(d) for d in t.shape), np.dtype(t.dtype).name, tuple(float(v) for v in q.scale), t.name,
-            tuple(int(v) for v in q.zero_point), int(q.quantized_dimension)))
+            tuple(int(v) for v in q.zero_point), int(q.quantized_dimension), built.tensor_subgraphs.get(t, 0)))
     return records
 
 

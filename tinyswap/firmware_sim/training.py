@@ -132,6 +132,9 @@ def find_logits_slot(model: bytes | bytearray | memoryview, slotmap: Mapping[str
         return ops[0]
 
     layout = slotmap["slots"][0]["tensors"]
+    if any(t.get("subgraph", 0) for t in layout):
+        raise TrainingPlanError("this model's slots are conditional (IF branches); on-device training needs a "
+                                "model exported with the plan's default branches ('always')")
     candidates = []
     for t in layout:
         if t["kind"] != "lora" or t["role"] != "A" or len(t["shape"]) != 2:
