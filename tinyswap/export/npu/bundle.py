@@ -24,11 +24,11 @@ from tinyswap.arena import ArenaFigure, tflm_arena_figure
 from tinyswap.export.bundle import slot_map, write_bundle
 from tinyswap.export.compiler import Compiled, compile_model
 from tinyswap.export.npu.config import NpuConfig
-from tinyswap.export.npu.errors import StitchError
+from tinyswap.export.npu.errors import ConditionalBranchesError, StitchError
 from tinyswap.export.npu.segments import Partition, Segment, partition
 from tinyswap.export.npu.stitch import NpuOperator, Windows, npu_operator, stitch, twin
 from tinyswap.export.npu.vela import ETHOS_U_CUSTOM_CODE, VelaRun, compile_with_vela, require_vela
-from tinyswap.export.slot_plan import SlotPlan
+from tinyswap.export.slot_plan import SlotBranches, SlotPlan
 from tinyswap.export.spec import ModelSpec
 from tinyswap.export.tflite_builder import build_model
 from tinyswap.reader import read_model
@@ -103,10 +103,16 @@ def _compile_segments(source: Compiled, config: NpuConfig) -> tuple[Partition, l
 
 def build_npu_bundle(source: Compiled, config: NpuConfig | str) -> NpuBundle:
     """Compile `source`'s base segments with Vela for `config` and stitch them with its branches."""
+    _refuse_conditional(source.plan)
     config = NpuConfig.parse(str(config))
     part, ops = _compile_segments(source, config)
     stitched, windows = stitch(source, part, ops)
     return NpuBundle(config, source, part, tuple(ops), stitched, twin(source, part), windows)
+
+
+def _refuse_conditional(plan: SlotPlan | None) -> None:
+    if plan is not None and plan.branches == SlotBranches.CONDITIONAL:
+        raise ConditionalBranchesError()
 
 
 def npu_arena(bundle: NpuBundle) -> ArenaFigure:
@@ -171,6 +177,7 @@ def export_npu_bundle(spec: ModelSpec, plan: SlotPlan | None, calibration: np.nd
     """`tinyswap export --npu CONFIG`: refuse a missing Vela or an unknown configuration before
     compiling, then compile, stitch and write the bundle into `out_dir`; `echo` gets one line per
     file and a summary. Returns the command's exit status (0)."""
+    _refuse_conditional(plan)
     version = require_vela()
     npu = NpuConfig.parse(config)
     bundle = build_npu_bundle(compile_model(spec, plan, calibration), npu)
