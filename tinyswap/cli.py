@@ -408,6 +408,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(compiler.run(out, repeats=max(1, args.repeats // 10)).text)
         print(f"\nwrote {out / 'bench_compiler.json'} and bench_compiler.md")
         return 0
+    if args.slots:
+        from tinyswap.benchmarks import slot_overhead
+
+        print(slot_overhead.run(out, args.repeats).text)
+        print(f"\nwrote {out / 'bench_slots.json'} and bench_slots.md")
+        return 0
     if args.interpreter:
         from tinyswap.benchmarks import interpreter
 
@@ -556,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--interpreter", action="store_true", help="only the interpreter benchmark")
     bench.add_argument("--out", default="out/bench")
     bench.add_argument("--compiler", action="store_true", help="compile time and bundle size by model size and S")
+    bench.add_argument("--slots", action="store_true",
+                       help="only the slot overhead: MACs and invoke time of always-run vs conditional slot branches")
     bench.add_argument("--swap", action="store_true",
                        help="adapter switch / hot swap / cold swap beside PEFT's hotswap_adapter (repeats x 10)")
     bench.set_defaults(func=cmd_bench)

@@ -7,6 +7,8 @@
    (`tinyswap.firmware_sim.swap_latency`, through `tinyswap.commands.digits.switch_latency`).
 4. Arena: our planner's arena vs TFLite Micro's own recorded arena (RecordingMicroAllocator
    "head", the planned tensors; its "tail" holds runtime structures we do not model).
+5. Slot overhead: MACs, invoke time (tinyswap and the wheel) and TFLM arena of slot-free,
+   always-run and conditional (IF-gated) slot branches (`tinyswap.benchmarks.slot_overhead`).
 
 Everything is written to OUT/bench.json and OUT/bench.md (plus each part's own files).
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from tinyswap.benchmarks import interpreter as interpreter_bench
+from tinyswap.benchmarks import slot_overhead as slot_bench
 from tinyswap.benchmarks import swap as swap_bench
 from tinyswap.resources import models_dir
 
@@ -94,6 +97,9 @@ def run(out_dir: Path, tflm_dir: Path, repeats: int = 20, progress: Callable[[st
         smallest = "-" if r.tflm_smallest is None else str(r.tflm_smallest)
         arena_lines.append(f"| {r.model} | {r.tinyswap_arena} | {r.tflm_head} | {ratio} | {r.tflm_total} | {smallest} |")
 
+    progress("slot overhead: slot-free vs always-run vs conditional branches")
+    slots = slot_bench.run(out_dir, repeats=max(5, repeats // 2), progress=progress)
+
     summary = ["| benchmark | case | tinyswap | reference | ratio |", "|---|---|---:|---:|---:|"]
     for row in interp.rows:
         if row.runtime == "tinyswap" and row.ratio_vs_tflm:
@@ -112,6 +118,11 @@ def run(out_dir: Path, tflm_dir: Path, repeats: int = 20, progress: Callable[[st
     worst = max(arenas, key=lambda a: a.ratio or 0)
     summary.append(f"| arena | {len(arenas)} models | equal on {equal} | TFLM recorded arena | "
                    f"worst {worst.ratio:.2f}x ({worst.model}) |")
+    for srow in slots.rows:
+        if srow.configuration == "conditional" and srow.active == 1:
+            summary.append(f"| slot overhead | {srow.model}, 1 of {slot_bench.NUM_SLOTS} slots active (rank "
+                           f"{slot_bench.RANK}, IF-gated) | {srow.macs:,} MACs | slot-free model | "
+                           f"{srow.macs_over_free:+.1%} MACs |")
     machine = f"{interpreter_bench.cpu_name()}, Python {platform.python_version()}"
     elapsed = time.perf_counter() - started
     text = "\n".join([
@@ -119,13 +130,15 @@ def run(out_dir: Path, tflm_dir: Path, repeats: int = 20, progress: Callable[[st
         "## Summary (medians; ratios side by side in one run)", "", *summary, "",
         "## Interpreter", "", interp.text, "", "## Swapping vs PEFT", "", swap.text, "",
         "## Simulated swap per storage configuration (digits CNN, 4 KB-aligned slots)", "", latency_md, "",
-        "## Arena", "", *arena_lines, ""])
+        "## Arena", "", *arena_lines, "",
+        "## Slot overhead (slot-free, always-run and conditional branches)", "", slots.text, ""])
     (out_dir / "bench.md").write_text(text)
     # The same records as each part's own JSON file, so bench.json holds nothing they do not.
     interp_json = {"date": interp.date, "machine": interp.machine, "rows": [asdict(r) for r in interp.rows]}
     (out_dir / "bench.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d"), "machine": machine, "seconds": elapsed, "interpreter": interp_json,
-        "swap": asdict(swap), "simulated_swap": as_rows(latency), "arena": [asdict(a) for a in arenas]}, indent=2))
+        "swap": asdict(swap), "simulated_swap": as_rows(latency), "arena": [asdict(a) for a in arenas],
+        "slot_overhead": [asdict(r) for r in slots.rows]}, indent=2))
     return SuiteReport(text, elapsed)
 
 

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 
-from tinyswap.benchmarks import compiler, interpreter, suite, swap
+from tinyswap.benchmarks import compiler, interpreter, slot_overhead, suite, swap
 from tinyswap.benchmarks.interpreter import InterpreterReport, Row
 from tinyswap.benchmarks.swap import SwapReport, SwapRow
 from tinyswap.cli import main
@@ -71,9 +71,11 @@ def test_the_suite_assembles_every_part_into_one_table(tmp_path, monkeypatch) ->
     shutil.copy(TFLM_MODELS / "hello_world_int8.tflite", tflm)
     monkeypatch.setattr(interpreter, "run", lambda models, out, repeats, progress: _interpreter_report())
     monkeypatch.setattr(swap, "run", lambda out, repeats: _swap_report())
+    monkeypatch.setattr(slot_overhead, "run", lambda out, repeats, progress: slot_overhead.SlotOverheadReport(
+        "2026-01-01", "test machine", [slot_overhead.SlotOverheadRow("m", "conditional", 1, 110, 0.1, 1.0, 2.0, 64)]))
     seen: list[str] = []
     report = suite.run(tmp_path / "out", tflm, repeats=2, progress=seen.append)
-    assert [line[:5] for line in seen] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert [line[:5] for line in seen] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]", "slot "]
     text = (tmp_path / "out" / "bench.md").read_text()
     assert text == report.text
     for heading in ("## Summary", "## Interpreter", "## Swapping vs PEFT", "## Simulated swap per storage",
@@ -84,7 +86,9 @@ def test_the_suite_assembles_every_part_into_one_table(tmp_path, monkeypatch) ->
     assert "| swap | (a) switch | 1.0 us | PEFT hotswap_adapter 500.0 us | 500.0x faster |" in text
     assert "(c) cold swap | 100.0 us | PEFT" not in text  # no PEFT figure, no summary row
     saved = json.loads((tmp_path / "out" / "bench.json").read_text())
-    assert list(saved) == ["date", "machine", "seconds", "interpreter", "swap", "simulated_swap", "arena"]
+    assert list(saved) == ["date", "machine", "seconds", "interpreter", "swap", "simulated_swap", "arena",
+                           "slot_overhead"]
+    assert "| slot overhead | m, 1 of 2 slots active (rank 8, IF-gated) | 110 MACs | slot-free model | +10.0% MACs |" in text
     assert [r["device"] for r in saved["simulated_swap"]] == ["mcu-qspi", "mcu-qspi", "mcu-ram", "gateway"]
     arena = {r["model"]: r for r in saved["arena"]}
     assert {"hello_world_int8", "digits/cnn (with slots)", "digits/mlp (with slots)"} <= set(arena)
