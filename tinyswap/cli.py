@@ -221,10 +221,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"          tinyswap activation plan {arena['tinyswap_plan_bytes']} B (activations only)")
     cost = info["cost"]
     macs, flash = cost["macs"], cost["flash"]
+    if macs.get("branches") == "conditional":  # IF-gated branches: an inactive slot runs nothing
+        active = macs["with_active_slots"]
+        worth = (f"with 1 slot active {active[1]:,} (+{100 * (active[1] - macs['base']) / max(macs['base'], 1):.1f}%), "
+                 f"all {macs['total']:,}; conditional branches run only for slots whose gate is on")
+    else:
+        worth = (f"as compiled {macs['total']:,} (+{100 * (macs['total'] - macs['base']) / max(macs['base'], 1):.1f}%; "
+                 "every branch runs whatever the gates)")
     print(f"cost      {cost['operators']} operators ({cost['slot_operators']} in slot branches); MACs per row: "
-          f"base {macs['base']:,}, per slot {[f'{m:,}' for m in macs['per_slot']]}, as compiled {macs['total']:,} "
-          f"(+{100 * (macs['total'] - macs['base']) / max(macs['base'], 1):.1f}%; every branch runs whatever "
-          "the gates)")
+          f"base {macs['base']:,}, per slot {[f'{m:,}' for m in macs['per_slot']]}, {worth}")
     print(f"flash     {flash['total']:,} B: base {flash['base']:,}, slots {flash['slots']:,} "
           f"(payload {flash['slot_payload']:,}, alignment {flash['alignment']})")
     for name, ms in info["latency_ms"].items():
