@@ -117,8 +117,9 @@ class SlotEmitter:
     headroom, the requantization to the layer's output) then follows the last IF as its own
     RELU/RELU6 (QUANTIZE) operator, since no branch is sure to run."""
 
-    def __init__(self, plan: SlotPlan | None, batch: int) -> None:
+    def __init__(self, plan: SlotPlan | None, batch: int, first_subgraph: int = 1) -> None:
         self.plan, self.batch = plan, batch
+        self.first_subgraph = first_subgraph  # the file index the first branch subgraph gets
         self.ops: list[Operator] = []
         self.slot_tensors: list[SlotTensor] = []
         self.gates: list[Tensor] = []
@@ -177,16 +178,16 @@ class SlotEmitter:
                      result: Tensor, main_out: Tensor) -> None:
         """End the branch (its output: `result`) and emit `main_out = IF(gate on, branch, pass-through)`."""
         assert self._main_ops is not None
+        then_index = self.first_subgraph + len(self.subgraphs)
         self.subgraphs.append(Subgraph(self.ops, branch_inputs, [result], f"slot{slot}/{layer}"))
-        then_index = len(self.subgraphs)
         self.ops, self._main_ops = self._main_ops, None
         current = main_inputs[0]
         if layer not in self.passthroughs:
             # TFLM's IF passes every input to either branch; this one hands input 0 on untouched.
             through = [Tensor(f"{layer}/passthrough/in{i}", t.shape, t.dtype, quant=t.quant)
                        for i, t in enumerate(main_inputs)]
+            self.passthroughs[layer] = self.first_subgraph + len(self.subgraphs)
             self.subgraphs.append(Subgraph([], through, through[:1], f"{layer}/passthrough"))
-            self.passthroughs[layer] = len(self.subgraphs)
         self.ops.append(Operator("IF", [self.condition(slot), *main_inputs], [main_out],
                                  {"then_subgraph_index": then_index, "else_subgraph_index": self.passthroughs[layer]}))
 

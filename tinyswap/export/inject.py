@@ -20,6 +20,10 @@ the unmodified graph with the target tensors as extra outputs). With headroom of
 `y`'s quantization, so all gates at zero give the original outputs bit for bit (the ADD identity,
 docs/architecture.md "Slots").
 
+A stateful model's other subgraphs (the CALL_ONCE initialiser of a converter's resource
+variables) are kept as they are, with their indices; conditional branches are numbered after
+them. Models with IF operators of their own are refused.
+
 Targets are named by the operator's output tensor name or `#<operator index>`, as
 `tinyswap inspect MODEL.tflite` lists them. Unchanged: operator order (slot operators are
 inserted after their target), tensor names, shapes, shape signatures, quantization, constants
@@ -39,11 +43,11 @@ from tinyswap.export.compiler import Compiled, LoraSite, SlotEmitter
 from tinyswap.export.errors import BuilderError, InjectError, UnknownTargetError
 from tinyswap.export.quantize import ActQuant, activation_quant
 from tinyswap.export.slot_plan import SlotPlan, SlotTarget
-from tinyswap.export.tflite_builder import Model, Operator, Quant, Tensor, build_model_with_layout
+from tinyswap.export.tflite_builder import Model, Operator, Quant, Subgraph, Tensor, build_model_with_layout
 from tinyswap.interpreter import Interpreter
 from tinyswap.quantize import quantize_int8
 from tinyswap.reader import ModelDef, OperatorDef, OperatorName, TensorDef, operator_names, read_model
-from tinyswap.schema import Activation
+from tinyswap.schema import Activation, TensorType
 
 LORA_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 _ACTIVATIONS = {Activation.NONE: "none", Activation.RELU: "relu", Activation.RELU6: "relu6"}
@@ -57,6 +61,8 @@ MAX_CALIBRATION_ROWS = 4096  # the calibration pass runs our interpreter once pe
 
 
 def _tensor(model: ModelDef, t: TensorDef) -> Tensor:
+    if t.type == TensorType.RESOURCE and not t.has_sparsity and not t.is_variable and t.quantization is None:
+        return Tensor(t.name, t.shape, np.uint8, resource=True)  # a variable's handle (VAR_HANDLE)
     if t.has_sparsity:
         raise InjectError(f"tensor {t.name!r} is sparse; convert the model without sparsity to inject slots")
     if t.is_variable:
@@ -90,27 +96,38 @@ def _operator(op: OperatorDef, tensors: dict[int, Tensor]) -> Operator:
 
 @dataclass
 class _Graph:
-    """The base model as a description: operators in file order, graph inputs and outputs."""
+    """The base model as a description: operators in file order, graph inputs and outputs, and
+    its other subgraphs (a stateful model's CALL_ONCE initialiser) kept as they are."""
 
     model: ModelDef
     ops: list[Operator]
     inputs: list[Tensor]
     outputs: list[Tensor]
     tensors: dict[int, Tensor]
+    others: list[Subgraph]
+
+
+def _read_subgraph(model: ModelDef, index: int) -> tuple[list[Operator], list[Tensor], list[Tensor], dict[int, Tensor]]:
+    sg = model.subgraphs[index]
+    used = set(sg.inputs) | set(sg.outputs)
+    for op in sg.operators:
+        if op.op_name == "IF":  # slots would land in the middle of its subgraph numbering
+            raise InjectError(f"subgraph {index} operator #{op.index} is an IF; slots are injected into models "
+                              "without control flow of their own")
+        used |= {i for i in op.inputs if i >= 0} | set(op.outputs)
+    tensors = {i: _tensor(model, sg.tensors[i]) for i in sorted(used)}
+    ops = [_operator(op, tensors) for op in sg.operators]
+    return ops, [tensors[i] for i in sg.inputs], [tensors[i] for i in sg.outputs], tensors
 
 
 def _read_graph(data: bytes) -> _Graph:
     model = read_model(data)
-    if len(model.subgraphs) != 1:
-        raise InjectError(f"the model has {len(model.subgraphs)} subgraphs; slots are injected into single-subgraph "
-                          "models (a stateful or control-flow model's other subgraphs would be lost)")
-    sg = model.main
-    used = set(sg.inputs) | set(sg.outputs)
-    for op in sg.operators:
-        used |= {i for i in op.inputs if i >= 0} | set(op.outputs)
-    tensors = {i: _tensor(model, sg.tensors[i]) for i in sorted(used)}
-    ops = [_operator(op, tensors) for op in sg.operators]
-    return _Graph(model, ops, [tensors[i] for i in sg.inputs], [tensors[i] for i in sg.outputs], tensors)
+    ops, inputs, outputs, tensors = _read_subgraph(model, 0)
+    others = []
+    for index in range(1, len(model.subgraphs)):
+        sub_ops, sub_inputs, sub_outputs, _ = _read_subgraph(model, index)
+        others.append(Subgraph(sub_ops, sub_inputs, sub_outputs, model.subgraphs[index].name or f"subgraph{index}"))
+    return _Graph(model, ops, inputs, outputs, tensors, others)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +195,7 @@ def _observed_absmax(graph: _Graph, tensors: list[Tensor], calibration: np.ndarr
     them as extra outputs in our interpreter."""
     x_in = graph.inputs[0]
     extra = [t for t in dict.fromkeys(tensors) if t not in graph.outputs]
-    probe = build_model_with_layout(Model(graph.ops, graph.inputs, graph.outputs + extra)).data
+    probe = build_model_with_layout(Model(graph.ops, graph.inputs, graph.outputs + extra, subgraphs=graph.others)).data
     interpreter = Interpreter(model_content=probe)
     watched = graph.outputs + extra
     result = {t: 1e-6 for t in tensors}
@@ -244,7 +261,7 @@ def inject_slots(model: bytes, plan: SlotPlan, calibration: np.ndarray | None = 
         return observed.get(t, _real_absmax(t))
 
     batch = graph.inputs[0].shape[0] if graph.inputs[0].shape else 1
-    emitter = SlotEmitter(plan, batch)
+    emitter = SlotEmitter(plan, batch, first_subgraph=1 + len(graph.others))
     gates = emitter.make_gates()
     for index, base in enumerate(graph.ops):
         target = targets.get(index)
@@ -272,7 +289,7 @@ def inject_slots(model: bytes, plan: SlotPlan, calibration: np.ndarray | None = 
     metadata = {key: bytes(graph.model.metadata_bytes(key) or b"") for key in graph.model.metadata}
     # The gates follow every input the model has (a streaming model's state inputs included).
     built_model = Model(emitter.ops, [*graph.inputs, *gates], graph.outputs, description=description, metadata=metadata,
-                        buffer_groups=emitter.slot_groups(), subgraphs=emitter.subgraphs)
+                        buffer_groups=emitter.slot_groups(), subgraphs=graph.others + emitter.subgraphs)
     try:
         built = build_model_with_layout(built_model)
     except BuilderError as exc:

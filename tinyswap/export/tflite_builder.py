@@ -146,12 +146,13 @@ def _plan(model: Model) -> _Plan:
         raise BuilderError("Model.subgraphs must hold only Subgraph objects")
     if len(model.subgraphs) + 1 > MAX_SUBGRAPHS:
         raise BuilderError(f"{len(model.subgraphs) + 1} subgraphs; at most {MAX_SUBGRAPHS} are written")
-    names: dict[str, Tensor] = {}
     owner: dict[Tensor, int] = {}
-    graphs = [_plan_graph(model.operators, model.inputs, model.outputs, "main", 0, model.scratch_tensors, names, owner)]
+    # Names are unique within a subgraph (two subgraphs of a converted stateful model may both
+    # name a tensor "frames"); the slot tensors' names are unique in the whole model.
+    graphs = [_plan_graph(model.operators, model.inputs, model.outputs, "main", 0, model.scratch_tensors, {}, owner)]
     for g, sub in enumerate(model.subgraphs, start=1):
         name = sub.name if isinstance(sub.name, str) and sub.name else f"subgraph{g}"
-        graphs.append(_plan_graph(sub.operators, sub.inputs, sub.outputs, name, g, [], names, owner))
+        graphs.append(_plan_graph(sub.operators, sub.inputs, sub.outputs, name, g, [], {}, owner))
     _check_subgraph_references(graphs)
 
     # Operator codes: one per builtin code, carrying the highest version any of its operators
@@ -220,8 +221,8 @@ def _plan_graph(operators: list[Operator], inputs: list[Tensor], outputs: list[T
         other = names.setdefault(t.name, t)
         if other is not t:
             raise GraphError(
-                f"two different tensors are named {t.name!r}; names must be unique because "
-                f"slots and errors refer to tensors by name"
+                f"{where_graph}two different tensors are named {t.name!r}; names must be unique in a "
+                f"subgraph because slots and errors refer to tensors by name"
             )
         owner[t] = index
         tensor_index[t] = len(tensors)
@@ -510,9 +511,10 @@ def _write_options(
 ) -> int:
     # Vectors must exist before the table that points at them is started.
     vectors = {
-        f.name: _int32_vector(b, np.asarray(options[f.name]).tolist())
+        f.name: _int32_vector(b, np.asarray(options[f.name]).tolist()) if f.kind == "i32[]"
+        else b.CreateString(str(options[f.name]))
         for f in table.fields
-        if f.kind == "i32[]" and f.name in options
+        if f.kind in ("i32[]", "str") and f.name in options
     }
     b.StartObject(len(table.fields))
     for slot, f in enumerate(table.fields):  # vtable slot = declaration index
@@ -529,7 +531,7 @@ def _write_options(
             b.PrependBoolSlot(slot, bool(value), None)
         elif f.kind == "f32":
             b.PrependFloat32Slot(slot, float(value), None)
-        else:  # "i32[]"
+        else:  # "i32[]" and "str": written before the table
             b.PrependUOffsetTRelativeSlot(slot, vectors[f.name], 0)
     return b.EndObject()
 

@@ -29,6 +29,7 @@ MAX_ALIGNMENT = 1 << 20
 _INT8_RANGE = (-(1 << 7), (1 << 7) - 1)
 _INT32_RANGE = (-(1 << 31), (1 << 31) - 1)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_MAX_OPTION_STRING = 256  # a variable's container or shared name
 
 # Operators the builder cannot describe: the placeholder is not an operator at all. (CUSTOM is
 # written when the operator names its `custom_code`; its options are opaque bytes.)
@@ -126,6 +127,9 @@ class Tensor:
         alignment: byte alignment of the constant's data *in the file* (power of two,
             `MIN_ALIGNMENT` .. `MAX_ALIGNMENT`); e.g. 4096 to put a slot on a flash sector.
             Ignored for non-constant tensors.
+        resource: a resource handle (what VAR_HANDLE makes for a stateful model's variables),
+            written with type RESOURCE; it has no elements, so `dtype` is not written, and it
+            holds neither data nor quantization.
     """
 
     name: str
@@ -135,6 +139,7 @@ class Tensor:
     quant: Quant | None = None
     shape_signature: tuple[int, ...] | None = None
     alignment: int = MIN_ALIGNMENT
+    resource: bool = False
 
     def __post_init__(self) -> None:
         # Normalise the cheap things once so that errors and reprs show canonical values;
@@ -165,6 +170,8 @@ class Tensor:
         if not all(_is_int(d) and d >= 0 for d in shape):
             raise BuilderError(f"{where}: shape {shape} must hold ints >= 0")
         _tensor_type(self)  # raises for dtypes TFLite cannot hold
+        if self.resource is not False and (self.resource is not True or self.data is not None or self.quant is not None):
+            raise BuilderError(f"{where}: a resource handle (resource=True) holds no data and no quantization")
         if self.shape_signature is not None:
             sig = tuple(self.shape_signature)
             if len(sig) != len(shape) or not all(
@@ -365,6 +372,8 @@ def _is_int(value: object) -> bool:
 
 
 def _tensor_type(tensor: Tensor) -> schema.TensorType:
+    if tensor.resource is True:
+        return schema.TensorType.RESOURCE
     try:
         dtype = np.dtype(tensor.dtype)
     except TypeError:
@@ -419,6 +428,9 @@ def _check_option_value(where: str, table: str, name: str, kind: str, value: obj
         as_float = float(value) if number else math.nan  # type: ignore[arg-type]
         if not math.isfinite(as_float) or abs(as_float) > _FLOAT32_MAX:
             raise fail("a finite number representable as float32")
+    elif kind == "str":
+        if not isinstance(value, str) or len(value) > _MAX_OPTION_STRING:
+            raise fail(f"a str of at most {_MAX_OPTION_STRING} characters")
     elif kind == "i32[]":
         is_vector = isinstance(value, (list, tuple)) or (
             isinstance(value, np.ndarray) and value.ndim == 1

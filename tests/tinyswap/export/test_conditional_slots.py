@@ -42,7 +42,7 @@ def cases(draw):
     return spec, cal, plan, np.array(gates), draw(st.integers(0, 2**32 - 1))
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(cases())
 def test_random_slot_bytes_and_gates_match_tflite_micro(case) -> None:
     spec, cal, plan, gates, seed = case
@@ -56,7 +56,7 @@ def test_random_slot_bytes_and_gates_match_tflite_micro(case) -> None:
     np.testing.assert_array_equal(Interpreter(model_content=data).run(*inputs)[0], run_tflm(bytes(data), inputs)[0])
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(cases())
 def test_without_headroom_the_conditional_graph_equals_the_static_one(case) -> None:
     """Same plan, same slot bytes, same gates: the IF graph and the always-run graph give the same
