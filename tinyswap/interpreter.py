@@ -326,8 +326,9 @@ class _If:
 
     @staticmethod
     def prepare(graph: "_Graph", op: Any, where: str, produced: dict[int, int], last_use: dict[int, int]) -> "_If":
-        """TFLM's Prepare checks, plus what keeps a hostile file bounded: both branches exist and
-        are other subgraphs, and an else-branch never reads or writes past the operator's lists."""
+        """TFLM's Prepare checks, plus what keeps a hostile file bounded: both branches are other
+        subgraphs of the file (a cycle through several is stopped when it runs), and no omitted
+        (-1) input is passed on."""
         owner = graph._owner
         tensors = graph.graph.tensors
         if not op.inputs or op.inputs[0] < 0:
