@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -197,6 +197,23 @@ class PrepareContext:
         return Padding(int(self.option("padding")))
 
 
+# One operator ready to run: reads its bound input arrays, writes its bound output views.
+Step = Callable[[], None]
+
+
+def eval_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[np.ndarray]], prepared: Any,
+              inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+    """The generic step: `evaluate(prepared, inputs)`, each result copied into its output view.
+    Also what the interpreter's own operators (CALL_ONCE, the variable operators) run through."""
+    pairs = list(outputs)
+
+    def step() -> None:
+        for view, result in zip(pairs, evaluate(prepared, inputs)):
+            np.copyto(view, result.reshape(view.shape), casting="no")
+
+    return step
+
+
 class Kernel(ABC, Generic[P]):
     """One TFLite builtin operator. Subclasses set `op_name` and register themselves."""
 
@@ -209,6 +226,18 @@ class Kernel(ABC, Generic[P]):
     @abstractmethod
     def eval(self, prepared: Prepared[P], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         """Compute outputs from input arrays (constants are live views). Integer only."""
+
+    def bind(self, prepared: Prepared[P], inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+        """The operator as one step of an execution plan, built once at `allocate_tensors`.
+
+        `inputs` are the arrays the op reads (arena views, constants as live views into the
+        model buffer) and `outputs` the arena views it writes; both stay the same objects
+        until the next `allocate_tensors`, so a kernel may derive fixed views, index arrays
+        and scratch buffers from their shapes here. Like `prepare`, it must not derive anything
+        from constant *bytes* (slots are patched in place between invokes). The default runs
+        `eval` and copies its results; hot kernels override it with a leaner step that gives
+        bit-identical results (the tests compare both against TFLite Micro)."""
+        return eval_step(self.eval, prepared, inputs, outputs)
 
     def run_prepare(self, ctx: PrepareContext) -> Prepared[P]:
         """Template method: re-raise unexpected failures with the operator named."""

@@ -17,6 +17,7 @@ import numpy as np
 from tinyswap.kernels.base import FLOAT32, INT8, INT32, Padding, PrepareContext, TensorSpec
 from tinyswap.kernels.quantized import (
     FloatActivation,
+    Int8Requantizer,
     OutputStage,
     add_bias_exactly,
     float_activation,
@@ -204,3 +205,40 @@ def finish_output(acc: np.ndarray, bias: np.ndarray | None, terms: int, stage: O
     if out is None:
         out = requantize_int8(acc, multipliers, shifts, stage.output_zero_point, lo, hi, False)
     return out.T.reshape(out_shape)
+
+
+# A bound convolution step keeps its padded input and tap buffers for the whole plan; above this
+# many values per buffer (4 MB of float32) the kernel's batch-sliced `eval` is used instead.
+MAX_PLAN_BUFFER_VALUES = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class PlannedInput:
+    """A convolution's input as a plan step sees it: a zero-bordered buffer whose interior gets
+    `x - input_zero_point` on each invoke (so out-of-image taps contribute exactly 0, as the
+    reference kernel's skipped taps do), and the window view over it."""
+
+    x: np.ndarray
+    padded: np.ndarray
+    interior: np.ndarray
+    windows: np.ndarray  # [batch, out_h, out_w, filter_h, filter_w, channels], a view of `padded`
+    zero_point: np.generic
+
+    @classmethod
+    def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, zero_point: int) -> "PlannedInput | None":
+        """None when the padded copy would dwarf the image (the gathered `eval` path handles it)."""
+        if _huge_padding(x.shape, w):
+            return None
+        b, h, wd, c = x.shape
+        padded = np.zeros((b, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c), dtype=dtype)
+        interior = padded[:, w.pad_top: w.pad_top + h, w.pad_left: w.pad_left + wd, :]
+        return cls(x, padded, interior, patches(padded, w, padded=True), dtype.type(zero_point))
+
+    def fill(self) -> None:
+        np.subtract(self.x, self.zero_point, out=self.interior, casting="unsafe")
+
+
+def output_requantizer(stage: OutputStage) -> Int8Requantizer:
+    """The output stage's requantization for pixel-major [pixels, channels] accumulators."""
+    return Int8Requantizer.build(stage.multipliers, stage.shifts, stage.output_zero_point, stage.act_min,
+                                 stage.act_max, stage.single_rounding, channel_axis=-1)

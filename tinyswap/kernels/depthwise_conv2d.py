@@ -12,12 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.conv_common import (
+    MAX_PLAN_BUFFER_VALUES,
+    PlannedInput,
     Window,
     check_conv_params,
     compute_window,
     finish_output,
+    output_requantizer,
     output_stage_params,
     window_patches,
 )
@@ -71,6 +74,49 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         out = map_batches(lambda rows: self._rows(p, x[rows], inputs), x.shape[0], p.threads,
                           values_per_row=win.out_h * win.out_w * p.in_channels * p.depth_multiplier)
         return [out.reshape(prepared.output_shapes[0])]
+
+    def bind(self, prepared: Prepared[DepthwiseConv2DParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8: the taps copied into a buffer kept for the plan, one broadcast product with the
+        live filter [taps, channels, multiplier] and one sum over the taps, in float32 while
+        the sums are exact there (`exact_float_dtype`), then bias and requantization. Every
+        depth multiplier takes this path; the output channel order c * m + k falls out of the
+        [pixels, channels, multiplier] layout."""
+        p = prepared.params
+        x, f = inputs[0], inputs[1]
+        bias = inputs[2] if len(inputs) > 2 else None
+        win, in_c, m = p.window, p.in_channels, p.depth_multiplier
+        taps = win.filter_h * win.filter_w
+        n = x.shape[0] * win.out_h * win.out_w
+        dtype = exact_float_dtype(taps)
+        planned = None if isinstance(p.stage, FloatActivation) or n * taps * in_c * m > MAX_PLAN_BUFFER_VALUES else (
+            PlannedInput.of(x, win, dtype, p.stage.input_zero_point))
+        if planned is None:
+            return super().bind(prepared, inputs, outputs)
+        windows = planned.windows
+        buffer = np.empty(windows.shape, dtype)
+        # m == 1 drops the multiplier axis: NumPy would make a size-1 axis the innermost loop.
+        tap_shape = (n, taps, in_c, 1) if m > 1 else (n, taps, in_c)
+        weight_shape = (taps, in_c, m) if m > 1 else (taps, in_c)
+        tap_rows = buffer.reshape(tap_shape)
+        weights = f.reshape(weight_shape)
+        product = np.empty((n, taps, in_c, m) if m > 1 else (n, taps, in_c), dtype)
+        acc = np.empty((n, in_c, m) if m > 1 else (n, in_c), dtype)
+        acc_rows = acc.reshape(n, in_c * m)
+        requantizer = output_requantizer(p.stage)
+        out = outputs[0].reshape(n, in_c * m)
+
+        def step() -> None:
+            planned.fill()
+            np.copyto(buffer, windows)
+            np.multiply(tap_rows, weights.astype(dtype), out=product)
+            np.sum(product, axis=1, out=acc)
+            total = acc_rows.astype(np.int64)
+            if bias is not None:
+                total += bias
+            requantizer.apply(total, out)
+
+        return step
 
     @staticmethod
     def _rows(p: DepthwiseConv2DParams, x: np.ndarray, inputs: list[np.ndarray | None]) -> np.ndarray:
