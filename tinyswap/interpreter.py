@@ -24,6 +24,7 @@ from tinyswap.kernels.registry import get_kernel
 from tinyswap.planner import BufferRequest, MemoryPlan, plan_memory
 from tinyswap.reader import Buffer, ModelDef, TensorDef, read_model
 from tinyswap.schema import NUMPY_DTYPES, TensorType
+from tinyswap.threads import BlasThreadCap
 from tinyswap.variables import AssignVariable, ReadVariable, ResourceVariables
 
 
@@ -359,8 +360,10 @@ class Interpreter:
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise InterpreterError(f"num_threads must be a positive integer or None, got {num_threads!r}")
         # As in tf.lite, num_threads is a budget for intra-op parallelism; None means one
-        # thread, so results and timings are reproducible unless a caller asks for more.
+        # thread, so results and timings are reproducible unless a caller asks for more. It
+        # caps NumPy's BLAS threads during invoke() too (`tinyswap.threads`).
         self._num_threads = num_threads or 1
+        self._blas_cap = BlasThreadCap(self._num_threads)
         # As in tf.lite: keep every intermediate readable after invoke() (no arena reuse).
         self._preserve_all = experimental_preserve_all_tensors
         self._model: ModelDef = read_model(model_content)  # type: ignore[arg-type]
@@ -492,9 +495,18 @@ class Interpreter:
         self._shapes[input_index] = shape
         self._allocated = False  # shapes changed: prepare again
 
+    @property
+    def num_threads(self) -> int:
+        """Threads an invoke may use: batch slices and BLAS (capped while invoking)."""
+        return self._num_threads
+
     def invoke(self) -> None:
         self._require_allocated()
-        self._main.invoke()
+        changed = self._blas_cap.cap()
+        try:
+            self._main.invoke()
+        finally:
+            self._blas_cap.restore(changed)
 
     def reset_all_variables(self) -> None:
         """Reset every resource variable to its default (TFLite Micro's `MicroInterpreter::Reset`:

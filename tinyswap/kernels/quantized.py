@@ -74,9 +74,10 @@ class Int8Lookup:
         return lambda: np.take(table, index, out=out)
 
 
-# Inputs of a two-input int8 function tabulated by `Int8PairLookup`: all 65,536 pairs.
-_PAIR_A, _PAIR_B = (v.reshape(-1) for v in np.meshgrid(np.arange(-128, 128, dtype=np.int8),
-                                                        np.arange(-128, 128, dtype=np.int8), indexing="ij"))
+# Inputs of a two-input int8 function tabulated by `Int8PairLookup`: a column and a row that
+# broadcast to all 65,536 pairs (per-input work then runs on 256 values, not 65,536).
+_PAIR_A = np.arange(-128, 128, dtype=np.int8).reshape(256, 1)
+_PAIR_B = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,10 @@ class Int8PairLookup:
     @classmethod
     def of(cls, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> "Int8PairLookup":
         values = np.asarray(fn(_PAIR_A, _PAIR_B))
-        if values.shape != _PAIR_A.shape or values.min() < -128 or values.max() > 127:
-            raise ValueError("an int8 pair lookup needs 65536 results within [-128, 127]")
+        if values.shape != (256, 256) or values.min() < -128 or values.max() > 127:
+            raise ValueError("an int8 pair lookup needs 256 x 256 results within [-128, 127]")
         # Reorder from value order (a + 128, b + 128) to bit-pattern order.
-        grid = values.astype(np.int8).reshape(256, 256)
+        grid = values.astype(np.int8)
         return cls(np.roll(grid, (-128, -128), axis=(0, 1)).tobytes())
 
     def apply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
