@@ -227,12 +227,15 @@ class PlannedInput:
     zero_point: np.generic
 
     @classmethod
-    def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, zero_point: int) -> "PlannedInput | None":
-        """None when the padded copy would dwarf the image (the gathered `eval` path handles it)."""
-        if _huge_padding(x.shape, w):
-            return None
+    def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, zero_point: int,
+           pad_value: int = 0) -> "PlannedInput | None":
+        """None when the padded copy would dwarf the image or exceed MAX_PLAN_BUFFER_VALUES
+        taps (the kernel's `eval` handles those). `pad_value` fills the border (pooling pads
+        so that the border never wins)."""
         b, h, wd, c = x.shape
-        padded = np.zeros((b, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c), dtype=dtype)
+        if _huge_padding(x.shape, w) or b * w.out_h * w.out_w * w.filter_h * w.filter_w * c > MAX_PLAN_BUFFER_VALUES:
+            return None
+        padded = np.full((b, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c), pad_value, dtype=dtype)
         interior = padded[:, w.pad_top: w.pad_top + h, w.pad_left: w.pad_left + wd, :]
         return cls(x, padded, interior, patches(padded, w, padded=True), dtype.type(zero_point))
 
