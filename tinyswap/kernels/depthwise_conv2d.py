@@ -135,6 +135,15 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
             # One input channel: an ordinary convolution, best done as one im2col product.
             cols = window_patches(x, win, dtype, x_zp).reshape(n, taps)
             acc = f.reshape(taps, m).astype(dtype).T @ cols.T  # [m, pixels]
+        elif m > 1 and not is_float:
+            # A depth multiplier: per input channel, its taps times its [taps, m] filter block,
+            # as one batched matrix product (the per-tap loop below would make the short
+            # multiplier axis NumPy's inner loop; measured 3x slower at batch 64). Exact: the
+            # sums are integers below 2**24 in float32 (`exact_float_dtype`), in any order.
+            by_channel = np.moveaxis(window_patches(x, win, dtype, x_zp), 5, 0).reshape(in_c, n, taps)
+            weights = np.moveaxis(f.reshape(taps, in_c, m).astype(dtype), 1, 0)  # [in_c, taps, m]
+            # [in_c, n, m] -> channel-major [in_c * m, n]: output channel c * m + k, as TFLite orders them.
+            acc = np.matmul(by_channel, weights).transpose(0, 2, 1).reshape(in_c * m, n)
         else:
             # One multiply into a reused buffer and one add per filter tap, NHWC so that the
             # channel axis is the contiguous inner loop. Integer models multiply in int16 (every
