@@ -23,16 +23,10 @@ ArrayLike = "np.ndarray | int"
 
 # The functions below also take plain Python ints and then compute on Python ints: one row of a
 # batch-1 SOFTMAX needs one reciprocal, for which some thirty NumPy calls on 0-d arrays cost
-# far more than the arithmetic. `_ints` and `_select` are the only places that tell the two apart.
+# far more than the arithmetic. `_ints` and a `type(...) is int` test where a clamp is needed
+# are the only places that tell the two apart.
 def _ints(x: ArrayLike) -> np.ndarray | int:
     return x if type(x) is int else np.asarray(x, dtype=np.int64)
-
-
-def _select(condition, if_true, if_false):
-    """np.where, or a plain conditional when `condition` is a Python bool (all operands ints)."""
-    if type(condition) is bool:
-        return if_true if condition else if_false
-    return np.where(condition, if_true, if_false)
 
 
 def _round_half_away_from_zero(x: float) -> int:
@@ -74,12 +68,14 @@ def saturating_rounding_doubling_high_mul(a: ArrayLike, b: ArrayLike) -> np.ndar
     by 2**31 truncating toward zero. Both branches equal `floor((a * b + 2**30) / 2**31)`
     (round half up), which an arithmetic shift computes in one step; the tests check this
     against a line-by-line Python transcription of the C. Saturates only for
-    a == b == INT32_MIN.
+    a == b == INT32_MIN, the one pair whose result passes INT32_MAX.
     """
     a = _ints(a)
     b = _ints(b)
     high = (a * b + (1 << 30)) >> 31
-    return _select((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+    # Only INT32_MIN * INT32_MIN = 2**62 gives high = 2**31; every other int32 pair stays within
+    # int32 (INT32_MIN * (INT32_MIN + 1) gives INT32_MAX): one clamp is the saturation.
+    return min(high, INT32_MAX) if type(high) is int else np.minimum(high, INT32_MAX)
 
 
 def rounding_divide_by_pot(x: ArrayLike, exponent: ArrayLike) -> np.ndarray:
@@ -173,9 +169,13 @@ def saturating_rounding_multiply_by_pot(x: ArrayLike, exponent: int) -> np.ndarr
         return x
     if exponent < 0:
         return rounding_divide_by_pot(x, -exponent)
-    threshold = (1 << (31 - exponent)) - 1
+    # gemmlowp saturates x above 2**(31 - e) - 1 to INT32_MAX and below -(2**(31 - e) - 1) to
+    # INT32_MIN: exactly where x << e leaves the int32 range (x = -2**(31 - e) shifts to
+    # INT32_MIN itself), so clamping the wide shift is the same.
     shifted = x << exponent
-    return _select(x > threshold, INT32_MAX, _select(x < -threshold, INT32_MIN, shifted))
+    if type(shifted) is int:
+        return max(min(shifted, INT32_MAX), INT32_MIN)
+    return np.maximum(np.minimum(shifted, INT32_MAX), INT32_MIN)
 
 
 def rescale(x: ArrayLike, src_integer_bits: int, dst_integer_bits: int) -> np.ndarray:
@@ -186,8 +186,9 @@ def rescale(x: ArrayLike, src_integer_bits: int, dst_integer_bits: int) -> np.nd
 def rounding_half_sum(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """gemmlowp `RoundingHalfSum` for int32: (a + b + sign) / 2, truncating toward zero."""
     s = _ints(a) + _ints(b)
-    t = s + _select(s >= 0, 1, -1)
-    return _select(t >= 0, t >> 1, -((-t) >> 1))
+    # t = s + 1 (s >= 0) or s - 1 (s < 0), halved toward zero: (s + 1) >> 1 for s >= 0, and
+    # for s < 0 trunc((s - 1) / 2) = floor(s / 2) = s >> 1. One shift either way.
+    return (s + (s >= 0)) >> 1
 
 
 _SRDHM = saturating_rounding_doubling_high_mul

@@ -205,3 +205,19 @@ def test_python_int_and_array_paths_agree(xs) -> None:
             for e in (0, 1, 5, 31):
                 assert fp.rounding_divide_by_pot(signed_a, e) == int(fp.rounding_divide_by_pot(np.array([signed_a]), e)[0])
     assert fp.saturating_rounding_doubling_high_mul(fp.INT32_MIN, fp.INT32_MIN) == fp.INT32_MAX
+
+
+@settings(max_examples=300)
+@given(INT32, INT32, st.integers(1, 31))
+def test_rounding_half_sum_and_saturating_multiply_by_pot_match_the_c(a: int, b: int, e: int) -> None:
+    # gemmlowp RoundingHalfSum: (sum + sign) / 2 in C's truncating division.
+    total = a + b
+    assert fp.rounding_half_sum(a, b) == c_trunc_div(total + (1 if total >= 0 else -1), 2)
+    assert int(fp.rounding_half_sum(np.array([a, b]), np.array([b, a]))[0]) == c_trunc_div(
+        total + (1 if total >= 0 else -1), 2)
+    # SaturatingRoundingMultiplyByPOT<e>: saturate beyond +-(2**(31 - e) - 1), else shift.
+    threshold = (1 << (31 - e)) - 1
+    for x in (a, threshold, threshold + 1, -threshold, -threshold - 1):
+        expected = 2**31 - 1 if x > threshold else -(2**31) if x < -threshold else x << e
+        assert fp.saturating_rounding_multiply_by_pot(x, e) == expected
+        assert int(fp.saturating_rounding_multiply_by_pot(np.array([x]), e)[0]) == expected

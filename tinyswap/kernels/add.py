@@ -8,14 +8,13 @@ scaled to twice the larger input scale; the sum is scaled to the output.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.elementwise import float_binary_params, prepare_binary
-from tinyswap.kernels.quantized import FloatActivation, Int8PairLookup, activation_range, checked_multiplier
+from tinyswap.kernels.quantized import FloatActivation, activation_range, checked_multiplier, pair_table
 from tinyswap.kernels.registry import register
 
 LEFT_SHIFT = 20  # int8; TFLM uses 15 for int16
@@ -65,12 +64,6 @@ def additive_eval(p: AddParams, a: np.ndarray, b: np.ndarray, sign: int) -> np.n
     return np.clip(out, p.act_min, p.act_max).astype(np.int8)
 
 
-@lru_cache(maxsize=64)
-def additive_table(p: AddParams, sign: int) -> Int8PairLookup:
-    """`additive_eval` over all 65,536 input pairs (shared by ops with equal parameters)."""
-    return Int8PairLookup.of(lambda a, b: additive_eval(p, a, b, sign))
-
-
 @register
 class Add(Kernel[AddParams | FloatActivation]):
     op_name = "ADD"
@@ -97,6 +90,9 @@ class Add(Kernel[AddParams | FloatActivation]):
              outputs: list[np.ndarray]) -> Step:
         """int8: one gather from the op's pair table (`additive_eval` of every input pair)."""
         p = prepared.params
-        if isinstance(p, FloatActivation):
+        sign = self.sign
+        table = None if isinstance(p, FloatActivation) else pair_table(
+            (p, sign), lambda a, b: additive_eval(p, a, b, sign))
+        if table is None:
             return super().bind(prepared, inputs, outputs)
-        return additive_table(p, self.sign).step(inputs[0], inputs[1], outputs[0])
+        return table.step(inputs[0], inputs[1], outputs[0])

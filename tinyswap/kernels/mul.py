@@ -4,14 +4,13 @@ out = zp_out + MBQM((a - zp_a) * (b - zp_b), s_a * s_b / s_out)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.elementwise import float_binary_params, prepare_binary
-from tinyswap.kernels.quantized import FloatActivation, Int8PairLookup, activation_range, checked_multiplier
+from tinyswap.kernels.quantized import FloatActivation, activation_range, checked_multiplier, pair_table
 from tinyswap.kernels.registry import register
 
 
@@ -50,9 +49,10 @@ class Mul(Kernel[MulParams | FloatActivation]):
              outputs: list[np.ndarray]) -> Step:
         """int8: one gather from the op's pair table (`multiply_int8` of every input pair)."""
         p = prepared.params
-        if isinstance(p, FloatActivation):
+        table = None if isinstance(p, FloatActivation) else pair_table(p, lambda a, b: multiply_int8(p, a, b))
+        if table is None:
             return super().bind(prepared, inputs, outputs)
-        return multiply_table(p).step(inputs[0], inputs[1], outputs[0])
+        return table.step(inputs[0], inputs[1], outputs[0])
 
 
 def multiply_int8(p: MulParams, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,8 +60,3 @@ def multiply_int8(p: MulParams, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = multiply_by_quantized_multiplier(prod, p.multiplier, p.shift) + p.output_zero_point
     return np.clip(out, p.act_min, p.act_max).astype(np.int8)
 
-
-@lru_cache(maxsize=64)
-def multiply_table(p: MulParams) -> Int8PairLookup:
-    """`multiply_int8` over all 65,536 input pairs (shared by ops with equal parameters)."""
-    return Int8PairLookup.of(lambda a, b: multiply_int8(p, a, b))

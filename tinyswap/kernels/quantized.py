@@ -8,8 +8,12 @@ in the exact precision TFLite uses: float32 scales widened to double.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable, Iterator
 
 import numpy as np
 
@@ -66,12 +70,52 @@ class Int8Lookup:
 
     def by_bit_pattern(self) -> np.ndarray:
         """The table indexed by the int8 input's bit pattern (uint8 0..255) instead of value + 128."""
-        return np.roll(np.frombuffer(self.table, np.int8), -128)
+        return np.frombuffer(self.table[128:] + self.table[:128], np.int8)  # 0..127, then -128..-1
 
     def step(self, x: np.ndarray, out: np.ndarray) -> Callable[[], None]:
         """A plan step writing the looked-up `x` into `out`: one gather, no temporary."""
         table, index = self.by_bit_pattern(), x.view(np.uint8)
         return lambda: np.take(table, index, out=out)
+
+
+# A plan builds at most this many new pair tables (64 KB and a few milliseconds each); further
+# two-input ops run their direct arithmetic, so a hostile model of a thousand ADDs with distinct
+# scales still prepares in bounded time and memory. Tables are shared by equal parameters.
+MAX_NEW_PAIR_TABLES_PER_PLAN = 32
+_CACHED_PAIR_TABLES = 256
+_pair_tables: OrderedDict[Hashable, "Int8PairLookup"] = OrderedDict()
+_pair_lock = threading.Lock()
+_new_pair_tables_left: ContextVar[int | None] = ContextVar("new_pair_tables_left", default=None)
+
+
+@contextmanager
+def pair_table_budget(limit: int = MAX_NEW_PAIR_TABLES_PER_PLAN) -> Iterator[None]:
+    """Within this block (one plan being bound), at most `limit` new pair tables are built."""
+    token = _new_pair_tables_left.set(limit)
+    try:
+        yield
+    finally:
+        _new_pair_tables_left.reset(token)
+
+
+def pair_table(key: Hashable, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> "Int8PairLookup | None":
+    """The shared table of `fn` under `key` (a frozen parameter record), built if the plan's
+    budget allows; None when it does not (the caller computes directly)."""
+    with _pair_lock:
+        if key in _pair_tables:
+            _pair_tables.move_to_end(key)
+            return _pair_tables[key]
+    left = _new_pair_tables_left.get()
+    if left is not None:
+        if left <= 0:
+            return None
+        _new_pair_tables_left.set(left - 1)
+    table = Int8PairLookup.of(fn)
+    with _pair_lock:
+        _pair_tables[key] = table
+        while len(_pair_tables) > _CACHED_PAIR_TABLES:
+            _pair_tables.popitem(last=False)
+    return table
 
 
 # Inputs of a two-input int8 function tabulated by `Int8PairLookup`: a column and a row that

@@ -135,19 +135,39 @@ def test_pixel_major_requantizer_matches_two_step(seed, channels, per_channel, z
 
 
 def test_a_pair_lookup_is_the_function_at_every_pair_and_broadcasts() -> None:
-    from tinyswap.kernels.add import AddParams, additive_eval, additive_table
-    from tinyswap.kernels.mul import MulParams, multiply_int8, multiply_table
+    from tinyswap.kernels.add import AddParams, additive_eval
+    from tinyswap.kernels.mul import MulParams, multiply_int8
+    from tinyswap.kernels.quantized import Int8PairLookup
 
     a = np.arange(-128, 128, dtype=np.int8).repeat(256)
     b = np.tile(np.arange(-128, 128, dtype=np.int8), 256)
     add = AddParams(3, -7, 5, 1500000000, -1, 1200000000, -2, 1300000000, -18, -128, 127)
     mul = MulParams(3, -7, 5, 1500000000, -9, -20, 100)
-    np.testing.assert_array_equal(additive_table(add, 1).apply(a, b), additive_eval(add, a, b, 1))
-    np.testing.assert_array_equal(additive_table(add, -1).apply(a, b), additive_eval(add, a, b, -1))
-    np.testing.assert_array_equal(multiply_table(mul).apply(a, b), multiply_int8(mul, a, b))
+    def multiply_table():
+        return Int8PairLookup.of(lambda u, v: multiply_int8(mul, u, v))
+
+    for sign in (1, -1):
+        table = Int8PairLookup.of(lambda u, v: additive_eval(add, u, v, sign))
+        np.testing.assert_array_equal(table.apply(a, b), additive_eval(add, a, b, sign))
+    np.testing.assert_array_equal(multiply_table().apply(a, b), multiply_int8(mul, a, b))
     # The bound step broadcasts like the kernel: a [2, 3, 4] tensor against a [4] row.
     x = np.random.default_rng(0).integers(-128, 128, (2, 3, 4)).astype(np.int8)
     y = np.random.default_rng(1).integers(-128, 128, (4,)).astype(np.int8)
     out = np.empty((2, 3, 4), np.int8)
-    multiply_table(mul).step(x, y, out)()
+    multiply_table().step(x, y, out)()
     np.testing.assert_array_equal(out, multiply_int8(mul, x, y))
+
+
+def test_a_plan_builds_a_bounded_number_of_new_pair_tables_and_shares_equal_ones() -> None:
+    from tinyswap.kernels.mul import MulParams, multiply_int8
+    from tinyswap.kernels.quantized import pair_table, pair_table_budget
+
+    def fn(p):
+        return lambda u, v: multiply_int8(p, u, v)
+
+    params = [MulParams(0, 0, z, 1500000000, -9, -128, 127) for z in range(-50, -44)]
+    with pair_table_budget(3):
+        built = [pair_table(p, fn(p)) for p in params]
+        assert [t is not None for t in built] == [True, True, True, False, False, False]
+        assert pair_table(params[0], fn(params[0])) is built[0]  # shared: no budget spent
+    assert pair_table(params[5], fn(params[5])) is not None  # outside a plan: no bound
