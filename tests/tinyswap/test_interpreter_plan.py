@@ -22,13 +22,17 @@ STATELESS = sorted(label for label in CASES if not label.startswith("streaming/"
 ROWS = {"tflm/person_detect": 2}
 
 
-@pytest.fixture
-def generic_steps(monkeypatch):
+def use_generic_steps(monkeypatch) -> None:
     """Every kernel bound through the default step (`eval` + copy): the reference path."""
     for name in supported_ops():
         kernel_class = type(get_kernel(name))
         if kernel_class.bind is not Kernel.bind:
             monkeypatch.setattr(kernel_class, "bind", Kernel.bind)
+
+
+@pytest.fixture
+def generic_steps(monkeypatch):
+    use_generic_steps(monkeypatch)
 
 
 def _inputs(interp: Interpreter, rows: int, seed: int = 0) -> np.ndarray:
@@ -92,10 +96,7 @@ def test_streaming_frames_through_the_plan_and_the_generic_steps_match_tflite_mi
     golden = _golden(raw, frames)  # one TFLM interpreter: its state carries frame to frame
     planned = Interpreter(model_content=raw)
     ours = np.concatenate([planned.run(f[None])[0] for f in frames])
-    for name in supported_ops():
-        kernel_class = type(get_kernel(name))
-        if kernel_class.bind is not Kernel.bind:
-            monkeypatch.setattr(kernel_class, "bind", Kernel.bind)
+    use_generic_steps(monkeypatch)
     generic = Interpreter(model_content=raw)
     theirs = np.concatenate([generic.run(f[None])[0] for f in frames])
     np.testing.assert_array_equal(ours, golden)

@@ -100,10 +100,7 @@ class Conv2D(Kernel[Conv2DParams]):
             planned.fill()
             if windows is not None:
                 np.copyto(buffer, windows)
-            acc = (cols @ weights.astype(dtype).T).astype(np.int64)
-            if bias is not None:
-                acc += bias
-            requantizer.apply(acc, out)
+            requantizer.apply_with_bias(cols @ weights.astype(dtype).T, bias, out)
 
         return step
 

@@ -111,10 +111,7 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
             np.copyto(buffer, windows)
             np.multiply(tap_rows, weights.astype(dtype), out=product)
             np.sum(product, axis=1, out=acc)
-            total = acc_rows.astype(np.int64)
-            if bias is not None:
-                total += bias
-            requantizer.apply(total, out)
+            requantizer.apply_with_bias(acc_rows, bias, out)
 
         return step
 

@@ -124,10 +124,6 @@ class FullyConnected(Kernel[FullyConnectedParams]):
                                             stage.act_min, stage.act_max, stage.single_rounding, channel_axis=-1)
 
         def step() -> None:
-            acc = np.subtract(rows, zero_point, dtype=dtype) @ w.astype(dtype).T
-            acc = acc.astype(np.int64)
-            if bias is not None:
-                acc += bias
-            requantizer.apply(acc, out)
+            requantizer.apply_with_bias(np.subtract(rows, zero_point, dtype=dtype) @ w.astype(dtype).T, bias, out)
 
         return step

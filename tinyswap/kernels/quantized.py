@@ -355,6 +355,14 @@ class Int8Requantizer:
         return cls(scaled, _compact(offset), None if never else _compact(threshold), _compact(31 + right),
                    0 if fold else zero_point, lo, hi)
 
+    def apply_with_bias(self, acc: np.ndarray, bias: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """`apply` to acc + bias (int32 per output channel, along acc's last axis), in int64:
+        exact whatever the bias (a float accumulator is exact only below 2**24 or 2**53)."""
+        acc = acc.astype(np.int64)
+        if bias is not None:
+            acc += bias
+        return self.apply(acc, out)
+
     def apply(self, acc: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The int8 result of integer-valued `acc` (int64, updated in place, or a float array of
         exact integers, e.g. a BLAS accumulator), written into `out` when given.
