@@ -19,8 +19,17 @@ import numpy as np
 import tinyswap.kernels  # noqa: F401
 from tinyswap.errors import InputFileError, InterpreterError, KernelError, ModelError, TinySwapError, UnsupportedOpError
 from tinyswap.files import read_bytes
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile, Step, TensorQuant, TensorSpec, eval_step
-from tinyswap.kernels.quantized import pair_table_budget
+from tinyswap.kernels.base import (
+    Kernel,
+    Prepared,
+    PrepareContext,
+    Profile,
+    Step,
+    TensorQuant,
+    TensorSpec,
+    eval_step,
+    plan_budget,
+)
 from tinyswap.kernels.registry import get_kernel
 from tinyswap.planner import BufferRequest, MemoryPlan, plan_memory
 from tinyswap.reader import Buffer, ModelDef, TensorDef, read_model
@@ -409,7 +418,7 @@ class Interpreter:
         """Prepare every operator of every subgraph and plan the arenas. Variables start afresh."""
         self._allocated = False
         self._variables = ResourceVariables()
-        with pair_table_budget():  # bounded prepare time however many two-input ops a model has
+        with plan_budget():  # bounded scratch and tables however many operators a model has
             for g in self._graphs:  # in file order, as TFLite Micro prepares them
                 g.allocate()
         for g in self._graphs:

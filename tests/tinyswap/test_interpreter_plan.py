@@ -142,3 +142,19 @@ def test_a_failing_step_is_named_and_the_blas_threads_still_come_back() -> None:
         with pytest.raises(KernelError, match=r"operator 2 \(FULLY_CONNECTED\) failed: ValueError\('boom'\)"):
             interp.invoke()
         assert _blas_threads() == before
+
+
+def test_past_the_plan_budget_kernels_bind_their_eval_step_with_the_same_bits(monkeypatch) -> None:
+    import tinyswap.interpreter as interpreter_module
+    from tinyswap.kernels.base import PlanBudget, plan_budget
+
+    monkeypatch.setattr(interpreter_module, "plan_budget", lambda: plan_budget(PlanBudget(0, 0)))
+    raw = CASES["converted/mobilenet"].read_bytes()
+    interp = Interpreter(model_content=raw)
+    interp.allocate_tensors()
+    bound = {op.name: getattr(op.step, "__qualname__", "") for op in interp._main.ops}
+    # No scratch buffers, no new tables: convolutions and SUB run their plain eval (tables
+    # built earlier in this process are shared and cost nothing, so SUB may still gather).
+    assert all(bound[name].startswith("eval_step") for name in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+    x = _inputs(interp, 3, seed=4)
+    np.testing.assert_array_equal(np.concatenate([interp.run(r[None])[0] for r in x]), _golden(raw, x))

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -199,6 +201,54 @@ class PrepareContext:
 
 # One operator ready to run: reads its bound input arrays, writes its bound output views.
 Step = Callable[[], None]
+
+
+@dataclass
+class PlanBudget:
+    """What one plan's steps may keep besides the arena: scratch buffers (padded inputs, tap
+    copies) and newly built pair tables. A hostile model of a thousand small convolutions or
+    ADDs with distinct scales then binds in bounded memory and time; past the budget a kernel
+    binds its plain `eval` step, which allocates temporaries only while it runs."""
+
+    buffer_bytes: int = 16 << 20
+    new_pair_tables: int = 32
+
+
+_PLAN_BUDGET: ContextVar[PlanBudget | None] = ContextVar("plan_budget", default=None)
+
+
+@contextmanager
+def plan_budget(budget: PlanBudget | None = None) -> Iterator[PlanBudget]:
+    """The budget for the steps bound inside this block (one `allocate_tensors`)."""
+    budget = budget or PlanBudget()
+    token = _PLAN_BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _PLAN_BUDGET.reset(token)
+
+
+def claim_buffer_bytes(nbytes: int) -> bool:
+    """Take `nbytes` of scratch from the current plan's budget; False when it would overrun.
+    Outside a plan (a kernel bound by hand) nothing is counted."""
+    budget = _PLAN_BUDGET.get()
+    if budget is None:
+        return True
+    if nbytes > budget.buffer_bytes:
+        return False
+    budget.buffer_bytes -= nbytes
+    return True
+
+
+def claim_new_pair_table() -> bool:
+    """Take one newly built pair table from the current plan's budget (see `PlanBudget`)."""
+    budget = _PLAN_BUDGET.get()
+    if budget is None:
+        return True
+    if budget.new_pair_tables <= 0:
+        return False
+    budget.new_pair_tables -= 1
+    return True
 
 
 def eval_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[np.ndarray]], prepared: Any,

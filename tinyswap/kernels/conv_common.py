@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, INT32, Padding, PrepareContext, TensorSpec
+from tinyswap.kernels.base import FLOAT32, INT8, INT32, Padding, PrepareContext, TensorSpec, claim_buffer_bytes
 from tinyswap.kernels.quantized import (
     FloatActivation,
     Int8Requantizer,
@@ -233,7 +233,12 @@ class PlannedInput:
         taps (the kernel's `eval` handles those). `pad_value` fills the border (pooling pads
         so that the border never wins)."""
         b, h, wd, c = x.shape
-        if _huge_padding(x.shape, w) or b * w.out_h * w.out_w * w.filter_h * w.filter_w * c > MAX_PLAN_BUFFER_VALUES:
+        taps = b * w.out_h * w.out_w * w.filter_h * w.filter_w * c
+        padded_values = b * (h + w.pad_top + w.pad_bottom) * (wd + w.pad_left + w.pad_right) * c
+        if _huge_padding(x.shape, w) or taps > MAX_PLAN_BUFFER_VALUES:
+            return None
+        # The padded input, a tap copy and a product buffer (depthwise) at most: claimed up front.
+        if not claim_buffer_bytes((padded_values + 2 * taps) * np.dtype(dtype).itemsize):
             return None
         padded = np.full((b, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c), pad_value, dtype=dtype)
         interior = padded[:, w.pad_top: w.pad_top + h, w.pad_left: w.pad_left + wd, :]

@@ -10,10 +10,8 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterator
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -24,7 +22,7 @@ from tinyswap.fixedpoint import (
     quantize_multiplier,
     quantize_multiplier_single_rounding,
 )
-from tinyswap.kernels.base import INT8, FusedActivation, Profile
+from tinyswap.kernels.base import INT8, FusedActivation, Profile, claim_new_pair_table
 
 
 @dataclass(frozen=True)
@@ -78,38 +76,22 @@ class Int8Lookup:
         return lambda: np.take(table, index, out=out)
 
 
-# A plan builds at most this many new pair tables (64 KB and a few milliseconds each); further
-# two-input ops run their direct arithmetic, so a hostile model of a thousand ADDs with distinct
-# scales still prepares in bounded time and memory. Tables are shared by equal parameters.
-MAX_NEW_PAIR_TABLES_PER_PLAN = 32
+# Built pair tables, shared by equal parameters (frozen records) across ops and interpreters.
 _CACHED_PAIR_TABLES = 256
 _pair_tables: OrderedDict[Hashable, "Int8PairLookup"] = OrderedDict()
 _pair_lock = threading.Lock()
-_new_pair_tables_left: ContextVar[int | None] = ContextVar("new_pair_tables_left", default=None)
-
-
-@contextmanager
-def pair_table_budget(limit: int = MAX_NEW_PAIR_TABLES_PER_PLAN) -> Iterator[None]:
-    """Within this block (one plan being bound), at most `limit` new pair tables are built."""
-    token = _new_pair_tables_left.set(limit)
-    try:
-        yield
-    finally:
-        _new_pair_tables_left.reset(token)
 
 
 def pair_table(key: Hashable, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> "Int8PairLookup | None":
     """The shared table of `fn` under `key` (a frozen parameter record), built if the plan's
-    budget allows; None when it does not (the caller computes directly)."""
+    budget allows (`PlanBudget`: 64 KB and a few milliseconds each); None when it does not
+    (the caller computes directly)."""
     with _pair_lock:
         if key in _pair_tables:
             _pair_tables.move_to_end(key)
             return _pair_tables[key]
-    left = _new_pair_tables_left.get()
-    if left is not None:
-        if left <= 0:
-            return None
-        _new_pair_tables_left.set(left - 1)
+    if not claim_new_pair_table():
+        return None
     table = Int8PairLookup.of(fn)
     with _pair_lock:
         _pair_tables[key] = table

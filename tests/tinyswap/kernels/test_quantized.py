@@ -160,13 +160,14 @@ def test_a_pair_lookup_is_the_function_at_every_pair_and_broadcasts() -> None:
 
 def test_a_plan_builds_a_bounded_number_of_new_pair_tables_and_shares_equal_ones() -> None:
     from tinyswap.kernels.mul import MulParams, multiply_int8
-    from tinyswap.kernels.quantized import pair_table, pair_table_budget
+    from tinyswap.kernels.base import PlanBudget, plan_budget
+    from tinyswap.kernels.quantized import pair_table
 
     def fn(p):
         return lambda u, v: multiply_int8(p, u, v)
 
     params = [MulParams(0, 0, z, 1500000000, -9, -128, 127) for z in range(-50, -44)]
-    with pair_table_budget(3):
+    with plan_budget(PlanBudget(new_pair_tables=3)):
         built = [pair_table(p, fn(p)) for p in params]
         assert [t is not None for t in built] == [True, True, True, False, False, False]
         assert pair_table(params[0], fn(params[0])) is built[0]  # shared: no budget spent
