@@ -80,7 +80,10 @@ def model_cases(models_dir: Path, models: tuple[str, ...] | None) -> list[ModelC
         return [ModelCase(name, models_dir / f"{name}.tflite") for name in models]
     if (models_dir / "tflm").is_dir():
         return standard_models(models_dir)
-    return [ModelCase(p.stem, p) for p in sorted(models_dir.glob("*.tflite"))]
+    cases = [ModelCase(p.stem, p) for p in sorted(models_dir.glob("*.tflite"))]
+    if not cases:
+        raise InputFileError(models_dir, "holds no .tflite model to benchmark", "model directory")
+    return cases
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> list[float]:

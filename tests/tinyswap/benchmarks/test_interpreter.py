@@ -39,6 +39,14 @@ def test_every_runtime_runs_both_workloads_and_the_files_are_written(tmp_path) -
     assert report.text.startswith(f"Measured {report.date} on {report.machine}.")
 
 
+def test_a_directory_without_models_is_a_typed_refusal(tmp_path) -> None:
+    from tinyswap.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="holds no .tflite model"):
+        run(tmp_path, tmp_path / "out", repeats=1)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_model_directory_is_a_typed_refusal(tmp_path) -> None:
     with pytest.raises(BenchmarkError, match="does not exist") as info:
         run(tmp_path / "nowhere", tmp_path / "out", repeats=1)
