@@ -255,10 +255,10 @@ def eval_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[np.nda
               inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
     """The generic step: `evaluate(prepared, inputs)`, each result copied into its output view.
     Also what the interpreter's own operators (CALL_ONCE, the variable operators) run through."""
-    pairs = list(outputs)
+    views = list(outputs)
 
     def step() -> None:
-        for view, result in zip(pairs, evaluate(prepared, inputs)):
+        for view, result in zip(views, evaluate(prepared, inputs)):
             np.copyto(view, result.reshape(view.shape), casting="no")
 
     return step
