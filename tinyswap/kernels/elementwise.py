@@ -5,6 +5,7 @@ quantization)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -75,3 +76,15 @@ class TabulatedUnaryKernel(Kernel[P]):
         if not isinstance(lookup, Int8Lookup) or inputs[0].dtype != INT8:
             return super().bind(prepared, inputs, outputs)
         return lookup.step(inputs[0], outputs[0])
+
+
+def int8_table_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[np.ndarray]], prepared: Any,
+                    x: np.ndarray, out: np.ndarray) -> Step:
+    """The step of an elementwise op with one int8 input (QUANTIZE int8 -> int8, DEQUANTIZE):
+    its own `eval` run once on all 256 int8 values, then one gather per invoke. The same
+    function at every input, so the same bits."""
+    values = np.arange(-128, 128, dtype=np.int8)
+    table = np.asarray(evaluate(prepared, [values])[0]).astype(out.dtype).reshape(256)
+    by_bit_pattern = np.concatenate([table[128:], table[:128]])  # index: the input's uint8 bits
+    index = x.view(np.uint8)
+    return lambda: np.take(by_bit_pattern, index, out=out)
