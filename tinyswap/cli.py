@@ -422,7 +422,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.interpreter:
         from tinyswap.benchmarks import interpreter
 
-        print(interpreter.run(models, out, args.repeats).text)
+        # No --models: the standard set under the shipped models folder (see standard_models).
+        chosen = Path(args.models) if args.models else models_dir()
+        report = interpreter.run(chosen, out, args.repeats, busy=True) if args.busy else interpreter.run(
+            chosen, out, args.repeats)
+        print(report.text)
         print(f"\nwrote {out / 'bench_interpreter.json'} and bench_interpreter.md")
         return 0
     from tinyswap.benchmarks import suite
@@ -561,8 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="side-by-side benchmarks (interpreter vs TFLM and LiteRT, swaps vs PEFT, "
                            "simulated swaps vs storage floor, arena vs TFLM); one table")
     bench.add_argument("--models", default=None, metavar="DIR",
-                       help="directory holding micro_speech_quantized.tflite and person_detect.tflite "
-                       "(default: the TFLite Micro example models that ship with tinyswap)")
+                       help="--interpreter: benchmark every .tflite in DIR (default: the standard set, the TFLite "
+                       "Micro examples and the converter-made models that ship with tinyswap); the full table "
+                       "takes its TFLite Micro example models from DIR")
+    bench.add_argument("--busy", action="store_true",
+                       help="--interpreter: every measurement again while another process spins on one core")
     bench.add_argument("--repeats", type=int, default=20)
     bench.add_argument("--interpreter", action="store_true", help="only the interpreter benchmark")
     bench.add_argument("--out", default="out/bench")

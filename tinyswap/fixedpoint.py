@@ -21,6 +21,14 @@ INT32_MAX = 2**31 - 1
 ArrayLike = "np.ndarray | int"
 
 
+# The functions below also take plain Python ints and then compute on Python ints: one row of a
+# batch-1 SOFTMAX needs one reciprocal, for which some thirty NumPy calls on 0-d arrays cost
+# far more than the arithmetic. `_ints` and a `type(...) is int` test where a clamp is needed
+# are the only places that tell the two apart.
+def _ints(x: ArrayLike) -> np.ndarray | int:
+    return x if type(x) is int else np.asarray(x, dtype=np.int64)
+
+
 def _round_half_away_from_zero(x: float) -> int:
     """C++ `std::round` (TfLiteRound): halves go away from zero, unlike Python's `round`."""
     return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
@@ -60,12 +68,14 @@ def saturating_rounding_doubling_high_mul(a: ArrayLike, b: ArrayLike) -> np.ndar
     by 2**31 truncating toward zero. Both branches equal `floor((a * b + 2**30) / 2**31)`
     (round half up), which an arithmetic shift computes in one step; the tests check this
     against a line-by-line Python transcription of the C. Saturates only for
-    a == b == INT32_MIN.
+    a == b == INT32_MIN, the one pair whose result passes INT32_MAX.
     """
-    a = np.asarray(a, dtype=np.int64)
-    b = np.asarray(b, dtype=np.int64)
+    a = _ints(a)
+    b = _ints(b)
     high = (a * b + (1 << 30)) >> 31
-    return np.where((a == INT32_MIN) & (b == INT32_MIN), np.int64(INT32_MAX), high)
+    # Only INT32_MIN * INT32_MIN = 2**62 gives high = 2**31; every other int32 pair stays within
+    # int32 (INT32_MIN * (INT32_MIN + 1) gives INT32_MAX): one clamp is the saturation.
+    return min(high, INT32_MAX) if type(high) is int else np.minimum(high, INT32_MAX)
 
 
 def rounding_divide_by_pot(x: ArrayLike, exponent: ArrayLike) -> np.ndarray:
@@ -75,7 +85,9 @@ def rounding_divide_by_pot(x: ArrayLike, exponent: ArrayLike) -> np.ndarray:
     `(x + 2**(e-1) - (x < 0)) >> e`, and for e == 0 it is x. `exponent` is in [0, 31] and may
     be an array broadcasting against `x` (per channel).
     """
-    x = np.asarray(x, dtype=np.int64)
+    x = _ints(x)
+    if type(exponent) is int and type(x) is int:
+        return x if exponent == 0 else (x + ((1 << (exponent - 1)) - (x < 0))) >> exponent
     exponent = np.asarray(exponent, dtype=np.int64)
     if exponent.ndim == 0:
         e = int(exponent)
@@ -152,14 +164,18 @@ def multiply_by_quantized_multiplier_greater_than_one(
 def saturating_rounding_multiply_by_pot(x: ArrayLike, exponent: int) -> np.ndarray:
     """gemmlowp `SaturatingRoundingMultiplyByPOT<exponent>`: saturating left shift, or a
     rounding right shift for a negative exponent."""
-    x = np.asarray(x, dtype=np.int64)
+    x = _ints(x)
     if exponent == 0:
         return x
     if exponent < 0:
         return rounding_divide_by_pot(x, -exponent)
-    threshold = (1 << (31 - exponent)) - 1
+    # gemmlowp saturates x above 2**(31 - e) - 1 to INT32_MAX and below -(2**(31 - e) - 1) to
+    # INT32_MIN: exactly where x << e leaves the int32 range (x = -2**(31 - e) shifts to
+    # INT32_MIN itself), so clamping the wide shift is the same.
     shifted = x << exponent
-    return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, shifted))
+    if type(shifted) is int:
+        return max(min(shifted, INT32_MAX), INT32_MIN)
+    return np.maximum(np.minimum(shifted, INT32_MAX), INT32_MIN)
 
 
 def rescale(x: ArrayLike, src_integer_bits: int, dst_integer_bits: int) -> np.ndarray:
@@ -169,9 +185,10 @@ def rescale(x: ArrayLike, src_integer_bits: int, dst_integer_bits: int) -> np.nd
 
 def rounding_half_sum(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """gemmlowp `RoundingHalfSum` for int32: (a + b + sign) / 2, truncating toward zero."""
-    s = np.asarray(a, dtype=np.int64) + np.asarray(b, dtype=np.int64)
-    t = s + np.where(s >= 0, 1, -1)
-    return np.where(t >= 0, t >> 1, -((-t) >> 1))
+    s = _ints(a) + _ints(b)
+    # t = s + 1 (s >= 0) or s - 1 (s < 0), halved toward zero: (s + 1) >> 1 for s >= 0, and
+    # for s < 0 trunc((s - 1) / 2) = floor(s / 2) = s >> 1. One shift either way.
+    return (s + (s >= 0)) >> 1
 
 
 _SRDHM = saturating_rounding_doubling_high_mul
@@ -265,6 +282,8 @@ def tanh(a: ArrayLike, integer_bits: int) -> np.ndarray:
 
 def count_leading_zeros_u32(x: ArrayLike) -> np.ndarray:
     """Leading zero bits of x as a uint32 (x > 0); exact because x < 2**53 is exact in float64."""
+    if type(x) is int:
+        return 32 - x.bit_length()
     x = np.asarray(x, dtype=np.int64)
     _, exponent = np.frexp(x.astype(np.float64))
     return 32 - exponent.astype(np.int64)
@@ -272,7 +291,7 @@ def count_leading_zeros_u32(x: ArrayLike) -> np.ndarray:
 
 def get_reciprocal(x: ArrayLike, x_integer_digits: int) -> tuple[np.ndarray, np.ndarray]:
     """TFLite `GetReciprocal`: (Q0.31 of 1/x scaled into [0.5, 1), num_bits_over_unit) for x > 0."""
-    x = np.asarray(x, dtype=np.int64)
+    x = _ints(x)
     headroom_plus_one = count_leading_zeros_u32(x)
     num_bits_over_unit = x_integer_digits - headroom_plus_one
     shifted_sum_minus_one = ((x << headroom_plus_one) & 0xFFFFFFFF) - (1 << 31)

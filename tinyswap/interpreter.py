@@ -19,11 +19,22 @@ import numpy as np
 import tinyswap.kernels  # noqa: F401
 from tinyswap.errors import InputFileError, InterpreterError, KernelError, ModelError, TinySwapError, UnsupportedOpError
 from tinyswap.files import read_bytes
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile, TensorQuant, TensorSpec
+from tinyswap.kernels.base import (
+    Kernel,
+    Prepared,
+    PrepareContext,
+    Profile,
+    Step,
+    TensorQuant,
+    TensorSpec,
+    eval_step,
+    plan_budget,
+)
 from tinyswap.kernels.registry import get_kernel
 from tinyswap.planner import BufferRequest, MemoryPlan, plan_memory
 from tinyswap.reader import Buffer, ModelDef, TensorDef, read_model
 from tinyswap.schema import NUMPY_DTYPES, TensorType
+from tinyswap.threads import BlasThreadCap
 from tinyswap.variables import AssignVariable, ReadVariable, ResourceVariables
 
 
@@ -37,7 +48,8 @@ DEFAULT_MAX_ARENA_BYTES = 32 << 20
 
 @dataclass
 class _BoundOp:
-    """An operator ready to run: its kernel, frozen parameters and the arrays it reads/writes."""
+    """An operator ready to run: its kernel, frozen parameters, the arrays it reads/writes, and
+    `step`, the closure that runs it (built once at `allocate_tensors`, see `Kernel.bind`)."""
 
     index: int
     name: str
@@ -45,6 +57,11 @@ class _BoundOp:
     prepared: Prepared
     inputs: list[np.ndarray | None]
     outputs: list[np.ndarray]
+    step: Step
+
+    @property
+    def op_name(self) -> str:
+        return self.name
 
 
 class _Graph:
@@ -65,6 +82,7 @@ class _Graph:
             if data is not None:
                 self.constants[t.index] = data
         self.ops: list[_BoundOp] | None = None
+        self.steps: tuple[Step, ...] = ()  # the execution plan: one closure per operator
         self.plan: MemoryPlan | None = None
         self.arena: bytearray | None = None
         self.views: dict[int, np.ndarray] = {}
@@ -195,18 +213,20 @@ class _Graph:
             self.views[req.tensor] = np.frombuffer(
                 self.arena, dtype=dtype, count=req.size // dtype.itemsize, offset=plan.offsets[req.tensor]
             ).reshape(self.shapes[req.tensor])
-        self.ops = [
-            _BoundOp(
-                index=op.index,
-                name=op.op_name,
-                kernel=kernel,
-                prepared=prepared,
-                inputs=[None if t < 0 or t in resources else self.array(t) for t in op.inputs],
-                outputs=[self.views[t] for t in op.outputs if t not in resources],
-            )
-            for op, (kernel, prepared) in zip(graph.operators, prepared_ops)
-            if kernel is not None  # VAR_HANDLE is resolved at prepare and does nothing at invoke
-        ]
+        self.ops = []
+        for op, (kernel, prepared) in zip(graph.operators, prepared_ops):
+            if kernel is None:  # VAR_HANDLE is resolved at prepare and does nothing at invoke
+                continue
+            inputs = [None if t < 0 or t in resources else self.array(t) for t in op.inputs]
+            outputs = [self.views[t] for t in op.outputs if t not in resources]
+            # Kernels bind a lean step of their own; the interpreter's own operators (CALL_ONCE,
+            # variables) and anything else with an `eval` run through the generic one.
+            if isinstance(kernel, Kernel):
+                step = kernel.bind(prepared, inputs, outputs)
+            else:
+                step = eval_step(kernel.eval, prepared, inputs, outputs)
+            self.ops.append(_BoundOp(op.index, op.op_name, kernel, prepared, inputs, outputs, step))
+        self.steps = tuple(bound.step for bound in self.ops)
 
     def _prepare_variable_op(self, op: Any, where: str, resources: dict[int, int],
                              produced: dict[int, int]) -> Any:
@@ -279,15 +299,15 @@ class _Graph:
 
     def invoke(self) -> None:
         assert self.ops is not None
-        for bound in self.ops:
-            try:
-                results = bound.kernel.eval(bound.prepared, bound.inputs)
-                for view, result in zip(bound.outputs, results):
-                    np.copyto(view, result.reshape(view.shape), casting="no")
-            except TinySwapError:
-                raise
-            except Exception as exc:  # a kernel bug: say where it happened
-                raise KernelError(f"{self.where(bound)} failed: {exc!r}") from exc
+        done = 0
+        try:  # one handler around the whole plan: nothing per operator on the way
+            for step in self.steps:
+                step()
+                done += 1
+        except TinySwapError:
+            raise
+        except Exception as exc:  # a kernel bug: say where it happened
+            raise KernelError(f"{self.where(self.ops[done])} failed: {exc!r}") from exc
 
 
 class _CallOnce:
@@ -451,8 +471,10 @@ class Interpreter:
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise InterpreterError(f"num_threads must be a positive integer or None, got {num_threads!r}")
         # As in tf.lite, num_threads is a budget for intra-op parallelism; None means one
-        # thread, so results and timings are reproducible unless a caller asks for more.
+        # thread, so results and timings are reproducible unless a caller asks for more. It
+        # caps NumPy's BLAS threads during invoke() too (`tinyswap.threads`).
         self._num_threads = num_threads or 1
+        self._blas_cap = BlasThreadCap(self._num_threads)
         # As in tf.lite: keep every intermediate readable after invoke() (no arena reuse).
         self._preserve_all = experimental_preserve_all_tensors
         self._model: ModelDef = read_model(model_content)  # type: ignore[arg-type]
@@ -498,8 +520,9 @@ class Interpreter:
         """Prepare every operator of every subgraph and plan the arenas. Variables start afresh."""
         self._allocated = False
         self._variables = ResourceVariables()
-        for g in self._graphs:  # in file order, as TFLite Micro prepares them
-            g.allocate()
+        with plan_budget():  # bounded scratch and tables however many operators a model has
+            for g in self._graphs:  # in file order, as TFLite Micro prepares them
+                g.allocate()
         for g in self._graphs:
             for var_id, nbytes, where in g.reads:
                 self._variables.check_read(var_id, nbytes, where)
@@ -585,9 +608,18 @@ class Interpreter:
         self._shapes[input_index] = shape
         self._allocated = False  # shapes changed: prepare again
 
+    @property
+    def num_threads(self) -> int:
+        """Threads an invoke may use: batch slices and BLAS (capped while invoking)."""
+        return self._num_threads
+
     def invoke(self) -> None:
         self._require_allocated()
-        self._main.invoke()
+        changed = self._blas_cap.cap()
+        try:
+            self._main.invoke()
+        finally:
+            self._blas_cap.restore(changed)
 
     def reset_all_variables(self) -> None:
         """Reset every resource variable to its default (TFLite Micro's `MicroInterpreter::Reset`:

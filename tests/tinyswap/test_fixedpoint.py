@@ -186,3 +186,38 @@ def test_multiply_by_quantized_multiplier_full_int32_per_channel(rows) -> None:
     m = np.array([r[1] for r in rows])
     s = np.array([r[2] for r in rows])
     np.testing.assert_array_equal(fp.multiply_by_quantized_multiplier(x, m, s), [py_mbqm(*r) for r in rows])
+
+
+@settings(max_examples=100)
+@given(st.lists(st.integers(1, 2**31 - 1), min_size=1, max_size=16))
+def test_python_int_and_array_paths_agree(xs) -> None:
+    # A few-row SOFTMAX computes its reciprocals on Python ints; batches use the arrays. Same bits.
+    xs += [1, 2**19, 2**19 + 1, 2**31 - 1]
+    scales, bits = fp.get_reciprocal(np.array(xs, np.int64), 12)
+    for x, scale, nbits in zip(xs, scales, bits):
+        got_scale, got_bits = fp.get_reciprocal(x, 12)
+        assert type(got_scale) is int and (got_scale, got_bits) == (int(scale), int(nbits))
+    for a, b in zip(xs, reversed(xs)):
+        for signed_a in (a, -a, fp.INT32_MIN):
+            assert fp.saturating_rounding_doubling_high_mul(signed_a, b) == int(
+                fp.saturating_rounding_doubling_high_mul(np.array([signed_a]), np.array([b]))[0])
+            assert fp.rounding_half_sum(signed_a, b) == int(fp.rounding_half_sum(np.array([signed_a]), b)[0])
+            for e in (0, 1, 5, 31):
+                assert fp.rounding_divide_by_pot(signed_a, e) == int(fp.rounding_divide_by_pot(np.array([signed_a]), e)[0])
+    assert fp.saturating_rounding_doubling_high_mul(fp.INT32_MIN, fp.INT32_MIN) == fp.INT32_MAX
+
+
+@settings(max_examples=300)
+@given(INT32, INT32, st.integers(1, 31))
+def test_rounding_half_sum_and_saturating_multiply_by_pot_match_the_c(a: int, b: int, e: int) -> None:
+    # gemmlowp RoundingHalfSum: (sum + sign) / 2 in C's truncating division.
+    total = a + b
+    assert fp.rounding_half_sum(a, b) == c_trunc_div(total + (1 if total >= 0 else -1), 2)
+    assert int(fp.rounding_half_sum(np.array([a, b]), np.array([b, a]))[0]) == c_trunc_div(
+        total + (1 if total >= 0 else -1), 2)
+    # SaturatingRoundingMultiplyByPOT<e>: saturate beyond +-(2**(31 - e) - 1), else shift.
+    threshold = (1 << (31 - e)) - 1
+    for x in (a, threshold, threshold + 1, -threshold, -threshold - 1):
+        expected = 2**31 - 1 if x > threshold else -(2**31) if x < -threshold else x << e
+        assert fp.saturating_rounding_multiply_by_pot(x, e) == expected
+        assert int(fp.saturating_rounding_multiply_by_pot(np.array([x]), e)[0]) == expected

@@ -4,19 +4,30 @@ Every runtime runs the same inputs in the same process, interleaved repetition b
 so that machine noise hits them alike; we report medians and ratios to the TFLM wheel, not
 absolute promises. Two workloads per model: batch-1 latency (one inference), and 64
 inferences (tinyswap and LiteRT as one batch-64 call; the TFLM wheel cannot batch, so 64
-invokes, which is what a host-side user of it would do).
+invokes, which is what a host-side user of it would do; a stateful streaming model is 64
+consecutive frames, one invoke each, for every runtime). tinyswap's rows also give
+microseconds per operator (the batch-1 median over the model's operators).
+
+The standard set (`standard_models`): TFLite Micro's examples (`models/tflm/`), the
+converter-made MLPerf-Tiny-class models (`models/converted/`: DS-CNN, MobileNet, ResNet,
+autoencoder), the streaming wake word (`models/streaming/kws_stream`) and the small
+converter-made int8 models (`models/keras/`). With `busy=True` every measurement is repeated
+while another process spins on one core (`spinning_core`), reported as separate rows.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -26,6 +37,11 @@ from tinyswap.files import read_bytes
 from tinyswap.interpreter import Interpreter
 
 DEFAULT_MODELS = ("micro_speech_quantized", "person_detect")
+BATCH_ROWS = 64
+# Of the standard set, by folder (stems; the keras folder contributes every int8 model in it).
+CONVERTED = ("ds_cnn", "mobilenet", "resnet", "autoencoder")
+STREAMING = ("kws_stream",)
+IDLE, BUSY = "idle", "1 core busy"
 
 
 @dataclass
@@ -36,6 +52,38 @@ class Row:
     median_ms: float
     ratio_vs_tflm: float | None
     note: str = ""
+    operators: int = 0
+    us_per_operator: float | None = None  # tinyswap, batch 1
+    condition: str = IDLE
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    label: str  # "tflm/hello_world_int8"
+    path: Path
+
+
+def standard_models(root: Path) -> list[ModelCase]:
+    """The benchmark's model set under a models folder (the repository's `models/`)."""
+    cases = [ModelCase(f"tflm/{p.stem}", p) for p in sorted((root / "tflm").glob("*.tflite"))]
+    cases += [ModelCase(f"converted/{s}", root / "converted" / f"{s}.tflite") for s in CONVERTED]
+    cases += [ModelCase(f"streaming/{s}", root / "streaming" / f"{s}.tflite") for s in STREAMING]
+    cases += [ModelCase(f"keras/{p.stem}", p) for p in sorted((root / "keras").glob("*.tflite"))
+              if not p.stem.startswith("float_")]
+    return cases
+
+
+def model_cases(models_dir: Path, models: tuple[str, ...] | None) -> list[ModelCase]:
+    """`models` (stems in `models_dir`); else the standard set when `models_dir` is a models
+    folder (it has `tflm/`), else every .tflite file in `models_dir`."""
+    if models is not None:
+        return [ModelCase(name, models_dir / f"{name}.tflite") for name in models]
+    if (models_dir / "tflm").is_dir():
+        return standard_models(models_dir)
+    cases = [ModelCase(p.stem, p) for p in sorted(models_dir.glob("*.tflite"))]
+    if not cases:
+        raise InputFileError(models_dir, "holds no .tflite model to benchmark", "model directory")
+    return cases
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -47,19 +95,22 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
-def _runners(raw: bytes, x: np.ndarray) -> dict[str, Callable[[], object] | str]:
-    """Name -> a zero-argument callable running all rows of x, or the reason it cannot run."""
+def _runners(raw: bytes, x: np.ndarray, stateful: bool) -> dict[str, Callable[[], object] | str]:
+    """Name -> a zero-argument callable running all rows of x, or the reason it cannot run.
+    Stateful models run row by row everywhere (each row is the next frame)."""
     from tinyswap.oracles import LiteRTResolver, litert_interpreter, tflm_interpreter
 
     runners: dict[str, Callable[[], object] | str] = {}
     ours = Interpreter(model_content=raw)
-    ours.run(x)  # allocate for this batch once, as a serving loop would
+    ours.run(x[:1] if stateful else x)  # allocate for this batch once, as a serving loop would
     in_index = ours.get_input_details()[0]["index"]
+    out_index = ours.get_output_details()[0]["index"]
 
     def run_ours() -> object:
-        ours.set_tensor(in_index, x)
-        ours.invoke()
-        return ours.get_tensor(ours.get_output_details()[0]["index"])
+        for rows in ([r[None] for r in x] if stateful else [x]):
+            ours.set_tensor(in_index, rows)
+            ours.invoke()
+        return ours.get_tensor(out_index)
 
     runners["tinyswap"] = run_ours
 
@@ -77,7 +128,7 @@ def _runners(raw: bytes, x: np.ndarray) -> dict[str, Callable[[], object] | str]
         try:
             interp = litert_interpreter(raw, resolver)
             d = interp.get_input_details()[0]
-            if x.shape[0] != d["shape"][0]:
+            if not stateful and x.shape[0] != d["shape"][0]:
                 interp.resize_tensor_input(d["index"], list(x.shape))
                 interp.allocate_tensors()
         except Exception as exc:  # noqa: BLE001 - LiteRT's own refusal is the datum
@@ -85,60 +136,117 @@ def _runners(raw: bytes, x: np.ndarray) -> dict[str, Callable[[], object] | str]
             continue
 
         def run_litert(interp=interp, d=d) -> object:
-            interp.set_tensor(d["index"], x)
-            interp.invoke()
+            for rows in ([r[None] for r in x] if stateful else [x]):
+                interp.set_tensor(d["index"], rows)
+                interp.invoke()
             return interp.get_tensor(interp.get_output_details()[0]["index"])
 
         runners[label] = run_litert
     return runners
 
 
-def benchmark(models_dir: Path, models: tuple[str, ...] = DEFAULT_MODELS, repeats: int = 30,
-              progress: Callable[[str], None] = print) -> list[Row]:
+def _spin() -> None:  # pragma: no cover - runs in the child process
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    except (AttributeError, OSError):
+        pass  # no affinity control here: the spinner still occupies one core's worth of time
+    while True:
+        pass
+
+
+@contextmanager
+def spinning_core() -> Iterator[None]:
+    """Another process busy-looping on one core (pinned where the OS allows) for the duration:
+    the benchmark's view of a shared machine, where TFLM's single thread keeps running and
+    any runtime that relies on spare cores does not."""
+    process = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
+    process.start()
+    try:
+        time.sleep(0.2)  # let it start spinning before the first measurement
+        yield
+    finally:
+        process.terminate()
+        process.join(timeout=5)
+
+
+def _measure(case: ModelCase, raw: bytes, shape: list[int], dtype: np.dtype, operators: int, stateful: bool,
+             repeats: int, condition: str, progress: Callable[[str], None]) -> list[Row]:
     rows: list[Row] = []
-    for name in models:
-        path = models_dir / f"{name}.tflite"
-        raw = read_bytes(path, "model")
-        try:
-            shape = [int(s) for s in Interpreter(model_content=raw).get_input_details()[0]["shape"][1:]]
-        except ModelError as exc:  # the interpreter was handed bytes: name the file here
-            raise InputFileError(path, f"not a valid .tflite model: {exc}", "model") from exc
-        for batch, label, reps in ((1, "batch 1 (latency)", repeats), (64, "64 inferences", max(5, repeats // 4))):
-            progress(f"bench {name}: {label}, {reps} repeats per runtime")
-            x = np.random.default_rng(0).integers(-128, 128, size=(batch, *shape), dtype=np.int8)
-            runners = _runners(raw, x)
-            times: dict[str, list[float]] = {k: [] for k, v in runners.items() if callable(v)}
-            for fn in runners.values():  # warm-up
-                if callable(fn):
-                    fn()
-            for _ in range(reps):  # interleaved: each repetition runs every runtime once
-                for key, fn in runners.items():
-                    if callable(fn):
-                        times[key] += _median_ms(fn, 1)
-            tflm_ms = statistics.median(times["tflite_micro"])
+    for batch, label, reps in ((1, "batch 1 (latency)", repeats),
+                               (BATCH_ROWS, f"{BATCH_ROWS} inferences", max(5, repeats // 4))):
+        progress(f"bench {case.label}: {label}, {reps} repeats per runtime ({condition})")
+        x = np.random.default_rng(0).integers(-128, 128, size=(batch, *shape)).astype(dtype)
+        runners = _runners(raw, x, stateful)
+        times: dict[str, list[float]] = {k: [] for k, v in runners.items() if callable(v)}
+        for fn in runners.values():  # warm-up
+            if callable(fn):
+                fn()
+        for _ in range(reps):  # interleaved: each repetition runs every runtime once
             for key, fn in runners.items():
-                if not callable(fn):
-                    rows.append(Row(name, label, key, float("nan"), None, fn))
-                    continue
-                med = statistics.median(times[key])
-                rows.append(Row(name, label, key, med, med / tflm_ms))
+                if callable(fn):
+                    times[key] += _median_ms(fn, 1)
+        tflm_ms = statistics.median(times["tflite_micro"])
+        note = "64 frames, one invoke each (stateful)" if stateful and batch > 1 else ""
+        for key, fn in runners.items():
+            if not callable(fn):
+                rows.append(Row(case.label, label, key, float("nan"), None, fn, condition=condition))
+                continue
+            med = statistics.median(times[key])
+            per_op = med * 1e3 / operators if key == "tinyswap" and batch == 1 and operators else None
+            rows.append(Row(case.label, label, key, med, med / tflm_ms, note, operators, per_op, condition))
+    return rows
+
+
+def benchmark(models_dir: Path, models: tuple[str, ...] | None = DEFAULT_MODELS, repeats: int = 30,
+              progress: Callable[[str], None] = print, busy: bool = False) -> list[Row]:
+    rows: list[Row] = []
+    for case in model_cases(models_dir, models):
+        raw = read_bytes(case.path, "model")
+        try:
+            probe = Interpreter(model_content=raw)
+            probe.allocate_tensors()
+        except ModelError as exc:  # the interpreter was handed bytes: name the file here
+            raise InputFileError(case.path, f"not a valid .tflite model: {exc}", "model") from exc
+        details = probe.get_input_details()
+        if len(details) != 1:
+            progress(f"bench {case.label}: skipped ({len(details)} inputs; the benchmark feeds one)")
+            continue
+        shape = [int(s) for s in details[0]["shape"][1:]]
+        facts = (raw, shape, np.dtype(details[0]["dtype"]), len(probe.model.main.operators), probe.variable_bytes > 0)
+        rows += _measure(case, *facts, repeats, IDLE, progress)
+        if busy:
+            with spinning_core():
+                rows += _measure(case, *facts, repeats, BUSY, progress)
     return rows
 
 
 def markdown_table(rows: list[Row]) -> str:
     lines = [
-        "| model | workload | runtime | median ms | time / tflite_micro | speed-up vs tflite_micro |",
-        "|---|---|---|---:|---:|---:|",
+        "| model | workload | runtime | median ms | time / tflite_micro | speed-up vs tflite_micro | us per operator |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
+        where = r.workload if r.condition == IDLE else f"{r.workload}, {r.condition}"
         if r.ratio_vs_tflm is None:
-            lines.append(f"| {r.model} | {r.workload} | {r.runtime} | - | - | {r.note} |")
+            lines.append(f"| {r.model} | {where} | {r.runtime} | - | - | {r.note} | - |")
         else:
-            lines.append(
-                f"| {r.model} | {r.workload} | {r.runtime} | {r.median_ms:.3f} | {r.ratio_vs_tflm:.2f} | "
-                f"{1 / r.ratio_vs_tflm:.2f}x |"
-            )
+            per_op = "-" if r.us_per_operator is None else f"{r.us_per_operator:.1f}"
+            speed = f"{1 / r.ratio_vs_tflm:.2f}x" + (f" ({r.note})" if r.note else "")
+            lines.append(f"| {r.model} | {where} | {r.runtime} | {r.median_ms:.3f} | {r.ratio_vs_tflm:.2f} | "
+                         f"{speed} | {per_op} |")
     return "\n".join(lines)
+
+
+def versions() -> str:
+    """The versions every figure depends on, for the report's header."""
+    names = ("numpy", "tflite-micro", "ai-edge-litert", "threadpoolctl")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return f"Python {platform.python_version()}, " + ", ".join(found)
 
 
 def cpu_name() -> str:
@@ -166,12 +274,13 @@ class InterpreterReport:
 
 
 def run(models_dir: Path, out_dir: Path, repeats: int, progress: Callable[[str], None] = print,
-        models: tuple[str, ...] = DEFAULT_MODELS) -> InterpreterReport:
-    """Benchmark `models` (.tflite stems in `models_dir`); write bench_interpreter.json and .md."""
+        models: tuple[str, ...] | None = None, busy: bool = False) -> InterpreterReport:
+    """Benchmark `models` (.tflite stems in `models_dir`; None: see `model_cases`); write
+    bench_interpreter.json and .md. `busy`: every measurement again with one core busy."""
     if not models_dir.is_dir():
         raise BenchmarkError(f"model directory {models_dir} does not exist")
-    rows = benchmark(models_dir, models, repeats=repeats, progress=progress)
-    machine = f"{cpu_name()} ({os.cpu_count()} logical CPUs), Python {platform.python_version()}, NumPy {np.__version__}"
+    rows = benchmark(models_dir, models, repeats=repeats, progress=progress, busy=busy)
+    machine = f"{cpu_name()} ({os.cpu_count()} logical CPUs), {versions()}"
     report = InterpreterReport(time.strftime("%Y-%m-%d"), machine, rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench_interpreter.json").write_text(
@@ -181,4 +290,5 @@ def run(models_dir: Path, out_dir: Path, repeats: int, progress: Callable[[str],
     return report
 
 
-__all__ = ["DEFAULT_MODELS", "InterpreterReport", "Row", "benchmark", "cpu_name", "markdown_table", "run"]
+__all__ = ["DEFAULT_MODELS", "InterpreterReport", "ModelCase", "Row", "benchmark", "cpu_name", "markdown_table",
+           "model_cases", "run", "spinning_core", "standard_models", "versions"]

@@ -78,7 +78,9 @@ def run(out_dir: Path, tflm_dir: Path, repeats: int = 20, progress: Callable[[st
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     progress("[1/4] interpreter: tinyswap vs tflite_micro vs LiteRT")
-    interp = interpreter_bench.run(tflm_dir, out_dir, repeats, progress=progress)
+    # The shipped TFLite Micro examples stand for the standard set under the models folder.
+    shipped = tflm_dir.resolve() == (models_dir() / "tflm").resolve()
+    interp = interpreter_bench.run(models_dir() if shipped else tflm_dir, out_dir, repeats, progress=progress)
     progress("[2/4] swapping: tinyswap vs PEFT hotswap_adapter")
     swap = swap_bench.run(out_dir, repeats=max(20, repeats * 10))
     progress("[3/4] simulated swap vs storage floor (digits CNN bundle)")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.elementwise import float_binary_params, prepare_binary
-from tinyswap.kernels.quantized import FloatActivation, activation_range, checked_multiplier
+from tinyswap.kernels.quantized import FloatActivation, activation_range, checked_multiplier, pair_table
 from tinyswap.kernels.registry import register
 
 LEFT_SHIFT = 20  # int8; TFLM uses 15 for int16
@@ -85,3 +85,14 @@ class Add(Kernel[AddParams | FloatActivation]):
             result = inputs[0] + inputs[1] if self.sign > 0 else inputs[0] - inputs[1]
             return [np.clip(result, p.act_min, p.act_max).astype(np.float32)]
         return [additive_eval(p, inputs[0], inputs[1], self.sign)]
+
+    def bind(self, prepared: Prepared[AddParams | FloatActivation], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8: one gather from the op's pair table (`additive_eval` of every input pair)."""
+        p = prepared.params
+        sign = self.sign
+        table = None if isinstance(p, FloatActivation) else pair_table(
+            (p, sign), lambda a, b: additive_eval(p, a, b, sign))
+        if table is None:
+            return super().bind(prepared, inputs, outputs)
+        return table.step(inputs[0], inputs[1], outputs[0])

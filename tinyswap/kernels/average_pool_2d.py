@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, frozen_array
+from tinyswap.kernels.base import INT8, INT32, Kernel, Prepared, PrepareContext, Step, frozen_array
+from tinyswap.kernels.conv_common import PlannedInput
 from tinyswap.kernels.pooling import Pool2DParams, prepare_pool, sum_float_in_order, sum_int, tap_counts
 from tinyswap.kernels.registry import register
 
@@ -38,7 +39,28 @@ class AveragePool2D(Kernel[AveragePool2DParams]):
         if p.is_float:
             total = sum_float_in_order(x.astype(np.float32, copy=False), p)
             return [np.clip(total / n.astype(np.float32), lo, hi).astype(np.float32)]
-        acc = sum_int(x, p)
-        half = n // 2
-        avg = np.where(acc > 0, (acc + half) // n, -((half - acc) // n))
-        return [np.clip(avg, lo, hi).astype(np.int8)]
+        return [np.clip(rounded_average(sum_int(x, p), n), lo, hi).astype(np.int8)]
+
+    def bind(self, prepared: Prepared[AveragePool2DParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8: a zero border (adds nothing to a sum), one int32 sum over each window's taps,
+        the rounded division by the in-image tap count, the clamp into the output view."""
+        p = prepared.params.pool
+        n = prepared.params.tap_counts
+        x, out = inputs[0], outputs[0]
+        planned = None if x.dtype != INT8 else PlannedInput.of(x, p.window, INT32, 0)
+        if planned is None:
+            return super().bind(prepared, inputs, outputs)
+
+        def step() -> None:
+            planned.fill()
+            avg = rounded_average(planned.windows.sum(axis=(3, 4), dtype=np.int64), n)
+            np.copyto(out, np.clip(avg, p.act_min, p.act_max), casting="unsafe")
+
+        return step
+
+
+def rounded_average(acc: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """TFLM's int8 average: acc / n rounded half away from zero, in C's truncating division."""
+    half = n // 2
+    return np.where(acc > 0, (acc + half) // n, -((half - acc) // n))

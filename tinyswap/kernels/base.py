@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -197,6 +199,71 @@ class PrepareContext:
         return Padding(int(self.option("padding")))
 
 
+# One operator ready to run: reads its bound input arrays, writes its bound output views.
+Step = Callable[[], None]
+
+
+@dataclass
+class PlanBudget:
+    """What one plan's steps may keep besides the arena: scratch buffers (padded inputs, tap
+    copies) and newly built pair tables. A hostile model of a thousand small convolutions or
+    ADDs with distinct scales then binds in bounded memory and time; past the budget a kernel
+    binds its plain `eval` step, which allocates temporaries only while it runs."""
+
+    buffer_bytes: int = 16 << 20
+    new_pair_tables: int = 32
+
+
+_PLAN_BUDGET: ContextVar[PlanBudget | None] = ContextVar("plan_budget", default=None)
+
+
+@contextmanager
+def plan_budget(budget: PlanBudget | None = None) -> Iterator[PlanBudget]:
+    """The budget for the steps bound inside this block (one `allocate_tensors`)."""
+    budget = budget or PlanBudget()
+    token = _PLAN_BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _PLAN_BUDGET.reset(token)
+
+
+def claim_buffer_bytes(nbytes: int) -> bool:
+    """Take `nbytes` of scratch from the current plan's budget; False when it would overrun.
+    Outside a plan (a kernel bound by hand) nothing is counted."""
+    budget = _PLAN_BUDGET.get()
+    if budget is None:
+        return True
+    if nbytes > budget.buffer_bytes:
+        return False
+    budget.buffer_bytes -= nbytes
+    return True
+
+
+def claim_new_pair_table() -> bool:
+    """Take one newly built pair table from the current plan's budget (see `PlanBudget`)."""
+    budget = _PLAN_BUDGET.get()
+    if budget is None:
+        return True
+    if budget.new_pair_tables <= 0:
+        return False
+    budget.new_pair_tables -= 1
+    return True
+
+
+def eval_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[np.ndarray]], prepared: Any,
+              inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+    """The generic step: `evaluate(prepared, inputs)`, each result copied into its output view.
+    Also what the interpreter's own operators (CALL_ONCE, the variable operators) run through."""
+    views = list(outputs)
+
+    def step() -> None:
+        for view, result in zip(views, evaluate(prepared, inputs)):
+            np.copyto(view, result.reshape(view.shape), casting="no")
+
+    return step
+
+
 class Kernel(ABC, Generic[P]):
     """One TFLite builtin operator. Subclasses set `op_name` and register themselves."""
 
@@ -209,6 +276,18 @@ class Kernel(ABC, Generic[P]):
     @abstractmethod
     def eval(self, prepared: Prepared[P], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         """Compute outputs from input arrays (constants are live views). Integer only."""
+
+    def bind(self, prepared: Prepared[P], inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+        """The operator as one step of an execution plan, built once at `allocate_tensors`.
+
+        `inputs` are the arrays the op reads (arena views, constants as live views into the
+        model buffer) and `outputs` the arena views it writes; both stay the same objects
+        until the next `allocate_tensors`, so a kernel may derive fixed views, index arrays
+        and scratch buffers from their shapes here. Like `prepare`, it must not derive anything
+        from constant *bytes* (slots are patched in place between invokes). The default runs
+        `eval` and copies its results; hot kernels override it with a leaner step that gives
+        bit-identical results (the tests compare both against TFLite Micro)."""
+        return eval_step(self.eval, prepared, inputs, outputs)
 
     def run_prepare(self, ctx: PrepareContext) -> Prepared[P]:
         """Template method: re-raise unexpected failures with the operator named."""

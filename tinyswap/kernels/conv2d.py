@@ -11,12 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.conv_common import (
+    MAX_PLAN_BUFFER_VALUES,
+    PlannedInput,
     Window,
     check_conv_params,
     compute_window,
     finish_output,
+    output_requantizer,
     output_stage_params,
     pad_spatial,
     window_patches,
@@ -67,6 +70,39 @@ class Conv2D(Kernel[Conv2DParams]):
         out = map_batches(lambda rows: self._rows(p, x[rows], inputs), x.shape[0], p.threads,
                           values_per_row=win.out_h * win.out_w * p.out_channels)
         return [out.reshape(prepared.output_shapes[0])]
+
+    def bind(self, prepared: Prepared[Conv2DParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8: im2col into buffers kept for the plan, one matrix product with the live filter
+        in an exact float type, bias, requantization with constants computed here."""
+        p = prepared.params
+        x, f = inputs[0], inputs[1]
+        bias = inputs[2] if len(inputs) > 2 else None
+        win, out_c = p.window, p.out_channels
+        k = win.filter_h * win.filter_w * x.shape[3]
+        n = x.shape[0] * win.out_h * win.out_w
+        dtype = exact_float_dtype(k)
+        planned = None if isinstance(p.stage, FloatActivation) or n * k > MAX_PLAN_BUFFER_VALUES else (
+            PlannedInput.of(x, win, dtype, p.stage.input_zero_point))
+        if planned is None:
+            return super().bind(prepared, inputs, outputs)
+        if p.pointwise:
+            windows, cols = None, planned.padded.reshape(n, k)
+        else:
+            windows = planned.windows
+            buffer = np.empty(windows.shape, dtype)
+            cols = buffer.reshape(n, k)
+        weights = f.reshape(out_c, k)
+        requantizer = output_requantizer(p.stage)
+        out = outputs[0].reshape(n, out_c)
+
+        def step() -> None:
+            planned.fill()
+            if windows is not None:
+                np.copyto(buffer, windows)
+            requantizer.apply_with_bias(cols @ weights.astype(dtype).T, bias, out)
+
+        return step
 
     @staticmethod
     def _rows(p: Conv2DParams, x: np.ndarray, inputs: list[np.ndarray | None]) -> np.ndarray:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, INT32, Padding, PrepareContext, TensorSpec
+from tinyswap.kernels.base import FLOAT32, INT8, INT32, Padding, PrepareContext, TensorSpec, claim_buffer_bytes
 from tinyswap.kernels.quantized import (
     FloatActivation,
+    Int8Requantizer,
     OutputStage,
     add_bias_exactly,
     float_activation,
@@ -204,3 +205,50 @@ def finish_output(acc: np.ndarray, bias: np.ndarray | None, terms: int, stage: O
     if out is None:
         out = requantize_int8(acc, multipliers, shifts, stage.output_zero_point, lo, hi, False)
     return out.T.reshape(out_shape)
+
+
+# A bound convolution step keeps its padded input and tap buffers for the whole plan; above this
+# many values per buffer the kernel's batch-sliced `eval` is used instead: its channel-major
+# requantization and per-tap loop (int16 products) are faster on large tensors (measured: a
+# batch-64 MobileNet-style depthwise layer about 5x).
+MAX_PLAN_BUFFER_VALUES = 1 << 15
+
+
+@dataclass(frozen=True, eq=False)
+class PlannedInput:
+    """A convolution's input as a plan step sees it: a zero-bordered buffer whose interior gets
+    `x - input_zero_point` on each invoke (so out-of-image taps contribute exactly 0, as the
+    reference kernel's skipped taps do), and the window view over it."""
+
+    x: np.ndarray
+    padded: np.ndarray
+    interior: np.ndarray
+    windows: np.ndarray  # [batch, out_h, out_w, filter_h, filter_w, channels], a view of `padded`
+    zero_point: np.generic
+
+    @classmethod
+    def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, zero_point: int,
+           pad_value: int = 0) -> "PlannedInput | None":
+        """None when the padded copy would dwarf the image or exceed MAX_PLAN_BUFFER_VALUES
+        taps (the kernel's `eval` handles those). `pad_value` fills the border (pooling pads
+        so that the border never wins)."""
+        b, h, wd, c = x.shape
+        taps = b * w.out_h * w.out_w * w.filter_h * w.filter_w * c
+        padded_values = b * (h + w.pad_top + w.pad_bottom) * (wd + w.pad_left + w.pad_right) * c
+        if _huge_padding(x.shape, w) or taps > MAX_PLAN_BUFFER_VALUES:
+            return None
+        # The padded input, a tap copy and a product buffer (depthwise) at most: claimed up front.
+        if not claim_buffer_bytes((padded_values + 2 * taps) * np.dtype(dtype).itemsize):
+            return None
+        padded = np.full((b, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c), pad_value, dtype=dtype)
+        interior = padded[:, w.pad_top: w.pad_top + h, w.pad_left: w.pad_left + wd, :]
+        return cls(x, padded, interior, patches(padded, w, padded=True), dtype.type(zero_point))
+
+    def fill(self) -> None:
+        np.subtract(self.x, self.zero_point, out=self.interior, casting="unsafe")
+
+
+def output_requantizer(stage: OutputStage) -> Int8Requantizer:
+    """The output stage's requantization for pixel-major [pixels, channels] accumulators."""
+    return Int8Requantizer.build(stage.multipliers, stage.shifts, stage.output_zero_point, stage.act_min,
+                                 stage.act_max, stage.single_rounding, channel_axis=-1)

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.conv_common import (
+    MAX_PLAN_BUFFER_VALUES,
+    PlannedInput,
     Window,
     check_conv_params,
     compute_window,
     finish_output,
+    output_requantizer,
     output_stage_params,
     window_patches,
 )
@@ -72,6 +75,46 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
                           values_per_row=win.out_h * win.out_w * p.in_channels * p.depth_multiplier)
         return [out.reshape(prepared.output_shapes[0])]
 
+    def bind(self, prepared: Prepared[DepthwiseConv2DParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8: the taps copied into a buffer kept for the plan, one broadcast product with the
+        live filter [taps, channels, multiplier] and one sum over the taps, in float32 while
+        the sums are exact there (`exact_float_dtype`), then bias and requantization. Every
+        depth multiplier takes this path; the output channel order c * m + k falls out of the
+        [pixels, channels, multiplier] layout."""
+        p = prepared.params
+        x, f = inputs[0], inputs[1]
+        bias = inputs[2] if len(inputs) > 2 else None
+        win, in_c, m = p.window, p.in_channels, p.depth_multiplier
+        taps = win.filter_h * win.filter_w
+        n = x.shape[0] * win.out_h * win.out_w
+        dtype = exact_float_dtype(taps)
+        planned = None if isinstance(p.stage, FloatActivation) or n * taps * in_c * m > MAX_PLAN_BUFFER_VALUES else (
+            PlannedInput.of(x, win, dtype, p.stage.input_zero_point))
+        if planned is None:
+            return super().bind(prepared, inputs, outputs)
+        windows = planned.windows
+        buffer = np.empty(windows.shape, dtype)
+        # m == 1 drops the multiplier axis: NumPy would make a size-1 axis the innermost loop.
+        tap_shape = (n, taps, in_c, 1) if m > 1 else (n, taps, in_c)
+        weight_shape = (taps, in_c, m) if m > 1 else (taps, in_c)
+        tap_rows = buffer.reshape(tap_shape)
+        weights = f.reshape(weight_shape)
+        product = np.empty((n, taps, in_c, m) if m > 1 else (n, taps, in_c), dtype)
+        acc = np.empty((n, in_c, m) if m > 1 else (n, in_c), dtype)
+        acc_rows = acc.reshape(n, in_c * m)
+        requantizer = output_requantizer(p.stage)
+        out = outputs[0].reshape(n, in_c * m)
+
+        def step() -> None:
+            planned.fill()
+            np.copyto(buffer, windows)
+            np.multiply(tap_rows, weights.astype(dtype), out=product)
+            np.sum(product, axis=1, out=acc)
+            requantizer.apply_with_bias(acc_rows, bias, out)
+
+        return step
+
     @staticmethod
     def _rows(p: DepthwiseConv2DParams, x: np.ndarray, inputs: list[np.ndarray | None]) -> np.ndarray:
         f = inputs[1]
@@ -89,6 +132,15 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
             # One input channel: an ordinary convolution, best done as one im2col product.
             cols = window_patches(x, win, dtype, x_zp).reshape(n, taps)
             acc = f.reshape(taps, m).astype(dtype).T @ cols.T  # [m, pixels]
+        elif m > 1 and not is_float:
+            # A depth multiplier: per input channel, its taps times its [taps, m] filter block,
+            # as one batched matrix product (the per-tap loop below would make the short
+            # multiplier axis NumPy's inner loop; measured 3x slower at batch 64). Exact: the
+            # sums are integers below 2**24 in float32 (`exact_float_dtype`), in any order.
+            by_channel = np.moveaxis(window_patches(x, win, dtype, x_zp), 5, 0).reshape(in_c, n, taps)
+            weights = np.moveaxis(f.reshape(taps, in_c, m).astype(dtype), 1, 0)  # [in_c, taps, m]
+            # [in_c, n, m] -> channel-major [in_c * m, n]: output channel c * m + k, as TFLite orders them.
+            acc = np.matmul(by_channel, weights).transpose(0, 2, 1).reshape(in_c * m, n)
         else:
             # One multiply into a reused buffer and one add per filter tap, NHWC so that the
             # channel axis is the contiguous inner loop. Integer models multiply in int16 (every

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Step
+from tinyswap.kernels.elementwise import int8_table_step
 from tinyswap.kernels.registry import register
 
 
@@ -31,3 +32,8 @@ class Dequantize(Kernel[DequantizeParams]):
     def eval(self, prepared: Prepared[DequantizeParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
         return [(p.scale * (inputs[0].astype(np.float64) - p.zero_point)).astype(np.float32)]
+
+    def bind(self, prepared: Prepared[DequantizeParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """One gather from the 256 values `eval` gives (an int8 input has no others)."""
+        return int8_table_step(self.eval, prepared, inputs[0], outputs[0])

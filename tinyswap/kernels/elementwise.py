@@ -5,11 +5,12 @@ quantization)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, PrepareContext, TensorSpec
-from tinyswap.kernels.quantized import FloatActivation, float_activation
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, P, Prepared, PrepareContext, Step, TensorSpec
+from tinyswap.kernels.quantized import FloatActivation, Int8Lookup, float_activation
 
 MAX_BROADCAST_RANK = 6  # TFLM's Broadcast*6DSlow kernels
 
@@ -64,3 +65,26 @@ def prepare_unary(ctx: PrepareContext) -> UnaryInt8 | None:
     ctx.require_types(y, INT8)  # TFLM: TF_LITE_ENSURE_TYPES_EQ(input->type, output->type)
     (xs, xzp), (ys, yzp) = ctx.per_tensor(x), ctx.per_tensor(y)
     return UnaryInt8(xs, xzp, ys, yzp)
+
+
+class TabulatedUnaryKernel(Kernel[P]):
+    """A one-input activation whose int8 parameters carry its prepare-time table (`lookup`):
+    bound as one gather into the output view. Float32 models keep the kernel's `eval`."""
+
+    def bind(self, prepared: Prepared[P], inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+        lookup = getattr(prepared.params, "lookup", None)
+        if not isinstance(lookup, Int8Lookup) or inputs[0].dtype != INT8:
+            return super().bind(prepared, inputs, outputs)
+        return lookup.step(inputs[0], outputs[0])
+
+
+def int8_table_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[np.ndarray]], prepared: Any,
+                    x: np.ndarray, out: np.ndarray) -> Step:
+    """The step of an elementwise op with one int8 input (QUANTIZE int8 -> int8, DEQUANTIZE):
+    its own `eval` run once on all 256 int8 values, then one gather per invoke. The same
+    function at every input, so the same bits."""
+    values = np.arange(-128, 128, dtype=np.int8)
+    table = np.asarray(evaluate(prepared, [values])[0]).astype(out.dtype).reshape(256)
+    by_bit_pattern = np.concatenate([table[128:], table[:128]])  # index: the input's uint8 bits
+    index = x.view(np.uint8)
+    return lambda: np.take(by_bit_pattern, index, out=out)

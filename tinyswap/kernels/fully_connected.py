@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Profile, Step
 from tinyswap.kernels.quantized import (
     FloatActivation,
+    Int8Requantizer,
     OutputStage,
+    exact_float_dtype,
     exact_int_matmul,
     float_activation,
     output_stage,
@@ -103,3 +105,25 @@ class FullyConnected(Kernel[FullyConnectedParams]):
         out = requantize(acc, stage.multiplier_array(), stage.shift_array(), stage.single_rounding)
         out = out + stage.output_zero_point
         return [np.clip(out, stage.act_min, stage.act_max).astype(np.int8).reshape(out_shape)]
+
+    def bind(self, prepared: Prepared[FullyConnectedParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8: the rows less the zero point, times the live weights in an exact float type
+        (`exact_float_dtype`), the bias, and the requantization with its constants computed here."""
+        p = prepared.params
+        stage = p.stage
+        if isinstance(stage, FloatActivation):
+            return super().bind(prepared, inputs, outputs)
+        x, w = inputs[0], inputs[1]
+        bias = inputs[2] if len(inputs) > 2 else None
+        rows = x.reshape(p.batches, p.depth)
+        out = outputs[0].reshape(p.batches, p.units)
+        dtype = exact_float_dtype(p.depth)
+        zero_point = dtype.type(stage.input_zero_point)
+        requantizer = Int8Requantizer.build(stage.multipliers, stage.shifts, stage.output_zero_point,
+                                            stage.act_min, stage.act_max, stage.single_rounding, channel_axis=-1)
+
+        def step() -> None:
+            requantizer.apply_with_bias(np.subtract(rows, zero_point, dtype=dtype) @ w.astype(dtype).T, bias, out)
+
+        return step

@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import Prepared, PrepareContext, Profile
 from tinyswap.kernels.quantized import Int8Lookup, checked_multiplier
-from tinyswap.kernels.elementwise import prepare_unary
+from tinyswap.kernels.elementwise import TabulatedUnaryKernel, prepare_unary
 from tinyswap.kernels.registry import register
 
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
@@ -105,7 +105,7 @@ class HardSwishParams:
 
 
 @register
-class HardSwish(Kernel[HardSwishParams | None]):
+class HardSwish(TabulatedUnaryKernel[HardSwishParams | None]):
     op_name = "HARD_SWISH"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[HardSwishParams | None]:

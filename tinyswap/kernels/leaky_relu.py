@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import Prepared, PrepareContext, Profile
 from tinyswap.kernels.quantized import Int8Lookup, checked_multiplier
-from tinyswap.kernels.elementwise import prepare_unary
+from tinyswap.kernels.elementwise import TabulatedUnaryKernel, prepare_unary
 from tinyswap.kernels.registry import register
 
 
@@ -62,7 +62,7 @@ class FloatLeakyReluParams:
 
 
 @register
-class LeakyRelu(Kernel[LeakyReluParams | FloatLeakyReluParams]):
+class LeakyRelu(TabulatedUnaryKernel[LeakyReluParams | FloatLeakyReluParams]):
     op_name = "LEAKY_RELU"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[LeakyReluParams | FloatLeakyReluParams]:

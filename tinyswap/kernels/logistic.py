@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from tinyswap.fixedpoint import logistic, rounding_divide_by_pot
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
-from tinyswap.kernels.elementwise import prepare_unary
+from tinyswap.kernels.base import Prepared, PrepareContext, Profile
+from tinyswap.kernels.elementwise import TabulatedUnaryKernel, prepare_unary
 from tinyswap.kernels.registry import register
 from tinyswap.kernels.sigmoid_common import (
     INPUT_INTEGER_BITS,
@@ -35,7 +35,7 @@ def logistic_int8(q4: np.ndarray) -> np.ndarray:
 
 
 @register
-class Logistic(Kernel[FixedPointSigmoidParams | FloatTableParams | None]):
+class Logistic(TabulatedUnaryKernel[FixedPointSigmoidParams | FloatTableParams | None]):
     op_name = "LOGISTIC"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[FixedPointSigmoidParams | FloatTableParams | None]:

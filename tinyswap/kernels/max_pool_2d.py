@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import INT8, Kernel, Prepared, PrepareContext, Step
+from tinyswap.kernels.conv_common import PlannedInput
 from tinyswap.kernels.pooling import Pool2DParams, prepare_pool, reduce_max
 from tinyswap.kernels.registry import register
 
@@ -22,3 +23,20 @@ class MaxPool2D(Kernel[Pool2DParams]):
         x = inputs[0]
         out = reduce_max(x, p)  # in-image taps only, as the reference kernel
         return [np.clip(out, p.act_min, p.act_max).astype(x.dtype)]
+
+    def bind(self, prepared: Prepared[Pool2DParams], inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+        """int8: a -128 border (never larger than an in-image tap, and every window has one),
+        one max over each window's taps, the clamp written into the output view."""
+        p = prepared.params
+        x, out = inputs[0], outputs[0]
+        planned = None if x.dtype != INT8 else PlannedInput.of(x, p.window, INT8, 0, pad_value=-128)
+        if planned is None:
+            return super().bind(prepared, inputs, outputs)
+
+        def step() -> None:
+            planned.fill()
+            np.max(planned.windows, axis=(3, 4), out=out)
+            np.maximum(out, p.act_min, out=out)
+            np.minimum(out, p.act_max, out=out)
+
+        return step

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.layout import constant_ints, normalize_axis
-from tinyswap.kernels.quantized import Rescale, checked_multiplier
+from tinyswap.kernels.quantized import Int8Requantizer, Rescale, checked_multiplier
 from tinyswap.kernels.registry import register
 
 
@@ -65,3 +65,19 @@ class Mean(Kernel[MeanParams]):
             return [(total / np.float32(p.count)).astype(np.float32).reshape(out_shape)]
         out = p.rescale.apply(x.astype(np.int64).sum(axis=p.axes, keepdims=p.keep_dims))
         return [np.clip(out, -128, 127).astype(np.int8).reshape(out_shape)]
+
+    def bind(self, prepared: Prepared[MeanParams], inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+        """int8: the int64 sum, less the summed zero point, requantized with constants computed here."""
+        p = prepared.params
+        r = p.rescale
+        if r is None:
+            return super().bind(prepared, inputs, outputs)
+        x, out = inputs[0], outputs[0]
+        requantizer = Int8Requantizer.build(r.multiplier, r.shift, r.output_zero_point, -128, 127, False)
+
+        def step() -> None:
+            total = x.sum(axis=p.axes, dtype=np.int64, keepdims=True)  # an array even over every axis
+            total -= r.input_zero_point
+            requantizer.apply(total, out)
+
+        return step

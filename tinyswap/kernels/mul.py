@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.elementwise import float_binary_params, prepare_binary
-from tinyswap.kernels.quantized import FloatActivation, activation_range, checked_multiplier
+from tinyswap.kernels.quantized import FloatActivation, activation_range, checked_multiplier, pair_table
 from tinyswap.kernels.registry import register
 
 
@@ -43,6 +43,20 @@ class Mul(Kernel[MulParams | FloatActivation]):
         p = prepared.params
         if isinstance(p, FloatActivation):
             return [np.clip(inputs[0] * inputs[1], p.act_min, p.act_max).astype(np.float32)]
-        prod = (inputs[0].astype(np.int64) - p.input1_zero_point) * (inputs[1].astype(np.int64) - p.input2_zero_point)
-        out = multiply_by_quantized_multiplier(prod, p.multiplier, p.shift) + p.output_zero_point
-        return [np.clip(out, p.act_min, p.act_max).astype(np.int8)]
+        return [multiply_int8(p, inputs[0], inputs[1])]
+
+    def bind(self, prepared: Prepared[MulParams | FloatActivation], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8: one gather from the op's pair table (`multiply_int8` of every input pair)."""
+        p = prepared.params
+        table = None if isinstance(p, FloatActivation) else pair_table(p, lambda a, b: multiply_int8(p, a, b))
+        if table is None:
+            return super().bind(prepared, inputs, outputs)
+        return table.step(inputs[0], inputs[1], outputs[0])
+
+
+def multiply_int8(p: MulParams, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    prod = (a.astype(np.int64) - p.input1_zero_point) * (b.astype(np.int64) - p.input2_zero_point)
+    out = multiply_by_quantized_multiplier(prod, p.multiplier, p.shift) + p.output_zero_point
+    return np.clip(out, p.act_min, p.act_max).astype(np.int8)
+

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Step
+from tinyswap.kernels.elementwise import int8_table_step
 from tinyswap.kernels.quantized import Rescale, checked_multiplier, round_half_away_f32
 from tinyswap.kernels.registry import register
 
@@ -42,8 +43,27 @@ class Quantize(Kernel[QuantizeParams | Rescale]):
         p = prepared.params
         x = inputs[0]
         if isinstance(p, QuantizeParams):
-            with np.errstate(invalid="ignore", over="ignore"):
-                q = round_half_away_f32(x.astype(np.float32) / np.float32(p.scale))
-            q = np.nan_to_num(q, nan=0.0)
-            return [np.clip(q + p.zero_point, -128, 127).astype(np.int8)]
+            return [quantize_float(p, x).astype(np.int8)]
         return [np.clip(p.apply(x), -128, 127).astype(np.int8)]
+
+    def bind(self, prepared: Prepared[QuantizeParams | Rescale], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8 -> int8: one gather from the 256 values `eval` gives. float32 -> int8: straight
+        into the output view."""
+        p = prepared.params
+        if isinstance(p, QuantizeParams):
+            x, out = inputs[0], outputs[0]
+            return lambda: np.copyto(out, quantize_float(p, x), casting="unsafe")
+        return int8_table_step(self.eval, prepared, inputs[0], outputs[0])
+
+
+def quantize_float(p: QuantizeParams, x: np.ndarray) -> np.ndarray:
+    """round(x / scale) in float32, halves away from zero, NaN as 0, + zero point, clamped to
+    int8's range; float64 values (exact integers) ready for the int8 cast."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = round_half_away_f32(np.divide(x, np.float32(p.scale), dtype=np.float32))
+    q[np.isnan(q)] = 0.0
+    q += p.zero_point
+    np.maximum(q, -128, out=q)  # +-inf clamp too
+    np.minimum(q, 127, out=q)
+    return q

@@ -8,8 +8,10 @@ in the exact precision TFLite uses: float32 scales widened to double.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -20,7 +22,7 @@ from tinyswap.fixedpoint import (
     quantize_multiplier,
     quantize_multiplier_single_rounding,
 )
-from tinyswap.kernels.base import INT8, FusedActivation, Profile
+from tinyswap.kernels.base import INT8, FusedActivation, Profile, claim_new_pair_table
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,82 @@ class Int8Lookup:
     def apply(self, x: np.ndarray) -> np.ndarray:
         # The int8 bit pattern XOR 0x80 is the value + 128: the table index, without widening.
         return np.frombuffer(self.table, np.int8)[x.view(np.uint8) ^ np.uint8(0x80)]
+
+    def by_bit_pattern(self) -> np.ndarray:
+        """The table indexed by the int8 input's bit pattern (uint8 0..255) instead of value + 128."""
+        return np.frombuffer(self.table[128:] + self.table[:128], np.int8)  # 0..127, then -128..-1
+
+    def step(self, x: np.ndarray, out: np.ndarray) -> Callable[[], None]:
+        """A plan step writing the looked-up `x` into `out`: one gather, no temporary."""
+        table, index = self.by_bit_pattern(), x.view(np.uint8)
+        return lambda: np.take(table, index, out=out)
+
+
+# Built pair tables, shared by equal parameters (frozen records) across ops and interpreters.
+_CACHED_PAIR_TABLES = 256
+_pair_tables: OrderedDict[Hashable, "Int8PairLookup"] = OrderedDict()
+_pair_lock = threading.Lock()
+
+
+def pair_table(key: Hashable, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> "Int8PairLookup | None":
+    """The shared table of `fn` under `key` (a frozen parameter record), built if the plan's
+    budget allows (`PlanBudget`: 64 KB and a few milliseconds each); None when it does not
+    (the caller computes directly)."""
+    with _pair_lock:
+        if key in _pair_tables:
+            _pair_tables.move_to_end(key)
+            return _pair_tables[key]
+    if not claim_new_pair_table():
+        return None
+    table = Int8PairLookup.of(fn)
+    with _pair_lock:
+        _pair_tables[key] = table
+        while len(_pair_tables) > _CACHED_PAIR_TABLES:
+            _pair_tables.popitem(last=False)
+    return table
+
+
+# Inputs of a two-input int8 function tabulated by `Int8PairLookup`: a column and a row that
+# broadcast to all 65,536 pairs (per-input work then runs on 256 values, not 65,536).
+_PAIR_A = np.arange(-128, 128, dtype=np.int8).reshape(256, 1)
+_PAIR_B = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+
+
+@dataclass(frozen=True)
+class Int8PairLookup:
+    """A function of two int8 values (ADD, SUB, MUL after prepare), tabulated over all 65,536
+    pairs: 64 KB, built by calling the kernel's own integer arithmetic once per pair, so the
+    result is that arithmetic's by construction. At invoke, one index computation and one
+    gather replace a dozen int64 passes per element. `table[(a_bits << 8) | b_bits]` with
+    the inputs' uint8 bit patterns; bytes keep the record immutable."""
+
+    table: bytes
+
+    @classmethod
+    def of(cls, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> "Int8PairLookup":
+        values = np.asarray(fn(_PAIR_A, _PAIR_B))
+        if values.shape != (256, 256) or values.min() < -128 or values.max() > 127:
+            raise ValueError("an int8 pair lookup needs 256 x 256 results within [-128, 127]")
+        # Reorder from value order (a + 128, b + 128) to bit-pattern order.
+        grid = values.astype(np.int8)
+        return cls(np.roll(grid, (-128, -128), axis=(0, 1)).tobytes())
+
+    def apply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        index = (a.view(np.uint8).astype(np.intp) << 8) | b.view(np.uint8)
+        return np.frombuffer(self.table, np.int8)[index]
+
+    def step(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Callable[[], None]:
+        """A plan step: `out` = the function of broadcast `a`, `b` (fixed views)."""
+        table = np.frombuffer(self.table, np.int8)
+        high, low = a.view(np.uint8), b.view(np.uint8)
+        index = np.empty(out.shape, np.intp)
+
+        def step() -> None:
+            np.left_shift(high, 8, out=index, dtype=np.intp, casting="unsafe")
+            np.bitwise_or(index, low, out=index, casting="unsafe")
+            np.take(table, index, out=out)
+
+        return step
 
 
 @dataclass(frozen=True)
@@ -207,33 +285,43 @@ _MAX_FOLDED_SHIFT = 50
 
 def requantize_int8(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int,
                     lo: int, hi: int, single_rounding: bool) -> np.ndarray:
-    """clamp(MBQM(acc, M, shift) + zero_point, lo, hi) as int8.
+    """clamp(MBQM(acc, M, shift) + zero_point, lo, hi) as int8 (see `Int8Requantizer`)."""
+    return Int8Requantizer.build(multiplier, shift, zero_point, lo, hi, single_rounding).apply(acc)
+
+
+@dataclass(frozen=True, eq=False)
+class Int8Requantizer:
+    """clamp(MBQM(acc, M, shift) + zero_point, lo, hi) as int8, its constants computed once.
 
     `acc` holds integers: an int64 array (updated in place), or a float array whose values are
-    exact integers (a BLAS accumulator), converted here after the sign test. It is channel-major, [channels, n]; `multiplier` and `shift` have one value per channel
-    (or one for all). Channel-major matters: a per-channel operand then is a constant along
-    each contiguous row, which NumPy vectorises about 4x better than a short last axis.
+    exact integers (a BLAS accumulator), converted after the sign test. Channel-major [C, n]
+    accumulators are the fast layout for large tensors: a per-channel operand is then a
+    constant along each contiguous row, which NumPy vectorises about 4x better than a short
+    last axis.
 
-    Double rounding, as `fixedpoint.multiply_by_quantized_multiplier`, in fewer passes:
-    with P = acc * M * 2**left and r the right shift,
-        result = floor((floor((P + 2**30 + h * 2**31 + zp * 2**(31 + r)) / 2**31) - n) / 2**r)
-    where h = 2**(r-1) and n = 1 when the high product is negative and r > 0 (RDBPOT's
-    away-from-zero rounding), using floor(floor(X / a) / b) = floor(X / (a * b)). Because
-    M >= 2**30, the high product is negative exactly when acc <= -1 (acc <= -2 when
-    M == 2**30 and left == 0), so n comes from acc before the multiply. The tests check this
-    against the two-step form, the single-rounding branch likewise.
+    Per-channel constants are [C, 1] columns (`channel_axis=0`) or [C] rows (`channel_axis=-1`,
+    for pixel-major [n, C] accumulators such as a batch-1 FULLY_CONNECTED); one value when
+    every channel shares it. `apply` is then five to eight array passes.
     """
-    multiplier = _per_row(multiplier)
-    shift = _per_row(shift)
-    if single_rounding:
-        if acc.dtype != np.int64:
-            acc = acc.astype(np.int64)
-        total = 31 - shift
-        fold = int(np.max(total)) <= _MAX_FOLDED_SHIFT
-        acc *= multiplier
-        acc += (np.int64(1) << (total - 1)) + ((np.int64(zero_point) << total) if fold else 0)
-        acc >>= total
-    else:
+
+    scaled: np.ndarray | np.int64  # M << left (double) or M (single rounding)
+    offset: np.ndarray | np.int64  # rounding terms, and the zero point when folded
+    threshold: np.ndarray | np.int64 | None  # acc below it: the negative correction (double rounding)
+    total_shift: np.ndarray | np.int64  # 31 + right (double) or 31 - shift (single)
+    zero_point_after: int  # added after the shift when folding it could overflow int64
+    lo: int
+    hi: int
+
+    @classmethod
+    def build(cls, multiplier: np.ndarray | int, shift: np.ndarray | int, zero_point: int, lo: int, hi: int,
+              single_rounding: bool, channel_axis: int = 0) -> "Int8Requantizer":
+        multiplier = _per_channel(multiplier, channel_axis)
+        shift = _per_channel(shift, channel_axis)
+        if single_rounding:
+            total = 31 - shift
+            fold = int(np.max(total)) <= _MAX_FOLDED_SHIFT
+            offset = (np.int64(1) << (total - 1)) + ((np.int64(zero_point) << total) if fold else 0)
+            return cls(multiplier, offset, None, total, 0 if fold else zero_point, lo, hi)
         left = np.maximum(shift, 0)
         right = np.maximum(-shift, 0)
         fold = int(np.max(31 + right)) <= _MAX_FOLDED_SHIFT
@@ -243,19 +331,65 @@ def requantize_int8(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, 
         # (no rounding correction) or M == 0 (a flushed multiplier gives 0).
         threshold = np.where(right == 0, np.int64(-(2**62)), np.where(scaled == (1 << 30), -1, 0))
         threshold = np.where(scaled == 0, np.int64(-(2**62)), threshold)
-        negative = acc < threshold
+        offset = (np.int64(1) << 30) + (((np.int64(1) << right) >> 1) << 31) + (
+            (np.int64(zero_point) << (31 + right)) if fold else 0)
+        never = bool(np.all(threshold == -(2**62)))
+        return cls(scaled, _compact(offset), None if never else _compact(threshold), _compact(31 + right),
+                   0 if fold else zero_point, lo, hi)
+
+    def apply_with_bias(self, acc: np.ndarray, bias: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """`apply` to acc + bias (int32 per output channel, along acc's last axis), in int64:
+        exact whatever the bias (a float accumulator is exact only below 2**24 or 2**53)."""
+        acc = acc.astype(np.int64)
+        if bias is not None:
+            acc += bias
+        return self.apply(acc, out)
+
+    def apply(self, acc: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The int8 result of integer-valued `acc` (int64, updated in place, or a float array of
+        exact integers, e.g. a BLAS accumulator), written into `out` when given.
+
+        Double rounding, as `fixedpoint.multiply_by_quantized_multiplier`, in fewer passes:
+        with P = acc * M * 2**left and r the right shift,
+            result = floor((P + 2**30 + h * 2**31 + zp * 2**(31 + r) - n * 2**31) / 2**(31 + r))
+        where h = 2**(r-1) and n = 1 when the high product is negative and r > 0 (RDBPOT's
+        away-from-zero rounding), using floor(floor(X / a) / b) = floor(X / (a * b)) twice.
+        Because M >= 2**30, the high product is negative exactly when acc <= -1 (acc <= -2
+        when M == 2**30 and left == 0), so n comes from acc before the multiply. The tests
+        check this against the two-step form, the single-rounding branch likewise."""
+        # The offset less n * 2**31, chosen per element in one pass (a masked subtraction,
+        # `where=`, measured five times slower on small arrays).
+        offset = self.offset if self.threshold is None else np.where(
+            np.less(acc, self.threshold), self.offset - (np.int64(1) << 31), self.offset)
         if acc.dtype != np.int64:
             acc = acc.astype(np.int64)
-        acc *= scaled
-        acc += (np.int64(1) << 30) + (((np.int64(1) << right) >> 1) << 31) + (
-            (np.int64(zero_point) << (31 + right)) if fold else 0)
-        acc >>= 31
-        acc -= negative
-        acc >>= right
-    if not fold:
-        acc += zero_point
-    np.clip(acc, lo, hi, out=acc)
-    return acc.astype(np.int8)
+        acc *= self.scaled
+        acc += offset
+        acc >>= self.total_shift
+        if self.zero_point_after:
+            acc += self.zero_point_after
+        np.maximum(acc, self.lo, out=acc)
+        np.minimum(acc, self.hi, out=acc)
+        if out is None:
+            return acc.astype(np.int8)
+        np.copyto(out, acc.reshape(out.shape), casting="unsafe")
+        return out
+
+
+def _per_channel(values: np.ndarray | int, channel_axis: int) -> np.ndarray | np.int64:
+    """A scalar when every channel shares the value (the fast case), else a column or a row."""
+    values = np.asarray(values, dtype=np.int64).reshape(-1)
+    if values.size == 1 or np.all(values == values[0]):
+        return np.int64(values[0])
+    return values[:, None] if channel_axis == 0 else values
+
+
+def _compact(values: np.ndarray | np.int64) -> np.ndarray | np.int64:
+    """One value when all are equal (a scalar operand is the cheapest broadcast)."""
+    values = np.asarray(values)
+    if values.size == 1 or np.all(values == values.reshape(-1)[0]):
+        return np.int64(values.reshape(-1)[0])
+    return values
 
 
 # The float path below is used only when every channel shifts right by at least this much:
@@ -306,14 +440,6 @@ def requantize_int8_fast(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndar
         s = shift[rows] if shift.size > 1 else shift[0]
         out.reshape(-1)[flat] = np.clip(multiply_by_quantized_multiplier(exact_acc, m, s) + zero_point, lo, hi)
     return out
-
-
-def _per_row(values: np.ndarray | int) -> np.ndarray | np.int64:
-    """A scalar when every channel shares the value (the fast case), else a [C, 1] column."""
-    values = np.asarray(values, dtype=np.int64).reshape(-1)
-    if values.size == 1 or np.all(values == values[0]):
-        return np.int64(values[0])
-    return values[:, None]
 
 
 def clamp_cast(values: np.ndarray, lo: int, hi: int, dtype: np.dtype) -> np.ndarray:

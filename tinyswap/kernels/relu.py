@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Prepared, PrepareContext
 from tinyswap.kernels.quantized import Int8Lookup, Rescale, checked_multiplier, round_half_away_f32
-from tinyswap.kernels.elementwise import prepare_unary
+from tinyswap.kernels.elementwise import TabulatedUnaryKernel, prepare_unary
 from tinyswap.kernels.registry import register
 
 
@@ -24,7 +24,7 @@ class ReluParams:
 
 
 @register
-class Relu(Kernel[ReluParams | None]):
+class Relu(TabulatedUnaryKernel[ReluParams | None]):
     op_name = "RELU"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[ReluParams | None]:

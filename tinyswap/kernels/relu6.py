@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import Prepared, PrepareContext, Profile
 from tinyswap.kernels.quantized import Int8Lookup, Rescale, checked_multiplier, round_half_away_f32
-from tinyswap.kernels.elementwise import prepare_unary
+from tinyswap.kernels.elementwise import TabulatedUnaryKernel, prepare_unary
 from tinyswap.kernels.registry import register
 
 
@@ -37,7 +37,7 @@ class Relu6Params:
 
 
 @register
-class Relu6(Kernel[Relu6Params | None]):
+class Relu6(TabulatedUnaryKernel[Relu6Params | None]):
     op_name = "RELU6"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[Relu6Params | None]:

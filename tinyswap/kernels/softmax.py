@@ -20,10 +20,8 @@ from tinyswap.fixedpoint import (
     multiply_by_quantized_multiplier_single_rounding,
     quantize_multiplier_greater_than_one,
     rescale,
-    rounding_divide_by_pot,
-    saturating_rounding_doubling_high_mul,
 )
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile, Step
 from tinyswap.kernels.registry import register
 
 SCALED_DIFF_INTEGER_BITS = 5
@@ -40,6 +38,13 @@ def softmax_input_scaling(beta: float, input_scale: float, single_rounding: bool
     )
     return multiplier, left_shift, -radius
 
+
+# Up to this many rows a bound step computes each row's reciprocal on Python ints (the same
+# `fixedpoint.get_reciprocal`); some thirty NumPy calls on one-element arrays cost more.
+FEW_ROWS = 8
+# ... of at most this many values: a row's Q12.19 sum then stays within 31 bits (each term is at
+# most 2**19), where the int32 arithmetic of TFLM and Python's ints agree.
+FEW_ROWS_MAX_COLUMNS = 4096
 
 # Elements per block of the int8 evaluation: the int64 intermediates of one block stay within
 # a few megabytes however large the tensor (a hostile model's is tens of megabytes).
@@ -120,6 +125,44 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
             return [(e / e.sum(axis=-1, keepdims=True, dtype=np.float32)).astype(np.float32)]
         return [_softmax_int8(p, x)]
 
+    def bind(self, prepared: Prepared[SoftmaxParams | FloatSoftmaxParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8 with at most FEW_ROWS rows (a batch-1 classifier head): the tables, one
+        reciprocal per row on Python ints, the scaled outputs written into the output view."""
+        p = prepared.params
+        x = inputs[0]
+        cols = x.shape[-1]
+        rows = x.size // cols if cols else 0
+        if isinstance(p, FloatSoftmaxParams) or not 0 < rows <= FEW_ROWS or cols > FEW_ROWS_MAX_COLUMNS:
+            return super().bind(prepared, inputs, outputs)
+        exp_table, sum_table = np.frombuffer(p.exp_table, np.int64), np.frombuffer(p.sum_table, np.int64)
+        x2, out2 = x.reshape(rows, cols), outputs[0].reshape(rows, cols)
+        index = np.empty((rows, cols), np.intp)
+
+        def step() -> None:
+            np.subtract(x2.max(axis=1, keepdims=True), x2, out=index, dtype=np.intp, casting="unsafe")
+            sums = sum_table[index].sum(axis=1).tolist()
+            for r in range(rows):
+                shifted_scale, num_bits_over_unit = get_reciprocal(sums[r], ACCUMULATION_INTEGER_BITS)
+                out2[r] = _scaled_outputs(shifted_scale, exp_table[index[r]], num_bits_over_unit + 31 - 8)
+
+        return step
+
+
+def _scaled_outputs(shifted_scale: np.ndarray | int, exps: np.ndarray, exponent: np.ndarray | int) -> np.ndarray:
+    """TFLM's last step, RoundingDivideByPOT(SRDHM(shifted_scale, exp), exponent) - 128, clamped
+    (per row: `shifted_scale` and `exponent` are scalars or [rows, 1] columns).
+
+    Both operands are non-negative (a reciprocal in [0.5, 1) and a Q0.31 exponential, 0 outside
+    diff_min) and exponent >= 3, so SRDHM never saturates and is floor((a * b + 2**30) / 2**31),
+    RoundingDivideByPOT is floor((v + 2**(e - 1)) / 2**e), the - 128 folds in as - 128 * 2**e,
+    and the result is never below -128. The tests compare it with the general fixed-point
+    functions over every difference and with TFLite Micro."""
+    high = (np.int64(shifted_scale) * exps + (1 << 30)) >> 31 if type(shifted_scale) is int else (
+        (shifted_scale * exps + (1 << 30)) >> 31)
+    scaled = (high + ((np.int64(1) << (exponent - 1)) - (np.int64(128) << exponent))) >> exponent
+    return np.minimum(scaled, 127)
+
 
 def _row_blocks(rows: int, cols: int) -> list[tuple[slice, list[slice]]]:
     """Blocks of whole rows, each with its column blocks, of at most BLOCK_ELEMENTS elements
@@ -151,8 +194,5 @@ def _softmax_int8(p: SoftmaxParams, x: np.ndarray) -> np.ndarray:
         shifted_scale, num_bits_over_unit = get_reciprocal(sums, ACCUMULATION_INTEGER_BITS)
         exponent = num_bits_over_unit + 31 - 8
         for c in columns:
-            index = row_max - block[:, c]
-            unsat = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted_scale, exp_table[index]),
-                                           exponent)
-            out[r, c] = np.where(index <= -p.diff_min, np.clip(unsat - 128, -128, 127), -128)
+            out[r, c] = _scaled_outputs(shifted_scale, exp_table[row_max - block[:, c]], exponent)
     return out.reshape(x.shape)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from tinyswap.fixedpoint import rounding_divide_by_pot, tanh
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Profile
-from tinyswap.kernels.elementwise import prepare_unary
+from tinyswap.kernels.base import Prepared, PrepareContext, Profile
+from tinyswap.kernels.elementwise import TabulatedUnaryKernel, prepare_unary
 from tinyswap.kernels.registry import register
 from tinyswap.kernels.sigmoid_common import (
     INPUT_INTEGER_BITS,
@@ -34,7 +34,7 @@ def tanh_int8(q4: np.ndarray) -> np.ndarray:
 
 
 @register
-class Tanh(Kernel[FixedPointSigmoidParams | FloatTableParams | None]):
+class Tanh(TabulatedUnaryKernel[FixedPointSigmoidParams | FloatTableParams | None]):
     op_name = "TANH"
 
     def prepare(self, ctx: PrepareContext) -> Prepared[FixedPointSigmoidParams | FloatTableParams | None]:

@@ -8,8 +8,9 @@ import math
 import pytest
 
 from tinyswap.benchmarks.errors import BenchmarkError
-from tinyswap.benchmarks.interpreter import Row, run
+from tinyswap.benchmarks.interpreter import BUSY, IDLE, Row, model_cases, run, spinning_core, standard_models
 from tinyswap.errors import TinySwapError
+from tinyswap.resources import models_dir
 
 from tests.conftest import TFLM_MODELS
 
@@ -28,9 +29,22 @@ def test_every_runtime_runs_both_workloads_and_the_files_are_written(tmp_path) -
             assert r.median_ms > 0 and math.isfinite(r.median_ms)
     saved = json.loads((tmp_path / "bench_interpreter.json").read_text())
     assert list(saved) == ["date", "machine", "rows"] and len(saved["rows"]) == len(report.rows)
-    assert list(saved["rows"][0]) == ["model", "workload", "runtime", "median_ms", "ratio_vs_tflm", "note"]
+    assert list(saved["rows"][0]) == ["model", "workload", "runtime", "median_ms", "ratio_vs_tflm", "note",
+                                      "operators", "us_per_operator", "condition"]
+    ours = [r for r in report.rows if r.runtime == "tinyswap"]
+    # hello_world has 3 operators; microseconds per operator only on the batch-1 row.
+    assert [r.operators for r in ours] == [3, 3] and {r.condition for r in report.rows} == {IDLE}
+    assert ours[0].us_per_operator == pytest.approx(ours[0].median_ms * 1e3 / 3) and ours[1].us_per_operator is None
     assert (tmp_path / "bench_interpreter.md").read_text() == report.text + "\n"
     assert report.text.startswith(f"Measured {report.date} on {report.machine}.")
+
+
+def test_a_directory_without_models_is_a_typed_refusal(tmp_path) -> None:
+    from tinyswap.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="holds no .tflite model"):
+        run(tmp_path, tmp_path / "out", repeats=1)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_missing_model_directory_is_a_typed_refusal(tmp_path) -> None:
@@ -38,3 +52,42 @@ def test_a_missing_model_directory_is_a_typed_refusal(tmp_path) -> None:
         run(tmp_path / "nowhere", tmp_path / "out", repeats=1)
     assert isinstance(info.value, TinySwapError)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_standard_set_covers_every_model_family_the_issue_names() -> None:
+    labels = [c.label for c in standard_models(models_dir())]
+    assert labels[:3] == ["tflm/hello_world_int8", "tflm/micro_speech_quantized", "tflm/person_detect"]
+    assert {"converted/ds_cnn", "converted/mobilenet", "converted/resnet", "converted/autoencoder",
+            "streaming/kws_stream", "keras/depthwise", "keras/dense_mlp"} <= set(labels)
+    assert not any(label.startswith("keras/float_") for label in labels)  # int8 only
+    assert all(c.path.is_file() for c in standard_models(models_dir()))
+    # A folder without tflm/ means every model in it; explicit stems win.
+    assert [f"tflm/{c.label}" for c in model_cases(TFLM_MODELS, None)] == labels[:3]
+    assert [c.label for c in model_cases(TFLM_MODELS, ("person_detect",))] == ["person_detect"]
+
+
+def test_a_stateful_model_runs_frame_by_frame_and_busy_rows_are_reported_separately(tmp_path) -> None:
+    report = run(models_dir() / "streaming", tmp_path, repeats=1, progress=lambda _: None,
+                 models=("kws_stream",), busy=True)
+    ours = [r for r in report.rows if r.runtime == "tinyswap"]
+    assert [r.condition for r in ours] == [IDLE, IDLE, BUSY, BUSY]
+    assert ours[1].note == "64 frames, one invoke each (stateful)" and ours[0].note == ""
+    assert "64 inferences, 1 core busy" in report.text
+
+
+def test_the_spinner_really_occupies_a_core_and_stops() -> None:
+    import os
+    import time
+
+    with spinning_core():
+        # The spinner is a child process: while it runs, /proc shows it consuming CPU time.
+        import multiprocessing
+
+        (child,) = multiprocessing.active_children()
+        start = time.perf_counter()
+        before = float(open(f"/proc/{child.pid}/stat").read().split()[13])
+        time.sleep(0.3)
+        after = float(open(f"/proc/{child.pid}/stat").read().split()[13])
+        busy_ticks = after - before
+    assert busy_ticks >= 0.1 * (time.perf_counter() - start) * os.sysconf("SC_CLK_TCK")
+    assert multiprocessing.active_children() == []

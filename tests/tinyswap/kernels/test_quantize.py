@@ -54,3 +54,13 @@ def test_prepare_builds_the_hand_derived_params_records() -> None:
     requant = prepare("QUANTIZE", [spec(0, (2,), np.int8, 0.5, 1)], [spec(1, (2,), np.int8, 0.25, -1)])
     assert requant.params == Rescale(input_zero_point=1, output_zero_point=-1, multiplier=2**30, shift=2)
     np.testing.assert_array_equal(run_kernel("QUANTIZE", requant, np.array([3, -1], np.int8))[0], [3, -5])
+
+
+def test_float_quantize_step_handles_ties_nan_and_infinities() -> None:
+    # Halves away from zero; NaN gives the zero point; infinities and huge values clamp.
+    from tinyswap.kernels.quantize import QuantizeParams, quantize_float
+
+    p = QuantizeParams(0.5, 3)
+    x = np.array([0.25, -0.25, 0.75, -0.75, np.nan, np.inf, -np.inf, 1e30, -1e30, 62.0, -65.0], np.float32)
+    expected = np.array([4, 2, 5, 1, 3, 127, -128, 127, -128, 127, -127])
+    np.testing.assert_array_equal(quantize_float(p, x), expected)

@@ -107,3 +107,68 @@ def test_an_int8_lookup_is_the_function_at_every_value_and_layout() -> None:
     assert Int8Lookup.of(lambda v: np.clip(v.astype(np.int64) * 3 - 7, -128, 127)) == lookup  # by value
     with pytest.raises(ValueError, match="256 results within"):
         Int8Lookup.of(lambda v: v.astype(np.int64) * 2)
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 8), st.booleans(), st.integers(-128, 127), st.booleans(),
+       st.integers(-31, 2), st.booleans())
+def test_pixel_major_requantizer_matches_two_step(seed, channels, per_channel, zp, relu, max_shift, single) -> None:
+    # The bound steps requantize [pixels, channels] accumulators with per-channel rows, float or int64.
+    from tinyswap.kernels.quantized import Int8Requantizer
+
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-(2**24), 2**24, size=(40, channels)).astype(np.int64)
+    acc[:11] = np.arange(-5, 6)[:, None]
+    n = channels if per_channel else 1
+    m = rng.integers(2**30, 2**31, size=n).astype(np.int64)
+    s = rng.integers(max(-31, max_shift - 12), max_shift + 1, size=n).astype(np.int64)
+    if max_shift > 0:
+        acc //= 1 << 8  # left shifts: keep acc << shift within int32, as TFLite requires
+    lo, hi = (max(-128, zp), 127) if relu else (-128, 127)
+    step = multiply_by_quantized_multiplier_single_rounding if single else multiply_by_quantized_multiplier
+    expected = np.clip(step(acc, m, s) + zp, lo, hi).astype(np.int8)
+    requantizer = Int8Requantizer.build(m, s, zp, lo, hi, single, channel_axis=-1)
+    out = np.empty_like(expected)
+    assert requantizer.apply(acc.astype(np.float64), out) is out
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(requantizer.apply(acc.copy()), expected)
+
+
+def test_a_pair_lookup_is_the_function_at_every_pair_and_broadcasts() -> None:
+    from tinyswap.kernels.add import AddParams, additive_eval
+    from tinyswap.kernels.mul import MulParams, multiply_int8
+    from tinyswap.kernels.quantized import Int8PairLookup
+
+    a = np.arange(-128, 128, dtype=np.int8).repeat(256)
+    b = np.tile(np.arange(-128, 128, dtype=np.int8), 256)
+    add = AddParams(3, -7, 5, 1500000000, -1, 1200000000, -2, 1300000000, -18, -128, 127)
+    mul = MulParams(3, -7, 5, 1500000000, -9, -20, 100)
+    def multiply_table():
+        return Int8PairLookup.of(lambda u, v: multiply_int8(mul, u, v))
+
+    for sign in (1, -1):
+        table = Int8PairLookup.of(lambda u, v: additive_eval(add, u, v, sign))
+        np.testing.assert_array_equal(table.apply(a, b), additive_eval(add, a, b, sign))
+    np.testing.assert_array_equal(multiply_table().apply(a, b), multiply_int8(mul, a, b))
+    # The bound step broadcasts like the kernel: a [2, 3, 4] tensor against a [4] row.
+    x = np.random.default_rng(0).integers(-128, 128, (2, 3, 4)).astype(np.int8)
+    y = np.random.default_rng(1).integers(-128, 128, (4,)).astype(np.int8)
+    out = np.empty((2, 3, 4), np.int8)
+    multiply_table().step(x, y, out)()
+    np.testing.assert_array_equal(out, multiply_int8(mul, x, y))
+
+
+def test_a_plan_builds_a_bounded_number_of_new_pair_tables_and_shares_equal_ones() -> None:
+    from tinyswap.kernels.mul import MulParams, multiply_int8
+    from tinyswap.kernels.base import PlanBudget, plan_budget
+    from tinyswap.kernels.quantized import pair_table
+
+    def fn(p):
+        return lambda u, v: multiply_int8(p, u, v)
+
+    params = [MulParams(0, 0, z, 1500000000, -9, -128, 127) for z in range(-50, -44)]
+    with plan_budget(PlanBudget(new_pair_tables=3)):
+        built = [pair_table(p, fn(p)) for p in params]
+        assert [t is not None for t in built] == [True, True, True, False, False, False]
+        assert pair_table(params[0], fn(params[0])) is built[0]  # shared: no budget spent
+    assert pair_table(params[5], fn(params[5])) is not None  # outside a plan: no bound

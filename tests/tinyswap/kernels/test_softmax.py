@@ -113,3 +113,43 @@ def test_one_value_per_row_is_one_everywhere() -> None:
     got = run_kernel("SOFTMAX", prepared, data)[0]
     one = run_kernel("SOFTMAX", prepared, data[:1])[0]  # a single row takes the general path
     assert (got == one[0, 0]).all() and one[0, 0] == 127
+
+
+def _reference_softmax(params: SoftmaxParams, x: np.ndarray) -> np.ndarray:
+    """TFLM's reference int8 softmax element by element with the general fixed-point functions
+    (no tables, no folded last step): the independent check of the tabulated kernel."""
+    from tinyswap import fixedpoint as fp
+    from tinyswap.kernels.softmax import ACCUMULATION_INTEGER_BITS, SCALED_DIFF_INTEGER_BITS
+
+    out = np.empty(x.shape, np.int8)
+    for r, row in enumerate(x.astype(np.int64)):
+        diffs = row - row.max()
+        inside = diffs >= params.diff_min
+        rescaled = fp.multiply_by_quantized_multiplier_greater_than_one(diffs, params.multiplier, params.left_shift)
+        exps = fp.exp_on_negative_values(np.where(inside, rescaled, 0), SCALED_DIFF_INTEGER_BITS)
+        total = int(np.where(inside, fp.rescale(exps, 0, ACCUMULATION_INTEGER_BITS), 0).sum())
+        scale, bits = fp.get_reciprocal(np.array([total]), ACCUMULATION_INTEGER_BITS)
+        unsat = fp.rounding_divide_by_pot(fp.saturating_rounding_doubling_high_mul(scale, exps), bits + 31 - 8)
+        out[r] = np.where(inside, np.clip(unsat - 128, -128, 127), -128)
+    return out
+
+
+@pytest.mark.parametrize("x_scale", [0.01, 0.05, 0.1, 0.25, 1.0])
+@pytest.mark.parametrize("rows", [1, 3, 12])  # few rows: reciprocals on Python ints; 12: the array path
+def test_tabulated_softmax_over_all_256_differences_matches_the_fixed_point_reference_and_tflm(x_scale, rows) -> None:
+    from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
+    from tinyswap.kernels.softmax import softmax_input_scaling
+    from tinyswap.oracles import run_tflm
+
+    rng = np.random.default_rng(rows)
+    # Every row holds all 256 int8 values (so every difference 0..255 to the row max occurs),
+    # then a row with fewer distinct values; the 0.25 and 1.0 scales put part of the range below diff_min.
+    x = np.stack([rng.permutation(np.arange(-128, 128)) for _ in range(rows)]).astype(np.int8)
+    x[-1, ::2] = x[-1, 0]
+    xt = Tensor("x", (rows, 256), np.int8, quant=Quant(x_scale, 0))
+    yt = Tensor("y", (rows, 256), np.int8, quant=OUT_Q)
+    model = build_model(Model([Operator("SOFTMAX", [xt], [yt], {"beta": 1.0})], [xt], [yt]))
+    ours = Interpreter(model_content=model).run(x)[0]
+    params = SoftmaxParams(*softmax_input_scaling(1.0, float(np.float32(x_scale)), False), False)
+    np.testing.assert_array_equal(ours, _reference_softmax(params, x))
+    np.testing.assert_array_equal(ours, run_tflm(model, [x])[0])
