@@ -58,6 +58,14 @@ def free_ram_bytes(device: Any) -> int:
     return ram.ram_bytes - (arena + ram.cache + ram.model_copy)
 
 
+@dataclass(frozen=True)
+class FrameResult:
+    """One frame's non-state outputs and the adapter versions it ran under ("name@version+...")."""
+
+    version: str
+    outputs: list[np.ndarray]
+
+
 @dataclass
 class StreamRecord:
     """One stream over the device's life (across resets), for the report."""
@@ -104,9 +112,9 @@ class DeviceStreams:
 
     # -- facts ---------------------------------------------------------------------------------
     @property
-    def state_bytes(self) -> int:
-        """RAM one stream state takes."""
-        return self._live().state_bytes
+    def state_bytes(self) -> int | None:
+        """RAM one stream state takes (None until the first stream step)."""
+        return None if self._sessions is None else self._sessions.state_bytes
 
     @property
     def ram_bytes(self) -> int:
@@ -146,9 +154,10 @@ class DeviceStreams:
         return record
 
     # -- frames --------------------------------------------------------------------------------
-    def run(self, stream_id: str, frames: Sequence[tuple[np.ndarray, ...]]) -> list[list[np.ndarray]]:
+    def run(self, stream_id: str, frames: Sequence[tuple[np.ndarray, ...]]) -> list[FrameResult]:
         """Run frames (each the model's non-state data inputs, batch 1) through a stream, one
-        invoke each; returns each frame's non-state outputs. One `stream` span in the trace."""
+        invoke each; returns each frame's non-state outputs and versions. One `stream` span in
+        the trace."""
         record = self._record(stream_id)
         d = self.device
         one = estimate_inference_seconds(d.cost.macs_per_row, d.profile, d.cost.weight_bytes)
@@ -160,9 +169,11 @@ class DeviceStreams:
                     record.live = sessions.open(stream_id, record.adapters, record.policy, tenant=record.tenant,
                                                 max_age_frames=record.max_age_frames)
             for frame in frames:
-                before = record.live.stats.pinned_frames
+                before, counts = record.live.stats.pinned_frames, dict(record.live.stats.frames)
                 with self._ram_errors():
-                    out.append(sessions.step(stream_id, *frame))
+                    outputs = sessions.step(stream_id, *frame)
+                version = next(k for k, n in record.live.stats.frames.items() if n != counts.get(k, 0))
+                out.append(FrameResult(version, outputs))
                 if record.live.stats.pinned_frames > before and record.pinned_since is None:
                     record.pinned_since = d.timeline.now
                 record.peak_states = max(record.peak_states, len(record.live.segments))
@@ -176,7 +187,7 @@ class DeviceStreams:
         """A stream's counts over its whole life (lost incarnations and the live one)."""
         total = StreamStats(dict(record.stats.frames), record.stats.flushes, record.stats.frames_lost,
                             record.stats.pinned_frames, record.stats.evictions)
-        if record.live is not None and self._is_current():
+        if record.live is not None:  # (after a reset, until the next frame notices it: what it did before)
             self._add(total, record.live.stats)
         return total
 
@@ -192,9 +203,6 @@ class DeviceStreams:
         if record is None or record.closed:
             raise DeviceStateError(f"no open stream {stream_id!r} on the device")
         return record
-
-    def _is_current(self) -> bool:
-        return self._sessions is not None and self.device.booted and self.device.manager is self._manager
 
     def _live(self) -> StreamSessions:
         """The sessions over the device's current swap manager. After a power cut or a reboot
@@ -266,4 +274,4 @@ class DeviceStreams:
                                  f"{free_ram_bytes(self.device)} bytes of RAM left for it)") from exc
 
 
-__all__ = ["DEFAULT_STATE_BUDGET", "DeviceStreams", "StreamRecord", "free_ram_bytes"]
+__all__ = ["DEFAULT_STATE_BUDGET", "DeviceStreams", "FrameResult", "StreamRecord", "free_ram_bytes"]
