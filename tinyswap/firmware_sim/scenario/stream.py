@@ -118,15 +118,15 @@ class StreamStep(StepParams):
         r = record.result
         if "frames" not in r:
             return ""
-        frames = ", ".join(f"{n} on {v}" for v, n in r["frames"].items())
-        events = [f"{k}: {r[k]}" for k in ("flushes", "evictions") if r[k]]
-        if r["frames_lost"]:
-            events.append(f"{r['frames_lost']} frames of context lost")
+        acc = r["accuracy"]
+        parts = [", ".join(f"{v} {n} frames" + (f" ({100 * acc[v]:.0f}% words right)" if v in acc else "")
+                           for v, n in r["frames"].items())]
+        if r["flushes"] or r["evictions"]:
+            parts.append(f"{r['flushes']} flush(es), {r['evictions']} eviction(s): {r['frames_lost']} frames of "
+                         "context lost")
         if r["pinned_frames"]:
-            events.append(f"{r['pinned_frames']} pinned to an old version")
-        acc = ", ".join(f"{v} {100 * a:.0f}%" for v, a in r["accuracy"].items())
-        return (f"{r['stream']} ({r['policy']}): {r['rows']} rows, frames {frames}" + "".join(f"; {e}" for e in events)
-                + (f"; last-frame accuracy {acc}" if acc else "") + ("; closed" if r["closed"] else ""))
+            parts.append(f"{r['pinned_frames']} frames pinned to an old version")
+        return f"{r['stream']} ({r['policy']}): " + "; ".join(parts) + ("; closed" if r["closed"] else "")
 
 
 def _state_before(stream: str, steps: Sequence[Any]) -> str | None:
