@@ -92,6 +92,12 @@ def build_report(run: Run, scenario: Scenario, baseline: Mapping[str, FlashCount
                             for arm, s in e.stats.items()} for e in d.experiments}
     sim_time = {"simulated_s": d.timeline.now, "idle_s": d.timeline.totals.get("idle", 0.0),
                 "by_category": dict(d.timeline.totals)}  # before the budget's store probe reads flash
+    budget = _budget(d, baseline)
+    if run.streams is not None:  # stream state is RAM set aside too (device_streams.py)
+        ram = budget["ram"]
+        ram["stream_state_budget"] = run.streams.budget
+        ram["planned_bytes"] += run.streams.budget
+        ram["free_bytes"] -= run.streams.budget
     return {
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "scenario": {k: v for k, v in (("name", scenario.name), ("description", scenario.description))
@@ -108,7 +114,7 @@ def build_report(run: Run, scenario: Scenario, baseline: Mapping[str, FlashCount
         "boots": run.boots,
         "power_cuts": run.cuts,
         "final": _final(d),
-        "budget": _budget(d, baseline),
+        "budget": budget,
         "time": sim_time,
         "device_log": d.report_log_json(),
         "on_device_training": run.training,

@@ -61,6 +61,9 @@ def test_the_keyword_spotters_day_reports_frames_per_version_flushes_pins_and_th
     assert streams["no_frame_consumed_state_of_another_adapter_set"] is True
     assert streams["state_bytes"] == 64 and streams["ram_budget_bytes"] == 1024 and streams["peak_ram_bytes"] == 64
     assert sum(a["rows"] for a in mic["accuracy"]) == 14  # every word scored after its last frame
+    ram = report["budget"]["ram"]  # the state budget is RAM set aside beside the arena and the cache
+    assert ram["stream_state_budget"] == 1024
+    assert ram["free_bytes"] == ram["ram_bytes"] - ram["arena_bytes"] - ram["cache_budget"] - 1024
     # per step: the stream step after the update ran both versions
     step3 = report["steps"][3]["result"]
     assert step3["frames"] == {V1: 8, V2: 24} and step3["flushes"] == 1 and step3["pinned_frames"] == 8
