@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -44,13 +44,16 @@ from tinyswap.swap.streams import (
     StreamStats,
 )
 
+if TYPE_CHECKING:  # only the type: the device never needs this module to run
+    from tinyswap.firmware_sim.device import Device
+
 KIB = 1024
 # What a firmware would set aside for stream state when nothing else is said: a few states of a
 # keyword spotter (64 bytes each for models/streaming/kws_state_io) with room for segments.
 DEFAULT_STATE_BUDGET = 8 * KIB
 
 
-def free_ram_bytes(device: Any) -> int:
+def free_ram_bytes(device: Device) -> int:
     """RAM the device's profile leaves after the TFLite Micro arena (measured, or the factory
     figure before the first boot), the package cache budget and the model copy."""
     ram = device.ram_budget
@@ -94,7 +97,7 @@ class DeviceStreams:
     ram_budget_bytes: RAM reserved for stream state; must fit `free_ram_bytes(device)`.
     """
 
-    def __init__(self, device: Any, ports: StatePorts, *, ram_budget_bytes: int = DEFAULT_STATE_BUDGET) -> None:
+    def __init__(self, device: Device, ports: StatePorts, *, ram_budget_bytes: int = DEFAULT_STATE_BUDGET) -> None:
         if not isinstance(ram_budget_bytes, int) or ram_budget_bytes < 1:
             raise StreamRamError(f"the stream state budget must be a positive number of bytes, got {ram_budget_bytes!r}")
         free = free_ram_bytes(device)
@@ -109,6 +112,7 @@ class DeviceStreams:
         self.peak_ram_bytes = 0
         self._sessions: StreamSessions | None = None
         self._manager: SwapManager | None = None
+        self._last_frame_at = 0.0  # simulated time the last frame ended (a reset is noticed only later)
 
     # -- facts ---------------------------------------------------------------------------------
     @property
@@ -179,6 +183,7 @@ class DeviceStreams:
                 record.peak_states = max(record.peak_states, len(record.live.segments))
                 self.peak_ram_bytes = max(self.peak_ram_bytes, sessions.ram_bytes)
                 d.timeline.advance(one, "invoke", cat="cpu", rows=1, macs=d.cost.macs_per_row, stream=stream_id)
+                self._last_frame_at = d.timeline.now
             details["ram_bytes"] = sessions.ram_bytes
         return out
 
@@ -221,7 +226,7 @@ class DeviceStreams:
             record.resets += 1
             record.frames_lost_at_reset += lost
             record.live = None
-            self._end_pinned_time(record, d.timeline.now)
+            self._end_pinned_time(record, self._last_frame_at)  # the pin went with the RAM
             d.timeline.instant("stream state lost", cat="stream", stream=record.stream_id, frames_lost=lost)
         self._manager = d.manager
         with self._ram_errors():

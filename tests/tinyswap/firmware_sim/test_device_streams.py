@@ -10,7 +10,6 @@ pinned stream, run on the exact image bytes and gates of each version.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
