@@ -166,3 +166,64 @@ def test_ports_and_frames_that_do_not_fit_the_model_are_refused_before_the_devic
         run_scenario(kws_scenario(kws), profile="mcu-qspi", out_dir=tmp_path / "b", base_dir=SCENARIO.parent,
                      packages=kws.packages, datasets={"words": {"x": [[1, 2, 3]] * 4}}, plots=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing ran, nothing written
+
+
+@pytest.fixture(scope="module")
+def three_adapters(kws) -> dict[str, bytes]:
+    """kws-user v1 plus two more adapters signed with the bundle's key: three names, two slots."""
+    from tinyswap.commands.demo_stream import KWS_MODEL, lora_refs, seeded_lora
+    from tinyswap.export.pack import pack
+
+    source = KWS_MODEL.read_bytes()
+    assert kws.built.keys is not None
+    key = kws.built.keys.private_key()
+    extra = {name: pack(seeded_lora(source, lora_refs(source), name, 3 + k), kws.built.slotmap, key)[0]
+             for k, name in enumerate(("kws-a", "kws-b"))}
+    return {**kws.packages, **extra}
+
+
+def slot_restoring_day(cut: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Both slots taken by kws-user and kws-a; kws-b is stored only, so the stream's first frame
+    has the swap manager write it into a slot: the stream step's flash work."""
+    steps = [{"kind": "update", "package": "kws-user-v1", "permanent": True},
+             {"kind": "update", "package": "kws-a", "permanent": True},
+             {"kind": "update", "package": "kws-b", "permanent": True}]
+    if cut is not None:
+        steps.append({"kind": "power_cut", **cut})
+    steps += [{"kind": "stream", "stream": "mic", "dataset": "words", "rows": 2, "adapters": "kws-b",
+               "policy": "flush"},
+              {"kind": "reboot"},
+              {"kind": "stream", "stream": "mic", "dataset": "words", "rows": 3, "close": True}]
+    return steps
+
+
+def restoring_day(kws: StreamingBundle, packages: dict[str, bytes], out: Path,
+                  cut: dict[str, Any] | None) -> dict[str, Any]:
+    report = run_scenario(kws_scenario(kws, slot_restoring_day(cut)), profile="mcu-qspi", out_dir=out,
+                          base_dir=SCENARIO.parent, packages=packages, plots=False)
+    assert report["completed"]
+    return report
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(kws, three_adapters, tmp_path_factory) -> dict[str, Any]:
+    return restoring_day(kws, three_adapters, tmp_path_factory.mktemp("clean"), None)
+
+
+@pytest.mark.parametrize("cut", [{"when": "before", "op": 1}, {"when": "torn", "op": 12}, {"when": "after", "op": -1}])
+def test_a_power_cut_in_a_stream_steps_slot_write_recovers_like_any_slot_write(kws, three_adapters, uninterrupted,
+                                                                               tmp_path, cut) -> None:
+    writes = uninterrupted["steps"][3]["mutating_ops"]
+    assert writes >= 12  # the stream's first frame wrote kws-b into a slot (and committed the record)
+    report = restoring_day(kws, three_adapters, tmp_path, dict(cut, op=writes if cut["op"] == -1 else cut["op"]))
+    step = report["steps"][4]
+    assert step["outcome"] == "power lost" and step["cut"]["fired"]
+    (mic,) = report["streams"]["per_stream"]
+    assert mic["resets"] == 1 and mic["checked_frames"] == mic["frames"] and mic["mixed_frames"] == 0
+    assert report["streams"]["no_frame_consumed_state_of_another_adapter_set"] is True
+    assert set(mic["frames_by_version"]) == {"kws-b@4.0.0"}
+    # after the reboot the stream runs on a slot the boot left whole (or rewrote): the words
+    # after it score as in the uninterrupted day (a word's 8 frames fill the ring buffer)
+    assert report["steps"][-1]["result"]["accuracy"] == uninterrupted["steps"][-1]["result"]["accuracy"]
+    slots = {s["adapter"] for s in report["final"]["slots"]}
+    assert slots <= {"kws-user@1.0.0", "kws-a@3.0.0", "kws-b@4.0.0", None}
