@@ -147,7 +147,7 @@ class DeviceStreams:
         return record
 
     def close(self, stream_id: str) -> StreamRecord:
-        record = self._record(stream_id)
+        record = self.record(stream_id)
         sessions = self._live()
         if record.live is not None:
             self._merge(record, sessions.close(stream_id))
@@ -162,7 +162,7 @@ class DeviceStreams:
         """Run frames (each the model's non-state data inputs, batch 1) through a stream, one
         invoke each; returns each frame's non-state outputs and versions. One `stream` span in
         the trace."""
-        record = self._record(stream_id)
+        record = self.record(stream_id)
         d = self.device
         one = estimate_inference_seconds(d.cost.macs_per_row, d.profile, d.cost.weight_bytes)
         out = []
@@ -203,7 +203,8 @@ class DeviceStreams:
         return record.pinned_seconds + open_pin
 
     # -- internals -----------------------------------------------------------------------------
-    def _record(self, stream_id: str) -> StreamRecord:
+    def record(self, stream_id: str) -> StreamRecord:
+        """An open stream's record (`DeviceStateError` for an unknown or closed one)."""
         record = self.records.get(stream_id)
         if record is None or record.closed:
             raise DeviceStateError(f"no open stream {stream_id!r} on the device")

@@ -87,7 +87,7 @@ class StreamStep(StepParams):
         ds = run.stream_frames[self.dataset]
         if self.start is not None:
             ds.cursor = self.start
-        record = streams.records[self.stream]
+        record = streams.record(self.stream)
         before = streams.total(record)
         correct: dict[str, list[int]] = {}
         for _ in range(self.rows):

@@ -124,6 +124,20 @@ def test_a_state_budget_beyond_the_free_ram_is_refused_at_the_first_stream_step(
     assert "does not fit" in report["steps"][0]["error"] and report["streams"] is None
 
 
+def test_a_stream_refused_for_ram_stays_unopened(kws, tmp_path) -> None:
+    steps = [{"kind": "stream", "stream": "a", "dataset": "words", "rows": 1, "adapters": "__base__", "policy": "flush"},
+             {"kind": "stream", "stream": "b", "dataset": "words", "rows": 1, "adapters": "__base__", "policy": "flush",
+              "expect_error": "StreamRamError"},
+             {"kind": "stream", "stream": "b", "dataset": "words", "rows": 1, "expect_error": "DeviceStateError"},
+             {"kind": "stream", "stream": "a", "dataset": "words", "rows": 1}]
+    report = run(kws, kws_scenario(kws, steps, stream_ram_bytes=64), tmp_path)  # room for one state
+    assert report["completed"] and [s["outcome"] for s in report["steps"]] == ["ok", "expected error",
+                                                                               "expected error", "ok"]
+    assert "needs 64 more bytes" in report["steps"][1]["error"] and "no open stream" in report["steps"][2]["error"]
+    (a,) = report["streams"]["per_stream"]
+    assert a["frames_by_version"] == {"__base__": 16} and report["streams"]["peak_ram_bytes"] == 64
+
+
 @pytest.mark.parametrize("steps, field, message", [
     ([{"kind": "stream", "stream": "s", "dataset": "words", "rows": 1, "policy": "pin"}], "adapters", "is missing"),
     ([{"kind": "stream", "stream": "s", "dataset": "words", "rows": 1, "adapters": "x"}], "policy", "is missing"),
