@@ -53,6 +53,12 @@ def test_demo_runs_and_writes_its_report_trace_and_plots(tmp_path, capsys, monke
     by = {(a["adapter"], a["dataset"]): a["accuracy"] for a in report["accuracy"]}
     assert by[("personal-alice@1.0.0", "mirror")] >= by[("__base__", "mirror")] + 0.15
     assert "reverted by the confirm gate" in printed
+    # the keyword spotter streams across an adapter update with the scenario's policy
+    streaming = report["demo"]["streaming"]["streams"]
+    (mic,) = streaming["per_stream"]
+    assert mic["policy"] == "pin" and set(mic["frames_by_version"]) == {"kws-user@1.0.0", "kws-user@2.0.0"}
+    assert mic["pinned_frames"] > 0 and streaming["no_frame_consumed_state_of_another_adapter_set"] is True
+    assert "Streaming through adapter swaps" in printed and (out / "stream" / "trace.json").exists()
     trace = json.loads((out / "trace.json").read_text())
     assert len(trace["traceEvents"]) > 100
     for png in ("timeline.png", "flash_ops.png", "latency.png"):

@@ -111,6 +111,14 @@ def print_summary(report: dict[str, Any], emit: Any = print) -> None:
           f"{flash['model']['model_bytes']} B ({flash['model']['slot_bytes']} B of slots), store "
           f"{store.get('used_bytes', '?')} / {store['size']} B; base-model sectors erased "
           f"{flash['model']['base_sector_erases_during_run']} times")
+    streams = report.get("streams")
+    if streams is not None:
+        for st in streams["per_stream"]:
+            frames = ", ".join(f"{n} on {v}" for v, n in st["frames_by_version"].items())
+            emit(f"stream    {st['stream']} ({st['policy']}): {st['frames']} frames ({frames}); flushes {st['flushes']}, "
+                 f"evictions {st['evictions']}, pinned {st['pinned_frames']}, lost at resets {st['frames_lost_at_reset']}")
+        emit(f"streams   state {streams['peak_ram_bytes']} / {streams['ram_budget_bytes']} B RAM at peak; no frame "
+             f"consumed state of another adapter set: {streams['no_frame_consumed_state_of_another_adapter_set']}")
     outputs = report.get("outputs", {})
     for key in ("report", "trace", "timeline", "flash_ops"):
         if key in outputs:

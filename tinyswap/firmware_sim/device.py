@@ -413,6 +413,13 @@ class Device:
                 self._lose_ram()
                 raise
 
+    @contextlib.contextmanager
+    def operation(self, label: str, /, **args: Any) -> Iterator[dict[str, Any]]:
+        """An operation another part of the simulator runs on this device (streams): refused
+        unless powered and booted, drawn as a trace span, and a power cut inside loses RAM."""
+        with self._operation(label, **args) as details:
+            yield details
+
     def _record_wear(self) -> None:
         """Commit erase counts a failed commit left unrecorded, before anything may erase again
         (the image refuses to erase such a sector: `WearNotRecordedError`)."""

@@ -185,3 +185,7 @@ class TrainingPlanError(TrainingError):
 
 class TrainingMemoryError(TrainingError, RamBudgetError):
     """The training step would not fit its RAM budget."""
+
+
+class StreamRamError(RamBudgetError):
+    """Stream state would not fit the RAM the device has left for it (`device_streams.py`)."""

@@ -25,7 +25,7 @@ import contextlib
 import enum
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -40,10 +40,23 @@ class StreamError(TinySwapError):
     """A stream is misused (unknown id, wrong frame, a state that does not fit the budget)."""
 
 
+class StreamBudgetError(StreamError):
+    """The streams' states would not fit their RAM budget."""
+
+
 class StreamPolicy(str, enum.Enum):
     PIN = "pin"
     FLUSH = "flush"
     SEGMENT = "segment"
+
+
+class StreamEvent(str, enum.Enum):
+    """What a policy did to a stream, for traces (`StreamSessions(on_event=...)`)."""
+
+    PIN = "pin"  # the stream pinned the versions it runs on
+    UNPIN = "unpin"  # it released them (closed, or older than max_age_frames)
+    FLUSH = "flush"  # its state was reset (details: frames_lost)
+    EVICT = "evict"  # a SEGMENT state was evicted to make room (details: frames_lost)
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,15 @@ class Stream:
 class StreamSessions:
     """Streams over one swap manager and a state-in/state-out model."""
 
-    def __init__(self, manager: SwapManager, ports: StatePorts, *, ram_budget_bytes: int = 64 * 1024) -> None:
+    def __init__(self, manager: SwapManager, ports: StatePorts, *, ram_budget_bytes: int = 64 * 1024,
+                 on_event: Callable[[StreamEvent, Stream, dict[str, object]], None] | None = None,
+                 on_frame: Callable[[Stream, StateKey, np.ndarray], None] | None = None) -> None:
+        """on_event: told of every pin, pin release, flush and eviction, when it happens.
+        on_frame: told, for each row just before its invoke, of the tag of the state it consumes
+        and the gates [S, 1, 1] it runs with (the selected versions are pinned then), so that an
+        observer can check independently that the two name the same adapter set."""
+        self._on_event = on_event
+        self._on_frame = on_frame
         self._manager = manager
         data_inputs, outputs = manager.io_details()
         self._in_details, self._out_details = data_inputs, outputs
@@ -124,7 +145,7 @@ class StreamSessions:
         self._state_bytes = sum(int(np.prod(data_inputs[i]["shape"])) * np.dtype(data_inputs[i]["dtype"]).itemsize
                                 for i, _ in ports.pairs)
         if self._state_bytes > ram_budget_bytes:
-            raise StreamError(f"one stream's state is {self._state_bytes} bytes, over the RAM budget of "
+            raise StreamBudgetError(f"one stream's state is {self._state_bytes} bytes, over the RAM budget of "
                               f"{ram_budget_bytes} bytes")
         self._budget = ram_budget_bytes
         self._streams: dict[str, Stream] = {}
@@ -158,7 +179,7 @@ class StreamSessions:
         if max_age_frames is not None and (not isinstance(max_age_frames, int) or max_age_frames < 1):
             raise StreamError(f"max_age_frames must be a positive integer, got {max_age_frames!r}")
         if (len(self._streams) + 1) * self._state_bytes > self._budget:
-            raise StreamError(f"opening stream {stream_id!r} needs {self._state_bytes} more bytes of state; "
+            raise StreamBudgetError(f"opening stream {stream_id!r} needs {self._state_bytes} more bytes of state; "
                               f"{self.ram_bytes} of the {self._budget}-byte budget are in use")
         spec = self._manager.normalise_adapters(adapters)
         stream = Stream(stream_id, spec, policy, tenant, max_age_frames)
@@ -167,8 +188,7 @@ class StreamSessions:
 
     def close(self, stream_id: str) -> StreamStats:
         stream = self.stream(stream_id)
-        if stream.pin is not None:
-            stream.pin.close()
+        self._unpin(stream)
         del self._streams[stream_id]
         return stream.stats
 
@@ -195,6 +215,9 @@ class StreamSessions:
                 inputs[i] = np.concatenate([segment.state[k] for segment, _, _ in plans])
             for k, i in enumerate(self._frame_inputs):
                 inputs[i] = np.concatenate([row[k] for row in rows])
+            if self._on_frame is not None:
+                for stream, (segment, gates, _) in zip(streams, plans):
+                    self._on_frame(stream, segment.key, gates)
             outputs = self._manager.run_gated(*inputs, gates=np.concatenate([g for _, g, _ in plans], axis=1))
         results = []
         for r, (stream, (segment, _, key)) in enumerate(zip(streams, plans)):
@@ -237,6 +260,7 @@ class StreamSessions:
             stream.pin, stream.pinned_gates = pin, gates
             stream.pinned_key = self._key(stream, versions)
             stream.pinned_frames = 0
+            self._emit(StreamEvent.PIN, stream, versions=self._label(stream.pinned_key))
         assert stream.pinned_key is not None and stream.pinned_gates is not None
         segment = self._segment_for(stream, stream.pinned_key)
         if self._key(stream, self._current(stream)) != stream.pinned_key:
@@ -247,6 +271,9 @@ class StreamSessions:
     def _unpin(self, stream: Stream) -> None:
         if stream.pin is not None:
             stream.pin.close()
+            assert stream.pinned_key is not None
+            self._emit(StreamEvent.UNPIN, stream, versions=self._label(stream.pinned_key),
+                       frames=stream.pinned_frames)
         stream.pin, stream.pinned_gates, stream.pinned_key = None, None, None
 
     def _segment_for(self, stream: Stream, key: StateKey) -> _Segment:
@@ -261,8 +288,9 @@ class StreamSessions:
                 _, evicted = stream.segments.popitem(last=False)
                 stream.stats.evictions += 1
                 stream.stats.frames_lost += evicted.frames
+                self._emit(StreamEvent.EVICT, stream, versions=self._label(evicted.key), frames_lost=evicted.frames)
         if self.ram_bytes + self._state_bytes > self._budget:
-            raise StreamError(f"stream {stream.id!r}: no room for a state of {self._state_bytes} bytes in the "
+            raise StreamBudgetError(f"stream {stream.id!r}: no room for a state of {self._state_bytes} bytes in the "
                               f"{self._budget}-byte budget ({self.ram_bytes} in use)")
         segment = _Segment(key, self._initial_state())
         stream.segments[key] = segment
@@ -270,9 +298,15 @@ class StreamSessions:
 
     def _flush(self, stream: Stream) -> None:
         if stream.segments:
+            lost = sum(s.frames for s in stream.segments.values())
             stream.stats.flushes += 1
-            stream.stats.frames_lost += sum(s.frames for s in stream.segments.values())
+            stream.stats.frames_lost += lost
             stream.segments.clear()
+            self._emit(StreamEvent.FLUSH, stream, frames_lost=lost)
+
+    def _emit(self, event: StreamEvent, stream: Stream, **details: object) -> None:
+        if self._on_event is not None:
+            self._on_event(event, stream, details)
 
     # -- helpers -------------------------------------------------------------------------------
     def _current(self, stream: Stream) -> dict[str, str]:
@@ -308,4 +342,5 @@ class StreamSessions:
         return np.clip(q, info.min, info.max).astype(inp["dtype"])
 
 
-__all__ = ["StatePorts", "Stream", "StreamError", "StreamPolicy", "StreamSessions", "StreamStats"]
+__all__ = ["StateKey", "StatePorts", "Stream", "StreamBudgetError", "StreamError", "StreamEvent", "StreamPolicy",
+           "StreamSessions", "StreamStats"]

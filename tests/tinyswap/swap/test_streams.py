@@ -19,13 +19,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyswap.export.adapter_source import FloatAdapter
+from tinyswap.commands.demo_stream import lora_refs, seeded_lora
 from tinyswap.export.build import bundle_from_compiled
-from tinyswap.export.inject import LORA_OPS, base_weights, inject_slots
+from tinyswap.export.inject import inject_slots
 from tinyswap.export.pack import pack
 from tinyswap.export.slot_plan import SlotPlan, SlotTarget
 from tinyswap.package import Keyring
-from tinyswap.reader import operator_names, read_model
 from tinyswap.swap import SwapManager
 from tinyswap.swap.streams import StatePorts, StreamError, StreamPolicy, StreamSessions
 
@@ -41,21 +40,12 @@ class _Case:
 
     def __init__(self, name: str) -> None:
         source = (STREAMING / f"{name}.tflite").read_bytes()
-        refs = [n.ref for n in operator_names(read_model(source)) if n.op in LORA_OPS]
+        refs = lora_refs(source)
         plan = SlotPlan(tuple(SlotTarget(r, "lora", 2, 0.5) for r in refs), num_slots=2, headroom=True)
         self.built = bundle_from_compiled(inject_slots(source, plan, name=name))
         self.key = Ed25519PrivateKey.generate()
-        self.packages = [self._package(source, refs, version) for version in (1, 2)]
-
-    def _package(self, source: bytes, refs: list[str], version: int) -> bytes:
-        rng = np.random.default_rng(version)
-        targets = {}
-        for ref in refs:
-            w = base_weights(source, ref)
-            out, fan_in = w.kernel.shape[0], int(np.prod(w.kernel.shape[1:]))
-            targets[ref] = (rng.standard_normal((2, fan_in)) * 0.3, rng.standard_normal((out, 2)) * 0.3, 1.0)
-        data, _ = pack(FloatAdapter("user", f"{version}.0.0", version, {}, targets), self.built.slotmap, self.key)
-        return data
+        self.packages = [pack(seeded_lora(source, refs, "user", version, scale=0.3), self.built.slotmap, self.key)[0]
+                         for version in (1, 2)]
 
     def manager(self) -> SwapManager:
         manager = SwapManager(bytearray(self.built.data), self.built.slotmap, Keyring([self.key.public_key()]))

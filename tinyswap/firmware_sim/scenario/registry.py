@@ -223,7 +223,7 @@ def step_kind(name: str, *, example: Mapping[str, Any], target: tuple[str, ...] 
 
 def step_kinds() -> Registry:
     """The runner's registry with every built-in kind registered (their modules register on import)."""
-    from tinyswap.firmware_sim.scenario import infer, kinds, train  # noqa: F401  (import registers)
+    from tinyswap.firmware_sim.scenario import infer, kinds, stream, train  # noqa: F401  (import registers)
 
     return STEP_KINDS
 

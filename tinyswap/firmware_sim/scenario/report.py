@@ -17,6 +17,7 @@ from tinyswap.firmware_sim.flash import FlashCounters
 from tinyswap.firmware_sim.metadata import encode_record
 from tinyswap.firmware_sim.model_image import FlashModelImage
 from tinyswap.firmware_sim.report_log import LOG_NAME
+from tinyswap.firmware_sim.scenario.stream import streams_report
 
 if TYPE_CHECKING:
     from tinyswap.firmware_sim.scenario.runner import Run
@@ -91,6 +92,12 @@ def build_report(run: Run, scenario: Scenario, baseline: Mapping[str, FlashCount
                             for arm, s in e.stats.items()} for e in d.experiments}
     sim_time = {"simulated_s": d.timeline.now, "idle_s": d.timeline.totals.get("idle", 0.0),
                 "by_category": dict(d.timeline.totals)}  # before the budget's store probe reads flash
+    budget = _budget(d, baseline)
+    if run.streams is not None:  # stream state is RAM set aside too (device_streams.py)
+        ram = budget["ram"]
+        ram["stream_state_budget"] = run.streams.budget
+        ram["planned_bytes"] += run.streams.budget
+        ram["free_bytes"] -= run.streams.budget
     return {
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "scenario": {k: v for k, v in (("name", scenario.name), ("description", scenario.description))
@@ -107,10 +114,11 @@ def build_report(run: Run, scenario: Scenario, baseline: Mapping[str, FlashCount
         "boots": run.boots,
         "power_cuts": run.cuts,
         "final": _final(d),
-        "budget": _budget(d, baseline),
+        "budget": budget,
         "time": sim_time,
         "device_log": d.report_log_json(),
         "on_device_training": run.training,
+        "streams": streams_report(run),
     }
 
 
@@ -213,12 +221,14 @@ def _image_or_none(d: Device) -> Any:
         return None
 
 
-def write_outputs(report: Mapping[str, Any], device: Device, out_dir: Path) -> dict[str, Path]:
+def write_outputs(report: Mapping[str, Any], device: Device, out_dir: Path, *, plots: bool = True) -> dict[str, Path]:
     """trace.json and the plots (report.json is written by the caller, with these paths in it)."""
     from tinyswap.firmware_sim.scenario_plots import plot_flash_ops, plot_timeline
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / "report.json", "trace": device.write_trace(out_dir / "trace.json")}
+    if not plots:
+        return paths
     title = str(report.get("scenario", {}).get("name", "scenario"))
     paths["timeline"] = plot_timeline(device.timeline.events, out_dir / "timeline.png",
                                       title=f"{title} on {device.profile.name}: device timeline (simulated time)")

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tinyswap.attestation import check_nonce
 from tinyswap.errors import TinySwapError
 from tinyswap.firmware_sim.device import Device
+from tinyswap.firmware_sim.device_streams import DeviceStreams
 from tinyswap.firmware_sim.errors import PowerLoss
 from tinyswap.firmware_sim.flash import PowerCut
 from tinyswap.firmware_sim.profiles import DEVICES
@@ -41,8 +42,10 @@ from tinyswap.firmware_sim.scenario.report import (
     secs,
     write_outputs,
 )
-from tinyswap.firmware_sim.scenario.validate import parse_scenario
+from tinyswap.firmware_sim.scenario.stream import prepare_frames, stream_datasets
+from tinyswap.firmware_sim.scenario.validate import DeviceOptions, parse_scenario
 from tinyswap.router import Experiment, RouterError
+from tinyswap.slotmap import SlotMap
 
 @dataclass
 class Run:
@@ -59,12 +62,16 @@ class Run:
     pending_cut: tuple[int, PowerCut] | None = None  # (the arming step, the cut) for the next step
     trainers: dict[str, Any] = field(default_factory=dict)  # user -> the device's `DeviceTrainer`
     training: list[dict[str, Any]] = field(default_factory=list)  # each `train` step's aggregates
+    device_options: DeviceOptions = DeviceOptions()
+    stream_frames: dict[str, Inputs] = field(default_factory=dict)  # `stream` steps' datasets, as frames
+    streams: DeviceStreams | None = None  # set up by the first `stream` step
+    stream_accuracy: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # stream -> version -> [rows, right]
 
 
 def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Path, base_dir: str | Path,
                  packages: Mapping[str, bytes] | None = None, datasets: Mapping[str, Any] | None = None,
                  progress: Callable[[str], None] | None = None, identity_key: Ed25519PrivateKey | None = None,
-                 attest_nonce: bytes | None = None) -> dict[str, Any]:
+                 attest_nonce: bytes | None = None, plots: bool = True) -> dict[str, Any]:
     """Run a scenario on a new device of `profile`; write report.json, trace.json, timeline.png
     and flash_ops.png into `out_dir`; return the report.
 
@@ -73,6 +80,8 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
     progress: called with one line per step (default: nothing is printed).
     identity_key / attest_nonce: the device's attestation identity; with a nonce, the device's
         token answering it after the last step is written to token.bin (`tinyswap attest verify`).
+    plots: False writes report.json and trace.json only (no PNG plots: a second run inside the
+        demo, kept fast).
 
     Everything is checked (the format, then every file it names, the datasets against the
     model input, the router) before the device is built: a bad scenario touches no flash.
@@ -122,7 +131,9 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
     from tinyswap.interpreter import Interpreter
 
     detail = Interpreter(model_content=model).get_input_details()[0]
-    inputs = {label: prepare(ds, label, detail) for label, ds in raw_ds.items()}
+    streamed, other = stream_datasets(steps)  # a dataset only streamed is frames, not model inputs
+    inputs = {label: prepare(ds, label, detail) for label, ds in raw_ds.items() if label in other or label not in streamed}
+    frames = prepare_frames(steps, raw_ds, model, _slotmap(bundle), spec.device) if streamed else {}
     try:
         experiments = [Experiment(e.name, dict(e.arms), e.key, dict(e.match)) for e in spec.experiments]
     except RouterError as exc:
@@ -132,7 +143,7 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
     device = Device(profile, bundle, None, keyring, store_bytes=spec.device.store_bytes, worst=spec.device.worst)
     if spec.device.report_log:  # the report's `device_log`: what the device itself says it did
         device.enable_report_log(spec.device.report_log)
-    run = Run(device, pkg_bytes, inputs, say)
+    run = Run(device, pkg_bytes, inputs, say, device_options=spec.device, stream_frames=frames)
     for rule in spec.rules:
         device.add_rule(rule.match, rule.adapter)
     for experiment in experiments:
@@ -156,7 +167,7 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
 
     report = build_report(run, spec, baseline, failure)
     report["time"]["wall_seconds"] = round(time.perf_counter() - wall0, 3)
-    paths = write_outputs(report, device, out)
+    paths = write_outputs(report, device, out, plots=plots)
     if attest_nonce is not None:
         token = _attest(device, attest_nonce, out / "token.bin")
         if token is not None:
@@ -169,6 +180,15 @@ def run_scenario(scenario: Mapping[str, Any], *, profile: str, out_dir: str | Pa
         raise ScenarioStepFailed(f"{message} (outputs written to {out})", step=index, report=report,
                                  kind=steps[index].kind)
     return report
+
+
+def _slotmap(bundle: Path) -> SlotMap:
+    """The bundle's slot map (which graph inputs are gates), read as the device will read it."""
+    try:
+        return SlotMap.from_json(json.loads((bundle / "slotmap.json").read_text()))
+    except (OSError, ValueError, TinySwapError) as exc:
+        raise ScenarioFileError(f"scenario: bundle: cannot read {bundle / 'slotmap.json'}: {exc}",
+                                field="bundle") from exc
 
 
 def _attest(device: Device, nonce: bytes, path: Path) -> Path | None:

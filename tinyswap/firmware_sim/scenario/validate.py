@@ -15,7 +15,7 @@ FORMAT = "tinyswap-scenario"
 VERSION = 1
 TOP_LEVEL = ("format", "version", "name", "description", "note", "profile", "bundle", "keyring", "packages",
              "datasets", "router", "device", "build", "steps")
-DEVICE_OPTIONS = ("store_bytes", "worst", "report_log")
+DEVICE_OPTIONS = ("store_bytes", "worst", "report_log", "stream_state", "stream_ram_bytes")
 # Report log entries (firmware_sim/report_log.py); 0: no log. Off by default: the log writes to
 # the store after every operation, which moves the flash operation numbers power cuts name.
 MAX_REPORT_LOG = 1024
@@ -24,6 +24,11 @@ DEFAULT_STORE_BYTES = 256 * 1024
 # refused before a byte is allocated. Real adapter stores are a few MiB of QSPI NOR or an SD card
 # partition far smaller than this.
 MAX_STORE_BYTES = 256 * 1024 * 1024
+# Stream state is RAM (firmware_sim/device_streams.py): the budget is checked against the
+# profile's free RAM when the first stream opens; this bound only refuses a typo before that.
+DEFAULT_STREAM_RAM_BYTES = 8 * 1024
+MAX_STREAM_RAM_BYTES = 1024 * 1024 * 1024
+MAX_PORT = 255  # a graph input or output position
 DATASET_KEYS = ("path", "x", "y", "scale")
 
 _TOP = Where()
@@ -63,6 +68,8 @@ class DeviceOptions:
     store_bytes: int = DEFAULT_STORE_BYTES
     worst: bool = False
     report_log: int = 0
+    stream_state: tuple[int, int] = (0, 0)  # (data input, output) carrying a stream's state
+    stream_ram_bytes: int = DEFAULT_STREAM_RAM_BYTES
 
 
 @dataclass(frozen=True)
@@ -147,9 +154,20 @@ def _validate_device(device: Mapping[str, Any]) -> DeviceOptions:
         if key == "report_log" and not (isinstance(value, int) and not isinstance(value, bool)
                                         and 0 <= value <= MAX_REPORT_LOG):
             raise _TOP.fail("device.report_log", f"an entry count from 0 (no log) to {MAX_REPORT_LOG}, got {value!r}")
+        if key == "stream_state" and not (isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_PORT for v in value)):
+            raise _TOP.fail("device.stream_state", f"[data input, output]: the positions (0 to {MAX_PORT}, gates not "
+                                                   f"counted) of the tensor pair carrying a stream's state, got {value!r}")
+        if key == "stream_ram_bytes" and not (isinstance(value, int) and not isinstance(value, bool)
+                                              and 0 < value <= MAX_STREAM_RAM_BYTES):
+            raise _TOP.fail("device.stream_ram_bytes", f"a positive integer of at most {MAX_STREAM_RAM_BYTES:,} bytes, "
+                                                       f"got {value!r}")
         if key not in DEVICE_OPTIONS:
             raise _TOP.fail(f"device.{key}", f"unknown (known: {', '.join(DEVICE_OPTIONS)})")
-    return DeviceOptions(**device)
+    options = dict(device)
+    if "stream_state" in options:
+        options["stream_state"] = tuple(options["stream_state"])
+    return DeviceOptions(**options)
 
 
 def _validate_router(router: Mapping[str, Any]) -> tuple[tuple[RuleSpec, ...], tuple[ExperimentSpec, ...]]:

@@ -25,8 +25,8 @@ from tinyswap.firmware_sim.scenario.kinds import CutWhen, PowerCutStep
 
 from tests.tinyswap.firmware_sim.scenario.scenario_cases import DAY, DEMO, scenario
 
-KINDS = ["activate", "confirm", "delete", "infer", "install", "power_cut", "prefetch", "reboot", "rollback", "swap", "train",
-         "update", "wait"]
+KINDS = ["activate", "confirm", "delete", "infer", "install", "power_cut", "prefetch", "reboot", "rollback", "stream", "swap",
+         "train", "update", "wait"]
 
 
 def test_the_built_in_kinds():
@@ -81,7 +81,8 @@ def test_inconsistent_registrations_are_refused(kwargs, fields, text):
 
 def test_every_example_validates():
     for kind in STEP_KINDS:
-        sc = scenario(packages={"invert": "a.tsap", "rot90": "b.tsap"}, datasets={"rot90": "r.npz", "sensor": "s.npz"})
+        sc = scenario(packages={"invert": "a.tsap", "rot90": "b.tsap"}, datasets={"rot90": "r.npz", "sensor": "s.npz",
+                                                                                 "words": "w.npz"})
         sc["steps"] = [dict(kind.example), {"kind": "reboot"}]
         step = validate_scenario(sc)[0]
         assert step.kind == kind.name and isinstance(step.params, kind.params)
