@@ -185,8 +185,9 @@ def _forgetful_erase(monkeypatch) -> None:
 
 def _misaligned_program(monkeypatch) -> None:
     """A driver bug: the slot write programs one byte past where it should."""
-    real = model_image.program_range
-    monkeypatch.setattr(model_image, "program_range", lambda part, offset, data: real(part, offset + 1, data[:-8]))
+    real = model_image.program_runs
+    monkeypatch.setattr(model_image, "program_runs",
+                        lambda part, offset, data, runs: real(part, offset + 1, data[:-8], [(0, len(data) - 8)]))
 
 
 @pytest.mark.parametrize("bug, error", [(_forgetful_erase, UnerasedWriteError), (_misaligned_program, AlignmentError)],
