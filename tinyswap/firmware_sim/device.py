@@ -17,6 +17,9 @@ Why it is built this way (docs/architecture.md "The device", docs/storage-facts.
   before any gate may use them; the device persists the record there, so after any power cut
   the record describes bytes that are really on flash. A record is computed first, committed,
   and only then adopted in RAM: a commit that fails changes nothing.
+* The idle step (`idle.py`, `idle()`): the metadata areas and the slot the next write takes
+  are erased off the request path, as their own trace event, so a hot swap only programs; a
+  write or commit that finds nothing pre-erased erases first, counted and traced.
 * Test-then-confirm (MCUboot's "test" upgrade): a change of adapters, versions or the active
   set runs on trial; `confirm()` makes it permanent; a boot that finds a trial record goes
   back to the confirmed state. `permanent=True` skips the trial.
