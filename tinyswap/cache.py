@@ -32,11 +32,12 @@ class PackageCache:
         self._items: OrderedDict[str, AdapterPackage] = OrderedDict()
         self._clock = itertools.count()
         self._lock = threading.Lock()
+        self._used = 0  # sum of ram_bytes over the entries, kept as they come and go
         self.hits = self.misses = self.evictions = 0
 
     @property
     def used(self) -> int:
-        return sum(p.ram_bytes for p in self._items.values())
+        return self._used
 
     def check_fits(self, package: AdapterPackage) -> None:
         """Raise `CacheError` unless `put(package)` would succeed: lets a caller refuse a
@@ -45,6 +46,8 @@ class PackageCache:
         if size > self.budget:
             raise CacheError(f"package {package.name!r} ({size} bytes) exceeds the cache budget of {self.budget}")
         with self._lock:
+            if size + self._used <= self.budget:
+                return  # pinned entries are a part of what is used: they leave room too
             pinned = sum(p.ram_bytes for d, p in self._items.items()
                          if d != package.content_digest and self._priority(p) == PINNED)
         if size + pinned > self.budget:
@@ -56,16 +59,18 @@ class PackageCache:
         if size > self.budget:
             raise CacheError(f"package {package.name!r} ({size} bytes) exceeds the cache budget of {self.budget}")
         with self._lock:
+            old = self._items.get(package.content_digest)
+            self._used += size - (0 if old is None else old.ram_bytes)
             self._items[package.content_digest] = package
             self._items.move_to_end(package.content_digest)
-            while self.used > self.budget:
+            while self._used > self.budget:
                 victims = [(self._priority(p), i, d) for i, (d, p) in enumerate(self._items.items())
                            if d != package.content_digest and self._priority(p) != PINNED]
                 if not victims:
-                    del self._items[package.content_digest]
+                    self._used -= self._items.pop(package.content_digest).ram_bytes
                     raise CacheError(f"no evictable entry leaves room for {package.name!r}")
                 _, _, digest = min(victims)
-                del self._items[digest]
+                self._used -= self._items.pop(digest).ram_bytes
                 self.evictions += 1
 
     def get(self, digest: str) -> AdapterPackage | None:
@@ -80,7 +85,9 @@ class PackageCache:
 
     def discard(self, digest: str) -> None:
         with self._lock:
-            self._items.pop(digest, None)
+            package = self._items.pop(digest, None)
+            if package is not None:
+                self._used -= package.ram_bytes
 
     def __contains__(self, digest: str) -> bool:
         return digest in self._items

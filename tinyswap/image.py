@@ -9,7 +9,7 @@ its model to RAM at boot has).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 from tinyswap.errors import TinySwapError
 
@@ -31,6 +31,14 @@ class ModelImage(Protocol):
 
     def write(self, offset: int, data: bytes) -> None:
         """Replace bytes [offset, offset + len(data)); the range is one slot's aligned range."""
+        ...
+
+    def pre_erase(self, offset: int, blank: bytes, tensor_spans: Sequence[tuple[int, int]]) -> bool:
+        """Idle time: make the next `write` of this range cheaper (flash: erase it now and
+        program its non-tensor bytes, `blank` outside `tensor_spans`, so the write only programs
+        tensors). True if the range is now prepared; False if this storage needs or allows no
+        such step. The range then holds `blank` with its tensor bytes undefined: no adapter may
+        use it until it is written."""
         ...
 
 
@@ -55,6 +63,11 @@ class RamImage:
         self._data[offset : offset + len(data)] = data  # same length: the buffer never moves
         self.writes += 1
         self.bytes_written += len(data)
+
+    def pre_erase(self, offset: int, blank: bytes, tensor_spans: Sequence[tuple[int, int]]) -> bool:
+        """RAM is overwritten in place: nothing to prepare."""
+        self._check(offset, len(blank))
+        return False
 
     def _check(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > len(self._data):

@@ -40,6 +40,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 import re
 import struct
 from functools import cached_property
@@ -382,8 +383,9 @@ def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
         pt = PackageTensor(t["layer"], t["role"], tuple(t["shape"]), t["dtype"], t["offset"], t["length"])
         if pt.dtype not in ("int8", "int32"):
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): dtype {pt.dtype!r} is not int8 or int32")
-        itemsize = np.dtype(pt.dtype).itemsize
-        if any(d < 0 for d in pt.shape) or pt.length != itemsize * int(np.prod(pt.shape, dtype=object)):
+        itemsize = 1 if pt.dtype == "int8" else 4
+        # math.prod on Python ints: exact for any shape (no overflow), and no NumPy call per tensor.
+        if any(d < 0 for d in pt.shape) or pt.length != itemsize * math.prod(pt.shape):
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): {pt.length} bytes do not hold shape {pt.shape}")
         if pt.offset < 0 or pt.offset + pt.length > plaintext_len:
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): bytes [{pt.offset}, {pt.offset + pt.length}) "

@@ -127,6 +127,10 @@ class SlotInfo:
             out[rel : rel + len(data)] = data
         return bytes(out)
 
+    def tensor_spans(self) -> tuple[tuple[int, int], ...]:
+        """(start, length) of each slot tensor, relative to the range, in layout order."""
+        return tuple((t.offset - self.offset, t.length) for t in self.tensors)
+
     def to_json(self) -> dict[str, Any]:
         return {"slot": self.slot, "offset": self.offset, "length": self.length,
                 "tensors": [t.to_json() for t in self.tensors],

@@ -14,6 +14,10 @@ and check (`device_cases.check_device`):
   completed, "old" otherwise (a trial version never survives a reboot);
 * re-applying the same package (and confirming) converges to the clean run's final state.
 
+The idle step (`Device.idle`: metadata areas and the next slot erased in advance) is replayed
+the same way: cut anywhere in it, nothing is lost, the device boots and the swap after it lands;
+and the swap into the pre-erased slot (programs only) keeps the old-or-new guarantee.
+
 The `qspi+sd-enc` rig installs encrypted packages (`tinyswap.envelope`): the same invariants,
 plus no run of the plaintext payload in the store's flash after any cut.
 
@@ -48,6 +52,10 @@ X = inputs(2)
 CI_COMBOS = [("qspi+sd", 0xFF, 1), ("nor4k", 0x00, 8), ("ram-nor4k", 0xFF, 1), ("qspi+sd-enc", 0xFF, 1),
              ("qspi+sd-npu", 0xFF, 1)]
 CI_SAMPLE = 10  # cut points per scenario and combo in the default run
+# The idle step's scenarios in the default run: XIP with both erase values and alignments, and RAM.
+IDLE_SCENARIOS = ["idle", "idle+swap"]
+CI_COMBOS_IDLE = [("qspi+sd", 0xFF, 1), ("nor4k", 0x00, 8), ("ram-nor4k", 0xFF, 1)]
+CI_SAMPLE_IDLE = 6
 CI_SAMPLE_NPU = 5  # on the Ethos-U rig (its bundle needs Vela compiles first): the edges and two more
 FULL_COMBOS = [(r, ev, a) for r in RIGS for ev in (0xFF, 0x00) for a in RIGS[r].aligns]
 CUT_COUNTS: dict[str, int] = {}
@@ -90,12 +98,34 @@ def _update_and_confirm(d: Device, p: dict) -> None:
     d.confirm()
 
 
+def _install(d: Device, p: dict) -> None:
+    d.install(p["A2"])
+
+
+def _idle(d: Device, p: dict) -> None:
+    d.idle(prepare_for="A")
+
+
+def _install_and_idle(d: Device, p: dict) -> None:
+    d.install(p["A2"])
+    d.idle(prepare_for="A")
+
+
+def _swap_perm(d: Device, p: dict) -> None:
+    d.swap(parse_package(p["A2"]).content_digest, permanent=True)
+
+
 SCENARIOS = {
     "install+swap": Scenario("install+swap", "old", None, _update_perm, False, True, _update_perm),
     "install+swap-trial": Scenario("install+swap-trial", "old", None, _update_trial, False, False,
                                    _update_and_confirm),
     "revert": Scenario("revert", "trial", None, _boot, True, False, lambda d, p: None),
     "confirm": Scenario("confirm", "old", _update_trial, _confirm, False, True, _update_and_confirm),
+    # The idle step (pre-erase of the metadata areas and of the slot the swap will take): a cut
+    # anywhere in it loses nothing, and the swap after the reboot still lands.
+    "idle": Scenario("idle", "old", _install, _idle, False, False, _update_perm),
+    # The swap into a pre-erased slot (programs only): old or new exactly as without the step.
+    "idle+swap": Scenario("idle+swap", "old", _install_and_idle, _swap_perm, False, True, _update_perm),
 }
 EXPECT_SLOTS = dict(old=["A1", None], new=["A1", "A2"])
 # A RAM-placed model starts every boot with empty slots and writes the active adapter first.
@@ -232,10 +262,16 @@ def sweep(rig: str, ev: int, wa: int, scenario: str, sample: int | None) -> None
         assert outcomes == {"old"}
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s not in IDLE_SCENARIOS])
 @pytest.mark.parametrize("rig,ev,wa", CI_COMBOS, ids=[f"{r}-{ev:02x}-a{a}" for r, ev, a in CI_COMBOS])
 def test_power_cut_sample(rig, ev, wa, scenario):
     sweep(rig, ev, wa, scenario, CI_SAMPLE_NPU if RIGS[rig].npu else CI_SAMPLE)
+
+
+@pytest.mark.parametrize("scenario", IDLE_SCENARIOS)
+@pytest.mark.parametrize("rig,ev,wa", CI_COMBOS_IDLE, ids=[f"{r}-{ev:02x}-a{a}" for r, ev, a in CI_COMBOS_IDLE])
+def test_power_cut_sample_idle_step(rig, ev, wa, scenario):
+    sweep(rig, ev, wa, scenario, CI_SAMPLE_IDLE)
 
 
 @pytest.mark.slow

@@ -82,14 +82,19 @@ def latency_plot(latency: list[SwapLatency], path: Path) -> Path:
     labels = [f"{r.device}\nmodel: {r.model_medium}{' (XIP)' if r.swap_floor_ms else ' -> RAM'}\nstore: {r.store_medium}"
               + ("\n(datasheet max)" if "maximum" in r.configuration else "") for r in latency]
     series = [("OTA install (store write)", [r.install_ms for r in latency], "#4c72b0"),
-              ("hot swap (slot write + verify + commit)", [r.swap_ms for r in latency], "#dd8452"),
-              ("storage floor of the slot write", [r.swap_floor_ms or 0.0 for r in latency], "#55a868"),
+              ("idle step (pre-erase, off the request path)", [r.idle_ms for r in latency], "#8c8c8c"),
+              ("hot swap after it (programs only + verify + commit)", [r.swap_ms for r in latency], "#dd8452"),
+              ("hot swap without the idle step (erases on its path)", [r.swap_without_idle_ms for r in latency],
+               "#937860"),
+              ("storage floor of the slot write (erase + program)", [r.swap_floor_ms or 0.0 for r in latency],
+               "#55a868"),
               ("rollback (gate flip + commit)", [r.rollback_ms for r in latency], "#c44e52")]
-    fig, ax = plt.subplots(figsize=(10, 5.2))
-    width = 0.2
+    fig, ax = plt.subplots(figsize=(11, 5.4))
+    width = 0.8 / len(series)
     xs = np.arange(len(latency))
     for i, (name, values, colour) in enumerate(series):
-        bars = ax.bar(xs + (i - 1.5) * width, [max(v, 1e-3) for v in values], width, label=name, color=colour)
+        bars = ax.bar(xs + (i - (len(series) - 1) / 2) * width, [max(v, 1e-3) for v in values], width, label=name,
+                      color=colour)
         for bar, v in zip(bars, values):
             if v > 0:
                 ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() * 1.08, f"{v:.3g}", ha="center",

@@ -127,6 +127,7 @@ int tinyswap_fw_verify(tsfw_t *fw, const uint8_t *package, size_t len, tsfw_pack
 int tinyswap_fw_install(tsfw_t *fw, const uint8_t *package, size_t len, int slot, uint32_t flags,
                         int *out_slot, tsfw_package_info_t *info);
 int tinyswap_fw_confirm(tsfw_t *fw);
+int tinyswap_fw_prepare(tsfw_t *fw);
 int tinyswap_fw_clear_slot(tsfw_t *fw, int slot);
 int tinyswap_fw_slot_of(const tsfw_t *fw, const char *name, int *slot);
 int tinyswap_fw_slot_entry(const tsfw_t *fw, int slot, tsfw_slot_entry_t *entry);
@@ -543,6 +544,10 @@ class FwHost:
 
     def confirm(self) -> FwStatus:
         return FwStatus(self.lib.tinyswap_fw_confirm(self._fw))
+
+    def prepare(self) -> FwStatus:
+        """The idle step: erase the record area the next commit programs (`tinyswap_fw_prepare`)."""
+        return FwStatus(self.lib.tinyswap_fw_prepare(self._fw))
 
     def clear_slot(self, slot: int) -> FwStatus:
         return FwStatus(self.lib.tinyswap_fw_clear_slot(self._fw, slot))

@@ -9,7 +9,8 @@ The steps, each a small method of `BootSequence`, in an order that validates bef
 5. the state to restore, through the swap manager's `restore_state` (every package verified
    again); on a trial record that is the confirmed state, so a trial never survives a reboot;
 6. erases the record missed (a slot whose bytes or frame differ from the record was erased by
-   an interrupted write) are counted against the slot's erase budget;
+   an interrupted write) are counted against the slot's erase budget; a slot the record lists
+   as pre-erased by the idle step (`idle.py`) that still reads so is kept as it is;
 7. the restored state is persisted first (the revert, dropped adapters, disabled slots);
 8. every slot whose bytes differ from its committed content, or whose frame an interrupted
    write damaged, is cleared through the swap manager (`clear_slot`: the slot's frame from the
@@ -153,7 +154,13 @@ class BootSequence:
         if not isinstance(image, FlashModelImage):
             return  # a RAM copy is loaded from flash that slot writes never touch
         damaged = set(self.device.slotmap.damaged_frames(image.buffer))
+        for info in self.device.slotmap.slots:  # the idle step's pre-erased slots, if still blank
+            if info.slot in record.erased and info.slot not in damaged and \
+                    image.reads_blank(info.offset, info.template(), info.tensor_spans()):
+                image.blank.add(info.offset)
         for info, rec in zip(self.device.slotmap.slots, record.current.state["slots"]):
+            if info.offset in image.blank:
+                continue  # its erase is in the record's wear already
             committed = rec.get("content_sha256")
             if info.slot in damaged or (committed is not None and manager.content_digest(info.slot) != committed):
                 image.note_interrupted_erase(info.offset, info.length)
@@ -168,8 +175,10 @@ class BootSequence:
         """No slot may hold bytes other than its committed content: clear the others."""
         damaged = set(self.device.slotmap.damaged_frames(image.buffer))
         cleared = []
+        blank = image.blank if isinstance(image, FlashModelImage) else set()
         for rec in manager.slot_table():
-            if rec.slot not in damaged and manager.content_digest(rec.slot) == rec.content_sha256:
+            if rec.slot not in damaged and (self.device.slotmap.slots[rec.slot].offset in blank and rec.digest is None
+                                            or manager.content_digest(rec.slot) == rec.content_sha256):
                 continue
             try:
                 with self._repair(image, rec.slot in damaged):

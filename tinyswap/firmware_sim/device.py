@@ -17,6 +17,9 @@ Why it is built this way (docs/architecture.md "The device", docs/storage-facts.
   before any gate may use them; the device persists the record there, so after any power cut
   the record describes bytes that are really on flash. A record is computed first, committed,
   and only then adopted in RAM: a commit that fails changes nothing.
+* The idle step (`idle.py`, `idle()`): the metadata areas and the slot the next write takes
+  are erased off the request path, as their own trace event, so a hot swap only programs; a
+  write or commit that finds nothing pre-erased erases first, counted and traced.
 * Test-then-confirm (MCUboot's "test" upgrade): a change of adapters, versions or the active
   set runs on trial; `confirm()` makes it permanent; a boot that finds a trial record goes
   back to the confirmed state. `permanent=True` skips the trial.
@@ -76,6 +79,7 @@ from tinyswap.firmware_sim.errors import (
 from tinyswap.firmware_sim.flash import BadBlock, FlashDevice, FlashGeometry, Partition, PowerCut
 from tinyswap.firmware_sim.flashio import erase_sectors, pad_to_unit, program_range
 from tinyswap.firmware_sim.identity import attest as attest_device
+from tinyswap.firmware_sim.idle import IdleReport, erased_slots, run_idle
 from tinyswap.firmware_sim.identity import check_identity_key
 from tinyswap.firmware_sim.layout import DeviceLayout
 from tinyswap.firmware_sim.lfs_store import AdapterStore
@@ -650,6 +654,16 @@ class Device:
             raise DeviceStateError(f"the store returned a different package for {digest[:16]}...")
         return pkg
 
+    # ================================================================ idle
+    def idle(self, prepare_for: str | None = None) -> IdleReport:
+        """The idle (maintenance) step (`idle.py`): erase the metadata areas and a slot now, so
+        that the next swap's request path only programs. `prepare_for`: an adapter name whose
+        hot swap is expected (an installed update), else only an empty slot is prepared."""
+        with self._operation("idle", prepare_for=prepare_for) as details:
+            report = run_idle(self, prepare_for)
+            details.update(report.details())
+        return report
+
     # ================================================================ adapters
     def activate(self, adapters: AdapterSpec, *, permanent: bool = False) -> None:
         """Set the default active set (a name, names, or {name: weight}); persisted, on trial."""
@@ -761,12 +775,19 @@ class Device:
         that, then adopt it: RAM follows only what landed."""
         image = self._image
         record = record.with_wear(image.erase_counts if isinstance(image, FlashModelImage) else {})
+        record = record.with_erased(erased_slots(image, self.slotmap))
         payload = record.to_payload()
         on_flash = self.metadata.current
         if on_flash is None or on_flash.payload != payload:
             with self.timeline.span("commit", cat="metadata", trial=record.trial) as details:
-                written = self.metadata.commit(payload)
-                details.update(sequence=written.sequence, area=written.area, mutations=self.power.mutations)
+                try:
+                    written = self.metadata.commit(payload)
+                finally:
+                    if self.metadata.last_commit_erased:  # idle() did not run since: never silent
+                        self.timeline.instant("erase (no pre-erased sector)", cat="metadata",
+                                              erases_on_commit=self.metadata.erases_on_commit)
+                details.update(sequence=written.sequence, area=written.area, mutations=self.power.mutations,
+                               pre_erased=not self.metadata.last_commit_erased)
         if isinstance(image, FlashModelImage):
             image.mark_persisted()
         self._record = record

@@ -73,4 +73,37 @@ def program_range(part: Partition, offset: int, data: bytes) -> int:
     return count
 
 
-__all__ = ["DRIVER_CHUNK", "erase_sectors", "pad_to_unit", "program_chunk", "program_range"]
+def program_runs(part: Partition, offset: int, data: bytes, runs: list[tuple[int, int]]) -> int:
+    """Program only the runs [start, end) of `data` (relative to `offset`), each as
+    `program_range` would: the rest of the range is left as it is (erased, or programmed before).
+    Returns the number of program commands issued."""
+    return sum(program_range(part, offset + start, data[start:end]) for start, end in runs if end > start)
+
+
+def split_units(length: int, spans: list[tuple[int, int]], unit: int, base: int = 0
+                ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
+    """[0, length) split into the runs covered by `spans` ((start, length) pairs) and the runs
+    between them, as [start, end) lists; None if a write unit (of `unit` bytes, counted from
+    `base`) would hold bytes of both kinds, which then could not be programmed at different times."""
+    covered: list[tuple[int, int]] = []
+    for start, n in sorted(spans):
+        if n <= 0:
+            continue
+        if covered and start <= covered[-1][1]:
+            covered[-1] = (covered[-1][0], max(covered[-1][1], start + n))
+        else:
+            covered.append((start, start + n))
+    between, pos = [], 0
+    for start, end in covered:
+        if (start > 0 and (base + start) % unit) or (end < length and (base + end) % unit):
+            return None
+        if start > pos:
+            between.append((pos, start))
+        pos = end
+    if pos < length:
+        between.append((pos, length))
+    return covered, between
+
+
+__all__ = ["DRIVER_CHUNK", "erase_sectors", "pad_to_unit", "program_chunk", "program_range", "program_runs",
+           "split_units"]

@@ -25,6 +25,15 @@ read-back mismatch, raises `MetadataWriteError` (never a silent success). A fail
 retried in the next area that does not hold the current record (with 2 areas there is none:
 the error is raised at once); each attempt consumes a sequence number, so two valid records
 never share one.
+
+Pre-erased areas (the device's idle step, `prepare`): erasing an area takes a whole sector
+erase (45 ms typical on QSPI NOR, more than programming a record), so the device erases every
+area but the current one while it is idle, and a commit then only programs. Which areas are
+erased is RAM knowledge of this power cycle: after a reboot nothing is trusted as erased,
+because firmware cannot tell an erased byte from one programmed with the erase value (or a
+torn program that left the erase value behind), and programming a programmed unit is a driver
+error. A commit into an area not known to be erased erases it first, as before, and counts it
+(`erases_on_commit`), so the fallback is never silent.
 """
 
 from __future__ import annotations
@@ -84,6 +93,9 @@ class MetadataStore:
         self.current: Record | None = None
         self.next_sequence = 1
         self.read_errors: list[str] = []  # areas that could not be read at the last load
+        self.erased: set[int] = set()  # areas erased in this power cycle and not programmed since
+        self.erases_on_commit = 0  # commits that had to erase their area first (no pre-erased one)
+        self.last_commit_erased = False  # the last commit attempt erased on its own path
 
     # ---------------------------------------------------------------- boot
     def load(self) -> Record | None:
@@ -105,6 +117,7 @@ class MetadataStore:
                     best = rec
         self.current = best
         self.next_sequence = highest + 1
+        self.erased = set()  # a boot trusts no area as erased (see the module docstring)
         return best
 
     def _read_area(self, index: int) -> Record | None:
@@ -128,13 +141,34 @@ class MetadataStore:
         """Erase every area (factory provisioning): no record anywhere."""
         for offset, size in self.areas:
             erase_sectors(self.partition, offset, size)
+        self.erased = set()  # not trusted: a factory commit erases as it always did
         self.current = None
         self.next_sequence = 1
+
+    # ---------------------------------------------------------------- idle
+    def prepare(self) -> int:
+        """Erase every area that does not hold the current record and is not known to be erased
+        (idle time), so that the next commits only program. Returns the areas erased.
+
+        Power safety: the current record is never touched (exactly the areas a commit would
+        erase anyway), so a cut at any point leaves it standing; an area whose erase was cut is
+        not marked erased (and RAM is lost with the power anyway).
+        """
+        current_area = None if self.current is None else self.current.area
+        count = 0
+        for index, (offset, size) in enumerate(self.areas):
+            if index == current_area or index in self.erased:
+                continue
+            erase_sectors(self.partition, offset, size)
+            self.erased.add(index)
+            count += 1
+        return count
 
     # ---------------------------------------------------------------- commit
     def commit(self, payload: dict[str, Any]) -> Record:
         """Make `payload` the current record, atomically; raise `MetadataWriteError` if it did not land."""
         failures: list[str] = []
+        self.last_commit_erased = False
         current_area = None if self.current is None else self.current.area
         n = len(self.areas)
         start = 0 if current_area is None else (current_area + 1) % n
@@ -164,7 +198,12 @@ class MetadataStore:
     def _write_area(self, area: int, data: bytes) -> None:
         offset, size = self.areas[area]
         g = self.partition.geometry
-        erase_sectors(self.partition, offset, size)
+        pre_erased = area in self.erased or g.managed  # managed media need no erase at all
+        self.erased.discard(area)  # from here on the area is being programmed
+        if not pre_erased:
+            self.last_commit_erased = True
+            self.erases_on_commit += 1
+            erase_sectors(self.partition, offset, size)
         padded = pad_to_unit(data, g)
         program_range(self.partition, offset, padded)
         back = self.partition.read(offset, len(data))

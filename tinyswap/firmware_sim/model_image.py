@@ -30,7 +30,8 @@ slot's contents do not survive a reboot and the device rewrites them from the ad
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
 
 from tinyswap.firmware_sim.errors import (
     FlashError,
@@ -41,11 +42,24 @@ from tinyswap.firmware_sim.errors import (
     WearNotRecordedError,
 )
 from tinyswap.firmware_sim.flash import FlashOp, OpKind, Partition
-from tinyswap.firmware_sim.flashio import erase_sectors, pad_to_unit, program_range
+from tinyswap.firmware_sim.flashio import erase_sectors, pad_to_unit, program_runs, split_units
 from tinyswap.firmware_sim.timeline import Timeline
 from tinyswap.firmware_sim.storage import StorageProfile, op_seconds
 from tinyswap.image import RamImage
 from tinyswap.slotmap import SlotMap
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A pre-erased range: the non-tensor bytes programmed, the tensor runs still erased."""
+
+    blank: bytes
+    frame_runs: tuple[tuple[int, int], ...]
+    tensor_runs: tuple[tuple[int, int], ...]
+
+    def matches(self, data: bytes) -> bool:
+        """`data` agrees with what is programmed already (a write keeps the frame as it is)."""
+        return len(data) == len(self.blank) and all(data[a:b] == self.blank[a:b] for a, b in self.frame_runs)
 
 
 class FlashModelImage:
@@ -79,6 +93,12 @@ class FlashModelImage:
         self.writes = 0
         self.bytes_written = 0
         self._repairing = False
+        # Pre-erase (the device's idle step): ranges erased in this power cycle, by offset, and
+        # the offsets whose range holds `blank` (frame programmed, tensors erased) as far as this
+        # device knows; `erases_on_write` counts writes that had to erase first.
+        self._prepared: dict[int, _Prepared] = {}
+        self.blank: set[int] = set()
+        self.erases_on_write = 0
 
     @property
     def buffer(self) -> memoryview:
@@ -128,34 +148,106 @@ class FlashModelImage:
             self._repairing = False
 
     def write(self, offset: int, data: bytes) -> None:
-        """Erase the sectors of [offset, offset + len(data)) and program `data` into them."""
+        """Program `data` into [offset, offset + len(data)): into a range `pre_erase` prepared in
+        this power cycle, only the tensor bytes are programmed; otherwise its sectors are erased
+        first (counted in `erases_on_write` and stated in the trace)."""
         data = bytes(data)
         self.check_range(offset, len(data))
+        prepared = self._prepared.pop(offset, None)
+        self.blank.discard(offset)  # from here on the range holds what this write leaves
+        if prepared is not None and prepared.matches(data):
+            self._program(offset, data, prepared.tensor_runs)
+        else:
+            g = self.partition.geometry
+            sectors = self._erase(offset, len(data))
+            if not g.managed:
+                self.erases_on_write += 1
+                if self._timeline is not None:
+                    self._timeline.instant("erase (no pre-erased sector)", cat="flash", offset=offset,
+                                           sectors=len(sectors), erases_on_write=self.erases_on_write)
+            self._program(offset, data, [(0, len(data))])
+        self.writes += 1
+        self.bytes_written += len(data)
+
+    def pre_erase(self, offset: int, blank: bytes, tensor_spans: Sequence[tuple[int, int]]) -> bool:
+        """Idle time: erase the range's sectors and program its non-tensor bytes from `blank`
+        (the slot's frame and zeros), leaving the tensor bytes erased, so that the next `write`
+        of this range programs only. False, with nothing touched, on managed media (a write
+        never erases there) or when a write unit would hold both tensor and non-tensor bytes
+        (they could not be programmed at different times). The erase counts against the wear
+        budget exactly as a write's does; the range is trusted as erased in this power cycle
+        only (`blank` lists it across reboots, as the device records it, but a boot cannot tell
+        an erased unit from one programmed with the erase value)."""
         g = self.partition.geometry
-        sectors = list(g.sectors_in(self.partition.absolute(offset), len(data)))
+        self.check_range(offset, len(blank))
+        split = split_units(len(blank), list(tensor_spans), g.write_align, self.partition.absolute(offset))
+        if g.managed or split is None:
+            return False
+        if offset in self._prepared and self._prepared[offset].blank == blank:
+            return True  # erased in this power cycle and not written since
+        tensor_runs, frame_runs = split
+        self._prepared.pop(offset, None)
+        self.blank.discard(offset)
+        self._erase(offset, len(blank))
+        self._program(offset, blank, frame_runs)
+        self._prepared[offset] = _Prepared(bytes(blank), tuple(frame_runs), tuple(tensor_runs))
+        self.blank.add(offset)
+        return True
+
+    def reads_blank(self, offset: int, blank: bytes, tensor_spans: Sequence[tuple[int, int]]) -> bool:
+        """Does the range hold what `pre_erase` leaves: `blank` outside the tensors, the erase
+        value inside them? (Boot's check of a range the record lists as pre-erased.)"""
+        split = split_units(len(blank), list(tensor_spans), 1)
+        if split is None:
+            return False
+        tensor_runs, frame_runs = split
+        data = self.read(offset, len(blank))
+        erased = bytes([self.partition.geometry.erase_value])
+        return (all(data[a:b] == blank[a:b] for a, b in frame_runs)
+                and all(data[a:b] == erased * (b - a) for a, b in tensor_runs))
+
+    @property
+    def prepared(self) -> set[int]:
+        """Offsets of ranges erased by `pre_erase` in this power cycle and not written since."""
+        return set(self._prepared)
+
+    def _erase(self, offset: int, length: int) -> list[int]:
+        """Erase the range's sectors after the wear checks (counted before the erase: a cut after
+        it must not under-count). Returns the sector indices."""
+        g = self.partition.geometry
+        sectors = list(g.sectors_in(self.partition.absolute(offset), length))
         if self.erase_budget is not None and not g.managed:
             worn = [s for s in sectors if self.erase_counts.get(s, 0) >= self.erase_budget]
             if worn:
-                raise SlotWornError(f"slot range [{offset:#x}, {offset + len(data):#x}): sector(s) {worn} used their "
+                raise SlotWornError(f"slot range [{offset:#x}, {offset + length:#x}): sector(s) {worn} used their "
                                     f"budget of {self.erase_budget} erases; the slot is retired")
             pending = [s for s in sectors if self.erase_counts.get(s, 0) > self.persisted.get(s, 0)]
             if pending and not self._repairing:
                 raise WearNotRecordedError(
-                    f"slot range [{offset:#x}, {offset + len(data):#x}): the last erase of sector(s) {pending} is not "
+                    f"slot range [{offset:#x}, {offset + length:#x}): the last erase of sector(s) {pending} is not "
                     f"recorded in the metadata yet (its commit failed); not erasing again")
         try:
             if not g.managed:
-                for s in sectors:  # counted before the erase: a cut after it must not under-count
+                for s in sectors:
                     self.erase_counts[s] = self.erase_counts.get(s, 0) + 1
-            erase_sectors(self.partition, offset, len(data))
-            program_range(self.partition, offset, pad_to_unit(data, self.partition.geometry))
+            erase_sectors(self.partition, offset, length)
         except PowerLoss:
             raise
         except FlashError as exc:  # faults only: a FlashMisuseError (driver bug) propagates as is
+            raise SlotWriteError(f"erasing [{offset:#x}, {offset + length:#x}) of the model image "
+                                 f"failed: {exc}") from exc
+        return sectors
+
+    def _program(self, offset: int, data: bytes, runs: Sequence[tuple[int, int]]) -> None:
+        padded = pad_to_unit(data, self.partition.geometry)
+        runs = [(a, len(padded) if b == len(data) else b) for a, b in runs]
+        try:
+            program_runs(self.partition, offset, padded, runs)
+        except PowerLoss:
+            raise
+        except FlashError as exc:
             raise SlotWriteError(f"slot write [{offset:#x}, {offset + len(data):#x}) of the model image "
                                  f"failed: {exc}") from exc
-        self.writes += 1
-        self.bytes_written += len(data)
 
     def _check(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.length:

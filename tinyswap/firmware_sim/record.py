@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from tinyswap.firmware_sim.errors import MetadataRecordError
 
@@ -115,6 +115,7 @@ class DeviceRecord:
     confirmed: Snapshot | None = None
     trial: bool = False
     wear: Mapping[int, int] = field(default_factory=dict)
+    erased: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.trial != (self.confirmed is not None):
@@ -150,14 +151,20 @@ class DeviceRecord:
     def with_wear(self, wear: Mapping[int, int]) -> DeviceRecord:
         return replace(self, wear={int(k): int(v) for k, v in wear.items()})
 
+    def with_erased(self, slots: Iterable[int]) -> DeviceRecord:
+        return replace(self, erased=tuple(sorted(int(s) for s in slots)))
+
     # ---------------------------------------------------------------- payload
     def to_payload(self) -> dict[str, Any]:
-        return {"format": RECORD_FORMAT, "version": RECORD_VERSION,
-                "wear": {str(k): int(v) for k, v in sorted(self.wear.items())},
-                "device": self.identity.to_json(),
-                "current": self.current.to_json(),
-                "confirmed": None if self.confirmed is None else self.confirmed.to_json(),
-                "trial": self.trial}
+        payload = {"format": RECORD_FORMAT, "version": RECORD_VERSION,
+                   "wear": {str(k): int(v) for k, v in sorted(self.wear.items())},
+                   "device": self.identity.to_json(),
+                   "current": self.current.to_json(),
+                   "confirmed": None if self.confirmed is None else self.confirmed.to_json(),
+                   "trial": self.trial}
+        if self.erased:  # only when the idle step ran: a record without it keeps its old form
+            payload["erased"] = list(self.erased)
+        return payload
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> DeviceRecord:
@@ -173,10 +180,14 @@ class DeviceRecord:
             wear = {int(k): int(v) for k, v in dict(wear_raw).items()}
         except (TypeError, ValueError):
             raise MetadataRecordError("record field 'wear' must map sector indices to counts") from None
+        erased_raw = payload.get("erased", [])
+        if not isinstance(erased_raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                       for i in erased_raw):
+            raise MetadataRecordError("record field 'erased' must list slot indices")
         identity = DeviceIdentity.from_json(payload.get("device"))
         current = Snapshot.from_json(payload.get("current"), "current")
         confirmed = Snapshot.from_json(payload.get("confirmed"), "confirmed") if trial else None
-        return cls(identity, current, confirmed, trial, wear)
+        return cls(identity, current, confirmed, trial, wear, tuple(sorted(set(erased_raw))))
 
 
 __all__ = ["DeviceIdentity", "DeviceRecord", "RECORD_FORMAT", "RECORD_VERSION", "Snapshot"]

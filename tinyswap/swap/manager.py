@@ -573,6 +573,37 @@ class SwapManager:
             self._slots.generation += 1
         self._write_zeros(slot)
 
+    def prepare_slot(self, name: str | None = None) -> int | None:
+        """Idle time: prepare the slot the next write will take, so that write only programs
+        (`ModelImage.pre_erase`: on flash, its sectors are erased now instead of on the swap's
+        path). `name`: prepare for a hot swap of that adapter (the slot `hotswap_adapter` would
+        take, which may hold a resident adapter: it is evicted now, committed before anything is
+        erased); None: only an empty slot (a stale version kept for a gate-flip `rollback` is
+        kept). Returns the slot prepared, or None (no such slot idle, or the image has nothing to
+        prepare)."""
+        with self._lock:
+            if name is None:
+                slot = next((s.index for s in self._slots.slots if s.digest is None and not s.pinned
+                             and not s.writing and not s.retired), None)
+            else:
+                slot = self._slots.victim(keep=set(), exclude_digests={self._require(name).current})
+            if slot is None:
+                return None
+            holder = self._slots.slots[slot].digest
+            if holder in self._slots.current_digests():
+                self.stats.evictions += 1
+            self._slots.mark_writing(slot)
+            self._slots.generation += 1
+        try:
+            if holder is not None:  # the slot is recorded empty before its bytes go
+                with self._lock:
+                    self._committed.commit(self._committed.propose())
+            info = self.slotmap.slots[slot]
+            prepared = self.image.pre_erase(info.offset, info.template(), info.tensor_spans())
+        finally:
+            self._slots.finish_write(slot)
+        return slot if prepared else None
+
     # -- internals ----------------------------------------------------------------------------
     def _write_zeros(self, slot: int) -> None:
         """Clear a slot the caller marked `writing` (holding nothing): zeros, read back, commit."""

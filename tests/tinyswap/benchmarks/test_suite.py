@@ -83,7 +83,8 @@ def test_the_suite_assembles_every_part_into_one_table(tmp_path, monkeypatch) ->
         assert heading in text
     assert ("| interpreter | hello_world_int8, batch 1 (latency) | 0.500 ms | tflite_micro 2.000 ms | "
             "4.00x faster |") in text
-    assert "| swap | (a) switch | 1.0 us | PEFT hotswap_adapter 500.0 us | 500.0x faster |" in text
+    assert ("| swap | (a) switch | 1.0 us | PEFT hotswap_adapter 500.0 us | 500.0x faster, target >= 100x |"
+            in text)
     assert "(c) cold swap | 100.0 us | PEFT" not in text  # no PEFT figure, no summary row
     saved = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert list(saved) == ["date", "machine", "seconds", "interpreter", "swap", "simulated_swap", "arena",
@@ -101,3 +102,5 @@ def test_the_suite_assembles_every_part_into_one_table(tmp_path, monkeypatch) ->
     assert saved["swap"]["rows"][0]["operation"] == "(a) switch" and saved["interpreter"]["machine"] == "test machine"
     summary = [line for line in text.splitlines() if line.startswith("| simulated swap |")]
     assert len(summary) == 2  # the two XIP configurations have a flash floor; RAM ones do not
+    # Each names its idle step, the erases left on the request path (none) and the ratio without the step.
+    assert all(", 0 erases |" in line and "(without the idle step" in line for line in summary)

@@ -179,9 +179,13 @@ def check_device(dev: Device, smap: dict[str, Any], expect: Expect, x: np.ndarra
     image = dev.model_bytes_now()
     by_digest = {digest_of(p): k for k, p in expect.pkgs.items()}
     # 1. each slot holds exactly the old or exactly the new content
+    erased = dev.record.erased if dev.record is not None else ()
     for s in range(len(smap["slots"])):
         got = slot_contents(smap, image, s)
         allowed = {package_contents(smap, None if k is None else expect.pkgs[k]) for k in (expect.old[s], expect.new[s])}
+        if s in erased:  # the idle step's pre-erased slot: tensors at the erase value, listed in the record
+            ev = dev.flashes["model"].geometry.erase_value
+            allowed = {tuple(bytes([ev]) * len(t) for t in package_contents(smap, None))}
         assert got in allowed, f"slot {s} holds neither the old ({expect.old[s]}) nor the new ({expect.new[s]}) content"
     # 2. every enabled slot holds exactly the package its committed digest names
     state = dev.manager.export_state()

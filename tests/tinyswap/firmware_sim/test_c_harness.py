@@ -541,6 +541,44 @@ def test_power_cuts_during_an_install_leave_each_slot_old_new_or_blank(slot):
     assert "new" in seen and ("old" in seen or "blank" in seen)
 
 
+def test_after_prepare_the_install_commit_erases_no_record_sector_until_the_next_boot():
+    rig = booted(SMAP, B.data)
+    assert rig.host.install(P["A1"], 0)[0] == FwStatus.TSFW_OK
+    erases = rig.flash.snapshot().sector_erases
+    record_sectors = range(rig.record.first_sector, rig.record.first_sector + len(rig.record.sectors))
+    assert rig.host.prepare() == FwStatus.TSFW_OK  # the idle step: one area (one sector) erased
+    after_prepare = rig.flash.snapshot().sector_erases
+    assert sum(after_prepare[s] - erases[s] for s in record_sectors) == 1
+    assert rig.host.prepare() == FwStatus.TSFW_OK  # already erased: nothing to do
+    assert rig.flash.snapshot().sector_erases == after_prepare
+    assert rig.host.install(P["B1"], 1)[0] == FwStatus.TSFW_OK
+    after_install = rig.flash.snapshot().sector_erases
+    assert all(after_install[s] == after_prepare[s] for s in record_sectors)  # the commit only programmed
+    status, report = reboot(rig).host.boot()
+    assert status == FwStatus.TSFW_OK and report.record_found and not report.repaired_slots
+    # Without prepare (here: a fresh boot) the commit erases its area first, as it always did.
+    again = reboot(rig)
+    assert again.host.boot()[0] == FwStatus.TSFW_OK
+    before = again.flash.snapshot().sector_erases
+    assert again.host.install(P["C1"], 1)[0] == FwStatus.TSFW_OK
+    assert sum(again.flash.snapshot().sector_erases[s] - before[s] for s in record_sectors) == 1
+
+
+@pytest.mark.parametrize("when", [CutPoint.BEFORE, CutPoint.AFTER, CutPoint.TORN])
+def test_a_cut_during_prepare_leaves_the_record_and_the_next_install_lands(when):
+    rig = booted(SMAP, B.data)
+    assert rig.host.install(P["A1"], 0)[0] == FwStatus.TSFW_OK
+    before = rig.image()
+    rig.flash.arm(FaultPlan.cut(1, when))  # prepare's one erase
+    assert rig.host.prepare() == FwStatus.TSFW_E_FLASH
+    after = reboot(rig)
+    status, report = after.host.boot()
+    assert status == FwStatus.TSFW_OK and report.record_found and not report.repaired_slots
+    assert after.image() == before and after.host.slot_entry(0)[1].name == "A"
+    assert after.host.install(P["B1"], 1)[0] == FwStatus.TSFW_OK
+    assert after.image() == python_image(SMAP, before, P["B1"], 1)
+
+
 def _boot_sweep(slot: int, install_cut: int, boot_cuts) -> set[str]:
     """A cut during the install, then a second one during the boot that repairs it."""
     seen = set()

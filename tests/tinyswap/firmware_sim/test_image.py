@@ -20,7 +20,7 @@ from tinyswap.firmware_sim.errors import (
     WearNotRecordedError,
 )
 from tinyswap.firmware_sim.flash import KIB, BadBlock, CutPoint, FailRange, FaultPlan, FlashDevice, FlashGeometry, Partition
-from tinyswap.firmware_sim.flashio import program_chunk
+from tinyswap.firmware_sim.flashio import program_chunk, split_units
 from tinyswap.firmware_sim.model_image import FlashModelImage, RamModelImage
 from tinyswap.image import ImageWriteError
 from tinyswap.slotmap import SlotMap
@@ -185,8 +185,9 @@ def _forgetful_erase(monkeypatch) -> None:
 
 def _misaligned_program(monkeypatch) -> None:
     """A driver bug: the slot write programs one byte past where it should."""
-    real = model_image.program_range
-    monkeypatch.setattr(model_image, "program_range", lambda part, offset, data: real(part, offset + 1, data[:-8]))
+    real = model_image.program_runs
+    monkeypatch.setattr(model_image, "program_runs",
+                        lambda part, offset, data, runs: real(part, offset + 1, data[:-8], [(0, len(data) - 8)]))
 
 
 @pytest.mark.parametrize("bug, error", [(_forgetful_erase, UnerasedWriteError), (_misaligned_program, AlignmentError)],
@@ -227,3 +228,48 @@ def test_an_unrecorded_erase_blocks_writes_except_a_boot_repair_and_the_budget_a
     with image.repairing(), pytest.raises(SlotWornError):
         image.write(info["offset"], blank)  # budget used: refused even for a repair
     assert f.image_bytes(0, len(b.data)) == b.data
+
+
+def test_split_units_refuses_a_write_unit_holding_tensor_and_frame_bytes():
+    assert split_units(64, [(16, 16), (32, 8)], 8) == ([(16, 40)], [(0, 16), (40, 64)])  # adjacent spans merge
+    assert split_units(64, [(16, 20)], 8) is None  # the unit [32, 40) would hold both kinds
+    assert split_units(64, [(20, 12)], 4, base=4096) == ([(20, 32)], [(0, 20), (32, 64)])
+
+
+def test_pre_erase_leaves_the_frame_and_erased_tensors_and_the_write_only_programs():
+    b = bundle_for(4096)
+    p = packages_for(4096)
+    f, part = flash_with(b.data, write_align=8)
+    image = FlashModelImage(part, len(b.data))
+    smap = SlotMap.from_json(b.smap)
+    info = smap.slots[1]
+    assert image.pre_erase(info.offset, info.template(), info.tensor_spans())
+    data = image.read(info.offset, info.length)
+    for start, length in info.tensor_spans():
+        assert data[start:start + length] == b"\xff" * length
+    assert smap.damaged_frames(image.buffer) == []  # the frame is intact: the model parses
+    erases = f.snapshot().erase_ops
+    m = SwapManager(image, b.smap, KEYRING)
+    m.load_adapter(p["A1"])  # the lowest free slot is 0: not prepared, erased on the way
+    assert image.erases_on_write == 1
+    m.load_adapter(p["B1"])  # slot 1, pre-erased: programs only
+    assert f.snapshot().erase_ops == erases + 1 and image.erases_on_write == 1
+    assert image.prepared == set() and image.blank == set()
+
+
+def test_pre_erase_refuses_a_unit_shared_by_tensor_and_frame_bytes_and_touches_nothing():
+    b = bundle_for(4096)
+    f, part = flash_with(b.data, write_align=8)
+    image = FlashModelImage(part, len(b.data))
+    info = SlotMap.from_json(b.smap).slots[0]
+    start, length = info.tensor_spans()[0]
+    before, erases = f.image_bytes(), f.snapshot().erase_ops
+    assert not image.pre_erase(info.offset, info.template(), [(start + 1, length - 1)])
+    assert f.image_bytes() == before and f.snapshot().erase_ops == erases
+
+
+def test_a_ram_image_has_nothing_to_pre_erase():
+    b = bundle_for(4096)
+    m = SwapManager(RamModelImage(b.data), b.smap, KEYRING)
+    before = bytes(m.image.buffer)
+    assert m.prepare_slot() is None and bytes(m.image.buffer) == before

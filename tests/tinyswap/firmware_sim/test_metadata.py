@@ -183,3 +183,25 @@ def test_a_driver_bug_is_not_a_failed_commit(monkeypatch):
         md.commit(payload(3))
     assert not isinstance(err.value, (MetadataError, FlashError))
     assert reload(f).current.payload == payload(2)  # nothing was written
+
+
+@pytest.mark.parametrize("geo,ev,wa", [("nor4k", 0xFF, 1), ("small", 0x00, 16)])
+def test_prepare_erases_the_other_areas_so_a_commit_only_programs_until_the_next_boot(geo, ev, wa):
+    g = GEOMETRIES[geo](ev, wa)
+    f, md = store_on(g, areas=4)
+    md.commit(payload(1))
+    current = md.current.area
+    before = f.snapshot()
+    assert md.prepare() == 3  # every area but the current one
+    assert f.snapshot().erase_ops - before.erase_ops == 3 * (len(md.partition.sectors) // 4)
+    assert md.prepare() == 0  # known erased: nothing to do
+    assert md.current.area == current and reload(f, 4).current.payload == payload(1)  # untouched
+    before = f.snapshot()
+    md.commit(payload(2))
+    md.commit(payload(3))
+    assert f.snapshot().erase_ops == before.erase_ops  # both commits landed in pre-erased areas
+    assert (md.erases_on_commit, md.last_commit_erased) == (1, False)  # only the factory commit erased
+    md.load()  # a reboot: nothing is trusted as erased any more
+    md.commit(payload(4))
+    assert md.last_commit_erased and md.erases_on_commit == 2
+    assert reload(f, 4).current.payload == payload(4)

@@ -103,6 +103,13 @@ def test_payload_form_and_round_trip():
     assert DeviceRecord.from_payload(CONFIRMED.to_payload()).to_payload()["confirmed"] is None
 
 
+def test_pre_erased_slots_are_listed_only_when_there_are_some_and_survive_transitions():
+    r = CONFIRMED.with_erased([1])
+    assert r.to_payload()["erased"] == [1] and "erased" not in CONFIRMED.to_payload()
+    assert DeviceRecord.from_payload(json.loads(json.dumps(r.to_payload()))) == r
+    assert r.commit(A2).erased == (1,) and r.commit(A2).boot_state == CONFIRMED.current  # bytes, not logic
+
+
 def _broken(change) -> dict:
     payload = json.loads(json.dumps(CONFIRMED.commit(A2).to_payload()))
     change(payload)
@@ -120,8 +127,10 @@ def _broken(change) -> dict:
     lambda p: p["current"]["state"].pop("slots"),
     lambda p: p["current"].update(active={"A": "heavy"}),
     lambda p: p.update(confirmed=None),  # on trial without a confirmed state
+    lambda p: p.update(erased=[-1]),
+    lambda p: p.update(erased="1"),
 ], ids=["format", "version", "trial", "wear", "identity", "no-identity", "current", "state-slots", "weight",
-        "confirmed"])
+        "confirmed", "erased-negative", "erased-not-a-list"])
 def test_a_malformed_payload_is_a_typed_error(change):
     with pytest.raises(MetadataRecordError) as err:
         DeviceRecord.from_payload(_broken(change))

@@ -126,6 +126,7 @@ tsfw_status_t tinyswap_fw_init(tsfw_t *fw, const tsfw_port_t *port, const tsfw_l
     fw->ws = workspace;
     fw->ws_len = workspace_len;
     fw->area = -1;
+    fw->erased_area = -1;
     fw->next_sequence = 1;
     return TSFW_OK;
 }
@@ -825,8 +826,10 @@ static tsfw_status_t commit(tsfw_t *fw) {
     put_state(&fw->next.confirmed, fw->layout->num_slots, b + REC_HEAD + state);
     if ((st = hash(fw, b, len - 32, b + len - 32)) != TSFW_OK) return st;
     memset(b + len, r->erase_value, padded - len);
-    for (pos = 0; pos < area_bytes(fw); pos += r->sector_size)
-        if (r->erase(port->ctx, base + pos, r->sector_size)) return TSFW_E_FLASH;
+    if (fw->erased_area != (int)area) /* not pre-erased by tinyswap_fw_prepare: erase it now */
+        for (pos = 0; pos < area_bytes(fw); pos += r->sector_size)
+            if (r->erase(port->ctx, base + pos, r->sector_size)) return TSFW_E_FLASH;
+    fw->erased_area = -1; /* from here on the area is being programmed */
     for (pos = 0; pos < padded; pos += TSFW_CHUNK_BYTES) {
         uint32_t n = padded - pos < TSFW_CHUNK_BYTES ? padded - pos : TSFW_CHUNK_BYTES;
         if (r->program(port->ctx, base + pos, b + pos, n)) return TSFW_E_FLASH;
@@ -843,6 +846,21 @@ static tsfw_status_t commit(tsfw_t *fw) {
 }
 
 
+tsfw_status_t tinyswap_fw_prepare(tsfw_t *fw) {
+    const tsfw_flash_area_t *r;
+    uint32_t area, pos;
+    if (!fw || !fw->port) return TSFW_E_ARGUMENT;
+    if (!fw->booted) return TSFW_E_STATE;
+    r = &fw->port->record;
+    area = fw->area < 0 ? 0 : (uint32_t)(fw->area + 1) % TSFW_RECORD_AREAS; /* where commit() goes */
+    if (fw->erased_area == (int)area) return TSFW_OK;
+    fw->erased_area = -1;
+    for (pos = 0; pos < area_bytes(fw); pos += r->sector_size)
+        if (r->erase(fw->port->ctx, area * area_bytes(fw) + pos, r->sector_size)) return TSFW_E_FLASH;
+    fw->erased_area = (int)area;
+    return TSFW_OK;
+}
+
 tsfw_status_t tinyswap_fw_format(tsfw_t *fw) {
     const tsfw_flash_area_t *r;
     uint32_t pos;
@@ -852,6 +870,7 @@ tsfw_status_t tinyswap_fw_format(tsfw_t *fw) {
         if (r->erase(fw->port->ctx, pos, r->sector_size)) return TSFW_E_FLASH;
     memset(&fw->rec, 0, sizeof fw->rec);
     fw->area = -1;
+    fw->erased_area = -1;
     fw->next_sequence = 1;
     fw->booted = 0;
     return TSFW_OK;
@@ -872,6 +891,7 @@ tsfw_status_t tinyswap_fw_boot(tsfw_t *fw, tsfw_boot_report_t *report) {
     if (!fw || !fw->port) return TSFW_E_ARGUMENT;
     memset(&rep, 0, sizeof rep);
     fw->booted = 0;
+    fw->erased_area = -1; /* a boot trusts no area as erased */
     cand = &fw->next; /* candidates are decoded into `next` (no record copy on the stack) */
     for (a = 0; a < (int)TSFW_RECORD_AREAS; a++) {
         r = read_area(fw, a, cand);

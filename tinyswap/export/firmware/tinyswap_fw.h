@@ -41,7 +41,9 @@
  *
  * Record (the record area is split into TSFW_RECORD_AREAS = 2 equal areas of whole sectors; a
  * commit erases and programs the area not holding the current record, reads it back and
- * compares; boot takes the valid record with the highest commit sequence). Little-endian:
+ * compares; boot takes the valid record with the highest commit sequence; the erase is skipped
+ * when tinyswap_fw_prepare erased that area since the last boot or commit, the idle step the
+ * simulator's device runs too). Little-endian:
  *
  *   offset        size  field
  *   0             4     magic "TSFR"
@@ -283,6 +285,7 @@ typedef struct tsfw {
     tsfw_record_t rec;  /* the committed record */
     tsfw_record_t next; /* the record a commit is building */
     int area;           /* area holding rec, -1: none */
+    int erased_area;    /* record area erased by tinyswap_fw_prepare since boot, -1: none */
     uint64_t next_sequence;
     uint32_t dirty;     /* slots whose bytes a failed write left undefined (repaired at boot) */
     uint8_t booted;
@@ -316,6 +319,12 @@ tsfw_status_t tinyswap_fw_verify(tsfw_t *fw, const uint8_t *package, size_t len,
 /* Verify, write the slot (`slot` or TSFW_ANY_SLOT), read back, commit. `out_slot`/`info` may be NULL. */
 tsfw_status_t tinyswap_fw_install(tsfw_t *fw, const uint8_t *package, size_t len, int slot, uint32_t flags,
                                   int *out_slot, tsfw_package_info_t *info);
+/* Idle step: erase the record area the next commit will program (the one not holding the
+ * current record), so that the commit on an install's request path only programs. Trusted until
+ * the next boot or commit only: after a reboot nothing is known erased (an erased byte and one
+ * programmed with the erase value read alike) and a commit erases first, as without this call.
+ * A cut during it leaves the current record standing. */
+tsfw_status_t tinyswap_fw_prepare(tsfw_t *fw);
 /* Make a pending trial permanent (TSFW_OK also when there is none). */
 tsfw_status_t tinyswap_fw_confirm(tsfw_t *fw);
 /* Rewrite a slot blank (zeros + frame) and record it empty. */
