@@ -16,9 +16,9 @@ on scikit-learn's bundled data sets (digits, wine, breast cancer, iris), checked
    converter's int8 model of the same network, calibrated on the same rows. Digits: one 70/30
    split (540 held-out rows). The tabular sets are 5-fold cross-validated (five models each, all
    rows held out once: a 30% split of iris is 45 rows, one row 2.2 points), accuracy pooled over
-   the folds. Both int8 graphs share weights, biases and activation scales byte for byte (only
-   Normalization/Rescaling are lowered differently), so a one-row difference is a borderline
-   row, not a loss: the outputs' mean distance to Keras' is compared too;
+   the folds. On iris both int8 graphs have the same weight and bias bytes and activation
+   quantization (only Normalization is lowered differently), so a one-row difference there is a
+   borderline row, not a loss: the outputs' mean distance to Keras' is compared too;
 3. random bytes in the slot tensors give our interpreter's outputs equal to TFLite Micro's;
 4. the everyday-Keras journey: the keyword-spotting model as first written, a `.keras` file,
    exports in one command; LoRA-enabled models are split off into an adapter or refused.
