@@ -507,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="compile a model (spec JSON, Keras file or int8 .tflite) and a slot plan "
                          "into a bundle")
     exp.add_argument("model", metavar="MODEL", help="model spec JSON (weights: the .npz of the same stem, or "
-                     "--weights), Keras .keras/.h5 file (needs TensorFlow), or int8 .tflite")
+                     "--weights), Keras .keras/.h5 file (needs Keras), or int8 .tflite")
     exp.add_argument("-o", "--out", required=True, metavar="DIR")
     exp.add_argument("--plan", metavar="PLAN.json", help="slot plan; without it the base model has no slots")
     exp.add_argument("--weights", metavar="W.npz")

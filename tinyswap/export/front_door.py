@@ -71,7 +71,8 @@ def _load_keras(path: Path) -> Any:
     try:
         import keras
     except ImportError:
-        raise ModelSourceError(f"{path}: reading a Keras file needs TensorFlow (pip install 'tinyswap[training]')") from None
+        raise ModelSourceError(f"{path}: reading a Keras file needs Keras: pip install 'tinyswap[training]' "
+                               "(TensorFlow), or keras with torch and KERAS_BACKEND=torch") from None
     if not path.is_file():
         raise ModelSourceError(f"{path}: no such Keras file")
     try:

@@ -10,7 +10,7 @@
    for byte (a CI sample here; `test_random_slot_bytes_full` is the slow full run).
 
 And a PEFT LoRA trained with the real `peft` library on the exported base packs into the
-bundle by its module paths, no layer map.
+bundle by its module paths, no layer map, and gains as much accuracy in INT8 as in float.
 """
 
 from __future__ import annotations
@@ -110,11 +110,19 @@ def digits(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return x[:360], y[:360], x[360:], y[360:]
 
 
-def train(module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 25, batch: int = 40) -> nn.Module:
+def train(module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 25, batch: int = 40,
+          frozen_batch_norm: bool = False) -> nn.Module:
+    """Adam on cross-entropy. `frozen_batch_norm` keeps BatchNorm in eval mode: its running
+    statistics are buffers, not parameters, so freezing the parameters (as PEFT does) does not
+    stop train mode from overwriting them with the new data's statistics."""
     torch.manual_seed(0)
     opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=0.01)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     module.train()
+    if frozen_batch_norm:
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     for _ in range(epochs):
         for i in range(0, len(x), batch):
             opt.zero_grad()
@@ -185,33 +193,36 @@ def test_random_slot_bytes_full(name: str, trained) -> None:
 
 
 def test_peft_lora_packs_by_module_path(tmp_path, capsys, trained) -> None:
-    """A PEFT LoRA trained on the exported base, on a shifted domain, packs by its module paths
-    (`features.0`, `classifier.2`: no layer map), its quantized delta within a few percent of
-    PEFT's, and lifts INT8 accuracy on that domain.
+    """A PEFT LoRA trained on the exported base, on a shifted domain (the digits mirrored), packs
+    by its module paths (`features.0`, `classifier.2`: no layer map), its quantized delta within a
+    few percent of PEFT's, and raises INT8 accuracy on that domain as much as it raises the float
+    model's (within 3 points, on 180 held-out rows).
 
-    Measured, not asserted equal: this LoRA, trained freely, lifts float accuracy on the domain
-    by about 33 points and INT8 by about 8 (top-1 agreement with the float PEFT model 0.22), because the base's activation ranges (calibrated on
-    the original domain) clip the adapted activations; models/digits trains its adapters
-    slot-aware for that reason."""
+    The LoRA is trained with BatchNorm in eval mode. In train mode PEFT's model overwrites the
+    base's BatchNorm running statistics with the shifted domain's (they are buffers, not the
+    parameters PEFT freezes), so the float model measured is no longer the exported base plus its
+    LoRA; the adapter directory holds only the LoRA, and the bundle keeps the original statistics.
+    Trained that way this LoRA measured +33 points in float and +8 in INT8."""
     peft = pytest.importorskip("peft")
     from tinyswap.cli import main
     from tinyswap.package import Keyring
     from tinyswap.swap import SwapManager
     from tinyswap.export.pack import load_private_key
 
-    base, _, x, y, xt, yt = trained["residual_cnn"]
+    base, _, x, y, _, yt = trained["residual_cnn"]
     base = copy.deepcopy(base)  # PEFT wraps layers in place; the fixture's module stays as it is
-    plan = SlotPlan(targets=(SlotTarget("features.0", max_rank=4, delta_ratio=2.0),
-                             SlotTarget("classifier.2", max_rank=4, delta_ratio=2.0)), headroom=True)
+    plan = SlotPlan(targets=(SlotTarget("features.0", max_rank=4), SlotTarget("classifier.2", max_rank=4)))
     bundle_dir = tmp_path / "bundle"
     with np.load(DIGITS) as npz:
         shifted = (npz["shift"].astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
-    sx, sxt, yt = shifted[:360], shifted[360:450], yt[:90]  # 90 held-out rows: our interpreter runs row by row
+    sx, sxt, yt = shifted[:360], shifted[360:540], yt[:180]
     built = export_model(base, plan, calibration=x[:200], out=bundle_dir)
 
     config = peft.LoraConfig(r=4, lora_alpha=4, target_modules=["features.0", "classifier.2"], lora_dropout=0.0)
     model = peft.get_peft_model(base, config)
-    train(model, sx, y, epochs=10)
+    statistics = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    train(model, sx, y, epochs=10, frozen_batch_norm=True)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in statistics.items())  # still the exported base
     model.save_pretrained(str(tmp_path / "peft"))
     adapter_config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert sorted(adapter_config["target_modules"]) == ["classifier.2", "features.0"]
@@ -237,12 +248,17 @@ def test_peft_lora_packs_by_module_path(tmp_path, capsys, trained) -> None:
         float_with = model(torch.from_numpy(sxt)).numpy()
         with model.disable_adapter():
             float_without = model(torch.from_numpy(sxt)).numpy()
-    gain_float = np.mean(float_with.argmax(1) == yt) - np.mean(float_without.argmax(1) == yt)
-    gain_int8 = np.mean(with_adapter.argmax(1) == yt) - np.mean(without.argmax(1) == yt)
+    accuracy = {k: float(np.mean(v.argmax(1) == yt)) for k, v in (
+        ("float with", float_with), ("float without", float_without), ("int8 with", with_adapter),
+        ("int8 without", without))}
+    gain_float = accuracy["float with"] - accuracy["float without"]
+    gain_int8 = accuracy["int8 with"] - accuracy["int8 without"]
     agreement = float(np.mean(with_adapter.argmax(1) == float_with.argmax(1)))
-    print(f"shift domain: float gain {gain_float:.3f}, int8 gain {gain_int8:.3f}, top-1 agreement {agreement:.3f}")
+    print(f"shift domain: {accuracy}, float gain {gain_float:.3f}, int8 gain {gain_int8:.3f}, "
+          f"top-1 agreement {agreement:.3f}")
     assert gain_float >= 0.2, "the LoRA did not learn the shifted domain; the comparison would say nothing"
-    assert gain_int8 > 0.0
+    assert abs(gain_int8 - gain_float) <= 0.03 + 1e-9
+    assert agreement >= 0.9
 
 
 def test_unsupported_modules_are_listed_in_one_error() -> None:
