@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -145,11 +145,12 @@ def _runners(raw: bytes, x: np.ndarray, stateful: bool) -> dict[str, Callable[[]
     return runners
 
 
-def _spin() -> None:  # pragma: no cover - runs in the child process
+def _spin(ready: Any) -> None:  # pragma: no cover - runs in the child process
     try:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     except (AttributeError, OSError):
         pass  # no affinity control here: the spinner still occupies one core's worth of time
+    ready.set()
     while True:
         pass
 
@@ -158,11 +159,14 @@ def _spin() -> None:  # pragma: no cover - runs in the child process
 def spinning_core() -> Iterator[None]:
     """Another process busy-looping on one core (pinned where the OS allows) for the duration:
     the benchmark's view of a shared machine, where TFLM's single thread keeps running and
-    any runtime that relies on spare cores does not."""
-    process = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
+    any runtime that relies on spare cores does not. Measurements start once it spins."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    process = context.Process(target=_spin, args=(ready,), daemon=True)
     process.start()
     try:
-        time.sleep(0.2)  # let it start spinning before the first measurement
+        if not ready.wait(timeout=60):
+            raise BenchmarkError("the spinning process did not start within 60 s")
         yield
     finally:
         process.terminate()
