@@ -55,7 +55,7 @@ CI_SAMPLE = 10  # cut points per scenario and combo in the default run
 # The idle step's scenarios in the default run: XIP with both erase values and alignments, and RAM.
 IDLE_SCENARIOS = ["idle", "idle+swap"]
 CI_COMBOS_IDLE = [("qspi+sd", 0xFF, 1), ("nor4k", 0x00, 8), ("ram-nor4k", 0xFF, 1)]
-CI_SAMPLE_IDLE = 6
+CI_SAMPLE_IDLE = 4  # the two sides of the threshold and the first operation, plus one
 CI_SAMPLE_NPU = 5  # on the Ethos-U rig (its bundle needs Vela compiles first): the edges and two more
 FULL_COMBOS = [(r, ev, a) for r in RIGS for ev in (0xFF, 0x00) for a in RIGS[r].aligns]
 CUT_COUNTS: dict[str, int] = {}

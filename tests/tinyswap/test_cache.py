@@ -50,3 +50,24 @@ def test_budget_errors_and_prefetch(pkgs) -> None:
     cache = PackageCache(10 * len(pkgs[0].raw))
     cache.prefetch(lambda: pkgs[2])
     assert cache.get(pkgs[2].content_digest) is pkgs[2] and cache.hits == 1
+
+
+def test_the_running_byte_total_equals_the_sum_of_the_entries_through_every_change(pkgs) -> None:
+    size = len(pkgs[0].raw)
+    prio = {pkgs[0].name: PINNED}
+    cache = PackageCache(budget_bytes=2 * size, priority=lambda p: prio.get(p.name, 0.0))
+
+    def held() -> int:  # independently: what the cache holds, package by package
+        return sum(p.ram_bytes for p in pkgs if p.content_digest in cache)
+
+    for step in (lambda: cache.put(pkgs[0]), lambda: cache.put(pkgs[1]), lambda: cache.put(pkgs[1]),
+                 lambda: cache.put(pkgs[2]), lambda: cache.discard(pkgs[2].content_digest),
+                 lambda: cache.discard(pkgs[2].content_digest), lambda: cache.put(pkgs[3])):
+        step()
+        assert cache.used == held()
+    prio[pkgs[3].name] = PINNED
+    with pytest.raises(CacheError, match="no evictable"):
+        cache.put(pkgs[1])  # p0 and p3 pinned fill the budget
+    assert cache.used == held() and {p.name for p in pkgs if p.content_digest in cache} == {"p0", "p3"}
+    with pytest.raises(CacheError, match="beside"):
+        cache.check_fits(pkgs[2])  # the slow path: pinned bytes leave no room
