@@ -93,7 +93,7 @@ class Conv2D(Kernel[Conv2DParams]):
             buffer = np.empty(windows.shape, dtype)
             cols = buffer.reshape(n, k)
         weights = f.reshape(out_c, k)
-        requantizer = output_requantizer(p.stage)
+        requantizer = output_requantizer(p.stage, k, n)
         out = outputs[0].reshape(n, out_c)
 
         def step() -> None:

@@ -103,7 +103,7 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         product = np.empty((n, taps, in_c, m) if m > 1 else (n, taps, in_c), dtype)
         acc = np.empty((n, in_c, m) if m > 1 else (n, in_c), dtype)
         acc_rows = acc.reshape(n, in_c * m)
-        requantizer = output_requantizer(p.stage)
+        requantizer = output_requantizer(p.stage, taps, n)
         out = outputs[0].reshape(n, in_c * m)
 
         def step() -> None:

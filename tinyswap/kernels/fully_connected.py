@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyswap.kernels.conv_common import output_requantizer
 from tinyswap.kernels.base import FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Profile, Step
 from tinyswap.kernels.quantized import (
     FloatActivation,
-    Int8Requantizer,
     OutputStage,
     exact_float_dtype,
     exact_int_matmul,
@@ -120,8 +120,7 @@ class FullyConnected(Kernel[FullyConnectedParams]):
         out = outputs[0].reshape(p.batches, p.units)
         dtype = exact_float_dtype(p.depth)
         zero_point = dtype.type(stage.input_zero_point)
-        requantizer = Int8Requantizer.build(stage.multipliers, stage.shifts, stage.output_zero_point,
-                                            stage.act_min, stage.act_max, stage.single_rounding, channel_axis=-1)
+        requantizer = output_requantizer(stage, p.depth, p.batches)
 
         def step() -> None:
             requantizer.apply_with_bias(np.subtract(rows, zero_point, dtype=dtype) @ w.astype(dtype).T, bias, out)

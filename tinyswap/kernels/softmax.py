@@ -45,6 +45,9 @@ FEW_ROWS = 8
 # ... of at most this many values: a row's Q12.19 sum then stays within 31 bits (each term is at
 # most 2**19), where the int32 arithmetic of TFLM and Python's ints agree.
 FEW_ROWS_MAX_COLUMNS = 4096
+# ... and of at most this many, the whole row is computed on Python ints: a dozen NumPy calls
+# on a ten-value row cost more than the Python arithmetic of every value.
+PYTHON_MAX_COLUMNS = 64
 
 # Elements per block of the int8 evaluation: the int64 intermediates of one block stay within
 # a few megabytes however large the tensor (a hostile model's is tens of megabytes).
@@ -137,6 +140,9 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
             return super().bind(prepared, inputs, outputs)
         exp_table, sum_table = np.frombuffer(p.exp_table, np.int64), np.frombuffer(p.sum_table, np.int64)
         x2, out2 = x.reshape(rows, cols), outputs[0].reshape(rows, cols)
+        if cols <= PYTHON_MAX_COLUMNS:
+            exp_list, sum_list = exp_table.tolist(), sum_table.tolist()
+            return lambda: out2.__setitem__(Ellipsis, _softmax_int8_python(x2.tolist(), exp_list, sum_list))
         index = np.empty((rows, cols), np.intp)
 
         def step() -> None:
@@ -147,6 +153,22 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
                 out2[r] = _scaled_outputs(shifted_scale, exp_table[index[r]], num_bits_over_unit + 31 - 8)
 
         return step
+
+
+def _softmax_int8_python(rows: list[list[int]], exp_table: list[int], sum_table: list[int]) -> list[list[int]]:
+    """The int8 softmax of a few short rows on Python ints: the tables, the row sums, one
+    reciprocal per row and `_scaled_outputs`' arithmetic per value (every product is below
+    2**62, so Python's unbounded ints and NumPy's int64 agree)."""
+    result = []
+    for row in rows:
+        top = max(row)
+        index = [top - v for v in row]
+        shifted_scale, num_bits_over_unit = get_reciprocal(sum(sum_table[i] for i in index), ACCUMULATION_INTEGER_BITS)
+        exponent = num_bits_over_unit + 31 - 8
+        offset = (1 << (exponent - 1)) - (128 << exponent)
+        result.append([min((((shifted_scale * exp_table[i] + (1 << 30)) >> 31) + offset) >> exponent, 127)
+                       for i in index])
+    return result
 
 
 def _scaled_outputs(shifted_scale: np.ndarray | int, exps: np.ndarray, exponent: np.ndarray | int) -> np.ndarray:

@@ -153,3 +153,25 @@ def test_tabulated_softmax_over_all_256_differences_matches_the_fixed_point_refe
     params = SoftmaxParams(*softmax_input_scaling(1.0, float(np.float32(x_scale)), False), False)
     np.testing.assert_array_equal(ours, _reference_softmax(params, x))
     np.testing.assert_array_equal(ours, run_tflm(model, [x])[0])
+
+
+@pytest.mark.parametrize("x_scale", [0.05, 0.25])
+def test_short_rows_on_python_ints_cover_all_256_differences_like_tflm(x_scale) -> None:
+    from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
+    from tinyswap.kernels.softmax import FEW_ROWS, PYTHON_MAX_COLUMNS, softmax_input_scaling
+    from tinyswap.oracles import run_tflm
+
+    # Eight rows of 64: each a quarter of the int8 range with 127 written over one value (column 0
+    # in the first four, column 1 in the others), so across the rows every difference 0..255 occurs.
+    assert FEW_ROWS == 8 and PYTHON_MAX_COLUMNS == 64
+    chunks = np.arange(-128, 128).reshape(4, 64)
+    x = np.concatenate([chunks, chunks]).astype(np.int8)
+    x[:4, 0] = 127
+    x[4:, 1] = 127
+    xt = Tensor("x", (8, 64), np.int8, quant=Quant(x_scale, 0))
+    yt = Tensor("y", (8, 64), np.int8, quant=OUT_Q)
+    model = build_model(Model([Operator("SOFTMAX", [xt], [yt], {"beta": 1.0})], [xt], [yt]))
+    ours = Interpreter(model_content=model).run(x)[0]
+    params = SoftmaxParams(*softmax_input_scaling(1.0, float(np.float32(x_scale)), False), False)
+    np.testing.assert_array_equal(ours, _reference_softmax(params, x))
+    np.testing.assert_array_equal(ours, run_tflm(model, [x])[0])

@@ -1,0 +1,67 @@
+"""Requantization by threshold search equals TFLite's two-step arithmetic, at every threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinyswap.fixedpoint import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
+from tinyswap.kernels.quantized import Int8Requantizer
+from tinyswap.kernels.requantize_steps import MAX_SEARCHED_VALUES, ThresholdRequantizer, small_requantizer
+
+
+def _expected(acc: np.ndarray, bias: np.ndarray | None, m, s, zp, lo, hi, single) -> np.ndarray:
+    total = acc.astype(np.int64) + (0 if bias is None else bias.astype(np.int64))
+    step = multiply_by_quantized_multiplier_single_rounding if single else multiply_by_quantized_multiplier
+    return np.clip(step(total, m, s) + zp, lo, hi).astype(np.int8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.booleans(), st.integers(-128, 127), st.booleans(),
+       st.integers(-31, 1), st.booleans(), st.booleans())
+def test_threshold_search_matches_two_step_at_and_around_every_threshold(seed, channels, per_channel, zp, relu,
+                                                                          max_shift, single, with_bias) -> None:
+    rng = np.random.default_rng(seed)
+    n = channels if per_channel else 1
+    m = rng.integers(2**30, 2**31, size=n).astype(np.int64)
+    m[0] = 2**30 if seed % 3 == 0 else m[0]  # the multiplier whose negative threshold differs
+    s = rng.integers(max(-31, max_shift - 12), max_shift + 1, size=n).astype(np.int64)
+    lo, hi = (max(-128, zp), 127) if relu else (-128, 127)
+    terms = 16
+    exact = Int8Requantizer.build(m, s, zp, lo, hi, single, channel_axis=-1)
+    searched = ThresholdRequantizer.of(exact, channels, terms, 8 * channels)
+    if searched is None:  # only a left shift can push the bisection's products past int64
+        assert s.max() > 0
+        return
+    limit = 2**20 if max_shift > 0 else 2**24  # left shifts: keep (acc + bias) << shift within int32
+    bias = rng.integers(-limit, limit, size=channels).astype(np.int32) if with_bias else None
+    # Every threshold of every channel, one below and one above, less the bias: exactly where
+    # an output changes (thresholds out of the accumulator's reach are skipped).
+    levels = hi - lo
+    thresholds = (searched.thresholds.reshape(channels, levels) - searched.channel_keys[:, None]).astype(np.int64)
+    around = np.concatenate([thresholds - 1, thresholds, thresholds + 1], axis=1).T  # [3 * levels, channels]
+    around = around - (0 if bias is None else bias.astype(np.int64))
+    around = np.where(np.abs(around) < limit, around, 0)
+    rows = np.concatenate([around, rng.integers(-limit, limit, size=(40, channels)),
+                           np.arange(-5, 6)[:, None] + np.zeros((1, channels), np.int64)])
+    acc = rows.astype(np.float32)  # a BLAS accumulator: exact integers in float32
+    assert (acc.astype(np.int64) == rows).all()
+    out = np.empty(acc.shape, np.int8)
+    assert searched.apply_with_bias(acc, bias, out) is out
+    np.testing.assert_array_equal(out, _expected(rows, bias, m, s, zp, lo, hi, single))
+    # And the exact form it was bisected from gives the same bytes.
+    np.testing.assert_array_equal(exact.apply_with_bias(acc, bias, np.empty_like(out)), out)
+
+
+def test_threshold_search_is_used_only_where_it_pays_and_stays_exact() -> None:
+    exact = Int8Requantizer.build(np.array([2**30, 1500000000]), np.array([-7, -9]), -3, -128, 127, False,
+                                  channel_axis=-1)
+    assert isinstance(small_requantizer(exact, 2, 100, 2 * 4), ThresholdRequantizer)
+    assert small_requantizer(exact, 2, 100, MAX_SEARCHED_VALUES + 2) is exact  # many values: the passes win
+    assert small_requantizer(exact, 2, 100, 0) is exact
+    # Keys beyond float64's exact integers (huge sums over many channels): not searched.
+    assert ThresholdRequantizer.of(exact, 2, 2**40, 8) is None
+    # A left shift large enough that bisecting would leave int64: not searched.
+    left = Int8Requantizer.build(np.array([2**30]), np.array([20]), 0, -128, 127, False, channel_axis=-1)
+    assert ThresholdRequantizer.of(left, 1, 100, 8) is None

@@ -1,0 +1,94 @@
+"""Requantization of small accumulators by searching each channel's output thresholds.
+
+Why: on a batch-1 FULLY_CONNECTED or a small convolution, `Int8Requantizer.apply` costs eight
+to eleven NumPy passes of about a microsecond each whatever the tensor's size, more than the
+matrix product. But requantization to int8 is a non-decreasing function of the accumulator in
+each channel (a non-negative multiplier, roundings that preserve order, then a clamp), so it is
+fully described by at most 255 thresholds per channel: the smallest accumulator giving each
+output above the clamp's low end. Those are found once at bind by bisection on the exact
+function itself (`Int8Requantizer.apply`, so both roundings and both profiles come along), and
+an invoke is then one `searchsorted` over every channel's thresholds laid end to end (each
+channel's keys shifted into a range of its own), a bias add and one subtraction into the
+output: four passes. The tests compare it with `Int8Requantizer.apply` at every threshold
+and its neighbours, and the kernels with TFLite Micro.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyswap.kernels.base import claim_buffer_bytes
+from tinyswap.kernels.quantized import Int8Requantizer
+
+# Above this many accumulator values per invoke, the passes of `Int8Requantizer.apply` (a few
+# nanoseconds per value each) beat a binary search of ~16 steps per value (measured).
+MAX_SEARCHED_VALUES = 2048
+# Thresholds per plan step at most (channels x output levels): bounds the bisection's time at
+# bind (about 35 passes over this many values) and the table's memory.
+MAX_THRESHOLDS = 1 << 14
+# |x - x_zp| <= 255 and |w| <= 128: an int8 product, and the int32 bias on top of the sum.
+_MAX_PRODUCT = 255 * 128
+_MAX_BIAS = 2**31
+# Keys stay exact integers in float64 below this.
+_EXACT_FLOAT64 = 2**52
+
+
+@dataclass(frozen=True, eq=False)
+class ThresholdRequantizer:
+    """`Int8Requantizer.apply_with_bias` for a pixel-major [pixels, channels] accumulator of
+    `terms`-product sums, by threshold search (see the module docstring)."""
+
+    thresholds: np.ndarray  # float64, channel c's thresholds + c * span, ascending
+    channel_keys: np.ndarray  # int64 [channels]: c * span
+    base: np.ndarray  # int64 [channels]: c * levels - lo (the search's count less this is the output)
+
+    @classmethod
+    def of(cls, exact: Int8Requantizer, channels: int, terms: int, values: int) -> "ThresholdRequantizer | None":
+        """The searched form of `exact` (built with `channel_axis=-1` over `channels`), or None
+        where it would not pay (more than MAX_SEARCHED_VALUES values per invoke), would not be
+        exact (keys beyond float64's integers, or products beyond int64 while bisecting), or
+        would take too much of the plan's budget."""
+        levels = exact.hi - exact.lo
+        reach = terms * _MAX_PRODUCT + _MAX_BIAS  # |accumulator + bias| never exceeds it
+        span = 2 * reach + 2
+        if not 0 < values <= MAX_SEARCHED_VALUES or not 0 < channels * levels <= MAX_THRESHOLDS:
+            return None
+        if channels * span >= _EXACT_FLOAT64:
+            return None
+        largest = int(np.max(np.abs(exact.scaled))) * reach + int(np.max(np.abs(exact.offset)))
+        if largest >= 2**63 or not claim_buffer_bytes(channels * levels * 8 * 3):
+            return None
+        targets = np.arange(exact.lo + 1, exact.hi + 1, dtype=np.int64)[:, None]  # [levels, 1]
+        left = np.full((levels, channels), -reach, np.int64)
+        right = np.full((levels, channels), reach + 1, np.int64)  # reach + 1: never reached
+        while True:  # smallest a in [-reach, reach + 1] with f(a) >= target, per level and channel
+            open_ = left < right
+            if not open_.any():
+                break
+            middle = (left + right) // 2
+            reached = exact.apply(middle.copy()) >= targets
+            right = np.where(open_ & reached, middle, right)
+            left = np.where(open_ & ~reached, middle + 1, left)
+        keys = np.arange(channels, dtype=np.int64) * span
+        thresholds = (left + keys).T.reshape(-1).astype(np.float64)
+        base = np.arange(channels, dtype=np.int64) * levels - exact.lo
+        return cls(thresholds, keys, base)
+
+    def apply_with_bias(self, acc: np.ndarray, bias: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """The int8 result of acc + bias written into `out` ([pixels, channels] as acc)."""
+        shift = self.channel_keys if bias is None else np.add(bias, self.channel_keys)
+        keys = np.add(acc, shift, dtype=np.float64)
+        np.subtract(np.searchsorted(self.thresholds, keys, side="right"), self.base,
+                    out=out.reshape(keys.shape), casting="unsafe")
+        return out
+
+
+def small_requantizer(exact: Int8Requantizer, channels: int, terms: int,
+                      values: int) -> Int8Requantizer | ThresholdRequantizer:
+    """The cheaper of the two for `values` accumulator values of `terms`-product sums per invoke."""
+    return ThresholdRequantizer.of(exact, channels, terms, values) or exact
+
+
+__all__ = ["ThresholdRequantizer", "small_requantizer", "MAX_SEARCHED_VALUES"]
