@@ -229,14 +229,14 @@ class PlannedInput:
 
     @classmethod
     def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, zero_point: int,
-           pad_value: int = 0) -> "PlannedInput | None":
-        """None when the padded copy would dwarf the image or exceed MAX_PLAN_BUFFER_VALUES
-        taps (the kernel's `eval` handles those). `pad_value` fills the border (pooling pads
-        so that the border never wins)."""
+           pad_value: int = 0, max_taps: int = MAX_PLAN_BUFFER_VALUES) -> "PlannedInput | None":
+        """None when the padded copy would dwarf the image or exceed `max_taps` taps (the
+        kernel's `eval` handles those). `pad_value` fills the border (pooling pads so that the
+        border never wins)."""
         b, h, wd, c = x.shape
         taps = b * w.out_h * w.out_w * w.filter_h * w.filter_w * c
         padded_values = b * (h + w.pad_top + w.pad_bottom) * (wd + w.pad_left + w.pad_right) * c
-        if _huge_padding(x.shape, w) or taps > MAX_PLAN_BUFFER_VALUES:
+        if _huge_padding(x.shape, w) or taps > max_taps:
             return None
         # The padded input, a tap copy and a product buffer (depthwise) at most: claimed up front.
         if not claim_buffer_bytes((padded_values + 2 * taps) * np.dtype(dtype).itemsize):
