@@ -34,7 +34,7 @@ from tinyswap.kernels.registry import get_kernel
 from tinyswap.planner import BufferRequest, MemoryPlan, plan_memory
 from tinyswap.reader import Buffer, ModelDef, TensorDef, read_model
 from tinyswap.schema import NUMPY_DTYPES, TensorType
-from tinyswap.threads import BlasThreadCap
+from tinyswap.threads import SINGLE_THREADED_MATMUL_WORK, BlasThreadCap
 from tinyswap.variables import AssignVariable, ReadVariable, ResourceVariables
 
 
@@ -88,6 +88,7 @@ class _Graph:
         self.views: dict[int, np.ndarray] = {}
         self.folded: dict[int, np.ndarray] = {}
         self.reads: list[tuple[int, int, str]] = []  # (variable id, bytes, where): checked once all are prepared
+        self.threaded_blas = False  # whether a matrix product of the plan may start BLAS threads
 
     def where(self, op: Any) -> str:
         prefix = f"subgraph {self.index} " if self.index else ""
@@ -114,6 +115,7 @@ class _Graph:
         n_ops = len(graph.operators)
         self.folded = {}
         self.reads = []
+        self.threaded_blas = False
         produced: dict[int, int] = {i: -1 for i in graph.inputs}
         last_use: dict[int, int] = {i: -1 for i in graph.inputs}
         resources: dict[int, int] = {}  # resource tensor -> variable id (VAR_HANDLE outputs)
@@ -180,6 +182,7 @@ class _Graph:
                 self.shapes[t] = computed
             if prepared.folded is not None:
                 self.folded.update(zip(op.outputs, prepared.folded))
+            self.threaded_blas |= prepared.matmul_work > SINGLE_THREADED_MATMUL_WORK
             prepared_ops.append((kernel, prepared))
         for t in graph.outputs:
             if t not in produced and t not in self.constants:
@@ -484,6 +487,7 @@ class Interpreter:
         self._main = self._graphs[0]
         self._if_depth = 0  # IF operators running now, one inside another (bounds a cyclic file)
         self._shapes = self._main.shapes
+        self._threaded_blas = True  # until allocate_tensors knows the plan's matrix products
         self._allocated = False
 
     # -- model facts ------------------------------------------------------------------------
@@ -520,12 +524,14 @@ class Interpreter:
         """Prepare every operator of every subgraph and plan the arenas. Variables start afresh."""
         self._allocated = False
         self._variables = ResourceVariables()
+        self._threaded_blas = True
         with plan_budget():  # bounded scratch and tables however many operators a model has
             for g in self._graphs:  # in file order, as TFLite Micro prepares them
                 g.allocate()
         for g in self._graphs:
             for var_id, nbytes, where in g.reads:
                 self._variables.check_read(var_id, nbytes, where)
+        self._threaded_blas = any(g.threaded_blas for g in self._graphs)
         self._allocated = True
 
     def _require_allocated(self) -> None:
@@ -610,11 +616,15 @@ class Interpreter:
 
     @property
     def num_threads(self) -> int:
-        """Threads an invoke may use: batch slices and BLAS (capped while invoking)."""
+        """Threads an invoke may use: batch slices and BLAS (capped while invoking a plan with a
+        matrix product large enough to start BLAS threads; smaller ones run on one thread anyway)."""
         return self._num_threads
 
     def invoke(self) -> None:
         self._require_allocated()
+        if not self._threaded_blas:  # no product large enough to start a BLAS thread: nothing to cap
+            self._main.invoke()
+            return
         changed = self._blas_cap.cap()
         try:
             self._main.invoke()

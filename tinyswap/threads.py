@@ -9,13 +9,22 @@ gets back afterwards.
 
 threadpoolctl's `limit()` context manager costs tens of microseconds per use (it rescans the
 libraries), more than a small model's whole invoke; the library controllers it found once are
-asked and set directly instead (about a microsecond each).
+asked and set directly instead (about a microsecond each). Even so, capping and restoring
+costs a few microseconds per invoke, a tenth of a small model's whole invoke, for nothing when
+no matrix product of the plan is large enough for OpenBLAS to start a thread: its interface
+(`interface/gemm.c`, `interface/gemv.c`, with the default GEMM_MULTITHREAD_THRESHOLD of 4) runs
+single-threaded below M * N * K = 4 * 65536 (gemm) and M * N = 4 * 2304 (gemv). The
+interpreter therefore caps only plans with a product above `SINGLE_THREADED_MATMUL_WORK`.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Any
+
+# Matrix products up to this M * N * K run on one thread in OpenBLAS (below both of its limits
+# above, gemv's being the lower), so a plan of only such products needs no cap.
+SINGLE_THREADED_MATMUL_WORK = 8192
 
 _LOCK = threading.Lock()
 _BLAS: list[Any] | None = None
@@ -56,4 +65,4 @@ class BlasThreadCap:
             library.set_num_threads(threads)
 
 
-__all__ = ["BlasThreadCap"]
+__all__ = ["BlasThreadCap", "SINGLE_THREADED_MATMUL_WORK"]

@@ -107,10 +107,19 @@ def _blas_threads() -> int:
     return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
 
+def _dense_mlp(rows: int, threads: int | None = None) -> Interpreter:
+    interp = Interpreter(model_path=CASES["keras/dense_mlp"], num_threads=threads)
+    index = interp.get_input_details()[0]["index"]
+    interp.resize_tensor_input(index, (rows, int(interp.get_input_details()[0]["shape"][1])))
+    interp.allocate_tensors()
+    return interp
+
+
 @pytest.mark.parametrize("threads, expected", [(None, 1), (1, 1), (2, 2)])
 def test_num_threads_caps_blas_threads_while_invoking_and_restores_them(threads, expected) -> None:
-    interp = Interpreter(model_path=CASES["keras/dense_mlp"], num_threads=threads)
-    interp.allocate_tensors()
+    # 64 rows: the first layer's product (64 x 20 x 32) is one OpenBLAS would spread over threads.
+    interp = _dense_mlp(64, threads)
+    assert interp._main.ops[0].prepared.matmul_work == 64 * 20 * 32
     seen: list[int] = []
     first = interp._main.steps[0]
 
@@ -127,9 +136,40 @@ def test_num_threads_caps_blas_threads_while_invoking_and_restores_them(threads,
     assert interp.num_threads == (threads or 1)
 
 
-def test_a_failing_step_is_named_and_the_blas_threads_still_come_back() -> None:
-    interp = Interpreter(model_path=CASES["keras/dense_mlp"])
+def test_a_plan_of_single_threaded_products_leaves_the_blas_threads_alone() -> None:
+    # One row: every product (at most 1 x 20 x 32) is below OpenBLAS's threading limits, so
+    # the invoke skips the cap (a few microseconds) and BLAS keeps what the process set.
+    from tinyswap.threads import SINGLE_THREADED_MATMUL_WORK
+
+    interp = _dense_mlp(1)
+    works = [op.prepared.matmul_work for op in interp._main.ops]
+    assert works == [20 * 32, 32 * 16, 16 * 5, 0]
+    assert max(works) <= SINGLE_THREADED_MATMUL_WORK
+    seen: list[int] = []
+    first = interp._main.steps[0]
+
+    def spy() -> None:
+        seen.append(_blas_threads())
+        first()
+
+    interp._main.steps = (spy, *interp._main.steps[1:])
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        interp.invoke()
+    assert seen == [before]
+    # Resized to 64 rows, the same model's plan is capped again.
+    interp.resize_tensor_input(interp.get_input_details()[0]["index"], (64, 20))
     interp.allocate_tensors()
+    seen.clear()
+    first = interp._main.steps[0]
+    interp._main.steps = (spy, *interp._main.steps[1:])
+    with threadpool_limits(limits=2, user_api="blas"):
+        interp.invoke()
+    assert seen == [1]
+
+
+def test_a_failing_step_is_named_and_the_blas_threads_still_come_back() -> None:
+    interp = _dense_mlp(64)
 
     def broken() -> None:
         raise ValueError("boom")

@@ -118,6 +118,9 @@ class Prepared(Generic[P]):
     # of those): the interpreter treats them as constants downstream, so the converter's
     # dynamic-batch `Flatten` (SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE) gets a static shape.
     folded: Sequence[np.ndarray] | None = None
+    # The largest matrix product an invoke of this op runs through BLAS, as M * N * K (0: none).
+    # The interpreter caps BLAS threads only around plans where one may start threads.
+    matmul_work: int = 0
 
 
 def frozen_array(values: np.ndarray) -> np.ndarray:

@@ -61,7 +61,8 @@ class Conv2D(Kernel[Conv2DParams]):
         out_shape = (batch, win.out_h, win.out_w, out_c)
         pointwise = (kh, kw, win.stride_h, win.stride_w) == (1, 1, 1, 1)
         stage = output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=0)
-        return Prepared([out_shape], Conv2DParams(win, out_c, pointwise, ctx.num_threads, stage))
+        return Prepared([out_shape], Conv2DParams(win, out_c, pointwise, ctx.num_threads, stage),
+                        matmul_work=batch * win.out_h * win.out_w * out_c * kh * kw * in_c)
 
     def eval(self, prepared: Prepared[Conv2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params

@@ -72,7 +72,9 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         check_conv_params(ctx, win)
         out_shape = (batch, win.out_h, win.out_w, out_c)
         stage = output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=3)
-        return Prepared([out_shape], DepthwiseConv2DParams(win, in_c, multiplier, ctx.num_threads, stage))
+        # Its matrix products (one input channel, or a depth multiplier) are at most every tap of every output.
+        return Prepared([out_shape], DepthwiseConv2DParams(win, in_c, multiplier, ctx.num_threads, stage),
+                        matmul_work=batch * win.out_h * win.out_w * out_c * kh * kw)
 
     def eval(self, prepared: Prepared[DepthwiseConv2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params

@@ -67,7 +67,8 @@ class FullyConnected(Kernel[FullyConnectedParams]):
             ctx.require_types(y, FLOAT32)
             if bias is not None:
                 ctx.require_types(bias, FLOAT32)
-            return Prepared([out_shape], FullyConnectedParams(batches, depth, units, float_activation(activation)))
+            return Prepared([out_shape], FullyConnectedParams(batches, depth, units, float_activation(activation)),
+                            matmul_work=batches * units * depth)
 
         ctx.require_types(x, INT8)
         ctx.require_types(w, INT8)
@@ -85,7 +86,8 @@ class FullyConnected(Kernel[FullyConnectedParams]):
             raise ctx.error(f"per-channel weights need {units} scales on axis 0")
         stage = output_stage(x_scale, x_zp, wq.scale, y_scale, y_zp, units, activation, ctx.profile,
                              single_rounding=ctx.profile == Profile.LITERT)
-        return Prepared([out_shape], FullyConnectedParams(batches, depth, units, stage))
+        return Prepared([out_shape], FullyConnectedParams(batches, depth, units, stage),
+                        matmul_work=batches * units * depth)
 
     def eval(self, prepared: Prepared[FullyConnectedParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
