@@ -24,7 +24,7 @@ from tinyswap.kernels.quantized import Int8Requantizer
 
 # Above this many accumulator values per invoke, the passes of `Int8Requantizer.apply` (a few
 # nanoseconds per value each) beat a binary search of ~16 steps per value (measured).
-MAX_SEARCHED_VALUES = 1024
+MAX_SEARCHED_VALUES = 256
 # Thresholds per plan step at most (channels x output levels): bounds the bisection's time at
 # bind (about 35 passes over this many values) and the table's memory.
 MAX_THRESHOLDS = 1 << 14
