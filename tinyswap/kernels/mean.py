@@ -15,6 +15,7 @@ import numpy as np
 from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.layout import constant_ints, normalize_axis
 from tinyswap.kernels.quantized import Int8Requantizer, Rescale, checked_multiplier
+from tinyswap.kernels.requantize_steps import ThresholdRequantizer
 from tinyswap.kernels.registry import register
 
 
@@ -74,6 +75,15 @@ class Mean(Kernel[MeanParams]):
             return super().bind(prepared, inputs, outputs)
         x, out = inputs[0], outputs[0]
         requantizer = Int8Requantizer.build(r.multiplier, r.shift, r.output_zero_point, -128, 127, False)
+        # A few outputs (a batch-1 global average): by threshold search, 128 * count + |zp sum| bounding the sums.
+        searched = ThresholdRequantizer.of(requantizer, 1, 128 * p.count + abs(r.input_zero_point), out.size)
+        if searched is not None:
+            def searched_step() -> None:
+                total = x.sum(axis=p.axes, dtype=np.int64, keepdims=True)
+                total -= r.input_zero_point
+                searched.apply_with_bias(total, None, out)
+
+            return searched_step
 
         def step() -> None:
             total = x.sum(axis=p.axes, dtype=np.int64, keepdims=True)  # an array even over every axis

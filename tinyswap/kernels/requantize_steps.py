@@ -45,13 +45,13 @@ class ThresholdRequantizer:
     base: np.ndarray  # int64 [channels]: c * levels - lo (the search's count less this is the output)
 
     @classmethod
-    def of(cls, exact: Int8Requantizer, channels: int, terms: int, values: int) -> "ThresholdRequantizer | None":
-        """The searched form of `exact` (built with `channel_axis=-1` over `channels`), or None
-        where it would not pay (more than MAX_SEARCHED_VALUES values per invoke), would not be
-        exact (keys beyond float64's integers, or products beyond int64 while bisecting), or
+    def of(cls, exact: Int8Requantizer, channels: int, reach: int, values: int) -> "ThresholdRequantizer | None":
+        """The searched form of `exact` (built with `channel_axis=-1` over `channels`, or with
+        values every channel shares) for accumulators whose |acc + bias| never exceeds `reach`;
+        None where it would not pay (more than MAX_SEARCHED_VALUES values per invoke), would not
+        be exact (keys beyond float64's integers, or products beyond int64 while bisecting), or
         would take too much of the plan's budget."""
         levels = exact.hi - exact.lo
-        reach = terms * _MAX_PRODUCT + _MAX_BIAS  # |accumulator + bias| never exceeds it
         span = 2 * reach + 2
         if not 0 < values <= MAX_SEARCHED_VALUES or not 0 < channels * levels <= MAX_THRESHOLDS:
             return None
@@ -85,10 +85,15 @@ class ThresholdRequantizer:
         return out
 
 
+def product_sum_reach(terms: int) -> int:
+    """The largest |sum of `terms` int8 products + an int32 bias|."""
+    return terms * _MAX_PRODUCT + _MAX_BIAS
+
+
 def small_requantizer(exact: Int8Requantizer, channels: int, terms: int,
                       values: int) -> Int8Requantizer | ThresholdRequantizer:
     """The cheaper of the two for `values` accumulator values of `terms`-product sums per invoke."""
-    return ThresholdRequantizer.of(exact, channels, terms, values) or exact
+    return ThresholdRequantizer.of(exact, channels, product_sum_reach(terms), values) or exact
 
 
-__all__ = ["ThresholdRequantizer", "small_requantizer", "MAX_SEARCHED_VALUES"]
+__all__ = ["ThresholdRequantizer", "small_requantizer", "product_sum_reach", "MAX_SEARCHED_VALUES"]

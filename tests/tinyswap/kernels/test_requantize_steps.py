@@ -8,7 +8,12 @@ from hypothesis import strategies as st
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
 from tinyswap.kernels.quantized import Int8Requantizer
-from tinyswap.kernels.requantize_steps import MAX_SEARCHED_VALUES, ThresholdRequantizer, small_requantizer
+from tinyswap.kernels.requantize_steps import (
+    MAX_SEARCHED_VALUES,
+    ThresholdRequantizer,
+    product_sum_reach,
+    small_requantizer,
+)
 
 
 def _expected(acc: np.ndarray, bias: np.ndarray | None, m, s, zp, lo, hi, single) -> np.ndarray:
@@ -30,7 +35,7 @@ def test_threshold_search_matches_two_step_at_and_around_every_threshold(seed, c
     lo, hi = (max(-128, zp), 127) if relu else (-128, 127)
     terms = 16
     exact = Int8Requantizer.build(m, s, zp, lo, hi, single, channel_axis=-1)
-    searched = ThresholdRequantizer.of(exact, channels, terms, 8 * channels)
+    searched = ThresholdRequantizer.of(exact, channels, product_sum_reach(terms), 8 * channels)
     if searched is None:  # only a left shift can push the bisection's products past int64
         assert s.max() > 0
         return
@@ -61,7 +66,7 @@ def test_threshold_search_is_used_only_where_it_pays_and_stays_exact() -> None:
     assert small_requantizer(exact, 2, 100, MAX_SEARCHED_VALUES + 2) is exact  # many values: the passes win
     assert small_requantizer(exact, 2, 100, 0) is exact
     # Keys beyond float64's exact integers (huge sums over many channels): not searched.
-    assert ThresholdRequantizer.of(exact, 2, 2**40, 8) is None
+    assert ThresholdRequantizer.of(exact, 2, product_sum_reach(2**40), 8) is None
     # A left shift large enough that bisecting would leave int64: not searched.
     left = Int8Requantizer.build(np.array([2**30]), np.array([20]), 0, -128, 127, False, channel_axis=-1)
-    assert ThresholdRequantizer.of(left, 1, 100, 8) is None
+    assert ThresholdRequantizer.of(left, 1, product_sum_reach(100), 8) is None
