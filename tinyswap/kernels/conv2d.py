@@ -19,7 +19,6 @@ from tinyswap.kernels.conv_common import (
     check_conv_params,
     compute_window,
     finish_output,
-    output_requantizer,
     output_stage_params,
     pad_spatial,
     window_patches,
@@ -27,6 +26,7 @@ from tinyswap.kernels.conv_common import (
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
+from tinyswap.kernels.requantize_steps import output_requantizer
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import numpy as np
 from tinyswap.kernels.base import FLOAT32, INT8, INT32, Padding, PrepareContext, TensorSpec, claim_buffer_bytes
 from tinyswap.kernels.quantized import (
     FloatActivation,
-    Int8Requantizer,
     OutputStage,
     add_bias_exactly,
     float_activation,
@@ -25,7 +24,6 @@ from tinyswap.kernels.quantized import (
     requantize_int8,
     requantize_int8_fast,
 )
-from tinyswap.kernels.requantize_steps import ThresholdRequantizer, small_requantizer
 
 
 @dataclass(frozen=True)
@@ -247,12 +245,3 @@ class PlannedInput:
 
     def fill(self) -> None:
         np.subtract(self.x, self.zero_point, out=self.interior, casting="unsafe")
-
-
-def output_requantizer(stage: OutputStage, terms: int, pixels: int) -> Int8Requantizer | ThresholdRequantizer:
-    """The output stage's requantization for pixel-major [pixels, channels] accumulators of
-    `terms`-product sums: by threshold search when they are few (`requantize_steps`)."""
-    exact = Int8Requantizer.build(stage.multipliers, stage.shifts, stage.output_zero_point, stage.act_min,
-                                  stage.act_max, stage.single_rounding, channel_axis=-1)
-    channels = len(stage.multipliers)
-    return small_requantizer(exact, channels, terms, pixels * channels)

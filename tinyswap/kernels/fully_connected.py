@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.conv_common import output_requantizer
 from tinyswap.kernels.base import FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Profile, Step
 from tinyswap.kernels.quantized import (
     FloatActivation,
@@ -23,6 +22,7 @@ from tinyswap.kernels.quantized import (
     requantize,
 )
 from tinyswap.kernels.registry import register
+from tinyswap.kernels.requantize_steps import output_requantizer
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ def _expected(acc: np.ndarray, bias: np.ndarray | None, m, s, zp, lo, hi, single
     return np.clip(step(total, m, s) + zp, lo, hi).astype(np.int8)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.booleans(), st.integers(-128, 127), st.booleans(),
        st.integers(-31, 1), st.booleans(), st.booleans())
 def test_threshold_search_matches_two_step_at_and_around_every_threshold(seed, channels, per_channel, zp, relu,
@@ -36,7 +36,7 @@ def test_threshold_search_matches_two_step_at_and_around_every_threshold(seed, c
     terms = 16
     exact = Int8Requantizer.build(m, s, zp, lo, hi, single, channel_axis=-1)
     searched = ThresholdRequantizer.of(exact, channels, product_sum_reach(terms), 8 * channels)
-    if searched is None:  # only a left shift can push the bisection's products past int64
+    if searched is None:  # only a left shift can push the exact form's products past int64
         assert s.max() > 0
         return
     limit = 2**20 if max_shift > 0 else 2**24  # left shifts: keep (acc + bias) << shift within int32
@@ -55,7 +55,7 @@ def test_threshold_search_matches_two_step_at_and_around_every_threshold(seed, c
     out = np.empty(acc.shape, np.int8)
     assert searched.apply_with_bias(acc, bias, out) is out
     np.testing.assert_array_equal(out, _expected(rows, bias, m, s, zp, lo, hi, single))
-    # And the exact form it was bisected from gives the same bytes.
+    # And the exact form it was solved from gives the same bytes.
     np.testing.assert_array_equal(exact.apply_with_bias(acc, bias, np.empty_like(out)), out)
 
 
@@ -67,6 +67,6 @@ def test_threshold_search_is_used_only_where_it_pays_and_stays_exact() -> None:
     assert small_requantizer(exact, 2, 100, 0) is exact
     # Keys beyond float64's exact integers (huge sums over many channels): not searched.
     assert ThresholdRequantizer.of(exact, 2, product_sum_reach(2**40), 8) is None
-    # A left shift large enough that bisecting would leave int64: not searched.
+    # A left shift large enough that the exact form would leave int64 over the reach: not searched.
     left = Int8Requantizer.build(np.array([2**30]), np.array([20]), 0, -128, 127, False, channel_axis=-1)
     assert ThresholdRequantizer.of(left, 1, product_sum_reach(100), 8) is None
