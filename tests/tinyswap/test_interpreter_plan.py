@@ -107,6 +107,26 @@ def _blas_threads() -> int:
     return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
 
+def _invoke_under_two_blas_threads(interp: Interpreter) -> tuple[int, int, int]:
+    """Invoke with the process's BLAS set to 2 threads: (before, as the plan's first step saw
+    it, after)."""
+    seen: list[int] = []
+    first = interp._main.steps[0]
+
+    def spy() -> None:  # what BLAS is set to while the plan runs
+        seen.append(_blas_threads())
+        first()
+
+    interp._main.steps = (spy, *interp._main.steps[1:])
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        interp.invoke()
+        after = _blas_threads()
+    interp._main.steps = (first, *interp._main.steps[1:])
+    (during,) = seen
+    return before, during, after
+
+
 def _dense_mlp(rows: int, threads: int | None = None) -> Interpreter:
     interp = Interpreter(model_path=CASES["keras/dense_mlp"], num_threads=threads)
     index = interp.get_input_details()[0]["index"]
@@ -120,19 +140,8 @@ def test_num_threads_caps_blas_threads_while_invoking_and_restores_them(threads,
     # 64 rows: the first layer's product (64 x 20 x 32) is one OpenBLAS would spread over threads.
     interp = _dense_mlp(64, threads)
     assert interp._main.ops[0].prepared.matmul_work == 64 * 20 * 32
-    seen: list[int] = []
-    first = interp._main.steps[0]
-
-    def spy() -> None:  # what BLAS is set to while the plan runs
-        seen.append(_blas_threads())
-        first()
-
-    interp._main.steps = (spy, *interp._main.steps[1:])
-    with threadpool_limits(limits=2, user_api="blas"):
-        before = _blas_threads()
-        interp.invoke()
-        after = _blas_threads()
-    assert seen == [min(expected, before)] and after == before
+    before, during, after = _invoke_under_two_blas_threads(interp)
+    assert during == min(expected, before) and after == before
     assert interp.num_threads == (threads or 1)
 
 
@@ -145,27 +154,13 @@ def test_a_plan_of_single_threaded_products_leaves_the_blas_threads_alone() -> N
     works = [op.prepared.matmul_work for op in interp._main.ops]
     assert works == [20 * 32, 32 * 16, 16 * 5, 0]
     assert max(works) <= SINGLE_THREADED_MATMUL_WORK
-    seen: list[int] = []
-    first = interp._main.steps[0]
-
-    def spy() -> None:
-        seen.append(_blas_threads())
-        first()
-
-    interp._main.steps = (spy, *interp._main.steps[1:])
-    with threadpool_limits(limits=2, user_api="blas"):
-        before = _blas_threads()
-        interp.invoke()
-    assert seen == [before]
+    before, during, _ = _invoke_under_two_blas_threads(interp)
+    assert during == before
     # Resized to 64 rows, the same model's plan is capped again.
     interp.resize_tensor_input(interp.get_input_details()[0]["index"], (64, 20))
     interp.allocate_tensors()
-    seen.clear()
-    first = interp._main.steps[0]
-    interp._main.steps = (spy, *interp._main.steps[1:])
-    with threadpool_limits(limits=2, user_api="blas"):
-        interp.invoke()
-    assert seen == [1]
+    _, during, _ = _invoke_under_two_blas_threads(interp)
+    assert during == 1
 
 
 def test_a_failing_step_is_named_and_the_blas_threads_still_come_back() -> None:
