@@ -6,6 +6,7 @@ compiled once, for both the scripted day and the accuracy and latency tables."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,10 @@ def test_demo_runs_and_writes_its_report_trace_and_plots(tmp_path, capsys, monke
         return real_compile(spec, plan, calibration)
 
     monkeypatch.setattr(tinyswap.export.build, "compile_model", counting_compile)
-    out = tmp_path / "demo"
+    # A relative --out, as `scripts/main.sh` passes it: every path the demo hands a scenario
+    # must still name the same file from the scenario's own folder.
+    monkeypatch.chdir(tmp_path)
+    out = Path("demo")
     assert main(["demo", "--out", str(out)]) == 0
     assert len(compiled) == 1  # one bundle serves the scenario and the tables
     build = out / "build"

@@ -88,7 +88,7 @@ def run(out_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Any
     kws = build_kws(out_dir / "build")
     assert kws.built.bundle_dir is not None and kws.built.keys is not None
     scenario = load_scenario(SCENARIO)
-    scenario.update(bundle=str(kws.built.bundle_dir.resolve()), keyring=[str(kws.built.keys.public_key_path)])
+    scenario.update(bundle=str(kws.built.bundle_dir.resolve()), keyring=[str(kws.built.keys.public_key_path.resolve())])
     return run_scenario(scenario, profile="mcu-qspi", out_dir=out_dir, base_dir=SCENARIO.parent,
                         packages=kws.packages, progress=progress, plots=False)
 
