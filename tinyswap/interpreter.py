@@ -34,7 +34,7 @@ from tinyswap.kernels.registry import get_kernel
 from tinyswap.planner import BufferRequest, MemoryPlan, plan_memory
 from tinyswap.reader import Buffer, ModelDef, TensorDef, read_model
 from tinyswap.schema import NUMPY_DTYPES, TensorType
-from tinyswap.threads import SINGLE_THREADED_MATMUL_WORK, BlasThreadCap
+from tinyswap.threads import BlasThreadCap, blas_may_thread
 from tinyswap.variables import AssignVariable, ReadVariable, ResourceVariables
 
 
@@ -182,7 +182,7 @@ class _Graph:
                 self.shapes[t] = computed
             if prepared.folded is not None:
                 self.folded.update(zip(op.outputs, prepared.folded))
-            self.threaded_blas |= prepared.matmul_work > SINGLE_THREADED_MATMUL_WORK
+            self.threaded_blas |= blas_may_thread(*prepared.matmul)
             prepared_ops.append((kernel, prepared))
         for t in graph.outputs:
             if t not in produced and t not in self.constants:

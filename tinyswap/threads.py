@@ -13,8 +13,9 @@ asked and set directly instead (about a microsecond each). Even so, capping and 
 costs a few microseconds per invoke, a tenth of a small model's whole invoke, for nothing when
 no matrix product of the plan is large enough for OpenBLAS to start a thread: its interface
 (`interface/gemm.c`, `interface/gemv.c`, with the default GEMM_MULTITHREAD_THRESHOLD of 4) runs
-single-threaded below M * N * K = 4 * 65536 (gemm) and M * N = 4 * 2304 (gemv). The
-interpreter therefore caps only plans with a product above `SINGLE_THREADED_MATMUL_WORK`.
+single-threaded up to M * N * K = 4 * 65536 (gemm) and below M * N = 4 * 2304 (gemv: a product
+with one row or one column, NumPy's matrix-vector case). The interpreter therefore caps only
+plans with a product `blas_may_thread` says OpenBLAS could spread over threads.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-# Matrix products up to this M * N * K run on one thread in OpenBLAS (below both of its limits
-# above, gemv's being the lower), so a plan of only such products needs no cap.
-SINGLE_THREADED_MATMUL_WORK = 8192
+# OpenBLAS's single-thread limits (see the module docstring).
+GEMM_SINGLE_THREAD_WORK = 4 * 65536
+GEMV_SINGLE_THREAD_SIZE = 4 * 2304
+
+
+def blas_may_thread(rows: int, depth: int, columns: int) -> bool:
+    """Whether OpenBLAS may start threads for a [rows, depth] x [depth, columns] product."""
+    if rows == 1 or columns == 1:  # matrix-vector: the matrix is depth x the other side
+        return depth * max(rows, columns) >= GEMV_SINGLE_THREAD_SIZE
+    return rows * depth * columns > GEMM_SINGLE_THREAD_WORK
 
 _LOCK = threading.Lock()
 _BLAS: list[Any] | None = None
@@ -65,4 +73,4 @@ class BlasThreadCap:
             library.set_num_threads(threads)
 
 
-__all__ = ["BlasThreadCap", "SINGLE_THREADED_MATMUL_WORK"]
+__all__ = ["BlasThreadCap", "blas_may_thread"]

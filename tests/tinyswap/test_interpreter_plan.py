@@ -86,7 +86,7 @@ def test_hot_kernels_really_bind_their_own_steps() -> None:
     interp.allocate_tensors()
     bound = {op.name: getattr(op.step, "__qualname__", "") for op in interp._main.ops}
     for name in ("CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"):
-        assert ".bind." in bound[name], (name, bound[name])
+        assert ".bind." in bound[name] or "._frozen_step." in bound[name], (name, bound[name])
     assert "Int8PairLookup" in bound["SUB"]
 
 
@@ -137,34 +137,35 @@ def _dense_mlp(rows: int, threads: int | None = None) -> Interpreter:
 
 @pytest.mark.parametrize("threads, expected", [(None, 1), (1, 1), (2, 2)])
 def test_num_threads_caps_blas_threads_while_invoking_and_restores_them(threads, expected) -> None:
-    # 64 rows: the first layer's product (64 x 20 x 32) is one OpenBLAS would spread over threads.
-    interp = _dense_mlp(64, threads)
-    assert interp._main.ops[0].prepared.matmul_work == 64 * 20 * 32
+    # 512 rows: the first layer's product (512 x 20 x 32) is one OpenBLAS would spread over
+    # threads (above 4 * 65536 multiply-adds).
+    interp = _dense_mlp(512, threads)
+    assert interp._main.ops[0].prepared.matmul == (512, 20, 32)
     before, during, after = _invoke_under_two_blas_threads(interp)
     assert during == min(expected, before) and after == before
     assert interp.num_threads == (threads or 1)
 
 
 def test_a_plan_of_single_threaded_products_leaves_the_blas_threads_alone() -> None:
-    # One row: every product (at most 1 x 20 x 32) is below OpenBLAS's threading limits, so
+    # 64 rows: every product (at most 64 x 20 x 32) is below OpenBLAS's threading limits, so
     # the invoke skips the cap (a few microseconds) and BLAS keeps what the process set.
-    from tinyswap.threads import SINGLE_THREADED_MATMUL_WORK
+    from tinyswap.threads import blas_may_thread
 
-    interp = _dense_mlp(1)
-    works = [op.prepared.matmul_work for op in interp._main.ops]
-    assert works == [20 * 32, 32 * 16, 16 * 5, 0]
-    assert max(works) <= SINGLE_THREADED_MATMUL_WORK
+    interp = _dense_mlp(64)
+    shapes = [op.prepared.matmul for op in interp._main.ops]
+    assert shapes == [(64, 20, 32), (64, 32, 16), (64, 16, 5), (0, 0, 0)]
+    assert not any(blas_may_thread(*shape) for shape in shapes)
     before, during, _ = _invoke_under_two_blas_threads(interp)
     assert during == before
-    # Resized to 64 rows, the same model's plan is capped again.
-    interp.resize_tensor_input(interp.get_input_details()[0]["index"], (64, 20))
+    # Resized to 512 rows, the same model's plan is capped again.
+    interp.resize_tensor_input(interp.get_input_details()[0]["index"], (512, 20))
     interp.allocate_tensors()
     _, during, _ = _invoke_under_two_blas_threads(interp)
     assert during == 1
 
 
 def test_a_failing_step_is_named_and_the_blas_threads_still_come_back() -> None:
-    interp = _dense_mlp(64)
+    interp = _dense_mlp(512)
 
     def broken() -> None:
         raise ValueError("boom")

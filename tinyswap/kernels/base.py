@@ -118,9 +118,25 @@ class Prepared(Generic[P]):
     # of those): the interpreter treats them as constants downstream, so the converter's
     # dynamic-batch `Flatten` (SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE) gets a static shape.
     folded: Sequence[np.ndarray] | None = None
-    # The largest matrix product an invoke of this op runs through BLAS, as M * N * K (0: none).
-    # The interpreter caps BLAS threads only around plans where one may start threads.
-    matmul_work: int = 0
+    # The largest matrix product an invoke of this op runs through BLAS, as (rows, depth,
+    # columns); (0, 0, 0): none. The interpreter caps BLAS threads only around plans where one
+    # may start threads (`threads.blas_may_thread`).
+    matmul: tuple[int, int, int] = (0, 0, 0)
+
+
+def is_immutable(array: np.ndarray | None) -> bool:
+    """Whether `array`'s bytes can never change: a view into an immutable `bytes` object (a model
+    read into `bytes`). A bytearray or writable buffer may be patched in place between invokes
+    (adapter slots), and so may anything else; only then may a kernel derive values from
+    constant *bytes* at bind (pre-converted weights, folded zero points, bias-dependent tables)."""
+    if array is None:
+        return False
+    owner: object = array
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    return isinstance(owner, bytes)
 
 
 def frozen_array(values: np.ndarray) -> np.ndarray:
@@ -287,7 +303,8 @@ class Kernel(ABC, Generic[P]):
         model buffer) and `outputs` the arena views it writes; both stay the same objects
         until the next `allocate_tensors`, so a kernel may derive fixed views, index arrays
         and scratch buffers from their shapes here. Like `prepare`, it must not derive anything
-        from constant *bytes* (slots are patched in place between invokes). The default runs
+        from constant *bytes* (slots are patched in place between invokes) unless those bytes
+        can never change (`is_immutable`: a model held in `bytes`). The default runs
         `eval` and copies its results; hot kernels override it with a leaner step that gives
         bit-identical results (the tests compare both against TFLite Micro)."""
         return eval_step(self.eval, prepared, inputs, outputs)

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, is_immutable
 from tinyswap.kernels.conv_common import (
     MAX_PLAN_BUFFER_VALUES,
     PlannedInput,
+    TapGather,
     Window,
     check_conv_params,
     compute_window,
@@ -26,7 +27,7 @@ from tinyswap.kernels.conv_common import (
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import output_requantizer
+from tinyswap.kernels.requantize_steps import frozen_output_stage, output_requantizer
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Conv2D(Kernel[Conv2DParams]):
         pointwise = (kh, kw, win.stride_h, win.stride_w) == (1, 1, 1, 1)
         stage = output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=0)
         return Prepared([out_shape], Conv2DParams(win, out_c, pointwise, ctx.num_threads, stage),
-                        matmul_work=batch * win.out_h * win.out_w * out_c * kh * kw * in_c)
+                        matmul=(batch * win.out_h * win.out_w, kh * kw * in_c, out_c))
 
     def eval(self, prepared: Prepared[Conv2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
@@ -83,6 +84,10 @@ class Conv2D(Kernel[Conv2DParams]):
         k = win.filter_h * win.filter_w * x.shape[3]
         n = x.shape[0] * win.out_h * win.out_w
         dtype = exact_float_dtype(k)
+        if isinstance(p.stage, OutputStage) and is_immutable(f) and (bias is None or is_immutable(bias)):
+            frozen = self._frozen_step(p, x, f, bias, outputs[0], n, k, dtype)
+            if frozen is not None:
+                return frozen
         planned = None if isinstance(p.stage, FloatActivation) or n * k > MAX_PLAN_BUFFER_VALUES else (
             PlannedInput.of(x, win, dtype, p.stage.input_zero_point))
         if planned is None:
@@ -102,6 +107,35 @@ class Conv2D(Kernel[Conv2DParams]):
             if windows is not None:
                 np.copyto(buffer, windows)
             requantizer.apply_with_bias(cols @ weights.astype(dtype).T, bias, out)
+
+        return step
+
+    @staticmethod
+    def _frozen_step(p: Conv2DParams, x: np.ndarray, f: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
+                     n: int, k: int, dtype: np.dtype) -> Step | None:
+        """Constant filter and bias: the filter converted once, the raw int8 taps (padding
+        reads the input zero point) gathered by one `take` or, for a pointwise convolution,
+        the input rows themselves, and the zero point and bias folded into the output stage."""
+        stage = p.stage
+        assert isinstance(stage, OutputStage)
+        finish = frozen_output_stage(stage, f.reshape(p.out_channels, k), bias, n)
+        if finish is None:
+            return None
+        weights = np.ascontiguousarray(f.reshape(p.out_channels, k).T, dtype=dtype)
+        out = y.reshape(n, p.out_channels)
+        if p.pointwise:
+            rows = x.reshape(n, k)
+
+            def pointwise_step() -> None:
+                finish(rows @ weights, out)
+
+            return pointwise_step
+        gather = TapGather.of(x, p.window, dtype, stage.input_zero_point, channel_major=False)
+        if gather is None:
+            return None
+
+        def step() -> None:
+            finish(gather() @ weights, out)
 
         return step
 

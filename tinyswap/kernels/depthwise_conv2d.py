@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, is_immutable
 from tinyswap.kernels.conv_common import (
     MAX_PLAN_BUFFER_VALUES,
     PlannedInput,
+    TapGather,
     Window,
     check_conv_params,
     compute_window,
@@ -26,7 +27,7 @@ from tinyswap.kernels.conv_common import (
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import output_requantizer
+from tinyswap.kernels.requantize_steps import frozen_affine, output_requantizer
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,9 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         check_conv_params(ctx, win)
         out_shape = (batch, win.out_h, win.out_w, out_c)
         stage = output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=3)
-        # Its matrix products (one input channel, or a depth multiplier) are at most every tap of every output.
+        # Its matrix products, per input channel: [pixels, taps] x [taps, multiplier].
         return Prepared([out_shape], DepthwiseConv2DParams(win, in_c, multiplier, ctx.num_threads, stage),
-                        matmul_work=batch * win.out_h * win.out_w * out_c * kh * kw)
+                        matmul=(batch * win.out_h * win.out_w, kh * kw, out_c // in_c))
 
     def eval(self, prepared: Prepared[DepthwiseConv2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
@@ -98,6 +99,10 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         taps = win.filter_h * win.filter_w
         n = x.shape[0] * win.out_h * win.out_w
         dtype = exact_float_dtype(taps)
+        if isinstance(p.stage, OutputStage) and is_immutable(f) and (bias is None or is_immutable(bias)):
+            frozen = self._frozen_step(p, x, f, bias, outputs[0], n, taps, dtype)
+            if frozen is not None:
+                return frozen
         max_taps = MAX_PLAN_BUFFER_VALUES if m > 1 else MAX_PLAN_TAPS_WITHOUT_MULTIPLIER
         planned = None if isinstance(p.stage, FloatActivation) or n * taps * in_c * m > max_taps else (
             PlannedInput.of(x, win, dtype, p.stage.input_zero_point, max_taps=max_taps))
@@ -122,6 +127,31 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
             np.multiply(tap_rows, weights.astype(dtype), out=product)
             np.sum(product, axis=1, out=acc)
             requantizer.apply_with_bias(acc_rows, bias, out)
+
+        return step
+
+    @staticmethod
+    def _frozen_step(p: DepthwiseConv2DParams, x: np.ndarray, f: np.ndarray, bias: np.ndarray | None,
+                     y: np.ndarray, n: int, taps: int, dtype: np.dtype) -> Step | None:
+        """Constant filter and bias: each input channel's raw int8 taps (padding reads the
+        input zero point) gathered channel-major by one `take`, times that channel's
+        [taps, multiplier] filter block as one batched matrix product, and the zero point and
+        bias folded into an affine output stage written straight into the NHWC output."""
+        stage = p.stage
+        assert isinstance(stage, OutputStage)
+        in_c, m = p.in_channels, p.depth_multiplier
+        by_output = f.reshape(taps, in_c * m).T  # [output channel c * m + k, taps]
+        affine = frozen_affine(stage, by_output, bias)
+        gather = None if affine is None else TapGather.of(x, p.window, dtype, stage.input_zero_point,
+                                                          channel_major=True)
+        if gather is None:
+            return None
+        affine = affine.along((in_c, 1, m))
+        weights = np.ascontiguousarray(by_output.reshape(in_c, m, taps).transpose(0, 2, 1), dtype=dtype)
+        out = y.reshape(n, in_c, m).transpose(1, 0, 2)  # [in_c, pixels, m], a view of the NHWC output
+
+        def step() -> None:
+            affine.apply(np.matmul(gather(), weights), out)
 
         return step
 

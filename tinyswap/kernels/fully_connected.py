@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Profile, Step
+from tinyswap.kernels.base import FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Profile, Step, is_immutable
 from tinyswap.kernels.quantized import (
     FloatActivation,
     OutputStage,
@@ -22,7 +22,7 @@ from tinyswap.kernels.quantized import (
     requantize,
 )
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import output_requantizer
+from tinyswap.kernels.requantize_steps import frozen_output_stage, output_requantizer
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class FullyConnected(Kernel[FullyConnectedParams]):
             if bias is not None:
                 ctx.require_types(bias, FLOAT32)
             return Prepared([out_shape], FullyConnectedParams(batches, depth, units, float_activation(activation)),
-                            matmul_work=batches * units * depth)
+                            matmul=(batches, depth, units))
 
         ctx.require_types(x, INT8)
         ctx.require_types(w, INT8)
@@ -87,7 +87,7 @@ class FullyConnected(Kernel[FullyConnectedParams]):
         stage = output_stage(x_scale, x_zp, wq.scale, y_scale, y_zp, units, activation, ctx.profile,
                              single_rounding=ctx.profile == Profile.LITERT)
         return Prepared([out_shape], FullyConnectedParams(batches, depth, units, stage),
-                        matmul_work=batches * units * depth)
+                        matmul=(batches, depth, units))
 
     def eval(self, prepared: Prepared[FullyConnectedParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
@@ -121,6 +121,16 @@ class FullyConnected(Kernel[FullyConnectedParams]):
         rows = x.reshape(p.batches, p.depth)
         out = outputs[0].reshape(p.batches, p.units)
         dtype = exact_float_dtype(p.depth)
+        if is_immutable(w) and (bias is None or is_immutable(bias)):
+            # Constant weights: converted once, bias and input zero point folded into the output stage.
+            finish = frozen_output_stage(stage, w, bias, p.batches)
+            if finish is not None:
+                weights = np.ascontiguousarray(w.T, dtype=dtype)
+
+                def frozen_step() -> None:
+                    finish(rows @ weights, out)
+
+                return frozen_step
         zero_point = dtype.type(stage.input_zero_point)
         requantizer = output_requantizer(stage, p.depth, p.batches)
 

@@ -17,6 +17,7 @@ and its neighbours, and the kernels with TFLite Micro.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -58,16 +59,10 @@ class ThresholdRequantizer:
             return None
         if channels * span >= _EXACT_FLOAT64:
             return None
-        largest = int(np.max(np.abs(exact.scaled))) * reach + int(np.max(np.abs(exact.offset)))
-        if largest >= 2**63 or not claim_buffer_bytes(channels * levels * 8 * 3):
+        if not claim_buffer_bytes(channels * levels * 8 * 3):
             return None
-        targets = np.arange(exact.lo + 1, exact.hi + 1, dtype=np.int64)[:, None]  # [levels, 1]
-        first = _first_reaching(exact, targets, channels, reach)
-        # The derivation is checked on the exact form itself: each threshold reaches its level
-        # and the accumulator one below does not (else the exact passes are kept).
-        reached = exact.apply(np.minimum(first, reach)) >= targets
-        below = exact.apply(np.maximum(first - 1, -reach)) >= targets
-        if not np.all(reached | (first > reach)) or np.any(below & (first > -reach)):
+        first = checked_thresholds(exact, channels, reach)
+        if first is None:
             return None
         keys = np.arange(channels, dtype=np.int64) * span
         thresholds = (first + keys).T.reshape(-1).astype(np.float64)
@@ -81,6 +76,28 @@ class ThresholdRequantizer:
         np.subtract(np.searchsorted(self.thresholds, keys, side="right"), self.base,
                     out=out.reshape(keys.shape), casting="unsafe")
         return out
+
+
+def checked_thresholds(exact: Int8Requantizer, channels: int, reach: int) -> np.ndarray | None:
+    """[levels, channels] int64: the smallest accumulator in [-reach, reach + 1] whose output
+    reaches each level lo + 1 .. hi (reach + 1: none does), derived by `_first_reaching` and
+    checked on the exact form itself: each threshold reaches its level and the accumulator one
+    below does not. None when the check fails or the exact form's products would pass int64."""
+    largest = int(np.max(np.abs(exact.scaled))) * reach + int(np.max(np.abs(exact.offset)))
+    if largest >= 2**63:
+        return None
+    targets = _levels(exact)
+    first = _first_reaching(exact, targets, channels, reach)
+    reached = exact.apply(np.minimum(first, reach)) >= targets
+    below = exact.apply(np.maximum(first - 1, -reach)) >= targets
+    if not np.all(reached | (first > reach)) or np.any(below & (first > -reach)):
+        return None
+    return first
+
+
+def _levels(exact: Int8Requantizer) -> np.ndarray:
+    """[levels, 1]: the outputs lo + 1 .. hi, each with a threshold."""
+    return np.arange(exact.lo + 1, exact.hi + 1, dtype=np.int64)[:, None]
 
 
 def _first_reaching(exact: Int8Requantizer, targets: np.ndarray, channels: int, reach: int) -> np.ndarray:
@@ -111,6 +128,153 @@ def _first_reaching(exact: Int8Requantizer, targets: np.ndarray, channels: int, 
     return np.where(lower < negative, lower, np.maximum(upper, negative))
 
 
+@dataclass(frozen=True, eq=False)
+class AffineRequantizer:
+    """`Int8Requantizer.apply` of `a + shift` for accumulators a known to lie in [low, high]
+    per channel (from constant weights that cannot change, `base.is_immutable`) as
+
+        clamp(floor(a * scale + clip(a, kink_low, kink_high) * step + offset), lo, hi)
+
+    in float64: seven passes whatever the tensor's size (the exact integer form takes ten or
+    eleven). TFLite's two roundings collapse to one floor of the real product with a fixed
+    offset on each side of the accumulator's sign, the negative side's lower by `step`
+    (2**-right, the second rounding's half step counted twice); the clip of a to the two
+    integers around that threshold (shift folded in) is the side, times `step`.
+
+    Why it is exact: the requantization is a non-decreasing step function of a, and so is the
+    float form (products by non-negative floats, sums, a clip and a floor, each rounded as IEEE
+    does, which preserves order). Two such functions agree on a range as soon as they agree
+    at each threshold of the exact one and at the value below it. So the thresholds are solved
+    and checked on the exact form (`checked_thresholds`), `offset` is put in the middle of the
+    interval those thresholds allow, and the float form is then evaluated, in the operations
+    and order `apply` uses, at every threshold and the value below it. None when no offset
+    fits or that check fails (a value exactly on a tie): the caller keeps the exact passes."""
+
+    scale: np.ndarray  # float64 [channels]: the real multiplier
+    offset: np.ndarray
+    kink_low: np.ndarray  # the two accumulators around the sign threshold, less the shift
+    kink_high: np.ndarray
+    step: np.ndarray  # 0 where no rounding correction applies (single rounding, no right shift)
+    lo: np.float64
+    hi: np.float64
+    kinked: bool  # whether any channel has a step (else those three passes are skipped)
+
+    @classmethod
+    def of(cls, exact: Int8Requantizer, shift: np.ndarray, low: np.ndarray,
+           high: np.ndarray) -> "AffineRequantizer | None":
+        """For accumulators a with low <= a <= high in each channel (int64 [channels]) whose
+        output is `exact` applied to a + shift (`exact` built with `channel_axis=-1`)."""
+        channels = len(low)
+        reach = int(np.max(np.maximum(np.abs(low + shift), np.abs(high + shift)))) + 1
+        if reach >= _EXACT_FLOAT64 // 4 or not claim_buffer_bytes(channels * (exact.hi - exact.lo) * 8 * 6):
+            return None
+        first = checked_thresholds(exact, channels, reach)
+        if first is None:
+            return None
+        total = np.broadcast_to(np.asarray(exact.total_shift, np.int64), (channels,))
+        scale = np.broadcast_to(np.asarray(exact.scaled, np.float64), (channels,)) / np.exp2(total.astype(np.float64))
+        if exact.threshold is None:
+            step = np.zeros(channels)
+            sign_at = np.zeros(channels, np.int64)
+        else:
+            sign_at = np.broadcast_to(np.asarray(exact.threshold, np.int64), (channels,))
+            never = sign_at <= -(2**61)
+            step = np.where(never, 0.0, np.exp2((31 - total).astype(np.float64)))
+            sign_at = np.where(never, 0, sign_at)
+        kink_high = (sign_at - shift).astype(np.float64)
+        kink_low = kink_high - 1
+        levels = _levels(exact).astype(np.float64)
+        at = np.clip(first - shift, low, high + 1).astype(np.float64)  # thresholds of a, in range
+        must_reach = at <= high  # the float form at `at` reaches the level
+        must_not = at - 1 >= low  # ... and one below it does not
+
+        def unshifted(a: np.ndarray) -> np.ndarray:  # the float form before the offset, as `apply`
+            return a * scale + np.clip(a, kink_low, kink_high) * step
+
+        least = np.max(np.where(must_reach, levels - unshifted(at), -np.inf), axis=0, initial=-np.inf)
+        below = np.min(np.where(must_not, levels - unshifted(at - 1), np.inf), axis=0, initial=np.inf)
+        if not np.all(least < below):
+            return None
+        with np.errstate(invalid="ignore"):  # inf - inf where a channel has no constraint on one side
+            offset = np.where(np.isfinite(least) & np.isfinite(below), (least + below) / 2,
+                              np.where(np.isfinite(least), least + 0.5,
+                                       np.where(np.isfinite(below), below - 0.5, 0.0)))
+        reached = np.floor(unshifted(at) + offset) >= levels
+        passed = np.floor(unshifted(at - 1) + offset) >= levels
+        if not np.all(reached | ~must_reach) or np.any(passed & must_not):
+            return None
+        return cls(np.ascontiguousarray(scale), offset, kink_low, kink_high, step,
+                   np.float64(exact.lo), np.float64(exact.hi), bool(np.any(step)))
+
+    def along(self, shape: tuple[int, ...]) -> "AffineRequantizer":
+        """The same constants shaped for another accumulator layout (e.g. channel-major [C, 1])."""
+        return AffineRequantizer(*(v.reshape(shape) for v in (self.scale, self.offset, self.kink_low,
+                                                               self.kink_high, self.step)),
+                                 self.lo, self.hi, self.kinked)
+
+    def apply(self, acc: np.ndarray, out: np.ndarray) -> None:
+        """int8 results of float `acc` (exact integers) into `out` (any view of acc's shape)."""
+        z = acc * self.scale
+        if self.kinked:  # (np.clip's wrapper costs more than these two ufunc calls)
+            side = np.maximum(acc, self.kink_low)
+            np.minimum(side, self.kink_high, out=side)
+            side *= self.step
+            z += side
+        z += self.offset
+        np.maximum(z, self.lo, out=z)
+        np.minimum(z, self.hi, out=z)
+        np.floor(z, out=out, casting="unsafe")
+
+
+Finish = Callable[[np.ndarray, np.ndarray], object]
+
+
+@dataclass(frozen=True)
+class _FrozenTerms:
+    """What a product of raw int8 inputs with constant weights [channels, terms] needs: the
+    exact requantization, the integer added to each channel's raw accumulator (bias less the
+    input zero point times the weights' sum) and the raw accumulator's range."""
+
+    exact: Int8Requantizer
+    shift: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def of(cls, stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None) -> "_FrozenTerms":
+        w = weights.astype(np.int64)
+        shift = -stage.input_zero_point * w.sum(axis=1)
+        if bias is not None:
+            shift = shift + bias.astype(np.int64)
+        exact = Int8Requantizer.build(stage.multipliers, stage.shifts, stage.output_zero_point, stage.act_min,
+                                      stage.act_max, stage.single_rounding, channel_axis=-1)
+        return cls(exact, shift, np.minimum(w * -128, w * 127).sum(axis=1), np.maximum(w * -128, w * 127).sum(axis=1))
+
+
+def frozen_affine(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None) -> AffineRequantizer | None:
+    """The affine output stage of a product of raw int8 inputs (not less their zero point;
+    padding may hold the zero point) with `weights` [channels, terms] and `bias` that can never
+    change, both folded in; None when it is not exact (see `AffineRequantizer`)."""
+    terms = _FrozenTerms.of(stage, weights, bias)
+    return AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high)
+
+
+def frozen_output_stage(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None,
+                        pixels: int) -> Finish | None:
+    """As `frozen_affine`, as a function writing the int8 result of a pixel-major
+    [pixels, channels] accumulator into `out`: by searched thresholds when the values are few
+    (three passes), else affine; None when neither is exact."""
+    terms = _FrozenTerms.of(stage, weights, bias)
+    channels = len(terms.shift)
+    reach = int(np.max(np.maximum(np.abs(terms.low + terms.shift), np.abs(terms.high + terms.shift))))
+    searched = ThresholdRequantizer.of(terms.exact, channels, reach, pixels * channels)
+    if searched is not None:
+        shifted = ThresholdRequantizer(searched.thresholds, searched.channel_keys + terms.shift, searched.base)
+        return lambda acc, out: shifted.apply_with_bias(acc, None, out)
+    affine = AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high)
+    return None if affine is None else affine.apply
+
+
 def product_sum_reach(terms: int) -> int:
     """The largest |sum of `terms` int8 products + an int32 bias|."""
     return terms * _MAX_PRODUCT + _MAX_BIAS
@@ -131,5 +295,5 @@ def output_requantizer(stage: OutputStage, terms: int, pixels: int) -> Int8Requa
     return small_requantizer(exact, channels, terms, pixels * channels)
 
 
-__all__ = ["ThresholdRequantizer", "small_requantizer", "output_requantizer", "product_sum_reach",
+__all__ = ["AffineRequantizer", "ThresholdRequantizer", "checked_thresholds", "frozen_affine", "frozen_output_stage", "small_requantizer", "output_requantizer", "product_sum_reach",
            "MAX_SEARCHED_VALUES"]

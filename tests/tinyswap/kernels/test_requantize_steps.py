@@ -10,6 +10,7 @@ from tinyswap.fixedpoint import multiply_by_quantized_multiplier, multiply_by_qu
 from tinyswap.kernels.quantized import Int8Requantizer
 from tinyswap.kernels.requantize_steps import (
     MAX_SEARCHED_VALUES,
+    AffineRequantizer,
     ThresholdRequantizer,
     product_sum_reach,
     small_requantizer,
@@ -70,3 +71,36 @@ def test_threshold_search_is_used_only_where_it_pays_and_stays_exact() -> None:
     # A left shift large enough that the exact form would leave int64 over the reach: not searched.
     left = Int8Requantizer.build(np.array([2**30]), np.array([20]), 0, -128, 127, False, channel_axis=-1)
     assert ThresholdRequantizer.of(left, 1, product_sum_reach(100), 8) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(-128, 127), st.booleans(), st.integers(-14, 0),
+       st.booleans(), st.booleans())
+def test_affine_form_matches_two_step_on_every_accumulator_of_its_range(seed, channels, zp, relu, max_shift,
+                                                                         single, dyadic) -> None:
+    # Every accumulator the range holds is enumerated (ranges of up to 2 * 40,000 values), so
+    # no threshold, tie or sign boundary can be missed. Dyadic multipliers (a single set bit)
+    # put exact ties in reach; 2**30 is the multiplier whose negative threshold differs.
+    rng = np.random.default_rng(seed)
+    m = (np.full(channels, 2**30, np.int64) if dyadic
+         else rng.integers(2**30, 2**31, size=channels).astype(np.int64))
+    s = rng.integers(max_shift - 6, max_shift + 1, size=channels).astype(np.int64)
+    lo, hi = (max(-128, zp), 127) if relu else (-128, 127)
+    exact = Int8Requantizer.build(m, s, zp, lo, hi, single, channel_axis=-1)
+    low = -rng.integers(1, 40_000, size=channels)
+    high = rng.integers(1, 40_000, size=channels)
+    shift = rng.integers(-50_000, 50_000, size=channels)
+    affine = AffineRequantizer.of(exact, shift, low, high)
+    assert affine is not None
+    width = int(np.max(high - low)) + 1
+    rows = np.minimum(low[None, :] + np.arange(width)[:, None], high[None, :])  # [width, channels]
+    out = np.empty(rows.shape, np.int8)
+    affine.apply(rows.astype(np.float32), out)
+    np.testing.assert_array_equal(out, _expected(rows + shift, None, m, s, zp, lo, hi, single))
+
+
+def test_affine_form_refuses_what_it_cannot_check() -> None:
+    # An accumulator range whose exact form would pass int64: no affine form, the caller keeps
+    # the exact passes.
+    exact = Int8Requantizer.build(np.array([2**31 - 1]), np.array([20]), 0, -128, 127, False, channel_axis=-1)
+    assert AffineRequantizer.of(exact, np.array([0]), np.array([-(2**40)]), np.array([2**40])) is None
