@@ -118,7 +118,7 @@ class Conv2D(Kernel[Conv2DParams]):
         the input rows themselves, and the zero point and bias folded into the output stage."""
         stage = p.stage
         assert isinstance(stage, OutputStage)
-        finish = frozen_output_stage(stage, f.reshape(p.out_channels, k), bias, n)
+        finish = frozen_output_stage(stage, f.reshape(p.out_channels, k), bias, n, dtype)
         if finish is None:
             return None
         weights = np.ascontiguousarray(f.reshape(p.out_channels, k).T, dtype=dtype)

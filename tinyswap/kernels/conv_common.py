@@ -247,51 +247,51 @@ class PlannedInput:
         np.subtract(self.x, self.zero_point, out=self.interior, casting="unsafe")
 
 
-# A gathered tap matrix of a frozen convolution step holds at most this many values (index
-# array and tap copy both kept for the plan); larger inputs take the kernel's other paths.
-MAX_GATHERED_TAPS = 1 << 18
+# A frozen convolution step's tap buffer holds at most this many values (kept for the plan,
+# with the padded input, within the plan's buffer budget); larger inputs take the kernel's other
+# paths.
+MAX_GATHERED_TAPS = 1 << 20
 
 
 @dataclass(frozen=True, eq=False)
 class TapGather:
-    """A window's taps of NHWC `x` by one `take`, in a layout fixed at bind: `source` holds x's
-    values then one element holding `pad_value` (which every out-of-image tap reads), and
-    `index` the flat position in `source` of each tap, shaped as the caller asked
-    (`pixel_major`: [pixels, kh * kw * channels], the im2col matrix of a convolution;
-    `channel_major`: [channels, pixels, kh * kw], a depthwise convolution's per-channel rows).
-    Two passes per invoke (copy x in, take) instead of a padded copy and a window copy."""
+    """A window's raw taps of NHWC `x` in a layout fixed at bind, by two copies per invoke: x
+    into the interior of a padded buffer whose border holds `pad_value` (what every
+    out-of-image tap reads), then the window view over it into the tap buffer, either
+    `pixel_major` ([pixels, kh * kw * channels], the im2col matrix of a convolution) or
+    `channel_major` ([channels, pixels, kh * kw], a depthwise convolution's per-channel rows).
+    No index arrays: the copies are strided views, so memory stays the padded input and the
+    taps."""
 
     x: np.ndarray
-    body: np.ndarray  # source[:-1], shaped as x
-    source: np.ndarray
-    index: np.ndarray
+    interior: np.ndarray
+    windows: np.ndarray  # [batch, out_h, out_w, kh, kw, channels], a view of the padded buffer
+    into: np.ndarray  # the tap buffer, viewed with the windows' axes
+    taps: np.ndarray  # the tap buffer in the caller's layout
 
     @classmethod
     def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, pad_value: int,
            channel_major: bool) -> "TapGather | None":
-        """None when the taps would exceed MAX_GATHERED_TAPS or the plan's buffer budget."""
+        """None when the taps would exceed MAX_GATHERED_TAPS, the padded copy would dwarf the
+        image, or the plan's buffer budget is spent."""
         b, h, wd, c = x.shape
-        taps = b * w.out_h * w.out_w * w.filter_h * w.filter_w * c
-        if taps > MAX_GATHERED_TAPS or not claim_buffer_bytes(taps * (np.dtype(np.intp).itemsize
-                                                                     + np.dtype(dtype).itemsize)):
-            return None
-        rows = _tap_indices(h, w.out_h, w.stride_h, w.pad_top, w.filter_h, w.dilation_h)  # [out_h, kh]
-        cols = _tap_indices(wd, w.out_w, w.stride_w, w.pad_left, w.filter_w, w.dilation_w)  # [out_w, kw]
-        r = rows[:, None, :, None]
-        q = cols[None, :, None, :]
-        pixel = np.where((r < h) & (q < wd), r * wd + q, -1)  # [out_h, out_w, kh, kw]
-        batch = np.arange(b, dtype=np.int64)[:, None, None, None, None, None] * (h * wd * c)
-        channel = np.arange(c, dtype=np.int64)
-        flat = np.where(pixel[None, ..., None] >= 0, batch + pixel[None, ..., None] * c + channel, x.size)
         pixels = b * w.out_h * w.out_w
-        if channel_major:  # [b, oh, ow, kh, kw, c] -> [c, pixels, taps]
-            index = np.moveaxis(flat, 5, 0).reshape(c, pixels, w.filter_h * w.filter_w)
-        else:
-            index = flat.reshape(pixels, w.filter_h * w.filter_w * c)
-        source = np.empty(x.size + 1, dtype)
-        source[-1] = pad_value
-        return cls(x, source[:-1].reshape(x.shape), source, np.ascontiguousarray(index, dtype=np.intp))
+        kernel = w.filter_h * w.filter_w
+        padded_shape = (b, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c)
+        values = pixels * kernel * c + int(np.prod(padded_shape))
+        if pixels * kernel * c > MAX_GATHERED_TAPS or _huge_padding(x.shape, w) or not claim_buffer_bytes(
+                values * np.dtype(dtype).itemsize):
+            return None
+        padded = np.full(padded_shape, pad_value, dtype=dtype)
+        interior = padded[:, w.pad_top: w.pad_top + h, w.pad_left: w.pad_left + wd, :]
+        windows = patches(padded, w, padded=True)
+        if channel_major:
+            buffer = np.empty((c, b, w.out_h, w.out_w, w.filter_h, w.filter_w), dtype)
+            return cls(x, interior, windows, np.moveaxis(buffer, 0, -1), buffer.reshape(c, pixels, kernel))
+        buffer = np.empty(windows.shape, dtype)
+        return cls(x, interior, windows, buffer, buffer.reshape(pixels, kernel * c))
 
     def __call__(self) -> np.ndarray:
-        np.copyto(self.body, self.x, casting="unsafe")
-        return self.source.take(self.index)
+        np.copyto(self.interior, self.x, casting="unsafe")
+        np.copyto(self.into, self.windows)
+        return self.taps

@@ -123,7 +123,7 @@ class FullyConnected(Kernel[FullyConnectedParams]):
         dtype = exact_float_dtype(p.depth)
         if is_immutable(w) and (bias is None or is_immutable(bias)):
             # Constant weights: converted once, bias and input zero point folded into the output stage.
-            finish = frozen_output_stage(stage, w, bias, p.batches)
+            finish = frozen_output_stage(stage, w, bias, p.batches, dtype)
             if finish is not None:
                 weights = np.ascontiguousarray(w.T, dtype=dtype)
 

@@ -133,37 +133,39 @@ class AffineRequantizer:
     """`Int8Requantizer.apply` of `a + shift` for accumulators a known to lie in [low, high]
     per channel (from constant weights that cannot change, `base.is_immutable`) as
 
-        clamp(floor(a * scale + clip(a, kink_low, kink_high) * step + offset), lo, hi)
+        clamp(floor(a * scale + (offset if a >= sign_at else offset_below)), lo, hi)
 
-    in float64: seven passes whatever the tensor's size (the exact integer form takes ten or
-    eleven). TFLite's two roundings collapse to one floor of the real product with a fixed
-    offset on each side of the accumulator's sign, the negative side's lower by `step`
-    (2**-right, the second rounding's half step counted twice); the clip of a to the two
-    integers around that threshold (shift folded in) is the side, times `step`.
+    in float32 or float64: seven passes whatever the tensor's size, five under single rounding
+    (the exact integer form takes ten or eleven). TFLite's two roundings collapse to one floor
+    of the real product with a fixed offset on each side of the accumulator's sign threshold
+    (shift folded in), the negative side's lower by the second rounding's step, 2**-right.
 
     Why it is exact: the requantization is a non-decreasing step function of a, and so is the
-    float form (products by non-negative floats, sums, a clip and a floor, each rounded as IEEE
-    does, which preserves order). Two such functions agree on a range as soon as they agree
-    at each threshold of the exact one and at the value below it. So the thresholds are solved
-    and checked on the exact form (`checked_thresholds`), `offset` is put in the middle of the
-    interval those thresholds allow, and the float form is then evaluated, in the operations
-    and order `apply` uses, at every threshold and the value below it. None when no offset
-    fits or that check fails (a value exactly on a tie): the caller keeps the exact passes."""
+    float form on each side of `sign_at` (a product by a non-negative float, a sum and a floor,
+    each rounded as IEEE does, which preserves order). Two such functions agree on a range as
+    soon as they agree at each threshold of the exact one and at the value below it, and at the
+    two values around `sign_at`. So the thresholds are solved and checked on the exact form
+    (`checked_thresholds`), each offset is put in the middle of the interval its side's
+    thresholds allow, and the float form is then evaluated, in the type, operations and order
+    `apply` uses, at every threshold, the value below it and both sides of `sign_at`. float32
+    is tried first for float32 accumulators (half the memory traffic on large tensors). None
+    when no offset fits or the check fails (a value exactly on a tie): the caller keeps the
+    exact passes."""
 
-    scale: np.ndarray  # float64 [channels]: the real multiplier
-    offset: np.ndarray
-    kink_low: np.ndarray  # the two accumulators around the sign threshold, less the shift
-    kink_high: np.ndarray
-    step: np.ndarray  # 0 where no rounding correction applies (single rounding, no right shift)
-    lo: np.float64
-    hi: np.float64
-    kinked: bool  # whether any channel has a step (else those three passes are skipped)
+    scale: np.ndarray  # [channels]: the real multiplier
+    offset: np.ndarray  # for a >= sign_at
+    offset_below: np.ndarray  # for a < sign_at
+    sign_at: np.ndarray  # the sign threshold of a (the exact form's, less the shift)
+    lo: np.floating
+    hi: np.floating
+    kinked: bool  # whether the two offsets differ anywhere (else one offset, two passes fewer)
 
     @classmethod
-    def of(cls, exact: Int8Requantizer, shift: np.ndarray, low: np.ndarray,
-           high: np.ndarray) -> "AffineRequantizer | None":
-        """For accumulators a with low <= a <= high in each channel (int64 [channels]) whose
-        output is `exact` applied to a + shift (`exact` built with `channel_axis=-1`)."""
+    def of(cls, exact: Int8Requantizer, shift: np.ndarray, low: np.ndarray, high: np.ndarray,
+           accumulator: np.dtype = np.dtype(np.float64)) -> "AffineRequantizer | None":
+        """For `accumulator`-typed accumulators a with low <= a <= high in each channel (int64
+        [channels]) whose output is `exact` applied to a + shift (`exact` built with
+        `channel_axis=-1`)."""
         channels = len(low)
         reach = int(np.max(np.maximum(np.abs(low + shift), np.abs(high + shift)))) + 1
         if reach >= _EXACT_FLOAT64 // 4 or not claim_buffer_bytes(channels * (exact.hi - exact.lo) * 8 * 6):
@@ -175,55 +177,92 @@ class AffineRequantizer:
         scale = np.broadcast_to(np.asarray(exact.scaled, np.float64), (channels,)) / np.exp2(total.astype(np.float64))
         if exact.threshold is None:
             step = np.zeros(channels)
-            sign_at = np.zeros(channels, np.int64)
+            threshold = np.zeros(channels, np.int64)
         else:
-            sign_at = np.broadcast_to(np.asarray(exact.threshold, np.int64), (channels,))
-            never = sign_at <= -(2**61)
+            threshold = np.broadcast_to(np.asarray(exact.threshold, np.int64), (channels,))
+            never = threshold <= -(2**61)
             step = np.where(never, 0.0, np.exp2((31 - total).astype(np.float64)))
-            sign_at = np.where(never, 0, sign_at)
-        kink_high = (sign_at - shift).astype(np.float64)
-        kink_low = kink_high - 1
-        levels = _levels(exact).astype(np.float64)
-        at = np.clip(first - shift, low, high + 1).astype(np.float64)  # thresholds of a, in range
-        must_reach = at <= high  # the float form at `at` reaches the level
-        must_not = at - 1 >= low  # ... and one below it does not
-
-        def unshifted(a: np.ndarray) -> np.ndarray:  # the float form before the offset, as `apply`
-            return a * scale + np.clip(a, kink_low, kink_high) * step
-
-        least = np.max(np.where(must_reach, levels - unshifted(at), -np.inf), axis=0, initial=-np.inf)
-        below = np.min(np.where(must_not, levels - unshifted(at - 1), np.inf), axis=0, initial=np.inf)
-        if not np.all(least < below):
-            return None
-        with np.errstate(invalid="ignore"):  # inf - inf where a channel has no constraint on one side
-            offset = np.where(np.isfinite(least) & np.isfinite(below), (least + below) / 2,
-                              np.where(np.isfinite(least), least + 0.5,
-                                       np.where(np.isfinite(below), below - 0.5, 0.0)))
-        reached = np.floor(unshifted(at) + offset) >= levels
-        passed = np.floor(unshifted(at - 1) + offset) >= levels
-        if not np.all(reached | ~must_reach) or np.any(passed & must_not):
-            return None
-        return cls(np.ascontiguousarray(scale), offset, kink_low, kink_high, step,
-                   np.float64(exact.lo), np.float64(exact.hi), bool(np.any(step)))
+            threshold = np.where(never, 0, threshold)
+        sign_at = threshold - shift
+        levels = _levels(exact)
+        at = np.clip(first - shift, low, high + 1)  # thresholds of a, in range
+        # The points to check, with the level each must reach (or stay below): every threshold
+        # and the value below it, and both sides of the sign threshold where in range.
+        side = np.clip(np.stack([sign_at - 1, sign_at]), low, high)
+        for dtype in ((np.float32, np.float64) if accumulator == np.float32 else (np.float64,)):
+            if reach >= 2 ** (np.finfo(dtype).nmant + 1):
+                continue
+            found = _fit_offsets(exact, dtype, scale, step, sign_at, shift, levels, at, low, high, side)
+            if found is not None:
+                offset, offset_below = found
+                return cls(scale.astype(dtype), offset, offset_below, sign_at.astype(dtype), dtype(exact.lo),
+                           dtype(exact.hi), bool(np.any(offset != offset_below)))
+        return None
 
     def along(self, shape: tuple[int, ...]) -> "AffineRequantizer":
         """The same constants shaped for another accumulator layout (e.g. channel-major [C, 1])."""
-        return AffineRequantizer(*(v.reshape(shape) for v in (self.scale, self.offset, self.kink_low,
-                                                               self.kink_high, self.step)),
+        return AffineRequantizer(*(v.reshape(shape) for v in (self.scale, self.offset, self.offset_below,
+                                                               self.sign_at)),
                                  self.lo, self.hi, self.kinked)
 
     def apply(self, acc: np.ndarray, out: np.ndarray) -> None:
         """int8 results of float `acc` (exact integers) into `out` (any view of acc's shape)."""
         z = acc * self.scale
-        if self.kinked:  # (np.clip's wrapper costs more than these two ufunc calls)
-            side = np.maximum(acc, self.kink_low)
-            np.minimum(side, self.kink_high, out=side)
-            side *= self.step
-            z += side
-        z += self.offset
-        np.maximum(z, self.lo, out=z)
+        z += np.where(acc >= self.sign_at, self.offset, self.offset_below) if self.kinked else self.offset
+        np.maximum(z, self.lo, out=z)  # (np.clip's wrapper costs more than these two ufunc calls)
         np.minimum(z, self.hi, out=z)
         np.floor(z, out=out, casting="unsafe")
+
+
+def _fit_offsets(exact: Int8Requantizer, dtype: type, scale: np.ndarray, step: np.ndarray, sign_at: np.ndarray,
+                 shift: np.ndarray, levels: np.ndarray, at: np.ndarray, low: np.ndarray, high: np.ndarray,
+                 side: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(offset, offset_below) in `dtype` that make the float form agree with `exact` (applied
+    to a + shift) at every threshold `at` [levels, channels] (of levels lo + 1 .. hi), the value
+    below it, and the two values `side` [2, channels] around `sign_at`; None if there are none."""
+    scale_t = scale.astype(dtype)
+
+    def product(a: np.ndarray) -> np.ndarray:  # as `apply` computes it
+        return a.astype(dtype) * scale_t
+
+    must_reach = at <= high
+    must_not = at - 1 >= low
+    fitted = []
+    for upper in (True, False):  # a >= sign_at, then a < sign_at
+        reach_here = must_reach & ((at >= sign_at) == upper)
+        below_here = must_not & ((at - 1 >= sign_at) == upper)
+        least = np.max(np.where(reach_here, levels - product(at).astype(np.float64), -np.inf), axis=0, initial=-np.inf)
+        below = np.min(np.where(below_here, levels - product(at - 1).astype(np.float64), np.inf), axis=0,
+                       initial=np.inf)
+        if not np.all(least < below):
+            return None
+        with np.errstate(invalid="ignore"):  # inf - inf where a side has no constraint
+            offset = np.where(np.isfinite(least) & np.isfinite(below), (least + below) / 2,
+                              np.where(np.isfinite(least), least + 0.5, np.where(np.isfinite(below), below - 0.5,
+                                                                                    np.nan)))
+        fitted.append(offset)
+    offset, offset_below = fitted
+    # A side with no constraint at all: the other side's offset less (or plus) the step.
+    offset = np.where(np.isnan(offset), offset_below + step, offset)
+    offset_below = np.where(np.isnan(offset_below), offset - step, offset_below)
+    offset = np.where(np.isnan(offset), 0.0, offset).astype(dtype)
+    offset_below = np.where(np.isnan(offset_below), 0.0, offset_below).astype(dtype)
+
+    def computed(a: np.ndarray) -> np.ndarray:  # floor of the float form, exactly as `apply`
+        z = product(a)
+        z += np.where(a >= sign_at, offset, offset_below)
+        return np.floor(z)
+
+    reached = computed(at) >= levels
+    passed = computed(at - 1) >= levels
+    if not np.all(reached | ~must_reach) or np.any(passed & must_not):
+        return None
+    # Each side is non-decreasing on its own: its ends at the sign threshold are checked
+    # against the exact form too (a level whose threshold lies on the other side).
+    got = np.clip(computed(side), exact.lo, exact.hi)
+    if not np.array_equal(got, exact.apply(side + shift)):
+        return None
+    return offset, offset_below
 
 
 Finish = Callable[[np.ndarray, np.ndarray], object]
@@ -251,16 +290,18 @@ class _FrozenTerms:
         return cls(exact, shift, np.minimum(w * -128, w * 127).sum(axis=1), np.maximum(w * -128, w * 127).sum(axis=1))
 
 
-def frozen_affine(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None) -> AffineRequantizer | None:
+def frozen_affine(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None,
+                  accumulator: np.dtype) -> AffineRequantizer | None:
     """The affine output stage of a product of raw int8 inputs (not less their zero point;
     padding may hold the zero point) with `weights` [channels, terms] and `bias` that can never
-    change, both folded in; None when it is not exact (see `AffineRequantizer`)."""
+    change, both folded in, for `accumulator`-typed sums; None when it is not exact (see
+    `AffineRequantizer`)."""
     terms = _FrozenTerms.of(stage, weights, bias)
-    return AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high)
+    return AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high, accumulator)
 
 
 def frozen_output_stage(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None,
-                        pixels: int) -> Finish | None:
+                        pixels: int, accumulator: np.dtype) -> Finish | None:
     """As `frozen_affine`, as a function writing the int8 result of a pixel-major
     [pixels, channels] accumulator into `out`: by searched thresholds when the values are few
     (three passes), else affine; None when neither is exact."""
@@ -271,7 +312,7 @@ def frozen_output_stage(stage: OutputStage, weights: np.ndarray, bias: np.ndarra
     if searched is not None:
         shifted = ThresholdRequantizer(searched.thresholds, searched.channel_keys + terms.shift, searched.base)
         return lambda acc, out: shifted.apply_with_bias(acc, None, out)
-    affine = AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high)
+    affine = AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high, accumulator)
     return None if affine is None else affine.apply
 
 

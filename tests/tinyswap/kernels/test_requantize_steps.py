@@ -75,9 +75,9 @@ def test_threshold_search_is_used_only_where_it_pays_and_stays_exact() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(-128, 127), st.booleans(), st.integers(-14, 0),
-       st.booleans(), st.booleans())
+       st.booleans(), st.booleans(), st.sampled_from([np.float32, np.float64]))
 def test_affine_form_matches_two_step_on_every_accumulator_of_its_range(seed, channels, zp, relu, max_shift,
-                                                                         single, dyadic) -> None:
+                                                                         single, dyadic, accumulator) -> None:
     # Every accumulator the range holds is enumerated (ranges of up to 2 * 40,000 values), so
     # no threshold, tie or sign boundary can be missed. Dyadic multipliers (a single set bit)
     # put exact ties in reach; 2**30 is the multiplier whose negative threshold differs.
@@ -90,12 +90,12 @@ def test_affine_form_matches_two_step_on_every_accumulator_of_its_range(seed, ch
     low = -rng.integers(1, 40_000, size=channels)
     high = rng.integers(1, 40_000, size=channels)
     shift = rng.integers(-50_000, 50_000, size=channels)
-    affine = AffineRequantizer.of(exact, shift, low, high)
+    affine = AffineRequantizer.of(exact, shift, low, high, np.dtype(accumulator))
     assert affine is not None
     width = int(np.max(high - low)) + 1
     rows = np.minimum(low[None, :] + np.arange(width)[:, None], high[None, :])  # [width, channels]
     out = np.empty(rows.shape, np.int8)
-    affine.apply(rows.astype(np.float32), out)
+    affine.apply(rows.astype(accumulator), out)
     np.testing.assert_array_equal(out, _expected(rows + shift, None, m, s, zp, lo, hi, single))
 
 
