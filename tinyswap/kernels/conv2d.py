@@ -27,7 +27,7 @@ from tinyswap.kernels.conv_common import (
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import frozen_output_stage, output_requantizer
+from tinyswap.kernels.requantize_steps import column_blocks, frozen_affine, output_requantizer
 
 
 @dataclass(frozen=True)
@@ -113,29 +113,37 @@ class Conv2D(Kernel[Conv2DParams]):
     @staticmethod
     def _frozen_step(p: Conv2DParams, x: np.ndarray, f: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
                      n: int, k: int, dtype: np.dtype) -> Step | None:
-        """Constant filter and bias: the filter converted once, the raw int8 taps (padding
-        reads the input zero point) gathered by one `take` or, for a pointwise convolution,
-        the input rows themselves, and the zero point and bias folded into the output stage."""
+        """Constant filter and bias: the filter converted once; the raw int8 taps (padding
+        reads the input zero point) gathered pixels last or, for a pointwise convolution, the
+        input rows themselves, transposed; one product into a channel-major accumulator; the
+        zero point and bias folded into the affine output stage, written into the NHWC output
+        through a transposed view."""
         stage = p.stage
         assert isinstance(stage, OutputStage)
-        finish = frozen_output_stage(stage, f.reshape(p.out_channels, k), bias, n, dtype)
-        if finish is None:
+        out_c = p.out_channels
+        affine = frozen_affine(stage, f.reshape(out_c, k), bias, dtype)
+        if affine is None:
             return None
-        weights = np.ascontiguousarray(f.reshape(p.out_channels, k).T, dtype=dtype)
-        out = y.reshape(n, p.out_channels)
+        affine = affine.along((out_c, 1))
+        weights = np.ascontiguousarray(f.reshape(out_c, k), dtype=dtype)
+        out = y.reshape(n, out_c).T
+        blocks = [(block, out[:, block]) for block in column_blocks(n, out_c)]
         if p.pointwise:
-            rows = x.reshape(n, k)
+            columns = x.reshape(n, k).T
 
             def pointwise_step() -> None:
-                finish(rows @ weights, out)
+                for block, out_block in blocks:
+                    affine.apply(weights @ columns[:, block], out_block)
 
             return pointwise_step
-        gather = TapGather.of(x, p.window, dtype, stage.input_zero_point, channel_major=False)
+        gather = TapGather.of(x, p.window, dtype, stage.input_zero_point, per_channel=False)
         if gather is None:
             return None
 
         def step() -> None:
-            finish(gather() @ weights, out)
+            taps = gather()
+            for block, out_block in blocks:
+                affine.apply(weights @ taps[:, block], out_block)
 
         return step
 

@@ -255,13 +255,14 @@ MAX_GATHERED_TAPS = 1 << 20
 
 @dataclass(frozen=True, eq=False)
 class TapGather:
-    """A window's raw taps of NHWC `x` in a layout fixed at bind, by two copies per invoke: x
-    into the interior of a padded buffer whose border holds `pad_value` (what every
-    out-of-image tap reads), then the window view over it into the tap buffer, either
-    `pixel_major` ([pixels, kh * kw * channels], the im2col matrix of a convolution) or
-    `channel_major` ([channels, pixels, kh * kw], a depthwise convolution's per-channel rows).
-    No index arrays: the copies are strided views, so memory stays the padded input and the
-    taps."""
+    """A window's raw taps of NHWC `x`, pixels along the last (contiguous) axis, by two copies
+    per invoke: x into the interior of a padded buffer whose border holds `pad_value` (what
+    every out-of-image tap reads), then the window view over it into the tap buffer, either
+    [kh * kw * channels, pixels] (the transposed im2col matrix of a convolution) or, with
+    `per_channel`, [channels, kh * kw, pixels] (a depthwise convolution's per-channel taps).
+    Pixels last: the products that follow give channel-major accumulators whose per-channel
+    constants are one value along each long row, which NumPy vectorises far better than a
+    short last axis of channels. No index arrays: the copies are strided views."""
 
     x: np.ndarray
     interior: np.ndarray
@@ -271,7 +272,7 @@ class TapGather:
 
     @classmethod
     def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, pad_value: int,
-           channel_major: bool) -> "TapGather | None":
+           per_channel: bool) -> "TapGather | None":
         """None when the taps would exceed MAX_GATHERED_TAPS, the padded copy would dwarf the
         image, or the plan's buffer budget is spent."""
         b, h, wd, c = x.shape
@@ -285,11 +286,15 @@ class TapGather:
         padded = np.full(padded_shape, pad_value, dtype=dtype)
         interior = padded[:, w.pad_top: w.pad_top + h, w.pad_left: w.pad_left + wd, :]
         windows = patches(padded, w, padded=True)
-        if channel_major:
-            buffer = np.empty((c, b, w.out_h, w.out_w, w.filter_h, w.filter_w), dtype)
-            return cls(x, interior, windows, np.moveaxis(buffer, 0, -1), buffer.reshape(c, pixels, kernel))
-        buffer = np.empty(windows.shape, dtype)
-        return cls(x, interior, windows, buffer, buffer.reshape(pixels, kernel * c))
+        if per_channel:  # buffer [c, kh, kw, b, oh, ow]
+            buffer = np.empty((c, w.filter_h, w.filter_w, b, w.out_h, w.out_w), dtype)
+            into = buffer.transpose(3, 4, 5, 1, 2, 0)
+            taps = buffer.reshape(c, kernel, pixels)
+        else:  # buffer [kh, kw, c, b, oh, ow]
+            buffer = np.empty((w.filter_h, w.filter_w, c, b, w.out_h, w.out_w), dtype)
+            into = buffer.transpose(3, 4, 5, 0, 1, 2)
+            taps = buffer.reshape(kernel * c, pixels)
+        return cls(x, interior, windows, into, taps)
 
     def __call__(self) -> np.ndarray:
         np.copyto(self.interior, self.x, casting="unsafe")

@@ -27,7 +27,7 @@ from tinyswap.kernels.conv_common import (
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import frozen_affine, output_requantizer
+from tinyswap.kernels.requantize_steps import column_blocks, frozen_affine, output_requantizer
 
 
 @dataclass(frozen=True)
@@ -134,24 +134,28 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
     def _frozen_step(p: DepthwiseConv2DParams, x: np.ndarray, f: np.ndarray, bias: np.ndarray | None,
                      y: np.ndarray, n: int, taps: int, dtype: np.dtype) -> Step | None:
         """Constant filter and bias: each input channel's raw int8 taps (padding reads the
-        input zero point) gathered channel-major by one `take`, times that channel's
-        [taps, multiplier] filter block as one batched matrix product, and the zero point and
-        bias folded into an affine output stage written straight into the NHWC output."""
+        input zero point) gathered pixels last, that channel's [multiplier, taps] filter block
+        times them as one batched matrix product, and the zero point and bias folded into the
+        affine output stage, written into the NHWC output through a transposed view."""
         stage = p.stage
         assert isinstance(stage, OutputStage)
         in_c, m = p.in_channels, p.depth_multiplier
         by_output = f.reshape(taps, in_c * m).T  # [output channel c * m + k, taps]
         affine = frozen_affine(stage, by_output, bias, dtype)
         gather = None if affine is None else TapGather.of(x, p.window, dtype, stage.input_zero_point,
-                                                          channel_major=True)
+                                                          per_channel=True)
         if gather is None:
             return None
-        affine = affine.along((in_c, 1, m))
-        weights = np.ascontiguousarray(by_output.reshape(in_c, m, taps).transpose(0, 2, 1), dtype=dtype)
-        out = y.reshape(n, in_c, m).transpose(1, 0, 2)  # [in_c, pixels, m], a view of the NHWC output
+        affine = affine.along((in_c, m, 1))
+        weights = np.ascontiguousarray(by_output.reshape(in_c, m, taps), dtype=dtype)  # [in_c, m, taps]
+        out = y.reshape(n, in_c, m).transpose(1, 2, 0)  # [in_c, m, pixels], a view of the NHWC output
+
+        blocks = [(block, out[:, :, block]) for block in column_blocks(n, in_c * m)]
 
         def step() -> None:
-            affine.apply(np.matmul(gather(), weights), out)
+            taps = gather()
+            for block, out_block in blocks:
+                affine.apply(np.matmul(weights, taps[:, :, block]), out_block)
 
         return step
 

@@ -22,7 +22,7 @@ from tinyswap.kernels.quantized import (
     requantize,
 )
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import frozen_output_stage, output_requantizer
+from tinyswap.kernels.requantize_steps import column_blocks, frozen_affine, frozen_searched, output_requantizer
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,41 @@ class FullyConnected(Kernel[FullyConnectedParams]):
         out = outputs[0].reshape(p.batches, p.units)
         dtype = exact_float_dtype(p.depth)
         if is_immutable(w) and (bias is None or is_immutable(bias)):
-            # Constant weights: converted once, bias and input zero point folded into the output stage.
-            finish = frozen_output_stage(stage, w, bias, p.batches, dtype)
-            if finish is not None:
-                weights = np.ascontiguousarray(w.T, dtype=dtype)
-
-                def frozen_step() -> None:
-                    finish(rows @ weights, out)
-
-                return frozen_step
+            frozen = self._frozen_step(stage, rows, w, bias, out, dtype)
+            if frozen is not None:
+                return frozen
         zero_point = dtype.type(stage.input_zero_point)
         requantizer = output_requantizer(stage, p.depth, p.batches)
 
         def step() -> None:
             requantizer.apply_with_bias(np.subtract(rows, zero_point, dtype=dtype) @ w.astype(dtype).T, bias, out)
+
+        return step
+
+    @staticmethod
+    def _frozen_step(stage: OutputStage, rows: np.ndarray, w: np.ndarray, bias: np.ndarray | None,
+                     out: np.ndarray, dtype: np.dtype) -> Step | None:
+        """Constant weights and bias: converted once, bias and input zero point folded into the
+        output stage. A few values (a batch-1 layer): rows times weights and the searched
+        thresholds; more: weights times the transposed rows into a channel-major accumulator
+        and the affine output stage, written through a transposed view."""
+        finish = frozen_searched(stage, w, bias, rows.shape[0])
+        if finish is not None:
+            weights = np.ascontiguousarray(w.T, dtype=dtype)
+
+            def searched_step() -> None:
+                finish(rows @ weights, out)
+
+            return searched_step
+        affine = frozen_affine(stage, w, bias, dtype)
+        if affine is None:
+            return None
+        affine = affine.along((len(w), 1))
+        weights = np.ascontiguousarray(w, dtype=dtype)
+        blocks = [(rows.T[:, block], out.T[:, block]) for block in column_blocks(rows.shape[0], len(w))]
+
+        def step() -> None:
+            for columns, out_columns in blocks:
+                affine.apply(weights @ columns, out_columns)
 
         return step

@@ -300,20 +300,31 @@ def frozen_affine(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | No
     return AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high, accumulator)
 
 
-def frozen_output_stage(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None,
-                        pixels: int, accumulator: np.dtype) -> Finish | None:
-    """As `frozen_affine`, as a function writing the int8 result of a pixel-major
-    [pixels, channels] accumulator into `out`: by searched thresholds when the values are few
-    (three passes), else affine; None when neither is exact."""
+def frozen_searched(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None, pixels: int) -> Finish | None:
+    """As `frozen_affine` for a few values (at most MAX_SEARCHED_VALUES): by searched
+    thresholds, three passes, as a function writing the int8 result of a pixel-major
+    [pixels, channels] accumulator into `out`; None when there are more values or the
+    thresholds cannot be checked."""
     terms = _FrozenTerms.of(stage, weights, bias)
     channels = len(terms.shift)
     reach = int(np.max(np.maximum(np.abs(terms.low + terms.shift), np.abs(terms.high + terms.shift))))
     searched = ThresholdRequantizer.of(terms.exact, channels, reach, pixels * channels)
-    if searched is not None:
-        shifted = ThresholdRequantizer(searched.thresholds, searched.channel_keys + terms.shift, searched.base)
-        return lambda acc, out: shifted.apply_with_bias(acc, None, out)
-    affine = AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high, accumulator)
-    return None if affine is None else affine.apply
+    if searched is None:
+        return None
+    shifted = ThresholdRequantizer(searched.thresholds, searched.channel_keys + terms.shift, searched.base)
+    return lambda acc, out: shifted.apply_with_bias(acc, None, out)
+
+
+# The affine output stage's passes each read and write the whole accumulator: past the cache
+# they run at memory speed. Large products are therefore done in column blocks of about this
+# many accumulator values (float64: 128 KB), which stay in cache from product to output.
+AFFINE_BLOCK_VALUES = 1 << 14
+
+
+def column_blocks(columns: int, rows: int) -> list[slice]:
+    """Slices of `columns` (pixels) such that rows x block stays near AFFINE_BLOCK_VALUES."""
+    width = max(1, AFFINE_BLOCK_VALUES // max(rows, 1))
+    return [slice(start, min(start + width, columns)) for start in range(0, columns, width)]
 
 
 def product_sum_reach(terms: int) -> int:
@@ -336,5 +347,5 @@ def output_requantizer(stage: OutputStage, terms: int, pixels: int) -> Int8Requa
     return small_requantizer(exact, channels, terms, pixels * channels)
 
 
-__all__ = ["AffineRequantizer", "ThresholdRequantizer", "checked_thresholds", "frozen_affine", "frozen_output_stage", "small_requantizer", "output_requantizer", "product_sum_reach",
+__all__ = ["AFFINE_BLOCK_VALUES", "AffineRequantizer", "column_blocks", "ThresholdRequantizer", "checked_thresholds", "frozen_affine", "frozen_searched", "small_requantizer", "output_requantizer", "product_sum_reach",
            "MAX_SEARCHED_VALUES"]
