@@ -77,10 +77,18 @@ class _Graph:
         self.graph = model.subgraphs[index]
         self.shapes: dict[int, tuple[int, ...]] = {t.index: t.shape for t in self.graph.tensors}
         self.constants: dict[int, np.ndarray] = {}
+        fixed = owner._mutable_ranges
         for t in self.graph.tensors:
             data = model.tensor_data(t)
-            if data is not None:
-                self.constants[t.index] = data
+            if data is None:
+                continue
+            if fixed is not None:
+                start = model.buffers[t.buffer].offset
+                end = start + data.nbytes
+                if not any(start < stop and lo < end for lo, stop in fixed):
+                    # Outside every range that may change: an immutable copy (see `mutable_ranges`).
+                    data = np.frombuffer(data.tobytes(), dtype=data.dtype).reshape(data.shape)
+            self.constants[t.index] = data
         self.ops: list[_BoundOp] | None = None
         self.steps: tuple[Step, ...] = ()  # the execution plan: one closure per operator
         self.plan: MemoryPlan | None = None
@@ -456,7 +464,15 @@ class Interpreter:
         num_threads: int | None = None,
         max_arena_bytes: int = DEFAULT_MAX_ARENA_BYTES,
         experimental_preserve_all_tensors: bool = False,
+        mutable_ranges: Sequence[tuple[int, int]] | None = None,
     ) -> None:
+        """`mutable_ranges`: for a writable `model_content` (a bytearray that adapter slots are
+        written into), the (offset, length) byte ranges that may change between invokes. Every
+        constant whose bytes lie outside them is copied once into immutable memory, so that
+        kernels convert its weights and fold its biases at `allocate_tensors`
+        (`kernels.base.is_immutable`); constants inside them are read in place on every
+        invoke. Without it every constant of a writable model is read in place; a model in
+        `bytes` cannot change and needs nothing."""
         if (model_path is None) == (model_content is None):
             raise InterpreterError("give exactly one of model_path= or model_content=")
         if model_path is not None:
@@ -480,6 +496,8 @@ class Interpreter:
         self._blas_cap = BlasThreadCap(self._num_threads)
         # As in tf.lite: keep every intermediate readable after invoke() (no arena reuse).
         self._preserve_all = experimental_preserve_all_tensors
+        self._mutable_ranges = None if mutable_ranges is None else tuple(
+            (int(offset), int(offset) + int(length)) for offset, length in mutable_ranges)
         self._model: ModelDef = read_model(model_content)  # type: ignore[arg-type]
         self._graph = self._model.main
         self._variables = ResourceVariables()

@@ -194,3 +194,25 @@ def test_past_the_plan_budget_kernels_bind_their_eval_step_with_the_same_bits(mo
     assert all(bound[name].startswith("eval_step") for name in ("CONV_2D", "DEPTHWISE_CONV_2D"))
     x = _inputs(interp, 3, seed=4)
     np.testing.assert_array_equal(np.concatenate([interp.run(r[None])[0] for r in x]), _golden(raw, x))
+
+
+def test_mutable_ranges_keep_slot_bytes_live_and_fold_the_rest() -> None:
+    # A writable model whose second layer's weights may change (as a slot's do): after those
+    # bytes are rewritten in place, the invoke equals TFLM on the rewritten model; a constant
+    # outside the ranges is copied once, so later writes to it are not seen (the contract).
+    raw = CASES["keras/dense_mlp"].read_bytes()
+    probe = Interpreter(model_content=raw)
+    model = probe.model
+    weights = [model.main.tensors[op.inputs[1]] for op in model.main.operators[:2]]
+    first, second = (model.buffers[t.buffer] for t in weights)
+    image = bytearray(raw)
+    interp = Interpreter(model_content=image, mutable_ranges=[(second.offset, second.length)])
+    x = _inputs(interp, 1, seed=4)
+    np.testing.assert_array_equal(interp.run(x)[0], _golden(raw, x))
+    rng = np.random.default_rng(5)
+    image[second.offset: second.offset + second.length] = rng.integers(-127, 128, second.length,
+                                                                      dtype=np.int8).tobytes()
+    np.testing.assert_array_equal(interp.run(x)[0], _golden(bytes(image), x))
+    folded = interp.run(x)[0]
+    image[first.offset: first.offset + first.length] = bytes(first.length)  # outside: not seen
+    np.testing.assert_array_equal(interp.run(x)[0], folded)

@@ -756,7 +756,9 @@ class SwapManager:
     def _interpreter(self) -> Interpreter:
         interp = getattr(self._local, "interpreter", None)
         if interp is None:
-            interp = Interpreter(model_content=self.image.buffer, profile=self._profile)
+            # Only the slots' bytes change: every other constant is folded once at allocation.
+            interp = Interpreter(model_content=self.image.buffer, profile=self._profile,
+                                 mutable_ranges=[(s.offset, s.length) for s in self.slotmap.slots])
             self._local.interpreter = interp
         return interp
 
