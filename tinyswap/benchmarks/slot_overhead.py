@@ -11,7 +11,9 @@ repetition), and the smallest arena the wheel allocates and invokes the model in
 Models: the digits CNN with its shipped plan (three targets at rank 8 on layers of 8 to 16
 channels, where a rank-8 branch is about as large as the layer), the digits CNN with one rank-8
 LoRA on its classifier, the converted MobileNet-style model with rank-8 LoRAs on its first
-convolution and classifier (its usual adapter targets), and person_detect (MobileNetV1 0.25 at
+convolution and classifier (its usual adapter targets; its layers have 1 to 32 channels, so a
+rank-8 branch on the first one is larger than the layer) and with one on its classifier alone,
+and person_detect (MobileNetV1 0.25 at
 96x96) with rank-8 LoRAs on its last two pointwise convolutions and its head.
 """
 
@@ -100,6 +102,7 @@ def default_cases() -> list[Case]:
                                                                               compiled)]
     for label, path, targets in (
             ("MobileNet-style (converted)", models / "converted" / "mobilenet.tflite", ("#1", "#9")),
+            ("MobileNet-style (converted, rank-8 head)", models / "converted" / "mobilenet.tflite", ("#9",)),
             ("person_detect (MobileNetV1 0.25)", models / "tflm" / "person_detect.tflite", ("#24", "#26", "#28"))):
         if not path.is_file():
             continue

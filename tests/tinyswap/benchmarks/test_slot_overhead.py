@@ -51,3 +51,12 @@ def test_the_flag_reaches_the_benchmark(tmp_path, monkeypatch, capsys) -> None:
                         or slot_overhead.SlotOverheadReport("2026-01-01", "test machine", []))
     assert main(["bench", "--slots", "--repeats", "3", "--out", str(tmp_path)]) == 0
     assert calls == [(tmp_path, 3)] and "Measured 2026-01-01 on test machine" in capsys.readouterr().out
+
+
+def test_a_rank_8_head_on_the_mobilenet_style_model_adds_its_lora_and_nothing_else() -> None:
+    (case,) = [c for c in slot_overhead.default_cases() if c.name == "MobileNet-style (converted, rank-8 head)"]
+    free = model_cost(case.free).macs_per_row
+    always = model_cost(case.build(dataclasses.replace(case.plan, branches="always")).data).macs_per_row
+    per_slot = (always - free) // 2
+    assert per_slot == 32 * 8 + 8 * 10  # A: the classifier's 32 inputs x rank 8, B: rank 8 x 10 classes
+    assert per_slot / free <= 0.10
