@@ -234,6 +234,8 @@ class _Graph:
             # variables) and anything else with an `eval` run through the generic one.
             if isinstance(kernel, Kernel):
                 step = kernel.bind(prepared, inputs, outputs)
+            elif isinstance(kernel, _If):
+                step = kernel.step(inputs, outputs)
             else:
                 step = eval_step(kernel.eval, prepared, inputs, outputs)
             self.ops.append(_BoundOp(op.index, op.op_name, kernel, prepared, inputs, outputs, step))
@@ -428,6 +430,50 @@ class _If:
             self._check("an output", value.nbytes, nbytes)
             results.append(value.reshape(-1).view(np.uint8).view(dtype))  # bytes, as TFLM's memcpy
         return results
+
+    def step(self, inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+        """The plan step: `eval`'s checks and copies, worked out once per branch the first time
+        it runs (the subgraphs' arenas exist by then and stay until the next allocation), so
+        that an invoke only reads the condition and copies bytes. A branch whose check fails
+        raises the same error each time it is taken, as `eval` does."""
+        condition = inputs[0]
+        assert condition is not None
+        flag = condition.reshape(-1)
+        outs = [o.reshape(-1).view(np.uint8) for o in outputs]
+        bound: dict[int, tuple[list[tuple[np.ndarray, np.ndarray]], "_Graph", list[tuple[np.ndarray, np.ndarray]]]] = {}
+        owner = self._owner
+
+        def bind_branch(index: int) -> tuple[list, "_Graph", list]:
+            branch = owner._graphs[index]
+            results = self.eval(None, inputs)  # every check of an invoke, and a first run
+            copies_in = [(branch.views[t].reshape(-1).view(np.uint8), source.reshape(-1).view(np.uint8))
+                         for t, source in zip(branch.graph.inputs, inputs[1:]) if source is not None]
+            copies_out = [(out, branch.array(t).reshape(-1).view(np.uint8))
+                          for out, t in zip(outs, branch.graph.outputs)]
+            for out, result in zip(outs, results):
+                np.copyto(out, result.view(np.uint8))
+            return copies_in, branch, copies_out
+
+        def step() -> None:
+            index = self._branches[bool(flag[0])]
+            plan = bound.get(index)
+            if plan is None:
+                bound[index] = bind_branch(index)
+                return
+            copies_in, branch, copies_out = plan
+            for target, source in copies_in:
+                np.copyto(target, source)
+            if owner._if_depth >= len(owner._graphs):
+                raise ModelError(f"{self._where}: IF operators call each other in a cycle")
+            owner._if_depth += 1
+            try:
+                branch.invoke()
+            finally:
+                owner._if_depth -= 1
+            for target, source in copies_out:
+                np.copyto(target, source)
+
+        return step
 
     def _check(self, what: str, nbytes: int, other_nbytes: int) -> None:
         if nbytes != other_nbytes:

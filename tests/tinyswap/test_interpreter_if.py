@@ -50,6 +50,17 @@ def test_branch_choice_and_copies_match_tflite_micro(gate) -> None:
     np.testing.assert_array_equal(ours, expected)  # x + w in one quantization: q_x + q_w - zp
 
 
+def test_one_interpreter_switching_branches_invoke_after_invoke_matches_tflite_micro() -> None:
+    # The plan binds each branch's copies the first time it is taken: later invokes of the same
+    # interpreter, with new inputs and the gate flipping, must still copy the current bytes.
+    model = _if_model()
+    ours = Interpreter(model_content=model)
+    rng = np.random.default_rng(3)
+    for gate in (-128, 0, 0, -128, -128, 127, -128, 5):
+        inputs = [rng.integers(-128, 128, (1, 4)).astype(np.int8), np.array([[gate]], np.int8)]
+        np.testing.assert_array_equal(ours.run(*inputs)[0], run_tflm(model, inputs)[0])
+
+
 def test_an_else_branch_with_other_inputs_fails_when_taken_as_in_tflite_micro() -> None:
     model = _if_model(else_inputs=1)
     on = [X, np.array([[0]], np.int8)]
@@ -57,6 +68,13 @@ def test_an_else_branch_with_other_inputs_fails_when_taken_as_in_tflite_micro() 
     np.testing.assert_array_equal(Interpreter(model_content=model).run(*on)[0], run_tflm(model, on)[0])
     with pytest.raises(InterpreterError, match="subgraph 2 has 1 inputs, the operator passes 2"):
         Interpreter(model_content=model).run(*off)
+    switching = Interpreter(model_content=model)  # the then-branch bound first, then the bad one taken
+    switching.run(*on)
+    switching.run(*on)
+    for _ in range(2):
+        with pytest.raises(InterpreterError, match="subgraph 2 has 1 inputs"):
+            switching.run(*off)
+    np.testing.assert_array_equal(switching.run(*on)[0], run_tflm(model, on)[0])
     with pytest.raises(RuntimeError):
         run_tflm(model, off)
 

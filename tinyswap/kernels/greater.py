@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp, quantize_multiplier
-from tinyswap.kernels.base import BOOL, FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, TensorSpec
+from tinyswap.kernels.base import BOOL, FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Step, TensorSpec
 from tinyswap.kernels.elementwise import broadcast_shape
 from tinyswap.kernels.registry import register
 
@@ -67,3 +67,21 @@ class Greater(Kernel[tuple[InputScaling, InputScaling] | None]):
         if prepared.params is not None:
             a, b = prepared.params[0].apply(a), prepared.params[1].apply(b)
         return [np.broadcast_to(a > b, prepared.output_shapes[0]).copy()]
+
+    def bind(self, prepared: Prepared[tuple[InputScaling, InputScaling] | None], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """int8: each input's rescaling tabulated over its 256 values (by `InputScaling.apply`
+        itself), indexed by the stored bit patterns; one comparison into the output."""
+        if prepared.params is None:
+            return super().bind(prepared, inputs, outputs)
+        a, b = inputs[0], inputs[1]
+        assert a is not None and b is not None
+        values = np.arange(-128, 128, dtype=np.int8)
+        by_bits = [np.roll(scaling.apply(values), -128) for scaling in prepared.params]  # bit pattern k -> value
+        bits_a, bits_b = a.view(np.uint8), b.view(np.uint8)
+        out = outputs[0]
+
+        def step() -> None:
+            np.greater(by_bits[0].take(bits_a), by_bits[1].take(bits_b), out=out)
+
+        return step
