@@ -135,7 +135,7 @@ class AffineRequantizer:
 
         clamp(floor(a * scale + (offset if a >= sign_at else offset_below)), lo, hi)
 
-    in float32 or float64: seven passes whatever the tensor's size, five under single rounding
+    in float32 or float64: six passes whatever the tensor's size, four under single rounding
     (the exact integer form takes ten or eleven). TFLite's two roundings collapse to one floor
     of the real product with a fixed offset on each side of the accumulator's sign threshold
     (shift folded in), the negative side's lower by the second rounding's step, 2**-right.
@@ -209,8 +209,7 @@ class AffineRequantizer:
         """int8 results of float `acc` (exact integers) into `out` (any view of acc's shape)."""
         z = acc * self.scale
         z += np.where(acc >= self.sign_at, self.offset, self.offset_below) if self.kinked else self.offset
-        np.maximum(z, self.lo, out=z)  # (np.clip's wrapper costs more than these two ufunc calls)
-        np.minimum(z, self.hi, out=z)
+        z.clip(self.lo, self.hi, out=z)  # (the method: np.clip's wrapper costs more than two ufunc calls)
         np.floor(z, out=out, casting="unsafe")
 
 
