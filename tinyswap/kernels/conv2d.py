@@ -27,7 +27,7 @@ from tinyswap.kernels.conv_common import (
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import column_blocks, frozen_affine, output_requantizer
+from tinyswap.kernels.requantize_steps import column_blocks, frozen_affine, frozen_searched, output_requantizer
 
 
 @dataclass(frozen=True)
@@ -116,29 +116,37 @@ class Conv2D(Kernel[Conv2DParams]):
         """Constant filter and bias: the filter converted once; the raw int8 taps (padding
         reads the input zero point) gathered pixels last or, for a pointwise convolution, the
         input rows themselves, transposed; one product into a channel-major accumulator; the
-        zero point and bias folded into the affine output stage, written into the NHWC output
-        through a transposed view."""
+        zero point and bias folded into the output stage: searched thresholds for a few values,
+        else the affine form, written into the NHWC output through a transposed view."""
         stage = p.stage
         assert isinstance(stage, OutputStage)
         out_c = p.out_channels
+        weights = np.ascontiguousarray(f.reshape(out_c, k), dtype=dtype)
+        columns = x.reshape(n, k).T if p.pointwise else None
+        gather = None if p.pointwise else TapGather.of(x, p.window, dtype, stage.input_zero_point, per_channel=False)
+        if gather is None and columns is None:
+            return None
+        searched = frozen_searched(stage, f.reshape(out_c, k), bias, n)
+        if searched is not None:  # a few values: three passes on the pixel-major (transposed) product
+            pixel_major = y.reshape(n, out_c)
+
+            def searched_step() -> None:
+                searched((weights @ (columns if gather is None else gather())).T, pixel_major)
+
+            return searched_step
         affine = frozen_affine(stage, f.reshape(out_c, k), bias, dtype)
         if affine is None:
             return None
         affine = affine.along((out_c, 1))
-        weights = np.ascontiguousarray(f.reshape(out_c, k), dtype=dtype)
         out = y.reshape(n, out_c).T
         blocks = [(block, out[:, block]) for block in column_blocks(n, out_c)]
-        if p.pointwise:
-            columns = x.reshape(n, k).T
+        if columns is not None:
 
             def pointwise_step() -> None:
                 for block, out_block in blocks:
                     affine.apply(weights @ columns[:, block], out_block)
 
             return pointwise_step
-        gather = TapGather.of(x, p.window, dtype, stage.input_zero_point, per_channel=False)
-        if gather is None:
-            return None
 
         def step() -> None:
             taps = gather()
