@@ -12,6 +12,12 @@ invoke is then one `searchsorted` over every channel's thresholds laid end to en
 channel's keys shifted into a range of its own), a bias add and one subtraction into the
 output: four passes. The tests compare it with `Int8Requantizer.apply` at every threshold
 and its neighbours, and the kernels with TFLite Micro.
+
+The same checked thresholds make two more forms possible when the weights and bias can never
+change (`base.is_immutable`): the bias and the input zero point fold into the search's keys
+(`frozen_searched`, three passes), and for more values an affine float form replaces the
+integer passes (`AffineRequantizer`, `frozen_affine`): it agrees with the exact form wherever
+it agrees at every threshold, because both are non-decreasing.
 """
 
 from __future__ import annotations
