@@ -208,13 +208,13 @@ class _PlannedSoftmax:
         top, index, terms = self.top, self.index, self.terms
         np.maximum.reduce(self.x, axis=1, out=top[:, 0])
         np.subtract(top, self.x, out=index, dtype=np.intp, casting="unsafe")
-        np.take(self.sum_table, index, out=terms)
+        np.take(self.sum_table, index, out=terms, mode="clip")  # indices 0..255; "raise" would buffer
         np.add.reduce(terms, axis=1, out=self.sums)
         if self.reciprocals is None:
             self._few_reciprocals()
         else:
             self.reciprocals(self.sums, self.scale, self.bias, self.exponent)
-        np.take(self.exp_table, index, out=terms)
+        np.take(self.exp_table, index, out=terms, mode="clip")
         np.multiply(terms, self.scale, out=terms)
         np.add(terms, _HALF_Q31, out=terms)
         np.right_shift(terms, _THIRTY_ONE, out=terms)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, frozen_array
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, frozen_array
+from tinyswap.kernels.copy_steps import gather_step
 from tinyswap.kernels.layout import constant_ints, same_quantization
 from tinyswap.kernels.registry import register
 
@@ -82,3 +83,11 @@ class StridedSlice(Kernel[StridedSliceParams]):
 
     def eval(self, prepared: Prepared[StridedSliceParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         return [inputs[0][prepared.params.mesh].reshape(prepared.output_shapes[0])]
+
+    def bind(self, prepared: Prepared[StridedSliceParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """One gather of the selected elements' flat indices (fixed here) into the output view."""
+        x, mesh = inputs[0], prepared.params.mesh
+        step = None if x is None or not mesh else gather_step(
+            x, np.ravel_multi_index(np.broadcast_arrays(*mesh), x.shape), outputs[0])
+        return super().bind(prepared, inputs, outputs) if step is None else step
