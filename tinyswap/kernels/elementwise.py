@@ -9,8 +9,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, P, Prepared, PrepareContext, Step, TensorSpec
-from tinyswap.kernels.quantized import FloatActivation, Int8Lookup, float_activation
+from tinyswap.kernels.base import (
+    FLOAT32,
+    INT8,
+    Kernel,
+    P,
+    Prepared,
+    PrepareContext,
+    Step,
+    TensorSpec,
+    claim_buffer_bytes,
+)
+from tinyswap.kernels.quantized import FloatActivation, Int8Lookup, Int8PairLookup, float_activation
 
 MAX_BROADCAST_RANK = 6  # TFLM's Broadcast*6DSlow kernels
 
@@ -36,6 +46,27 @@ def prepare_binary(ctx: PrepareContext) -> tuple[TensorSpec, TensorSpec, TensorS
     for spec in (a, b, y):
         ctx.require_types(spec, INT8)
     return a, b, y, shape, False
+
+
+def pair_lookup_step(lookup: Int8PairLookup, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Step:
+    """The plan step of an int8 binary op tabulated by `lookup` (ADD, SUB, MUL): both inputs'
+    bit patterns copied (broadcast) into one two-byte-per-output buffer fixed here, whose
+    little-endian uint16 view is the table index (a's bits high, b's low), then one gather.
+    Two plain byte copies instead of the shift and or into an intp index, which both cast."""
+    if not claim_buffer_bytes(2 * out.size):
+        return lookup.step(a, b, out)
+    pairs = np.empty((*out.shape, 2), np.uint8)
+    low, high = pairs[..., 0], pairs[..., 1]
+    index = pairs.view("<u2")[..., 0]
+    table = np.frombuffer(lookup.table, np.int8)
+    a_bits, b_bits = a.view(np.uint8), b.view(np.uint8)
+
+    def step() -> None:
+        np.copyto(high, a_bits)
+        np.copyto(low, b_bits)
+        np.take(table, index, out=out, mode="clip")  # every uint16 is an index; "raise" would buffer
+
+    return step
 
 
 def float_binary_params(ctx: PrepareContext) -> FloatActivation:
@@ -75,7 +106,7 @@ class TabulatedUnaryKernel(Kernel[P]):
         lookup = getattr(prepared.params, "lookup", None)
         if not isinstance(lookup, Int8Lookup) or inputs[0].dtype != INT8:
             return super().bind(prepared, inputs, outputs)
-        return lookup.step(inputs[0], outputs[0])
+        return bit_pattern_lookup_step(lookup.by_bit_pattern(), inputs[0], outputs[0])
 
 
 def int8_table_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[np.ndarray]], prepared: Any,
@@ -86,5 +117,11 @@ def int8_table_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[
     values = np.arange(-128, 128, dtype=np.int8)
     table = np.asarray(evaluate(prepared, [values])[0]).astype(out.dtype).reshape(256)
     by_bit_pattern = np.concatenate([table[128:], table[:128]])  # index: the input's uint8 bits
+    return bit_pattern_lookup_step(by_bit_pattern, x, out)
+
+
+def bit_pattern_lookup_step(by_bit_pattern: np.ndarray, x: np.ndarray, out: np.ndarray) -> Step:
+    """`out` = the 256-entry table at each int8 input's uint8 bit pattern: one gather. Every
+    pattern is an index, so the gather's "clip" mode changes nothing (its "raise" would buffer)."""
     index = x.view(np.uint8)
-    return lambda: np.take(by_bit_pattern, index, out=out)
+    return lambda: np.take(by_bit_pattern, index, out=out, mode="clip")
