@@ -60,8 +60,6 @@ def _extreme_inputs(shape: tuple[int, ...], seed: int) -> np.ndarray:
 def test_average_pool_sums_at_both_ends_match_tflite_micro(padding, filt, stride, size) -> None:
     """A global average (VALID over the whole image) and SAME windows with several tap counts,
     at batch 3, rows of all -128 and all 127 included."""
-
-
     h, w = size
     oh, ow = ((h - filt) // stride + 1, (w - filt) // stride + 1) if padding == 1 else (-(-h // stride), -(-w // stride))
     q = Quant(0.05, -3)
