@@ -12,7 +12,7 @@ import numpy as np
 
 from tinyswap.kernels.base import INT8, INT32, Kernel, Prepared, PrepareContext, Step, frozen_array
 from tinyswap.kernels.conv_common import PlannedInput
-from tinyswap.kernels.pooling import Pool2DParams, prepare_pool, sum_float_in_order, sum_int, tap_counts
+from tinyswap.kernels.pooling import Pool2DParams, WindowTaps, prepare_pool, sum_float_in_order, sum_int, tap_counts
 from tinyswap.kernels.registry import register
 from tinyswap.kernels.sum_tables import SumLookup
 
@@ -62,17 +62,14 @@ class AveragePool2D(Kernel[AveragePool2DParams]):
                                acc, n, out)
             if step is not None:
                 return step
-        planned = PlannedInput.of(x, w, INT8 if lookup is not None else INT32, 0)
-        if planned is None:
-            return super().bind(prepared, inputs, outputs)
-        if lookup is not None:
-            def window_sums(acc: np.ndarray) -> None:
-                planned.fill()
-                np.add.reduce(planned.windows, axis=(3, 4), dtype=np.intp, out=acc)
-
-            step = lookup.step(window_sums, acc, n, out)
+        windows = WindowTaps.of(x, w, 0) if lookup is not None else None
+        if windows is not None:
+            step = lookup.step(_tap_sums(windows), acc, n, out)
             if step is not None:
                 return step
+        planned = PlannedInput.of(x, w, INT32, 0)
+        if planned is None:
+            return super().bind(prepared, inputs, outputs)
 
         def step() -> None:
             planned.fill()
@@ -80,6 +77,21 @@ class AveragePool2D(Kernel[AveragePool2DParams]):
             np.copyto(out, np.clip(avg, p.act_min, p.act_max), casting="unsafe")
 
         return step
+
+
+def _tap_sums(windows: WindowTaps):
+    """A reduction for `SumLookup.step`: the taps added one by one into the int sums (a zero
+    border adds nothing)."""
+    taps, fill = windows.taps, windows.fill
+
+    def reduce(acc: np.ndarray) -> None:
+        if fill is not None:
+            fill()
+        np.copyto(acc, taps[0])
+        for tap in taps[1:]:
+            np.add(acc, tap, out=acc)
+
+    return reduce
 
 
 def rounded_average(acc: np.ndarray, n: np.ndarray) -> np.ndarray:
