@@ -20,6 +20,7 @@ from tinyswap.kernels.base import (
     TensorSpec,
     claim_buffer_bytes,
 )
+from tinyswap.kernels.copy_steps import fixed_view
 from tinyswap.kernels.quantized import FloatActivation, Int8Lookup, Int8PairLookup, float_activation
 
 MAX_BROADCAST_RANK = 6  # TFLM's Broadcast*6DSlow kernels
@@ -52,7 +53,12 @@ def pair_lookup_step(lookup: Int8PairLookup, a: np.ndarray, b: np.ndarray, out: 
     """The plan step of an int8 binary op tabulated by `lookup` (ADD, SUB, MUL): both inputs'
     bit patterns copied (broadcast) into one two-byte-per-output buffer fixed here, whose
     little-endian uint16 view is the table index (a's bits high, b's low), then one gather.
-    Two plain byte copies instead of the shift and or into an intp index, which both cast."""
+    Two plain byte copies instead of the shift and or into an intp index, which both cast.
+    With a one-value operand (a scalar constant, a [1, 1, 1, 1] one) the step reads that value
+    at each invoke and gathers the other operand's bits from its row of the table: one pass."""
+    single = _single_operand_step(lookup, a, b, out)
+    if single is not None:
+        return single
     if not claim_buffer_bytes(2 * out.size):
         return lookup.step(a, b, out)
     pairs = np.empty((*out.shape, 2), np.uint8)
@@ -67,6 +73,23 @@ def pair_lookup_step(lookup: Int8PairLookup, a: np.ndarray, b: np.ndarray, out: 
         np.take(table, index, out=out, mode="clip")  # every uint16 is an index; "raise" would buffer
 
     return step
+
+
+def _single_operand_step(lookup: Int8PairLookup, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Step | None:
+    """`out` = table row of the one-value operand, gathered at the other operand's bits; None
+    unless exactly one operand has one value (and the other fills `out`)."""
+    if (a.size == 1) == (b.size == 1) or not claim_buffer_bytes(65536):
+        return None
+    table = np.frombuffer(lookup.table, np.int8).reshape(256, 256)  # [a bits, b bits]
+    if b.size == 1:
+        single, other, rows = b, a, np.ascontiguousarray(table.T)
+    else:
+        single, other, rows = a, b, table
+    destination = fixed_view(out, other.shape)
+    if destination is None:
+        return None
+    value_bits, other_bits = single.view(np.uint8).reshape(1), other.view(np.uint8)
+    return lambda: np.take(rows[value_bits[0]], other_bits, out=destination, mode="clip")
 
 
 def float_binary_params(ctx: PrepareContext) -> FloatActivation:

@@ -21,7 +21,7 @@ def _int8(shape: tuple[int, ...]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("a_shape, b_shape", [((1, 16), (16,)), ((2, 3, 1), ()), ((4, 1, 5), (1, 6, 1)),
-                                              ((), ()), ((8, 8, 1), (1, 1, 1))])
+                                              ((), ()), ((8, 8, 1), (1, 1, 1)), ((1, 1), (4, 5))])
 def test_pair_lookup_step_matches_apply_when_inputs_broadcast(a_shape, b_shape) -> None:
     a, b = _int8(a_shape), _int8(b_shape)
     out = np.empty(np.broadcast_shapes(a_shape, b_shape), np.int8)
