@@ -160,17 +160,17 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
 
 def _softmax_int8_python(rows: list[list[int]], exp_table: list[int], sum_table: list[int]) -> list[list[int]]:
     """The int8 softmax of a few short rows on Python ints: the tables, the row sums, one
-    reciprocal per row and `_scaled_outputs`' arithmetic per value (every product is below
-    2**62, so Python's unbounded ints and NumPy's int64 agree)."""
+    reciprocal per row and `_scaled_outputs`' arithmetic per value with its two shifts folded
+    into one: with a = s * e + 2**30, floor((floor(a / 2**31) + 2**(x - 1)) / 2**x) is
+    floor((a + 2**(x + 30)) / 2**(x + 31)), and min(w - 128, 127) is min(w, 255) - 128."""
     result = []
     for row in rows:
         top = max(row)
         index = [top - v for v in row]
-        shifted_scale, num_bits_over_unit = get_reciprocal(sum(sum_table[i] for i in index), ACCUMULATION_INTEGER_BITS)
+        shifted_scale, num_bits_over_unit = get_reciprocal(sum([sum_table[i] for i in index]), ACCUMULATION_INTEGER_BITS)
         exponent = num_bits_over_unit + 31 - 8
-        offset = (1 << (exponent - 1)) - (128 << exponent)
-        result.append([min((((shifted_scale * exp_table[i] + (1 << 30)) >> 31) + offset) >> exponent, 127)
-                       for i in index])
+        rounding, shift = (1 << 30) + (1 << (exponent + 30)), exponent + 31
+        result.append([min((shifted_scale * exp_table[i] + rounding) >> shift, 255) - 128 for i in index])
     return result
 
 
