@@ -89,3 +89,17 @@ def test_bound_float_step_matches_quantize_float_at_ties_and_extremes(scale, zer
     with np.errstate(over="raise", invalid="raise", divide="raise"):  # and warns of nothing
         Quantize().bind(Prepared([x.shape], p), [x], [out])()
     np.testing.assert_array_equal(out, quantize_float(p, x).astype(np.int8))
+
+
+def test_past_the_plan_budget_the_float_step_computes_directly_with_the_same_bits() -> None:
+    from tinyswap.kernels.base import PlanBudget, Prepared, plan_budget
+    from tinyswap.kernels.quantize import Quantize, QuantizeParams, quantize_float
+
+    p = QuantizeParams(float(np.float32(0.0377)), 11)  # parameters no other test builds thresholds for
+    x = np.random.default_rng(4).standard_normal(500).astype(np.float32) * np.float32(3)
+    out = np.empty(x.shape, np.int8)
+    with plan_budget(PlanBudget(new_pair_tables=0)):
+        step = Quantize().bind(Prepared([x.shape], p), [x], [out])
+    assert "searchsorted" not in step.__code__.co_names  # no thresholds built past the budget
+    step()
+    np.testing.assert_array_equal(out, quantize_float(p, x).astype(np.int8))
