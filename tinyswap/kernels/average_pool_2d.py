@@ -54,7 +54,8 @@ class AveragePool2D(Kernel[AveragePool2DParams]):
         if x.dtype != INT8:
             return super().bind(prepared, inputs, outputs)
         w = p.window
-        lookup = SumLookup.of(n, lambda sums, taps: np.clip(rounded_average(sums, np.int64(taps)), p.act_min, p.act_max))
+        lookup = SumLookup.of(
+            n, lambda sums, taps: np.clip(rounded_average(sums, np.int64(taps)), p.act_min, p.act_max))
         acc = np.empty(out.shape, np.intp)
         whole_image = w.out_h == w.out_w == 1 and int(n.reshape(-1)[0]) == p.in_height * p.in_width
         if lookup is not None and whole_image:

@@ -167,7 +167,8 @@ def _softmax_int8_python(rows: list[list[int]], exp_table: list[int], sum_table:
     for row in rows:
         top = max(row)
         index = [top - v for v in row]
-        shifted_scale, num_bits_over_unit = get_reciprocal(sum([sum_table[i] for i in index]), ACCUMULATION_INTEGER_BITS)
+        total = sum([sum_table[i] for i in index])
+        shifted_scale, num_bits_over_unit = get_reciprocal(total, ACCUMULATION_INTEGER_BITS)
         exponent = num_bits_over_unit + 31 - 8
         rounding, shift = (1 << 30) + (1 << (exponent + 30)), exponent + 31
         result.append([min((shifted_scale * exp_table[i] + rounding) >> shift, 255) - 128 for i in index])

@@ -61,7 +61,10 @@ def test_average_pool_sums_at_both_ends_match_tflite_micro(padding, filt, stride
     """A global average (VALID over the whole image) and SAME windows with several tap counts,
     at batch 3, rows of all -128 and all 127 included."""
     h, w = size
-    oh, ow = ((h - filt) // stride + 1, (w - filt) // stride + 1) if padding == 1 else (-(-h // stride), -(-w // stride))
+    if padding == 1:  # VALID
+        oh, ow = (h - filt) // stride + 1, (w - filt) // stride + 1
+    else:
+        oh, ow = -(-h // stride), -(-w // stride)
     q = Quant(0.05, -3)
     x = Tensor("x", (3, h, w, 5), np.int8, quant=q)
     y = Tensor("y", (3, oh, ow, 5), np.int8, quant=q)
