@@ -291,11 +291,34 @@ def count_leading_zeros_u32(x: ArrayLike) -> np.ndarray:
 
 def get_reciprocal(x: ArrayLike, x_integer_digits: int) -> tuple[np.ndarray, np.ndarray]:
     """TFLite `GetReciprocal`: (Q0.31 of 1/x scaled into [0.5, 1), num_bits_over_unit) for x > 0."""
+    if type(x) is int and 0 < x < 1 << 31:
+        return _get_reciprocal_int(x, x_integer_digits)
     x = _ints(x)
     headroom_plus_one = count_leading_zeros_u32(x)
     num_bits_over_unit = x_integer_digits - headroom_plus_one
     shifted_sum_minus_one = ((x << headroom_plus_one) & 0xFFFFFFFF) - (1 << 31)
     return one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one), num_bits_over_unit
+
+
+def _get_reciprocal_int(x: int, x_integer_digits: int) -> tuple[int, int]:
+    """`get_reciprocal` of one int in [1, 2**31), the generic functions inlined: a batch-1
+    SOFTMAX needs one per row, and their type tests cost more than the arithmetic.
+
+    With h = 32 - bit_length(x), the shifted sum less one is a = (x << h) - 2**31 (no bit is
+    lost), so RoundingHalfSum(a, INT32_MAX) is x << (h - 1). Every SRDHM here has operands
+    whose product is within +-2**62 and none is INT32_MIN * INT32_MIN, so it is
+    floor((a * b + 2**30) / 2**31) without saturation. In the Newton-Raphson steps the
+    correction stays far from saturating (48/17 - 32/17 d is within 1/17 of 1/d on
+    [1/2, 1]); the final doubling saturates exactly when x is a power of two. The tests check
+    this against the generic (array) path over random and edge sums."""
+    headroom_plus_one = 32 - x.bit_length()
+    half_denominator = x << (headroom_plus_one - 1)
+    one_q2 = 1 << 29
+    y = 1515870810 + ((half_denominator * -1010580540 + (1 << 30)) >> 31)
+    for _ in range(3):
+        one_minus = one_q2 - ((half_denominator * y + (1 << 30)) >> 31)
+        y += ((y * one_minus + (1 << 30)) >> 31) << 2
+    return min(y << 1, INT32_MAX), x_integer_digits - headroom_plus_one
 
 
 def quantize_multiplier_greater_than_one(real_multiplier: float) -> tuple[int, int]:

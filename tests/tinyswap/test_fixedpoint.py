@@ -192,7 +192,7 @@ def test_multiply_by_quantized_multiplier_full_int32_per_channel(rows) -> None:
 @given(st.lists(st.integers(1, 2**31 - 1), min_size=1, max_size=16))
 def test_python_int_and_array_paths_agree(xs) -> None:
     # A few-row SOFTMAX computes its reciprocals on Python ints; batches use the arrays. Same bits.
-    xs += [1, 2**19, 2**19 + 1, 2**31 - 1]
+    xs += [1, 2**19, 2**19 + 1, 2**31 - 1, 2**30, 2**30 - 1, 2**30 + 1, 2**20, 3 * 2**19]  # powers of two saturate
     scales, bits = fp.get_reciprocal(np.array(xs, np.int64), 12)
     for x, scale, nbits in zip(xs, scales, bits):
         got_scale, got_bits = fp.get_reciprocal(x, 12)

@@ -13,7 +13,7 @@ import numpy as np
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
-from tinyswap.kernels.elementwise import float_binary_params, prepare_binary
+from tinyswap.kernels.elementwise import float_binary_params, pair_lookup_step, prepare_binary
 from tinyswap.kernels.quantized import FloatActivation, activation_range, checked_multiplier, pair_table
 from tinyswap.kernels.registry import register
 
@@ -95,4 +95,4 @@ class Add(Kernel[AddParams | FloatActivation]):
             (p, sign), lambda a, b: additive_eval(p, a, b, sign))
         if table is None:
             return super().bind(prepared, inputs, outputs)
-        return table.step(inputs[0], inputs[1], outputs[0])
+        return pair_lookup_step(table, inputs[0], inputs[1], outputs[0])

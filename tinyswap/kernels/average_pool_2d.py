@@ -12,8 +12,9 @@ import numpy as np
 
 from tinyswap.kernels.base import INT8, INT32, Kernel, Prepared, PrepareContext, Step, frozen_array
 from tinyswap.kernels.conv_common import PlannedInput
-from tinyswap.kernels.pooling import Pool2DParams, prepare_pool, sum_float_in_order, sum_int, tap_counts
+from tinyswap.kernels.pooling import Pool2DParams, WindowTaps, prepare_pool, sum_float_in_order, sum_int, tap_counts
 from tinyswap.kernels.registry import register
+from tinyswap.kernels.sum_tables import SumLookup
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,12 +44,31 @@ class AveragePool2D(Kernel[AveragePool2DParams]):
 
     def bind(self, prepared: Prepared[AveragePool2DParams], inputs: list[np.ndarray | None],
              outputs: list[np.ndarray]) -> Step:
-        """int8: a zero border (adds nothing to a sum), one int32 sum over each window's taps,
-        the rounded division by the in-image tap count, the clamp into the output view."""
+        """int8: each window's sum over its in-image taps (the input's own sum for a global
+        average; else over a zero border, which adds nothing), then the rounded division by
+        the tap count and the clamp by a table of every possible sum (`SumLookup`); past the
+        table's bound, computed with the passes of `eval`."""
         p = prepared.params.pool
         n = prepared.params.tap_counts
         x, out = inputs[0], outputs[0]
-        planned = None if x.dtype != INT8 else PlannedInput.of(x, p.window, INT32, 0)
+        if x.dtype != INT8:
+            return super().bind(prepared, inputs, outputs)
+        w = p.window
+        lookup = SumLookup.of(
+            n, lambda sums, taps: np.clip(rounded_average(sums, np.int64(taps)), p.act_min, p.act_max))
+        acc = np.empty(out.shape, np.intp)
+        whole_image = w.out_h == w.out_w == 1 and int(n.reshape(-1)[0]) == p.in_height * p.in_width
+        if lookup is not None and whole_image:
+            step = lookup.step(lambda acc: np.add.reduce(x, axis=(1, 2), dtype=np.intp, out=acc, keepdims=True),
+                               acc, n, out)
+            if step is not None:
+                return step
+        windows = WindowTaps.of(x, w, 0) if lookup is not None else None
+        if windows is not None:
+            step = lookup.step(_tap_sums(windows), acc, n, out)
+            if step is not None:
+                return step
+        planned = PlannedInput.of(x, w, INT32, 0)
         if planned is None:
             return super().bind(prepared, inputs, outputs)
 
@@ -58,6 +78,21 @@ class AveragePool2D(Kernel[AveragePool2DParams]):
             np.copyto(out, np.clip(avg, p.act_min, p.act_max), casting="unsafe")
 
         return step
+
+
+def _tap_sums(windows: WindowTaps):
+    """A reduction for `SumLookup.step`: the taps added one by one into the int sums (a zero
+    border adds nothing)."""
+    taps, fill = windows.taps, windows.fill
+
+    def reduce(acc: np.ndarray) -> None:
+        if fill is not None:
+            fill()
+        np.copyto(acc, taps[0])
+        for tap in taps[1:]:
+            np.add(acc, tap, out=acc)
+
+    return reduce
 
 
 def rounded_average(acc: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -19,7 +19,9 @@ from tinyswap.kernels.base import (
     Kernel,
     Prepared,
     PrepareContext,
+    Step,
 )
+from tinyswap.kernels.copy_steps import concatenation_step
 from tinyswap.kernels.layout import normalize_axis, same_quantization
 from tinyswap.kernels.registry import register
 
@@ -64,3 +66,8 @@ class Concatenation(Kernel[ConcatenationParams]):
 
     def eval(self, prepared: Prepared[ConcatenationParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         return [np.concatenate(inputs, axis=prepared.params.axis)]
+
+    def bind(self, prepared: Prepared[ConcatenationParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """Each input copied into its slab of the output view."""
+        return concatenation_step(inputs, outputs[0], prepared.params.axis)  # type: ignore[arg-type]

@@ -9,8 +9,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, P, Prepared, PrepareContext, Step, TensorSpec
-from tinyswap.kernels.quantized import FloatActivation, Int8Lookup, float_activation
+from tinyswap.kernels.base import (
+    FLOAT32,
+    INT8,
+    Kernel,
+    P,
+    Prepared,
+    PrepareContext,
+    Step,
+    TensorSpec,
+    claim_buffer_bytes,
+)
+from tinyswap.kernels.copy_steps import fixed_view
+from tinyswap.kernels.quantized import FloatActivation, Int8Lookup, Int8PairLookup, float_activation
 
 MAX_BROADCAST_RANK = 6  # TFLM's Broadcast*6DSlow kernels
 
@@ -36,6 +47,49 @@ def prepare_binary(ctx: PrepareContext) -> tuple[TensorSpec, TensorSpec, TensorS
     for spec in (a, b, y):
         ctx.require_types(spec, INT8)
     return a, b, y, shape, False
+
+
+def pair_lookup_step(lookup: Int8PairLookup, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Step:
+    """The plan step of an int8 binary op tabulated by `lookup` (ADD, SUB, MUL): both inputs'
+    bit patterns copied (broadcast) into one two-byte-per-output buffer fixed here, whose
+    little-endian uint16 view is the table index (a's bits high, b's low), then one gather.
+    Two plain byte copies instead of the shift and or into an intp index, which both cast.
+    With a one-value operand (a scalar constant, a [1, 1, 1, 1] one) the step reads that value
+    at each invoke and gathers the other operand's bits from its row of the table: one pass."""
+    single = _single_operand_step(lookup, a, b, out)
+    if single is not None:
+        return single
+    if not claim_buffer_bytes(2 * out.size):
+        return lookup.step(a, b, out)
+    pairs = np.empty((*out.shape, 2), np.uint8)
+    low, high = pairs[..., 0], pairs[..., 1]
+    index = pairs.view("<u2")[..., 0]
+    table = np.frombuffer(lookup.table, np.int8)
+    a_bits, b_bits = a.view(np.uint8), b.view(np.uint8)
+
+    def step() -> None:
+        np.copyto(high, a_bits)
+        np.copyto(low, b_bits)
+        np.take(table, index, out=out, mode="clip")  # every uint16 is an index; "raise" would buffer
+
+    return step
+
+
+def _single_operand_step(lookup: Int8PairLookup, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Step | None:
+    """`out` = table row of the one-value operand, gathered at the other operand's bits; None
+    unless exactly one operand has one value (and the other fills `out`)."""
+    if (a.size == 1) == (b.size == 1) or not claim_buffer_bytes(65536):
+        return None
+    table = np.frombuffer(lookup.table, np.int8).reshape(256, 256)  # [a bits, b bits]
+    if b.size == 1:
+        single, other, rows = b, a, np.ascontiguousarray(table.T)
+    else:
+        single, other, rows = a, b, table
+    destination = fixed_view(out, other.shape)
+    if destination is None:
+        return None
+    value_bits, other_bits = single.view(np.uint8).reshape(1), other.view(np.uint8)
+    return lambda: np.take(rows[value_bits[0]], other_bits, out=destination, mode="clip")
 
 
 def float_binary_params(ctx: PrepareContext) -> FloatActivation:
@@ -75,7 +129,7 @@ class TabulatedUnaryKernel(Kernel[P]):
         lookup = getattr(prepared.params, "lookup", None)
         if not isinstance(lookup, Int8Lookup) or inputs[0].dtype != INT8:
             return super().bind(prepared, inputs, outputs)
-        return lookup.step(inputs[0], outputs[0])
+        return bit_pattern_lookup_step(lookup.by_bit_pattern(), inputs[0], outputs[0])
 
 
 def int8_table_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[np.ndarray]], prepared: Any,
@@ -86,5 +140,11 @@ def int8_table_step(evaluate: Callable[[Any, list[np.ndarray | None]], Sequence[
     values = np.arange(-128, 128, dtype=np.int8)
     table = np.asarray(evaluate(prepared, [values])[0]).astype(out.dtype).reshape(256)
     by_bit_pattern = np.concatenate([table[128:], table[:128]])  # index: the input's uint8 bits
+    return bit_pattern_lookup_step(by_bit_pattern, x, out)
+
+
+def bit_pattern_lookup_step(by_bit_pattern: np.ndarray, x: np.ndarray, out: np.ndarray) -> Step:
+    """`out` = the 256-entry table at each int8 input's uint8 bit pattern: one gather. Every
+    pattern is an index, so the gather's "clip" mode changes nothing (its "raise" would buffer)."""
     index = x.view(np.uint8)
-    return lambda: np.take(by_bit_pattern, index, out=out)
+    return lambda: np.take(by_bit_pattern, index, out=out, mode="clip")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Prepared, PrepareContext
+from tinyswap.kernels.copy_steps import ByteCopyKernel
 from tinyswap.kernels.layout import constant_ints, normalize_axis, same_quantization
 from tinyswap.kernels.registry import register
 
 
 @register
-class ExpandDims(Kernel):
+class ExpandDims(ByteCopyKernel):
     op_name = "EXPAND_DIMS"
 
     def prepare(self, ctx: PrepareContext) -> Prepared:

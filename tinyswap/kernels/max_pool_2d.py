@@ -6,7 +6,7 @@ import numpy as np
 
 from tinyswap.kernels.base import INT8, Kernel, Prepared, PrepareContext, Step
 from tinyswap.kernels.conv_common import PlannedInput
-from tinyswap.kernels.pooling import Pool2DParams, prepare_pool, reduce_max
+from tinyswap.kernels.pooling import Pool2DParams, WindowTaps, prepare_pool, reduce_max
 from tinyswap.kernels.registry import register
 
 
@@ -29,6 +29,9 @@ class MaxPool2D(Kernel[Pool2DParams]):
         one max over each window's taps, the clamp written into the output view."""
         p = prepared.params
         x, out = inputs[0], outputs[0]
+        windows = WindowTaps.of(x, p.window, -128)
+        if windows is not None:
+            return _tap_max_step(windows, out, int(p.act_min), int(p.act_max))
         planned = None if x.dtype != INT8 else PlannedInput.of(x, p.window, INT8, 0, pad_value=-128)
         if planned is None:
             return super().bind(prepared, inputs, outputs)
@@ -40,3 +43,25 @@ class MaxPool2D(Kernel[Pool2DParams]):
             np.minimum(out, p.act_max, out=out)
 
         return step
+
+
+def _tap_max_step(windows: WindowTaps, out: np.ndarray, lo: int, hi: int) -> Step:
+    """The running maximum of the taps (a -128 border never wins: every window has an in-image
+    tap), then the activation's clamp where it is narrower than int8's range."""
+    first, rest = windows.taps[0], windows.taps[1:]
+    fill = windows.fill
+    clamp = lo > -128 or hi < 127
+
+    def step() -> None:
+        if fill is not None:
+            fill()
+        if rest:
+            np.maximum(first, rest[0], out=out)
+            for tap in rest[1:]:
+                np.maximum(out, tap, out=out)
+        else:
+            np.copyto(out, first)
+        if clamp:
+            np.clip(out, lo, hi, out=out)
+
+    return step

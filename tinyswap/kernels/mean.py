@@ -17,6 +17,7 @@ from tinyswap.kernels.layout import constant_ints, normalize_axis
 from tinyswap.kernels.quantized import Int8Requantizer, Rescale, checked_multiplier
 from tinyswap.kernels.requantize_steps import ThresholdRequantizer
 from tinyswap.kernels.registry import register
+from tinyswap.kernels.sum_tables import SumLookup
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,21 @@ class Mean(Kernel[MeanParams]):
         return [np.clip(out, -128, 127).astype(np.int8).reshape(out_shape)]
 
     def bind(self, prepared: Prepared[MeanParams], inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
-        """int8: the int64 sum, less the summed zero point, requantized with constants computed here."""
+        """int8: the sum, then its requantization (less the summed zero point) by a table of every
+        possible sum (`SumLookup`); past the table's bound, requantized with constants computed here."""
         p = prepared.params
         r = p.rescale
         if r is None:
             return super().bind(prepared, inputs, outputs)
         x, out = inputs[0], outputs[0]
         requantizer = Int8Requantizer.build(r.multiplier, r.shift, r.output_zero_point, -128, 127, False)
+        lookup = SumLookup.of(np.array([p.count]), lambda sums, _n: requantizer.apply(sums - r.input_zero_point))
+        if lookup is not None:
+            acc = np.empty(tuple(d for a, d in enumerate(x.shape) if a not in p.axes), np.intp)
+            step = lookup.step(lambda acc: np.add.reduce(x, axis=p.axes, dtype=np.intp, out=acc), acc,
+                               np.array(p.count), out)
+            if step is not None:
+                return step
         # A few outputs (a batch-1 global average): by threshold search, 128 * count + |zp sum| bounding the sums.
         searched = ThresholdRequantizer.of(requantizer, 1, 128 * p.count + abs(r.input_zero_point), out.size)
         if searched is not None:

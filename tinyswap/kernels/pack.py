@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step
+from tinyswap.kernels.copy_steps import pack_step
 from tinyswap.kernels.layout import normalize_axis, same_quantization
 from tinyswap.kernels.registry import register
 
@@ -41,3 +42,7 @@ class Pack(Kernel[PackParams]):
 
     def eval(self, prepared: Prepared[PackParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         return [np.stack(inputs, axis=prepared.params.axis)]
+
+    def bind(self, prepared: Prepared[PackParams], inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+        """Each input copied into its index of the new axis in the output view."""
+        return pack_step(inputs, outputs[0], prepared.params.axis)  # type: ignore[arg-type]

@@ -13,11 +13,12 @@ TFLM's int arithmetic cannot hold, and windows whose evaluation would exceed `MA
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from tinyswap.kernels.base import FLOAT32, INT8, PrepareContext
-from tinyswap.kernels.conv_common import Window, compute_window
+from tinyswap.kernels.conv_common import PlannedInput, Window, compute_window, patches
 from tinyswap.kernels.quantized import activation_range, float_activation_range
 
 # Element reads one pooling evaluation may make (about a second of NumPy work); a window that
@@ -37,6 +38,35 @@ class Pool2DParams:
     is_float: bool
     act_min: int | float
     act_max: int | float
+
+
+# Taps per window up to which a plan step reduces tap by tap (one pass per tap, over views fixed
+# at bind); NumPy's reduction over a strided six-dimensional window view is several times slower.
+MAX_TAP_PASSES = 16
+
+
+@dataclass(frozen=True, eq=False)
+class WindowTaps:
+    """An int8 NHWC input's pooling windows as one [batch, out_h, out_w, channels] view per tap,
+    fixed at bind: views of the input itself when the window has no padding, else of a bordered
+    copy (`fill` refreshes its interior on each invoke)."""
+
+    taps: tuple[np.ndarray, ...]
+    fill: "Callable[[], None] | None"
+
+    @classmethod
+    def of(cls, x: np.ndarray, w: Window, pad_value: int) -> "WindowTaps | None":
+        """None past MAX_TAP_PASSES taps, or when the bordered copy is refused (`PlannedInput`)."""
+        if x.dtype != INT8 or w.filter_h * w.filter_w > MAX_TAP_PASSES:
+            return None
+        if not (w.pad_top or w.pad_bottom or w.pad_left or w.pad_right):
+            windows, fill = patches(x, w, padded=True), None
+        else:
+            planned = PlannedInput.of(x, w, INT8, 0, pad_value=pad_value)
+            if planned is None:
+                return None
+            windows, fill = planned.windows, planned.fill
+        return cls(tuple(windows[:, :, :, dy, dx, :] for dy in range(w.filter_h) for dx in range(w.filter_w)), fill)
 
 
 def tap_ranges(size: int, out: int, stride: int, pad_before: int, filt: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,11 +3,12 @@ away from zero, + zero point, clamped) and int8 -> int8 requantization (`requant
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Step
+from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Step, claim_new_pair_table
 from tinyswap.kernels.elementwise import int8_table_step
 from tinyswap.kernels.quantized import Rescale, checked_multiplier, round_half_away_f32
 from tinyswap.kernels.registry import register
@@ -52,9 +53,74 @@ class Quantize(Kernel[QuantizeParams | Rescale]):
         into the output view."""
         p = prepared.params
         if isinstance(p, QuantizeParams):
-            x, out = inputs[0], outputs[0]
-            return lambda: np.copyto(out, quantize_float(p, x), casting="unsafe")
+            return _float_step(p, inputs[0], outputs[0])
         return int8_table_step(self.eval, prepared, inputs[0], outputs[0])
+
+
+# The float32 keys of +-infinity in `_float32_at`'s order (every other non-NaN value between).
+_INFINITY_KEY = 0x7F800000
+
+
+def _float32_at(keys: np.ndarray) -> np.ndarray:
+    """The float32 values of int64 `keys` in order: k >= 0 is the float with bit pattern k, k < 0
+    is -(the float with pattern -k), so keys and values increase together (both zeros are 0)."""
+    magnitude = np.abs(keys).astype(np.int32).view(np.float32)
+    return np.where(keys < 0, -magnitude, magnitude)
+
+
+_THRESHOLDS: dict[QuantizeParams, bytes | None] = {}  # shared by equal parameters, like pair tables
+_CACHED_THRESHOLDS = 256
+_THRESHOLDS_LOCK = threading.Lock()
+
+
+def _thresholds(p: QuantizeParams) -> bytes | None:
+    """The 255 float32 thresholds of `quantize_float` (see `_float_step`), or None if the check
+    refutes them; cached by parameters (a bisection costs a few milliseconds)."""
+    if p in _THRESHOLDS:
+        return _THRESHOLDS[p]
+    levels = np.arange(-127, 128, dtype=np.int64)
+    lo = np.full(levels.shape, -_INFINITY_KEY, np.int64)  # -inf gives -128: below every level
+    hi = np.full(levels.shape, _INFINITY_KEY, np.int64)  # +inf gives 127: reaches every level
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        while np.any(hi - lo > 1):  # invariant: lo below the level, hi reaching it
+            mid = (lo + hi) // 2
+            reaches = quantize_float(p, _float32_at(mid)) >= levels
+            hi, lo = np.where(reaches, mid, hi), np.where(reaches, lo, mid)
+        thresholds = _float32_at(hi)
+        refuted = np.any(quantize_float(p, thresholds) < levels) or np.any(
+            quantize_float(p, _float32_at(hi - 1)) >= levels)
+    found = None if refuted else thresholds.astype(np.float32).tobytes()
+    with _THRESHOLDS_LOCK:  # interpreters may be built on several threads
+        while len(_THRESHOLDS) >= _CACHED_THRESHOLDS:
+            _THRESHOLDS.pop(next(iter(_THRESHOLDS)))
+        _THRESHOLDS[p] = found
+    return found
+
+
+def _float_step(p: QuantizeParams, x: np.ndarray, out: np.ndarray) -> Step:
+    """`quantize_float` by threshold search: the float32 quantization is non-decreasing in x
+    (a correctly rounded division by a positive scale, a rounding, a shift and a clamp), so it
+    is described by the smallest float32 reaching each output above -128. Those 255 thresholds
+    are found at bind by bisection over the ordered float32 values, evaluating `quantize_float`
+    itself, and checked (each reaches its level; the float below it does not); a plan builds
+    as many new ones as pair tables (`PlanBudget`), then steps through `quantize_float`. An invoke is
+    then one `searchsorted` (its count of thresholds at or below x is the output + 128), one
+    gather into the output, and the zero point written where x is NaN (which sorts last)."""
+    found = _thresholds(p) if p in _THRESHOLDS or claim_new_pair_table() else None
+    if found is None:
+        return lambda: np.copyto(out, quantize_float(p, x), casting="unsafe")
+    thresholds = np.frombuffer(found, np.float32)
+    by_count = np.arange(-128, 128, dtype=np.int8)
+    nan_value = np.int8(quantize_float(p, np.array([np.nan], np.float32))[0])
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    nan = np.empty(flat_x.shape, np.bool_)
+
+    def step() -> None:
+        np.take(by_count, np.searchsorted(thresholds, flat_x, side="right"), out=flat_out, mode="clip")
+        np.isnan(flat_x, out=nan)
+        np.copyto(flat_out, nan_value, where=nan)
+
+    return step
 
 
 def quantize_float(p: QuantizeParams, x: np.ndarray) -> np.ndarray:

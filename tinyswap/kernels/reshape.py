@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Prepared, PrepareContext
+from tinyswap.kernels.copy_steps import ByteCopyKernel
 from tinyswap.kernels.layout import constant_ints, same_quantization
 from tinyswap.kernels.registry import register
 
 
 @register
-class Reshape(Kernel):
+class Reshape(ByteCopyKernel):
     op_name = "RESHAPE"
 
     def prepare(self, ctx: PrepareContext) -> Prepared:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, INT16, INT32, Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import FLOAT32, INT8, INT16, INT32, Kernel, Prepared, PrepareContext, Step
+from tinyswap.kernels.copy_steps import rows_gather_step
 from tinyswap.kernels.layout import constant_ints, same_quantization
 from tinyswap.kernels.registry import register
 
@@ -75,3 +76,10 @@ class ResizeNearestNeighbor(Kernel):
         assert x is not None
         p = prepared.params
         return [np.ascontiguousarray(x[:, p.rows][:, :, p.cols])]
+
+    def bind(self, prepared: Prepared[ResizeParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """One gather along the pixel axis: output pixel (r, c) reads input pixel (rows[r], cols[c])."""
+        x, p = inputs[0], prepared.params
+        step = None if x is None else rows_gather_step(x, p.rows[:, None] * x.shape[2] + p.cols[None, :], outputs[0])
+        return super().bind(prepared, inputs, outputs) if step is None else step

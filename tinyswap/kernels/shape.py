@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import INT32, INT64, Kernel, Prepared, PrepareContext, frozen_array
+from tinyswap.kernels.base import INT32, INT64, Kernel, Prepared, PrepareContext, Step, frozen_array
 from tinyswap.kernels.registry import register
 
 
@@ -28,3 +28,8 @@ class Shape(Kernel[ShapeParams]):
 
     def eval(self, prepared: Prepared[ShapeParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         return [prepared.params.value]
+
+    def bind(self, prepared: Prepared[ShapeParams], inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> Step:
+        """The shape (known since prepare) copied into the output view."""
+        value, out = prepared.params.value, outputs[0]
+        return lambda: np.copyto(out, value)

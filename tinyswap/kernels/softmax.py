@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyswap.fixedpoint import (
+    INT32_MAX,
     exp_on_negative_values,
     get_reciprocal,
     multiply_by_quantized_multiplier_greater_than_one,
@@ -21,7 +22,16 @@ from tinyswap.fixedpoint import (
     quantize_multiplier_greater_than_one,
     rescale,
 )
-from tinyswap.kernels.base import FLOAT32, INT8, Kernel, Prepared, PrepareContext, Profile, Step
+from tinyswap.kernels.base import (
+    FLOAT32,
+    INT8,
+    Kernel,
+    Prepared,
+    PrepareContext,
+    Profile,
+    Step,
+    claim_buffer_bytes,
+)
 from tinyswap.kernels.registry import register
 
 SCALED_DIFF_INTEGER_BITS = 5
@@ -130,45 +140,155 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
 
     def bind(self, prepared: Prepared[SoftmaxParams | FloatSoftmaxParams], inputs: list[np.ndarray | None],
              outputs: list[np.ndarray]) -> Step:
-        """int8 with at most FEW_ROWS rows (a batch-1 classifier head): the tables, one
-        reciprocal per row on Python ints, the scaled outputs written into the output view."""
+        """int8: a few short rows (a batch-1 classifier head) on Python ints; anything else up
+        to BLOCK_ELEMENTS values as whole-tensor passes over buffers fixed here (`_PlannedSoftmax`).
+        Larger tensors run `eval`, block by block."""
         p = prepared.params
         x = inputs[0]
-        cols = x.shape[-1]
+        cols = x.shape[-1] if x.ndim else 0
         rows = x.size // cols if cols else 0
-        if isinstance(p, FloatSoftmaxParams) or not 0 < rows <= FEW_ROWS or cols > FEW_ROWS_MAX_COLUMNS:
+        if isinstance(p, FloatSoftmaxParams) or rows == 0 or cols > FEW_ROWS_MAX_COLUMNS:
             return super().bind(prepared, inputs, outputs)
-        exp_table, sum_table = np.frombuffer(p.exp_table, np.int64), np.frombuffer(p.sum_table, np.int64)
         x2, out2 = x.reshape(rows, cols), outputs[0].reshape(rows, cols)
-        if cols <= PYTHON_MAX_COLUMNS:
-            exp_list, sum_list = exp_table.tolist(), sum_table.tolist()
+        if rows <= FEW_ROWS and cols <= PYTHON_MAX_COLUMNS:
+            exp_list = np.frombuffer(p.exp_table, np.int64).tolist()
+            sum_list = np.frombuffer(p.sum_table, np.int64).tolist()
             return lambda: out2.__setitem__(Ellipsis, _softmax_int8_python(x2.tolist(), exp_list, sum_list))
-        index = np.empty((rows, cols), np.intp)
-
-        def step() -> None:
-            np.subtract(x2.max(axis=1, keepdims=True), x2, out=index, dtype=np.intp, casting="unsafe")
-            sums = sum_table[index].sum(axis=1).tolist()
-            for r in range(rows):
-                shifted_scale, num_bits_over_unit = get_reciprocal(sums[r], ACCUMULATION_INTEGER_BITS)
-                out2[r] = _scaled_outputs(shifted_scale, exp_table[index[r]], num_bits_over_unit + 31 - 8)
-
-        return step
+        planned = _PlannedSoftmax.of(p, x2, out2)
+        return super().bind(prepared, inputs, outputs) if planned is None else planned.step
 
 
 def _softmax_int8_python(rows: list[list[int]], exp_table: list[int], sum_table: list[int]) -> list[list[int]]:
     """The int8 softmax of a few short rows on Python ints: the tables, the row sums, one
-    reciprocal per row and `_scaled_outputs`' arithmetic per value (every product is below
-    2**62, so Python's unbounded ints and NumPy's int64 agree)."""
+    reciprocal per row and `_scaled_outputs`' arithmetic per value with its two shifts folded
+    into one: with a = s * e + 2**30, floor((floor(a / 2**31) + 2**(x - 1)) / 2**x) is
+    floor((a + 2**(x + 30)) / 2**(x + 31)), and min(w - 128, 127) is min(w, 255) - 128."""
     result = []
     for row in rows:
         top = max(row)
         index = [top - v for v in row]
-        shifted_scale, num_bits_over_unit = get_reciprocal(sum(sum_table[i] for i in index), ACCUMULATION_INTEGER_BITS)
+        total = sum([sum_table[i] for i in index])
+        shifted_scale, num_bits_over_unit = get_reciprocal(total, ACCUMULATION_INTEGER_BITS)
         exponent = num_bits_over_unit + 31 - 8
-        offset = (1 << (exponent - 1)) - (128 << exponent)
-        result.append([min((((shifted_scale * exp_table[i] + (1 << 30)) >> 31) + offset) >> exponent, 127)
-                       for i in index])
+        rounding, shift = (1 << 30) + (1 << (exponent + 30)), exponent + 31
+        result.append([min((shifted_scale * exp_table[i] + rounding) >> shift, 255) - 128 for i in index])
     return result
+
+
+class _PlannedSoftmax:
+    """The int8 softmax of a fixed [rows, cols] view as whole-tensor passes over buffers made
+    at bind: a pass per step of TFLM's arithmetic, not a pass per row, with no allocation.
+
+    Per element: the difference to the row max (a table index), the Q12.19 term from
+    `sum_table`, later the Q0.31 exponential from `exp_table` and `_scaled_outputs`'
+    arithmetic with its per-row constants. Per row: the sum and its reciprocal, on Python
+    ints for up to FEW_ROWS rows, else as `_RowReciprocals`' passes over the rows."""
+
+    def __init__(self, p: SoftmaxParams, x: np.ndarray, out: np.ndarray) -> None:
+        rows, cols = x.shape
+        self.x, self.out = x, out
+        self.exp_table = np.frombuffer(p.exp_table, np.int64)
+        self.sum_table = np.frombuffer(p.sum_table, np.int64)
+        self.top = np.empty((rows, 1), np.int8)
+        self.index = np.empty((rows, cols), np.intp)
+        self.terms = np.empty((rows, cols), np.int64)
+        self.sums = np.empty(rows, np.int64)
+        self.scale = np.empty((rows, 1), np.int64)  # the reciprocal, Q0.31
+        self.bias = np.empty((rows, 1), np.int64)  # 2**(exponent - 1) - 128 * 2**exponent
+        self.exponent = np.empty((rows, 1), np.int64)
+        self.reciprocals = None if rows <= FEW_ROWS else _RowReciprocals(rows)
+
+    @classmethod
+    def of(cls, p: SoftmaxParams, x: np.ndarray, out: np.ndarray) -> "_PlannedSoftmax | None":
+        """None past BLOCK_ELEMENTS values or the plan's buffer budget (`eval` runs those)."""
+        if x.size > BLOCK_ELEMENTS or not claim_buffer_bytes(x.size * 17 + x.shape[0] * 64):
+            return None
+        return cls(p, x, out)
+
+    def step(self) -> None:
+        top, index, terms = self.top, self.index, self.terms
+        np.maximum.reduce(self.x, axis=1, out=top[:, 0])
+        np.subtract(top, self.x, out=index, dtype=np.intp, casting="unsafe")
+        np.take(self.sum_table, index, out=terms, mode="clip")  # indices 0..255; "raise" would buffer
+        np.add.reduce(terms, axis=1, out=self.sums)
+        if self.reciprocals is None:
+            self._few_reciprocals()
+        else:
+            self.reciprocals(self.sums, self.scale, self.bias, self.exponent)
+        np.take(self.exp_table, index, out=terms, mode="clip")
+        np.multiply(terms, self.scale, out=terms)
+        np.add(terms, _HALF_Q31, out=terms)
+        np.right_shift(terms, _THIRTY_ONE, out=terms)
+        np.add(terms, self.bias, out=terms)
+        np.right_shift(terms, self.exponent, out=terms)
+        np.minimum(terms, _INT8_MAX, out=terms)
+        np.copyto(self.out, terms, casting="unsafe")  # measured twice as fast as a casting minimum
+
+    def _few_reciprocals(self) -> None:
+        scales, biases, exponents = [], [], []
+        for total in self.sums.tolist():
+            shifted_scale, num_bits_over_unit = get_reciprocal(total, ACCUMULATION_INTEGER_BITS)
+            exponent = num_bits_over_unit + 31 - 8
+            scales.append(shifted_scale)
+            biases.append((1 << (exponent - 1)) - (128 << exponent))
+            exponents.append(exponent)
+        self.scale[:, 0], self.bias[:, 0], self.exponent[:, 0] = scales, biases, exponents
+
+
+# Constants of the planned passes as 0-d arrays: NumPy converts a Python int on every call.
+_HALF_Q31 = np.array(1 << 30, np.int64)
+_THIRTY_ONE = np.array(31, np.int64)
+_INT8_MAX = np.array(127, np.int64)
+
+
+class _RowReciprocals:
+    """`get_reciprocal(sum, 12)` of every row's sum (1 <= sum <= 2**31), and `_scaled_outputs`'
+    per-row bias and exponent, as passes over int64 buffers: the arithmetic of
+    `fixedpoint._get_reciprocal_int` (see there why no SRDHM saturates) with the roundings
+    folded into shifts. The sum's bit length comes from `frexp` (exact: sums are below 2**53),
+    and its mantissa times 2**31 is the half denominator x << (h - 1)."""
+
+    # Newton-Raphson constants of gemmlowp's one_over_one_plus_x_for_x_in_0_1, as 0-d arrays.
+    _START = np.array((1 << 30) + (1515870810 << 31), np.int64)  # SRDHM's nudge + 48/17 << 31
+    _SLOPE = np.array(-1010580540, np.int64)  # -32/17
+    # 2**29 - floor((p + 2**30) / 2**31) == floor((_ONE_MINUS - p) / 2**31)
+    _ONE_MINUS = np.array((1 << 60) + (1 << 30) - 1, np.int64)
+    _TWO_POW_31 = np.array(2.0**31)
+    _MINUS_255 = np.array(-255, np.int64)
+    _INT32_MAX = np.array(INT32_MAX, np.int64)
+    _ONE, _TWO, _TWENTY_NINE = (np.array(v, np.int64) for v in (1, 2, 29))
+    _THREE_BITS = np.array(~3, np.int64)
+
+    def __init__(self, rows: int) -> None:
+        self.mantissa = np.empty(rows, np.float64)
+        self.bits = np.empty(rows, np.intc)
+        self.half_denominator, self.y, self.t = (np.empty(rows, np.int64) for _ in range(3))
+
+    def __call__(self, sums: np.ndarray, scale: np.ndarray, bias: np.ndarray, exponent: np.ndarray) -> None:
+        c = _RowReciprocals
+        hd, y, t = self.half_denominator, self.y, self.t
+        np.frexp(sums, out=(self.mantissa, self.bits))
+        np.multiply(self.mantissa, c._TWO_POW_31, out=hd, casting="unsafe")
+        np.multiply(hd, c._SLOPE, out=y)
+        np.add(y, c._START, out=y)
+        np.right_shift(y, _THIRTY_ONE, out=y)
+        for _ in range(3):
+            np.multiply(hd, y, out=t)
+            np.subtract(c._ONE_MINUS, t, out=t)
+            np.right_shift(t, _THIRTY_ONE, out=t)  # one_minus, Q2.29
+            np.multiply(y, t, out=t)
+            np.add(t, _HALF_Q31, out=t)
+            np.right_shift(t, c._TWENTY_NINE, out=t)
+            np.bitwise_and(t, c._THREE_BITS, out=t)  # SRDHM times 4: (v >> 31) << 2
+            np.add(y, t, out=y)
+        scale = scale[:, 0]
+        np.left_shift(y, c._ONE, out=scale)
+        np.minimum(scale, c._INT32_MAX, out=scale)
+        # exponent = num_bits_over_unit + 31 - 8 = bit_length + 3; bias = -255 << (exponent - 1)
+        exponent = exponent[:, 0]
+        np.add(self.bits, c._TWO, out=exponent)
+        np.left_shift(c._MINUS_255, exponent, out=bias[:, 0])
+        np.add(exponent, c._ONE, out=exponent)
 
 
 def _scaled_outputs(shifted_scale: np.ndarray | int, exps: np.ndarray, exponent: np.ndarray | int) -> np.ndarray:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext
+from tinyswap.kernels.base import Prepared, PrepareContext
+from tinyswap.kernels.copy_steps import ByteCopyKernel
 from tinyswap.kernels.layout import normalize_axis, same_quantization
 from tinyswap.kernels.registry import register
 
 
 @register
-class Squeeze(Kernel):
+class Squeeze(ByteCopyKernel):
     op_name = "SQUEEZE"
 
     def prepare(self, ctx: PrepareContext) -> Prepared:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, frozen_array
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, frozen_array
+from tinyswap.kernels.copy_steps import copy_step
 from tinyswap.kernels.layout import constant_ints, same_quantization
 from tinyswap.kernels.registry import register
 
@@ -82,3 +83,25 @@ class StridedSlice(Kernel[StridedSliceParams]):
 
     def eval(self, prepared: Prepared[StridedSliceParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         return [inputs[0][prepared.params.mesh].reshape(prepared.output_shapes[0])]
+
+    def bind(self, prepared: Prepared[StridedSliceParams], inputs: list[np.ndarray | None],
+             outputs: list[np.ndarray]) -> Step:
+        """One copy from the input's view selecting the slice (each axis's indices are a
+        progression, so the selection is basic slicing) into the output view."""
+        x, mesh = inputs[0], prepared.params.mesh
+        step = None if x is None or not mesh else copy_step(x[_as_slices(mesh)], outputs[0])
+        return super().bind(prepared, inputs, outputs) if step is None else step
+
+
+def _as_slices(mesh: tuple[np.ndarray, ...]) -> tuple[slice, ...]:
+    """The basic-slicing form of an open mesh of arithmetic progressions (`_axis_indices`)."""
+    slices = []
+    for axis in mesh:
+        r = axis.reshape(-1)
+        if len(r) == 0:
+            slices.append(slice(0, 0))
+            continue
+        step = int(r[1] - r[0]) if len(r) > 1 else 1
+        stop = int(r[-1]) + step
+        slices.append(slice(int(r[0]), None if stop < 0 else stop, step))
+    return tuple(slices)

@@ -100,3 +100,23 @@ def test_windows_over_the_work_bound_or_int32_are_refused_at_prepare() -> None:
     model = pool_model("MAX_POOL_2D", (1, 2, 3, 1), Quant(0.1, 0), wide, (1, 2, 3, 1))
     with pytest.raises(ModelError, match=r"operator 0 \(MAX_POOL_2D\): filter width 2147483647 .* overflows"):
         Interpreter(model_content=model).allocate_tensors()
+
+
+@pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
+@pytest.mark.parametrize("padding, activation", [(0, 0), (0, 3), (1, 1)])
+def test_tap_by_tap_steps_match_tflite_micro_at_the_int8_ends(op: str, padding: int, activation: int) -> None:
+    """The plan's tap-by-tap steps (bordered for SAME, on the input itself for VALID) at batch 3:
+    an image of -128 only (the border's own value for MAX_POOL), one of 127, one random."""
+    opts = {"padding": padding, "stride_w": 2, "stride_h": 1, "filter_width": 3, "filter_height": 2,
+            "fused_activation_function": activation}
+    out_shape = (3, 5, 3, 4) if padding == 0 else (3, 4, 2, 4)
+    model = pool_model(op, (3, 5, 6, 4), Quant(0.03, 4), opts, out_shape)
+    x = np.random.default_rng(activation).integers(-128, 128, (3, 5, 6, 4)).astype(np.int8)
+    x[0], x[1] = -128, 127
+    interp = Interpreter(model_content=model)
+    ours = interp.run(x)[0]
+    assert "tap" in getattr(interp._main.ops[0].step, "__qualname__", "") or "SumLookup" in \
+        getattr(interp._main.ops[0].step, "__qualname__", "")
+    from tinyswap.oracles import run_tflm
+
+    np.testing.assert_array_equal(ours, run_tflm(model, [x])[0])

@@ -175,3 +175,49 @@ def test_short_rows_on_python_ints_cover_all_256_differences_like_tflm(x_scale) 
     params = SoftmaxParams(*softmax_input_scaling(1.0, float(np.float32(x_scale)), False), False)
     np.testing.assert_array_equal(ours, _reference_softmax(params, x))
     np.testing.assert_array_equal(ours, run_tflm(model, [x])[0])
+
+
+def test_row_reciprocals_match_get_reciprocal_over_edge_and_random_sums() -> None:
+    """The batched path's per-row constants against `fixedpoint.get_reciprocal` on arrays:
+    powers of two (where the final doubling saturates), their neighbours, the smallest and
+    largest sums a row can have, and random sums."""
+    from tinyswap import fixedpoint as fp
+    from tinyswap.kernels.softmax import ACCUMULATION_INTEGER_BITS, _RowReciprocals
+
+    edges = [v for k in range(32) for v in (2**k - 1, 2**k, 2**k + 1) if 1 <= v <= 2**31]
+    sums = np.array(edges + list(np.random.default_rng(5).integers(1, 2**31, 4000)), np.int64)
+    scale, bias, exponent = (np.empty((len(sums), 1), np.int64) for _ in range(3))
+    _RowReciprocals(len(sums))(sums, scale, bias, exponent)
+    want_scale, bits = fp.get_reciprocal(sums, ACCUMULATION_INTEGER_BITS)
+    want_exponent = bits + 31 - 8
+    np.testing.assert_array_equal(scale[:, 0], want_scale)
+    np.testing.assert_array_equal(exponent[:, 0], want_exponent)
+    np.testing.assert_array_equal(bias[:, 0], (1 << (want_exponent - 1)) - (128 << want_exponent))
+
+
+
+@pytest.mark.parametrize("rows, cols, x_scale", [(64, 10, 0.1), (9, 3, 1.0), (16, 1, 0.05), (3, 100, 0.25),
+                                                 (40, 256, 0.05)])
+def test_batched_rows_match_tflite_micro_at_their_edges(rows, cols, x_scale) -> None:
+    """Batches (more than FEW_ROWS rows: reciprocals as array passes) and a few long rows
+    (reciprocals on Python ints, the rest as array passes) against TFLite Micro, with rows whose
+    sums are powers of two (equal values), a dominant value (the 127 clamp), every difference
+    to the row max (256 columns) and random rows."""
+    from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
+    from tinyswap.kernels.softmax import softmax_input_scaling
+    from tinyswap.oracles import run_tflm
+
+    rng = np.random.default_rng(rows * cols)
+    x = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
+    x[0] = 7  # equal values: the sum is cols * 2**19
+    x[1] = -128
+    x[1, 0] = 127  # one dominant value
+    if cols == 256:
+        x[2:] = np.stack([rng.permutation(np.arange(-128, 128)) for _ in range(rows - 2)])
+    xt = Tensor("x", (rows, cols), np.int8, quant=Quant(x_scale, 0))
+    yt = Tensor("y", (rows, cols), np.int8, quant=OUT_Q)
+    model = build_model(Model([Operator("SOFTMAX", [xt], [yt], {"beta": 1.0})], [xt], [yt]))
+    ours = Interpreter(model_content=model).run(x)[0]
+    np.testing.assert_array_equal(ours, run_tflm(model, [x])[0])
+    params = SoftmaxParams(*softmax_input_scaling(1.0, float(np.float32(x_scale)), False), False)
+    np.testing.assert_array_equal(ours, _reference_softmax(params, x))
