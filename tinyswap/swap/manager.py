@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from dataclasses import replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -101,6 +100,7 @@ class SwapManager:
         if eviction not in EvictionPolicy.__members__.values():
             raise AdapterError(f"eviction is {eviction!r}; expected 'lru' or 'priority'")
         self.slotmap.check_model(self.image.buffer)
+        self._layout = self.slotmap.layout_dicts()  # what every package is verified against, built once
         self.keyring = keyring
         self.device_keys = DeviceKeys.of(device_keys)
         self.cache = cache or PackageCache(4 << 20)
@@ -168,7 +168,7 @@ class SwapManager:
         slot layout, anti-rollback), then decrypt it if it is encrypted. Changes nothing.
         Returns the package to plan with (for an encrypted one: its decrypted copy, in RAM)."""
         pkg = _as_package(package)
-        verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(),
+        verify_package(pkg, self.keyring, self.slotmap.base_digest, self._layout,
                        self.registry.sequences())
         self._refuse_version_conflict(pkg)
         # Only after every check above: decryption authenticates the payload, not the signer.
@@ -238,10 +238,10 @@ class SwapManager:
             if plan.generation != self._slots.generation:
                 raise StalePlanError("the slot state changed after this plan was made; plan again")
             # Verification may have been done against an older anti-rollback counter.
-            previous = self.registry.last_sequence(pkg.name)
-            if plan.action != PlanAction.restore and previous is not None and pkg.sequence <= previous:
-                raise StalePlanError(f"sequence {pkg.sequence} is no longer above {previous}")
             if plan.action != PlanAction.restore:
+                previous = self.registry.last_sequence(pkg.name)
+                if previous is not None and pkg.sequence <= previous:
+                    raise StalePlanError(f"sequence {pkg.sequence} is no longer above {previous}")
                 self._refuse_version_conflict(pkg)
             if plan.action == PlanAction.hotswap:
                 self._check_same_identity(self._require(plan.name), pkg)
@@ -254,7 +254,7 @@ class SwapManager:
                 if plan.action == PlanAction.restore and self._slots.resident_slots({digest}) is not None:
                     raise StalePlanError("another request made this adapter resident meanwhile")
                 if slot.digest in self._slots.current_digests():
-                    self.stats.evictions += 1
+                    self._bytes.stats.evictions += 1
                 self._slots.mark_writing(plan.slot)
             self._slots.generation += 1
         if plan.slot is not None:
@@ -273,7 +273,7 @@ class SwapManager:
                     adapters[plan.name] = AdapterState(plan.name, digest, plan.priority,
                                                        (pkg.metadata.get("tags") or {}).get("tenant"))
                 else:
-                    adapters[plan.name] = replace(adapters[plan.name], current=digest)
+                    adapters[plan.name] = adapters[plan.name].at(digest)
                 history = self.registry.snapshot().accept(RegistryEntry.of(pkg, plan.name))
             if plan.slot is not None:
                 slot_digests = list(self._slots.digests())
@@ -309,7 +309,7 @@ class SwapManager:
         self._ensure_resident({target})
         with self._lock:
             adapters = dict(self._committed.adapters)
-            adapters[name] = replace(adapters[name], current=target)
+            adapters[name] = adapters[name].at(target)
             self._committed.commit(self._committed.propose(adapters=adapters))
         self._event("rollback", {"name": name, "digest": target})
         return target
@@ -675,7 +675,7 @@ class SwapManager:
     def _verify_known(self, pkg: AdapterPackage) -> AdapterPackage:
         """Re-verify a package that storage returned (signature, base, layout; its sequence
         was accepted before, so anti-rollback does not apply) and decrypt it if encrypted."""
-        verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(), {})
+        verify_package(pkg, self.keyring, self.slotmap.base_digest, self._layout, {})
         return open_package(pkg, self.device_keys)
 
     def _expected_content(self, digest: str | None) -> str:

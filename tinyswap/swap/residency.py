@@ -11,6 +11,7 @@ pin it, requests in flight finish, then it is written (writers are not starved b
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from tinyswap.swap.records import AdapterState, EvictionPolicy, SwapPlan
 
 #: Longest single wait for a state change: waits re-check the slots at least this often.
 POLL_SECONDS = 0.05
+_last_used = operator.attrgetter("last_used")
 
 
 @dataclass
@@ -152,13 +154,14 @@ class Residency:
 
     def _choose(self, candidates: list[SlotState], by_pins: bool) -> SlotState:
         """The policy's choice among candidates (fewest pins first when draining)."""
-        def pins(s: SlotState) -> tuple[int, ...]:
-            return (s.pinned,) if by_pins else ()
-
         if self.policy is EvictionPolicy.priority:
             priority = {a.current: a.priority for a in self._adapters().values()}
-            return min(candidates, key=lambda s: (priority.get(s.digest, -np.inf), *pins(s), s.last_used))
-        return min(candidates, key=lambda s: (*pins(s), s.last_used))
+            if by_pins:
+                return min(candidates, key=lambda s: (priority.get(s.digest, -np.inf), s.pinned, s.last_used))
+            return min(candidates, key=lambda s: (priority.get(s.digest, -np.inf), s.last_used))
+        if by_pins:
+            return min(candidates, key=lambda s: (s.pinned, s.last_used))
+        return min(candidates, key=_last_used)  # the swap path: least recently used
 
     def _protected(self, digests: set[str]) -> set[int]:
         """One slot per digest that must stay (a second copy of the same bytes may go)."""

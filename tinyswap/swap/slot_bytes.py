@@ -106,7 +106,7 @@ class SlotBytes:
         """The slot's whole aligned range with the package's tensors in place (zeros for None)
         and the frame's base bytes between them."""
         data = bytearray(self._frames[slot])
-        views = {} if package is None else tensor_views(package)
+        views = {} if package is None else package.tensor_views
         for key, start, length in self._layout[slot]:
             src = views.get(key)
             data[start : start + length] = bytes(length) if src is None else src
