@@ -251,7 +251,7 @@ class SwapManager:
                 slot = self._slots.slots[plan.slot]
                 if slot.pinned or slot.writing or slot.digest != plan.evicts:
                     raise StalePlanError(f"slot {plan.slot} is no longer idle")
-                if plan.action == PlanAction.restore and self._slots.resident_slots({digest}) is not None:
+                if plan.action == PlanAction.restore and self._slots.resident_slot(digest) is not None:
                     raise StalePlanError("another request made this adapter resident meanwhile")
                 if slot.digest in self._slots.current_digests():
                     self._bytes.stats.evictions += 1
@@ -460,10 +460,10 @@ class SwapManager:
             digest = self._require(name).current
         self._ensure_resident({digest})
         with self._lock:
-            found = self._slots.resident_slots({digest})
+            found = self._slots.resident_slot(digest)
             if found is None:  # evicted again by a concurrent request before we looked
                 raise SlotBusyError(f"adapter {name!r} could not be kept resident")
-            return found[digest]
+            return found
 
     def gates_for(self, adapters: AdapterSpec, batch: int = 1, *, tenant: str | None = None) -> np.ndarray:
         """The int8 gate inputs [S, batch, 1] that select `adapters` now (for a caller that runs
@@ -620,7 +620,7 @@ class SwapManager:
 
         def attempt() -> Attempt:
             with self._lock:
-                missing = [d for d in digests if self._slots.resident_slots({d}) is None]
+                missing = [d for d in digests if self._slots.resident_slot(d) is None]
                 if not missing:
                     return Attempt(done=True)
                 digest = missing[0]

@@ -68,7 +68,8 @@ class SlotBytes:
     def _digest(self, tensors: Mapping[tuple[str, str], bytes | memoryview]) -> str:
         h = hashlib.sha256()
         for p in self._layout[0]:
-            h.update(tensors.get(p.key, bytes(p.length)))
+            src = tensors.get(p.key)
+            h.update(bytes(p.length) if src is None else src)  # zeros made only for a missing tensor
         return h.hexdigest()
 
     def remember(self, package: AdapterPackage) -> str:
