@@ -291,7 +291,8 @@ class SwapManager:
             if plan.slot is not None:
                 slot = self._slots.slots[plan.slot]
                 slot.writing, slot.digest, slot.last_used = False, digest, self._slots.tick()
-            self._slots.changed()
+            # No second `changed()`: the commit's bumped the generation and woke the waiters, and
+            # none of them can look before this block releases the lock, slot update included.
         if self._on_event is not None:  # no event dict on the swap path when nobody listens
             self._event(plan.action, {"name": plan.name, "digest": digest, "slot": plan.slot,
                                       "version": pkg.metadata["version"]})

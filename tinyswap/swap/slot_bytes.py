@@ -59,6 +59,9 @@ class SlotBytes:
         # Per slot, in layout order (every slot lists its tensors in the same order).
         self._layout = [tuple(_Placement(t.key, t.offset - info.offset, t.length) for t in info.tensors)
                         for info in slotmap.slots]
+        # The same placements as slices, for `build` (which runs on every slot write).
+        self._spans = [tuple((p.key, slice(p.start, p.start + p.length), p.length) for p in layout)
+                       for layout in self._layout]
         self._frames = [info.template() for info in slotmap.slots]
         self._write_lock = threading.Lock()  # one slot write at a time (one flash controller)
         self._content: dict[str, str] = {}  # package digest -> SHA-256 of the slot bytes it writes
@@ -108,9 +111,9 @@ class SlotBytes:
         and the frame's base bytes between them."""
         data = bytearray(self._frames[slot])
         views = {} if package is None else package.tensor_views
-        for key, start, length in self._layout[slot]:
+        for key, span, length in self._spans[slot]:
             src = views.get(key)
-            data[start : start + length] = bytes(length) if src is None else src
+            data[span] = bytes(length) if src is None else src
         return data
 
     def write(self, slot: int, package: AdapterPackage | None) -> None:
