@@ -274,6 +274,33 @@ def check_metadata(metadata: Any) -> None:
                                          f"got {type(value).__name__} {value!r}")
 
 
+_INT_TYPE = {int}
+_ITEMSIZE = {"int8": 1, "int32": 4}  # the tensor dtypes a slot holds
+
+
+def _tensor_entry(i: int, t: Any) -> PackageTensor:
+    """Tensor table entry `i`, every field's JSON type checked (bounds are the caller's)."""
+    get = t.get if type(t) is dict else None
+    if get is not None:
+        layer, role, shape, dtype, offset, length = (get("layer"), get("role"), get("shape"), get("dtype"),
+                                                     get("offset"), get("length"))
+        # The common case in one expression: the JSON decoder makes exact builtin types (and a
+        # bool's type is not int), so `type(...) is` implies `_is`; anything else takes the
+        # field-by-field check below, which names the first bad field.
+        if (type(layer) is str and type(role) is str and type(dtype) is str and type(offset) is int
+                and type(length) is int and type(shape) is list and set(map(type, shape)) <= _INT_TYPE):
+            return PackageTensor(layer, role, tuple(shape), dtype, offset, length)
+    if not isinstance(t, dict):
+        raise PackageFormatError(f"tensor {i}: malformed entry (an object expected, got {type(t).__name__})")
+    for key, kind in _TENSOR_FIELDS.items():
+        if not _is(t.get(key), kind):
+            raise PackageFormatError(f"tensor {i}: field {key!r} must be a {kind.__name__}, got {t.get(key)!r}")
+    if not all(_is(d, int) for d in t["shape"]):
+        raise PackageFormatError(f"tensor {i} ({t['layer']}/{t['role']}): shape {t['shape']!r} "
+                                 "is not a list of ints")
+    return PackageTensor(t["layer"], t["role"], tuple(t["shape"]), t["dtype"], t["offset"], t["length"])
+
+
 def _hex_field(value: Any, size: int, where: str) -> bytes:
     """Exactly `size` bytes as lowercase hex (one spelling per value: no case or padding games)."""
     if not isinstance(value, str) or len(value) != 2 * size or not _HEX.fullmatch(value):
@@ -350,7 +377,7 @@ def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
         raise PackageFormatError(f"{len(raw) - end} unexpected bytes after the package's end")
     body_end = pos + payload_len
     digest = raw[body_end : body_end + DIGEST_BYTES]
-    if hashlib.sha256(raw[:body_end]).digest() != digest:
+    if hashlib.sha256(memoryview(raw)[:body_end]).digest() != digest:
         raise PackageDigestError("SHA-256 digest mismatch: the package is corrupt")
     try:
         # Bounded (depth, integer digits): the metadata is parsed before its signature is checked.
@@ -372,20 +399,12 @@ def parse_package(data: bytes | bytearray | memoryview) -> AdapterPackage:
     tensors = []
     end_of_previous = 0
     for i, t in enumerate(metadata["tensors"]):
-        if not isinstance(t, dict):
-            raise PackageFormatError(f"tensor {i}: malformed entry (an object expected, got {type(t).__name__})")
-        for key, kind in _TENSOR_FIELDS.items():
-            if not _is(t.get(key), kind):
-                raise PackageFormatError(f"tensor {i}: field {key!r} must be a {kind.__name__}, got {t.get(key)!r}")
-        if not all(_is(d, int) for d in t["shape"]):
-            raise PackageFormatError(f"tensor {i} ({t['layer']}/{t['role']}): shape {t['shape']!r} "
-                                     "is not a list of ints")
-        pt = PackageTensor(t["layer"], t["role"], tuple(t["shape"]), t["dtype"], t["offset"], t["length"])
-        if pt.dtype not in ("int8", "int32"):
+        pt = _tensor_entry(i, t)
+        itemsize = _ITEMSIZE.get(pt.dtype)
+        if itemsize is None:
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): dtype {pt.dtype!r} is not int8 or int32")
-        itemsize = 1 if pt.dtype == "int8" else 4
         # math.prod on Python ints: exact for any shape (no overflow), and no NumPy call per tensor.
-        if any(d < 0 for d in pt.shape) or pt.length != itemsize * math.prod(pt.shape):
+        if (pt.shape and min(pt.shape) < 0) or pt.length != itemsize * math.prod(pt.shape):
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): {pt.length} bytes do not hold shape {pt.shape}")
         if pt.offset < 0 or pt.offset + pt.length > plaintext_len:
             raise PackageFormatError(f"tensor {i} ({pt.layer}/{pt.role}): bytes [{pt.offset}, {pt.offset + pt.length}) "
@@ -442,6 +461,12 @@ class Keyring:
 
 def check_slot_layout(package: AdapterPackage, slot_tensors: list[Mapping[str, Any]]) -> None:
     """The package must name exactly the slot's tensors, with the same shapes and dtypes."""
+    # The packer writes them in slot order: then one pairwise comparison settles it (the checks
+    # below accept any order, and name what differs).
+    if len(package.tensors) == len(slot_tensors) and all(
+            t.layer == e["layer"] and t.role == e["role"] and t.dtype == e["dtype"] and t.shape == tuple(e["shape"])
+            for t, e in zip(package.tensors, slot_tensors)):
+        return
     expected = {(t["layer"], t["role"]): t for t in slot_tensors}
     got = {(t.layer, t.role): t for t in package.tensors}
     if len(got) != len(package.tensors):

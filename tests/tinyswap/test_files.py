@@ -130,3 +130,29 @@ def test_only_regular_files_within_the_bound_are_read(tmp_path: Path) -> None:
     small.write_text('{"a": 12}')
     with pytest.raises(InputFileError, match="9 bytes, over the 8-byte limit for a plan"):
         read_json(small, "plan", max_bytes=8)
+
+
+@pytest.mark.parametrize("data, depth", [
+    (b'{"a": [1, {"b": []}]}', 4),
+    (b'["[[[", "]]]", [[]]]', 3),  # brackets inside strings do not nest (no escapes: quotes pair in order)
+    (b'["\\"[[[", [[]]]', 3),  # an escaped quote does not end the string (the escape-aware scan)
+    (b'["a\\\\", [[]]]', 3),  # an escaped backslash does (the string ends after it)
+    (b'[[ "unterminated [[[[', 6),  # an unterminated string's brackets count (the parser refuses it anyway)
+    (b"]]][", 0),  # closing brackets first: no nesting
+    (b"", 0),
+])
+def test_json_depth_counts_brackets_outside_strings(data: bytes, depth: int) -> None:
+    from tinyswap.files import json_depth
+
+    assert json_depth(data) == depth
+
+
+def test_integers_are_bounded_whichever_way_the_text_is_scanned() -> None:
+    """A long digit run inside a string only takes the slower, per-integer check; an integer at
+    the limit parses, one digit over is refused, wherever it sits."""
+    from tinyswap.files import parse_json_bounded
+
+    assert parse_json_bounded('{"s": "' + "7" * 80 + '", "n": 12}') == {"s": "7" * 80, "n": 12}
+    assert parse_json_bounded("[" + "9" * 64 + "]") == [int("9" * 64)]
+    with pytest.raises(InputFileError, match="JSON integer of 65 digits"):
+        parse_json_bounded('{"s": "' + "7" * 80 + '", "n": ' + "9" * 65 + "}")

@@ -229,3 +229,22 @@ def test_a_tenant_scoped_key_verifies_only_its_tenants_packages(bundle) -> None:
     verify(acme, smap, scoped)
     verify(untagged, smap, scoped)
     assert issubclass(KeyScopeError, UnknownKeyError)
+
+
+def test_the_slot_layout_is_checked_in_any_order_and_names_what_differs(bundle) -> None:
+    """The in-order comparison is only a shortcut: a package listing the slot's tensors in
+    another order is still accepted, and a differing shape or dtype is named either way."""
+    from tinyswap.package import SlotShapeError, UnknownLayerError, check_slot_layout
+
+    _, smap = bundle
+    pkg = parse_package(pack(adapter(), smap, KEY)[0])
+    layout = smap["slots"][0]["tensors"]
+    check_slot_layout(pkg, layout)
+    check_slot_layout(pkg, layout[::-1])
+    wide = [{**layout[0], "shape": [layout[0]["shape"][0] + 1, *layout[0]["shape"][1:]]}, *layout[1:]]
+    with pytest.raises(SlotShapeError, match=f"{layout[0]['layer']}/{layout[0]['role']}"):
+        check_slot_layout(pkg, wide)
+    with pytest.raises(SlotShapeError, match="int32"):
+        check_slot_layout(pkg, [*layout[:-1], {**layout[-1], "dtype": "int32"}])
+    with pytest.raises(UnknownLayerError):
+        check_slot_layout(pkg, [{**layout[0], "layer": "elsewhere"}, *layout[1:]])

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from dataclasses import replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -101,6 +100,7 @@ class SwapManager:
         if eviction not in EvictionPolicy.__members__.values():
             raise AdapterError(f"eviction is {eviction!r}; expected 'lru' or 'priority'")
         self.slotmap.check_model(self.image.buffer)
+        self._layout = self.slotmap.layout_dicts()  # what every package is verified against, built once
         self.keyring = keyring
         self.device_keys = DeviceKeys.of(device_keys)
         self.cache = cache or PackageCache(4 << 20)
@@ -168,7 +168,7 @@ class SwapManager:
         slot layout, anti-rollback), then decrypt it if it is encrypted. Changes nothing.
         Returns the package to plan with (for an encrypted one: its decrypted copy, in RAM)."""
         pkg = _as_package(package)
-        verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(),
+        verify_package(pkg, self.keyring, self.slotmap.base_digest, self._layout,
                        self.registry.sequences())
         self._refuse_version_conflict(pkg)
         # Only after every check above: decryption authenticates the payload, not the signer.
@@ -238,10 +238,10 @@ class SwapManager:
             if plan.generation != self._slots.generation:
                 raise StalePlanError("the slot state changed after this plan was made; plan again")
             # Verification may have been done against an older anti-rollback counter.
-            previous = self.registry.last_sequence(pkg.name)
-            if plan.action != PlanAction.restore and previous is not None and pkg.sequence <= previous:
-                raise StalePlanError(f"sequence {pkg.sequence} is no longer above {previous}")
             if plan.action != PlanAction.restore:
+                previous = self.registry.last_sequence(pkg.name)
+                if previous is not None and pkg.sequence <= previous:
+                    raise StalePlanError(f"sequence {pkg.sequence} is no longer above {previous}")
                 self._refuse_version_conflict(pkg)
             if plan.action == PlanAction.hotswap:
                 self._check_same_identity(self._require(plan.name), pkg)
@@ -251,10 +251,10 @@ class SwapManager:
                 slot = self._slots.slots[plan.slot]
                 if slot.pinned or slot.writing or slot.digest != plan.evicts:
                     raise StalePlanError(f"slot {plan.slot} is no longer idle")
-                if plan.action == PlanAction.restore and self._slots.resident_slots({digest}) is not None:
+                if plan.action == PlanAction.restore and self._slots.resident_slot(digest) is not None:
                     raise StalePlanError("another request made this adapter resident meanwhile")
                 if slot.digest in self._slots.current_digests():
-                    self.stats.evictions += 1
+                    self._bytes.stats.evictions += 1
                 self._slots.mark_writing(plan.slot)
             self._slots.generation += 1
         if plan.slot is not None:
@@ -273,7 +273,7 @@ class SwapManager:
                     adapters[plan.name] = AdapterState(plan.name, digest, plan.priority,
                                                        (pkg.metadata.get("tags") or {}).get("tenant"))
                 else:
-                    adapters[plan.name] = replace(adapters[plan.name], current=digest)
+                    adapters[plan.name] = adapters[plan.name].at(digest)
                 history = self.registry.snapshot().accept(RegistryEntry.of(pkg, plan.name))
             if plan.slot is not None:
                 slot_digests = list(self._slots.digests())
@@ -291,7 +291,8 @@ class SwapManager:
             if plan.slot is not None:
                 slot = self._slots.slots[plan.slot]
                 slot.writing, slot.digest, slot.last_used = False, digest, self._slots.tick()
-            self._slots.changed()
+            # No second `changed()`: the commit's bumped the generation and woke the waiters, and
+            # none of them can look before this block releases the lock, slot update included.
         if self._on_event is not None:  # no event dict on the swap path when nobody listens
             self._event(plan.action, {"name": plan.name, "digest": digest, "slot": plan.slot,
                                       "version": pkg.metadata["version"]})
@@ -309,7 +310,7 @@ class SwapManager:
         self._ensure_resident({target})
         with self._lock:
             adapters = dict(self._committed.adapters)
-            adapters[name] = replace(adapters[name], current=target)
+            adapters[name] = adapters[name].at(target)
             self._committed.commit(self._committed.propose(adapters=adapters))
         self._event("rollback", {"name": name, "digest": target})
         return target
@@ -460,10 +461,10 @@ class SwapManager:
             digest = self._require(name).current
         self._ensure_resident({digest})
         with self._lock:
-            found = self._slots.resident_slots({digest})
+            found = self._slots.resident_slot(digest)
             if found is None:  # evicted again by a concurrent request before we looked
                 raise SlotBusyError(f"adapter {name!r} could not be kept resident")
-            return found[digest]
+            return found
 
     def gates_for(self, adapters: AdapterSpec, batch: int = 1, *, tenant: str | None = None) -> np.ndarray:
         """The int8 gate inputs [S, batch, 1] that select `adapters` now (for a caller that runs
@@ -620,7 +621,7 @@ class SwapManager:
 
         def attempt() -> Attempt:
             with self._lock:
-                missing = [d for d in digests if self._slots.resident_slots({d}) is None]
+                missing = [d for d in digests if self._slots.resident_slot(d) is None]
                 if not missing:
                     return Attempt(done=True)
                 digest = missing[0]
@@ -675,7 +676,7 @@ class SwapManager:
     def _verify_known(self, pkg: AdapterPackage) -> AdapterPackage:
         """Re-verify a package that storage returned (signature, base, layout; its sequence
         was accepted before, so anti-rollback does not apply) and decrypt it if encrypted."""
-        verify_package(pkg, self.keyring, self.slotmap.base_digest, self.slotmap.layout_dicts(), {})
+        verify_package(pkg, self.keyring, self.slotmap.base_digest, self._layout, {})
         return open_package(pkg, self.device_keys)
 
     def _expected_content(self, digest: str | None) -> str:

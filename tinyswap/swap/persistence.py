@@ -116,8 +116,9 @@ class CommittedState:
 
     def propose(self, *, adapters: Mapping[str, AdapterState] | None = None, history: History | None = None,
                 slot_digests: Sequence[str | None] | None = None) -> Change:
-        """The live state with the given parts replaced."""
-        return Change(dict(self.adapters if adapters is None else adapters),
+        """The live state with the given parts replaced (an unchanged adapter table is shared,
+        not copied: it is replaced on every install, never changed in place)."""
+        return Change(self.adapters if adapters is None else dict(adapters),
                       self.registry.snapshot() if history is None else history,
                       tuple(self.residency.digests() if slot_digests is None else slot_digests))
 
@@ -132,7 +133,8 @@ class CommittedState:
 
     def install(self, change: Change) -> None:
         """Make `change` live without persisting it (a state read back from persistence)."""
-        self.adapters = dict(change.adapters)
+        if change.adapters is not self.adapters:
+            self.adapters = dict(change.adapters)
         self.registry.install(change.history)
         self.residency.changed()
 

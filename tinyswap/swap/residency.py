@@ -11,9 +11,10 @@ pin it, requests in flight finish, then it is written (writers are not starved b
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Iterable, Mapping
 
@@ -25,6 +26,7 @@ from tinyswap.swap.records import AdapterState, EvictionPolicy, SwapPlan
 
 #: Longest single wait for a state change: waits re-check the slots at least this often.
 POLL_SECONDS = 0.05
+_last_used = operator.attrgetter("last_used")
 
 
 @dataclass
@@ -36,10 +38,10 @@ class SlotState:
     retired: bool = False  # never written again (e.g. worn flash); may keep serving what it holds
     pinned: int = 0  # in-flight requests whose gates use this slot
     last_used: int = 0
+    index: int = field(init=False)  # the slot's number (info.slot; a field: read on every look at the slots)
 
-    @property
-    def index(self) -> int:
-        return self.info.slot
+    def __post_init__(self) -> None:
+        self.index = self.info.slot
 
 
 class DrainOutcome(Enum):
@@ -113,6 +115,13 @@ class Residency:
                 found.setdefault(s.digest, s.index)
         return found if len(found) == len(wanted) else None
 
+    def resident_slot(self, digest: str) -> int | None:
+        """`resident_slots` for one digest (the swap path asks for one at a time)."""
+        for s in self.slots:
+            if s.digest == digest and not s.writing and not s.draining:
+                return s.index
+        return None
+
     def pin(self, slots: Iterable[int]) -> None:
         tick = self.tick()
         for s in slots:
@@ -141,24 +150,37 @@ class Residency:
         """The slot to overwrite: empty, then stale versions, then the resident adapter chosen
         by the eviction policy; never a pinned or writing slot or one holding `keep`."""
         protected = self._protected(keep | exclude_digests)
-        free = self.free_slot()
-        if free is not None and free not in protected:
-            return free
-        candidates = [s for s in self.slots
-                      if not s.pinned and not s.writing and not s.retired and s.index not in protected]
+        # One pass over the slots: the first idle empty one, the first idle stale one (what
+        # `free_slot` returns) and the unprotected idle ones the policy chooses among.
+        current = self.current_digests()
+        empty = stale = None
+        candidates = []
+        for s in self.slots:
+            if s.pinned or s.writing or s.retired:
+                continue
+            if s.digest is None:
+                empty = s if empty is None else empty
+            elif stale is None and s.digest not in current:
+                stale = s
+            if s.index not in protected:
+                candidates.append(s)
+        free = empty or stale
+        if free is not None and free.index not in protected:
+            return free.index
         if not candidates:
             return None
         return self._choose(candidates, by_pins=False).index
 
     def _choose(self, candidates: list[SlotState], by_pins: bool) -> SlotState:
         """The policy's choice among candidates (fewest pins first when draining)."""
-        def pins(s: SlotState) -> tuple[int, ...]:
-            return (s.pinned,) if by_pins else ()
-
         if self.policy is EvictionPolicy.priority:
             priority = {a.current: a.priority for a in self._adapters().values()}
-            return min(candidates, key=lambda s: (priority.get(s.digest, -np.inf), *pins(s), s.last_used))
-        return min(candidates, key=lambda s: (*pins(s), s.last_used))
+            if by_pins:
+                return min(candidates, key=lambda s: (priority.get(s.digest, -np.inf), s.pinned, s.last_used))
+            return min(candidates, key=lambda s: (priority.get(s.digest, -np.inf), s.last_used))
+        if by_pins:
+            return min(candidates, key=lambda s: (s.pinned, s.last_used))
+        return min(candidates, key=_last_used)  # the swap path: least recently used
 
     def _protected(self, digests: set[str]) -> set[int]:
         """One slot per digest that must stay (a second copy of the same bytes may go)."""
@@ -256,12 +278,14 @@ class Residency:
                 # The write is done: the slot this loop drained (usually the one just written)
                 # must not stay draining, or the adapter it now holds would not count as
                 # resident and this loop would wait for its own drain until the timeout.
-                self.undrain(drained)
-                drained = None
+                if drained is not None:
+                    self.undrain(drained)
+                    drained = None
                 if step.last:
                     return
         finally:
-            self.undrain(drained)
+            if drained is not None:
+                self.undrain(drained)
 
     def take_for_clearing(self, slot: SlotState, digests: set[str]) -> bool:
         """Wait until `slot` (if it holds one of `digests`) is idle, then mark it `writing` and

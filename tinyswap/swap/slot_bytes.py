@@ -59,6 +59,9 @@ class SlotBytes:
         # Per slot, in layout order (every slot lists its tensors in the same order).
         self._layout = [tuple(_Placement(t.key, t.offset - info.offset, t.length) for t in info.tensors)
                         for info in slotmap.slots]
+        # The same placements as slices, for `build` (which runs on every slot write).
+        self._spans = [tuple((p.key, slice(p.start, p.start + p.length), p.length) for p in layout)
+                       for layout in self._layout]
         self._frames = [info.template() for info in slotmap.slots]
         self._write_lock = threading.Lock()  # one slot write at a time (one flash controller)
         self._content: dict[str, str] = {}  # package digest -> SHA-256 of the slot bytes it writes
@@ -68,7 +71,8 @@ class SlotBytes:
     def _digest(self, tensors: Mapping[tuple[str, str], bytes | memoryview]) -> str:
         h = hashlib.sha256()
         for p in self._layout[0]:
-            h.update(tensors.get(p.key, bytes(p.length)))
+            src = tensors.get(p.key)
+            h.update(bytes(p.length) if src is None else src)  # zeros made only for a missing tensor
         return h.hexdigest()
 
     def remember(self, package: AdapterPackage) -> str:
@@ -106,10 +110,10 @@ class SlotBytes:
         """The slot's whole aligned range with the package's tensors in place (zeros for None)
         and the frame's base bytes between them."""
         data = bytearray(self._frames[slot])
-        views = {} if package is None else tensor_views(package)
-        for key, start, length in self._layout[slot]:
+        views = {} if package is None else package.tensor_views
+        for key, span, length in self._spans[slot]:
             src = views.get(key)
-            data[start : start + length] = bytes(length) if src is None else src
+            data[span] = bytes(length) if src is None else src
         return data
 
     def write(self, slot: int, package: AdapterPackage | None) -> None:
