@@ -134,7 +134,7 @@ class Conv2D(Kernel[Conv2DParams]):
                 searched((weights @ (columns if gather is None else gather())).T, pixel_major)
 
             return searched_step
-        affine = frozen_affine(stage, f.reshape(out_c, k), bias, dtype)
+        affine = frozen_affine(stage, f.reshape(out_c, k), bias, dtype, n * out_c)
         if affine is None:
             return None
         affine = affine.along((out_c, 1))

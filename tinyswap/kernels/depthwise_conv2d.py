@@ -141,7 +141,7 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         assert isinstance(stage, OutputStage)
         in_c, m = p.in_channels, p.depth_multiplier
         by_output = f.reshape(taps, in_c * m).T  # [output channel c * m + k, taps]
-        affine = frozen_affine(stage, by_output, bias, dtype)
+        affine = frozen_affine(stage, by_output, bias, dtype, n * in_c * m)
         gather = None if affine is None else TapGather.of(x, p.window, dtype, stage.input_zero_point,
                                                           per_channel=True)
         if gather is None:

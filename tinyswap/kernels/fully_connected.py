@@ -148,7 +148,7 @@ class FullyConnected(Kernel[FullyConnectedParams]):
                 finish(rows @ weights, out)
 
             return searched_step
-        affine = frozen_affine(stage, w, bias, dtype)
+        affine = frozen_affine(stage, w, bias, dtype, rows.shape[0] * len(w))
         if affine is None:
             return None
         affine = affine.along((len(w), 1))

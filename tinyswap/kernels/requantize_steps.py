@@ -41,6 +41,10 @@ _MAX_PRODUCT = 255 * 128
 _MAX_BIAS = 2**31
 # Keys stay exact integers in float64 below this.
 _EXACT_FLOAT64 = 2**52
+# The affine form's thresholds per plan step at most (levels x channels: a 1,024-channel layer).
+MAX_AFFINE_THRESHOLDS = 1 << 18
+# Right shifts (31 + r) the thresholds are solved for in int64; beyond, Python integers.
+_INT64_SHIFTS = 54
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,13 +172,17 @@ class AffineRequantizer:
 
     @classmethod
     def of(cls, exact: Int8Requantizer, shift: np.ndarray, low: np.ndarray, high: np.ndarray,
-           accumulator: np.dtype = np.dtype(np.float64)) -> "AffineRequantizer | None":
+           accumulator: np.dtype = np.dtype(np.float64), values: int = 0) -> "AffineRequantizer | None":
         """For `accumulator`-typed accumulators a with low <= a <= high in each channel (int64
         [channels]) whose output is `exact` applied to a + shift (`exact` built with
-        `channel_axis=-1`)."""
+        `channel_axis=-1`); `values`: accumulator values per invoke."""
         channels = len(low)
         reach = int(np.max(np.maximum(np.abs(low + shift), np.abs(high + shift)))) + 1
-        if reach >= _EXACT_FLOAT64 // 4 or not claim_buffer_bytes(channels * (exact.hi - exact.lo) * 8 * 6):
+        # Bounded bind work: at most MAX_AFFINE_THRESHOLDS thresholds (a few [levels, channels]
+        # arrays, freed at once), and shifts the int64 solution covers (wider ones, which no
+        # converter writes, would take Python integers: the exact passes serve those).
+        if (reach >= _EXACT_FLOAT64 // 4 or channels * (exact.hi - exact.lo) > MAX_AFFINE_THRESHOLDS
+                or int(np.max(exact.total_shift)) > _INT64_SHIFTS):
             return None
         first = checked_thresholds(exact, channels, reach)
         if first is None:
@@ -195,7 +203,11 @@ class AffineRequantizer:
         # The points to check, with the level each must reach (or stay below): every threshold
         # and the value below it, and both sides of the sign threshold where in range.
         side = np.clip(np.stack([sign_at - 1, sign_at]), low, high)
-        for dtype in ((np.float32, np.float64) if accumulator == np.float32 else (np.float64,)):
+        # float32 halves the passes' memory traffic, which matters only on large tensors; it
+        # fits less often (its rounding must stay within every threshold's slack), so it is
+        # tried only there.
+        wide = accumulator == np.float32 and values >= AFFINE_BLOCK_VALUES
+        for dtype in ((np.float32, np.float64) if wide else (np.float64,)):
             if reach >= 2 ** (np.finfo(dtype).nmant + 1):
                 continue
             found = _fit_offsets(exact, dtype, scale, step, sign_at, shift, levels, at, low, high, side)
@@ -296,13 +308,13 @@ class _FrozenTerms:
 
 
 def frozen_affine(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None,
-                  accumulator: np.dtype) -> AffineRequantizer | None:
+                  accumulator: np.dtype, values: int = 0) -> AffineRequantizer | None:
     """The affine output stage of a product of raw int8 inputs (not less their zero point;
     padding may hold the zero point) with `weights` [channels, terms] and `bias` that can never
     change, both folded in, for `accumulator`-typed sums; None when it is not exact (see
     `AffineRequantizer`)."""
     terms = _FrozenTerms.of(stage, weights, bias)
-    return AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high, accumulator)
+    return AffineRequantizer.of(terms.exact, terms.shift, terms.low, terms.high, accumulator, values)
 
 
 def frozen_searched(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None, pixels: int) -> Finish | None:
@@ -310,8 +322,10 @@ def frozen_searched(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | 
     thresholds, three passes, as a function writing the int8 result of a pixel-major
     [pixels, channels] accumulator into `out`; None when there are more values or the
     thresholds cannot be checked."""
+    channels = len(weights)
+    if not 0 < pixels * channels <= MAX_SEARCHED_VALUES:  # (before any work: most layers have more)
+        return None
     terms = _FrozenTerms.of(stage, weights, bias)
-    channels = len(terms.shift)
     reach = int(np.max(np.maximum(np.abs(terms.low + terms.shift), np.abs(terms.high + terms.shift))))
     searched = ThresholdRequantizer.of(terms.exact, channels, reach, pixels * channels)
     if searched is None:

@@ -90,7 +90,8 @@ def test_affine_form_matches_two_step_on_every_accumulator_of_its_range(seed, ch
     low = -rng.integers(1, 40_000, size=channels)
     high = rng.integers(1, 40_000, size=channels)
     shift = rng.integers(-50_000, 50_000, size=channels)
-    affine = AffineRequantizer.of(exact, shift, low, high, np.dtype(accumulator))
+    # (as many values as a large tensor's, so that float32 is tried for a float32 accumulator)
+    affine = AffineRequantizer.of(exact, shift, low, high, np.dtype(accumulator), values=1 << 20)
     assert affine is not None
     width = int(np.max(high - low)) + 1
     rows = np.minimum(low[None, :] + np.arange(width)[:, None], high[None, :])  # [width, channels]
