@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, is_immutable
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, claim_buffer_bytes, is_immutable
 from tinyswap.kernels.conv_common import (
     MAX_PLAN_BUFFER_VALUES,
     PlannedInput,
@@ -121,6 +121,8 @@ class Conv2D(Kernel[Conv2DParams]):
         stage = p.stage
         assert isinstance(stage, OutputStage)
         out_c = p.out_channels
+        if not claim_buffer_bytes(out_c * k * dtype.itemsize):  # the converted filter, kept for the plan
+            return None
         weights = np.ascontiguousarray(f.reshape(out_c, k), dtype=dtype)
         columns = x.reshape(n, k).T if p.pointwise else None
         gather = None if p.pointwise else TapGather.of(x, p.window, dtype, stage.input_zero_point, per_channel=False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, is_immutable
+from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, claim_buffer_bytes, is_immutable
 from tinyswap.kernels.conv_common import (
     MAX_PLAN_BUFFER_VALUES,
     PlannedInput,
@@ -140,6 +140,8 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         stage = p.stage
         assert isinstance(stage, OutputStage)
         in_c, m = p.in_channels, p.depth_multiplier
+        if not claim_buffer_bytes(taps * in_c * m * dtype.itemsize):  # the converted filter, kept for the plan
+            return None
         by_output = f.reshape(taps, in_c * m).T  # [output channel c * m + k, taps]
         affine = frozen_affine(stage, by_output, bias, dtype, n * in_c * m)
         gather = None if affine is None else TapGather.of(x, p.window, dtype, stage.input_zero_point,

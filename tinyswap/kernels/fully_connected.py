@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyswap.kernels.base import FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Profile, Step, is_immutable
+from tinyswap.kernels.base import (FLOAT32, INT8, INT32, Kernel, Prepared, PrepareContext, Profile, Step,
+                                   claim_buffer_bytes, is_immutable)
 from tinyswap.kernels.quantized import (
     FloatActivation,
     OutputStage,
@@ -140,6 +141,8 @@ class FullyConnected(Kernel[FullyConnectedParams]):
         output stage. A few values (a batch-1 layer): rows times weights and the searched
         thresholds; more: weights times the transposed rows into a channel-major accumulator
         and the affine output stage, written through a transposed view."""
+        if not claim_buffer_bytes(w.size * dtype.itemsize):  # the converted weights, kept for the plan
+            return None
         finish = frozen_searched(stage, w, bias, rows.shape[0])
         if finish is not None:
             weights = np.ascontiguousarray(w.T, dtype=dtype)
