@@ -14,6 +14,7 @@ import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, claim_buffer_bytes, is_immutable
 from tinyswap.kernels.conv_common import (
+    MAX_FROZEN_VALUES,
     MAX_PLAN_BUFFER_VALUES,
     PlannedInput,
     TapGather,
@@ -99,7 +100,8 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         taps = win.filter_h * win.filter_w
         n = x.shape[0] * win.out_h * win.out_w
         dtype = exact_float_dtype(taps)
-        if isinstance(p.stage, OutputStage) and is_immutable(f) and (bias is None or is_immutable(bias)):
+        if (isinstance(p.stage, OutputStage) and n * in_c * m <= MAX_FROZEN_VALUES and is_immutable(f)
+                and (bias is None or is_immutable(bias))):
             frozen = self._frozen_step(p, x, f, bias, outputs[0], n, taps, dtype)
             if frozen is not None:
                 return frozen
