@@ -244,7 +244,7 @@ def _fit_offsets(exact: Int8Requantizer, dtype: type, scale: np.ndarray, step: n
 
     must_reach = at <= high
     must_not = at - 1 >= low
-    fitted = []
+    bounds = []
     for upper in (True, False):  # a >= sign_at, then a < sign_at
         reach_here = must_reach & ((at >= sign_at) == upper)
         below_here = must_not & ((at - 1 >= sign_at) == upper)
@@ -253,12 +253,15 @@ def _fit_offsets(exact: Int8Requantizer, dtype: type, scale: np.ndarray, step: n
                        initial=np.inf)
         if not np.all(least < below):
             return None
-        with np.errstate(invalid="ignore"):  # inf - inf where a side has no constraint
-            offset = np.where(np.isfinite(least) & np.isfinite(below), (least + below) / 2,
-                              np.where(np.isfinite(least), least + 0.5, np.where(np.isfinite(below), below - 0.5,
-                                                                                    np.nan)))
-        fitted.append(offset)
-    offset, offset_below = fitted
+        bounds.append((least, below))
+    # Where one offset satisfies both sides (their intervals meet: a ReLU layer, whose outputs
+    # below the sign threshold are all clamped, always does), both sides take it: the form
+    # then needs no `where` between two offsets (`kinked` False), the costliest of its passes.
+    (least_up, below_up), (least_down, below_down) = bounds
+    shared_least, shared_below = np.maximum(least_up, least_down), np.minimum(below_up, below_down)
+    shared = shared_least < shared_below
+    offset, offset_below = (_middle(np.where(shared, shared_least, least), np.where(shared, shared_below, below))
+                            for least, below in bounds)
     # A side with no constraint at all: the other side's offset less (or plus) the step.
     offset = np.where(np.isnan(offset), offset_below + step, offset)
     offset_below = np.where(np.isnan(offset_below), offset - step, offset_below)
@@ -280,6 +283,14 @@ def _fit_offsets(exact: Int8Requantizer, dtype: type, scale: np.ndarray, step: n
     if not np.array_equal(got, exact.apply(side + shift)):
         return None
     return offset, offset_below
+
+
+def _middle(least: np.ndarray, below: np.ndarray) -> np.ndarray:
+    """A point inside each interval [least, below) (ends may be infinite: half a unit inside
+    the finite one; NaN where both are)."""
+    with np.errstate(invalid="ignore"):  # inf - inf where a side has no constraint
+        return np.where(np.isfinite(least) & np.isfinite(below), (least + below) / 2,
+                        np.where(np.isfinite(least), least + 0.5, np.where(np.isfinite(below), below - 0.5, np.nan)))
 
 
 Finish = Callable[[np.ndarray, np.ndarray], object]
