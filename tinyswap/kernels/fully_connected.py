@@ -23,7 +23,8 @@ from tinyswap.kernels.quantized import (
     requantize,
 )
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import column_blocks, frozen_affine, frozen_searched, output_requantizer
+from tinyswap.kernels.requantize_steps import (ScaledProduct, column_blocks, frozen_affine, frozen_scaled, frozen_searched,
+                                               output_requantizer, row_blocks)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,9 @@ class FullyConnected(Kernel[FullyConnectedParams]):
                 finish(rows @ weights, out)
 
             return searched_step
+        scaled = frozen_scaled(stage, w, bias, rows.shape[0] * len(w))
+        if scaled is not None:
+            return _scaled_step(scaled, rows, out)
         affine = frozen_affine(stage, w, bias, dtype, rows.shape[0] * len(w))
         if affine is None:
             return None
@@ -163,3 +167,24 @@ class FullyConnected(Kernel[FullyConnectedParams]):
                 affine.apply(weights @ columns, out_columns)
 
         return step
+
+
+def _scaled_step(scaled: ScaledProduct, rows: np.ndarray, out: np.ndarray) -> Step | None:
+    """The rows copied (as floats) beside a column of ones, then `ScaledProduct.apply`, in
+    blocks of rows that stay in cache; None when the plan's buffer budget is spent."""
+    batches, depth = rows.shape
+    dtype = scaled.weights.dtype
+    columns = scaled.products
+    if not claim_buffer_bytes((batches * (depth + 1 + columns) + scaled.weights.size) * dtype.itemsize):
+        return None
+    extended = np.ones((batches, depth + 1), dtype)
+    products = np.empty((batches, columns), dtype)
+    blocks = [(rows[block], extended[block], extended[block, :depth], products[block], out[block])
+              for block in row_blocks(batches, columns)]
+
+    def step() -> None:
+        for source, block_rows, inputs, z, out_rows in blocks:
+            np.copyto(inputs, source, casting="unsafe")
+            scaled.apply(block_rows, z, out_rows)
+
+    return step

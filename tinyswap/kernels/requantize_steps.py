@@ -345,6 +345,154 @@ def frozen_searched(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | 
     return lambda acc, out: shifted.apply_with_bias(acc, None, out)
 
 
+@dataclass(frozen=True, eq=False)
+class ScaledProduct:
+    """The affine output stage folded into the product itself: rows of raw int8 inputs with a
+    1 appended, times `weights` [terms + 1, channels] = (w * scale, then each channel's
+    offset), give z with floor(clamp(z, lo, hi)) = the exact int8 output. Three passes per
+    invoke (product, clamp, floor) and the rows' copy, against the affine form's product and
+    four to six; and pixel-major, so a convolution's output is written in place, NHWC.
+
+    Why it is exact: on each channel the exact requantization is a non-decreasing step
+    function of the raw accumulator a with thresholds t_v (the first a reaching output v),
+    solved and checked on the exact form (`checked_thresholds`). A real line
+    R(a) = a * s + offset (s = the multiplier's exact value M / 2**T) meets every threshold
+    with a margin d: R(t_v) >= v + d and R(t_v - 1) <= v - d, where such an offset exists.
+    R is increasing, so every a in range keeps that distance from the level boundaries it
+    must not cross. The float product differs from R(a) by at most
+    B = gamma(n) * (128 * sum|w| * s + |offset|) plus the weights' and offset's own rounding
+    (the classical bound for a dot product of n = terms + 1 terms in any summation order,
+    gamma(n) = n*u / (1 - n*u), |raw input| <= 128), whatever BLAS does. The form is taken only
+    where B < d on every channel, with the margins computed in float64 less their own rounding
+    error.
+
+    One line fits where one offset serves both sides of the sign threshold (a ReLU layer
+    always). Where TFLite's second rounding puts a step at the output zero point zp (no
+    activation), each side is still one line, so the output is split there: max(out, zp) from
+    one line clamped to [zp, hi], min(out, zp) - zp from another clamped to [lo - zp, 0], both
+    in the same product (`split`: 2 x channels columns), added: one pass more."""
+
+    weights: np.ndarray  # [terms + 1, channels], or [terms + 1, 2 * channels] when split
+    lo: np.floating | np.ndarray
+    hi: np.floating | np.ndarray
+    split: bool
+
+    @property
+    def channels(self) -> int:
+        return self.weights.shape[1] // 2 if self.split else self.weights.shape[1]
+
+    @property
+    def products(self) -> int:
+        """Columns of the product buffer `apply` needs."""
+        return self.weights.shape[1]
+
+    def apply(self, rows: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
+        """`rows` [pixels, terms + 1] (last column 1) -> int8 `out` [pixels, channels], via
+        `z` [pixels, products]."""
+        np.matmul(rows, self.weights, out=z)
+        z.clip(self.lo, self.hi, out=z)
+        if not self.split:
+            np.floor(z, out=out, casting="unsafe")
+            return
+        np.floor(z, out=z)
+        half = self.channels
+        np.add(z[:, :half], z[:, half:], out=out, casting="unsafe")
+
+
+def _gamma(n: int, unit: float) -> float:
+    """The dot-product error factor n * u / (1 - n * u) (Higham, Accuracy and Stability of
+    Numerical Algorithms, 2nd ed., section 3.1)."""
+    return n * unit / (1 - n * unit)
+
+
+_UNIT64 = float(np.finfo(np.float64).eps) / 2
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """What fitting lines R(a) = a * scale + offset to an exact form's checked thresholds needs."""
+
+    scale: np.ndarray  # [channels], exact
+    levels: np.ndarray  # [levels, 1] float64
+    at_real: np.ndarray  # [levels, channels]: t_v * scale
+    below_real: np.ndarray  # (t_v - 1) * scale
+    must_reach: np.ndarray
+    must_not: np.ndarray
+    slack: np.ndarray  # [channels]: the rounding error of a bound computed from these
+
+    def fit(self, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(offset, margin) per channel of the line meeting the `selected` levels' thresholds
+        ([levels, 1] bool) with the largest margin; None where there is none."""
+        least = np.max(np.where(self.must_reach & selected, self.levels - self.at_real, -np.inf), axis=0,
+                       initial=-np.inf)
+        below = np.min(np.where(self.must_not & selected, self.levels - self.below_real, np.inf), axis=0,
+                       initial=np.inf)
+        if not np.all(least + self.slack < below - self.slack):
+            return None
+        offset = np.nan_to_num(_middle(least, below), nan=0.0)
+        margin = np.minimum(offset - least, below - offset) - 2 * self.slack - 4 * _UNIT64 * np.abs(offset)
+        return offset, margin
+
+
+def frozen_scaled(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None,
+                  values: int = 0) -> ScaledProduct | None:
+    """The `ScaledProduct` of a product of raw int8 inputs with `weights` [channels, terms] and
+    `bias` that can never change; float32 first for `values` >= AFFINE_BLOCK_VALUES accumulator
+    values per invoke (half the memory traffic), else float64; None where neither is exact."""
+    channels, n_terms = weights.shape
+    terms = _FrozenTerms.of(stage, weights, bias)
+    exact = terms.exact
+    reach = int(np.max(np.maximum(np.abs(terms.low + terms.shift), np.abs(terms.high + terms.shift)))) + 1
+    if (reach >= _EXACT_FLOAT64 // 4 or channels * (exact.hi - exact.lo) > MAX_AFFINE_THRESHOLDS
+            or int(np.max(exact.total_shift)) > _INT64_SHIFTS):
+        return None
+    first = checked_thresholds(exact, channels, reach)
+    if first is None:
+        return None
+    total = np.broadcast_to(np.asarray(exact.total_shift, np.int64), (channels,))
+    # M / 2**T exactly (M < 2**31, a power of two); so is each w * s below (7 + 31 bits).
+    scale = np.broadcast_to(np.asarray(exact.scaled, np.float64), (channels,)) / np.exp2(total.astype(np.float64))
+    at = np.clip(first - terms.shift, terms.low, terms.high + 1)
+    at_real, below_real = at * scale, (at - 1) * scale  # each within u of a * s
+    # Each bound v - a * s is then within 4u(|a s| + |v|) of its real value (|v| <= 128).
+    slack = 4 * _UNIT64 * (np.max(np.abs(at_real), axis=0) + np.max(np.abs(below_real), axis=0) + 256)
+    levels = _levels(exact)
+    lines = _Lines(scale, levels.astype(np.float64), at_real, below_real, at <= terms.high, at - 1 >= terms.low,
+                   slack)
+    scaled_weights = weights.astype(np.float64) * scale[:, None]  # exact (see above)
+    reach_real = 128 * np.abs(scaled_weights).sum(axis=1)
+    zp, lo, hi = stage.output_zero_point, exact.lo, exact.hi
+    single = lines.fit(np.ones(levels.shape, bool))
+    if single is not None:
+        offsets, margin = single
+        split = False
+    else:
+        if not lo < zp < hi:
+            return None
+        upper = lines.fit(levels > zp)
+        lower = lines.fit(levels <= zp)
+        if upper is None or lower is None:
+            return None
+        offsets = np.concatenate([upper[0], lower[0] - zp])  # the lower line gives min(out, zp) - zp
+        margin = np.concatenate([upper[1], lower[1]])
+        scaled_weights = np.concatenate([scaled_weights, scaled_weights])
+        reach_real = np.concatenate([reach_real, reach_real])
+        split = True
+    for dtype in ((np.float32, np.float64) if values >= AFFINE_BLOCK_VALUES else (np.float64,)):
+        unit = float(np.finfo(dtype).eps) / 2
+        gamma = _gamma(n_terms + 1, unit)
+        # the sum's rounding, then the weights' and the offset's own rounding into dtype
+        bound = gamma * (reach_real + np.abs(offsets)) * (1 + unit) + unit * (reach_real + np.abs(offsets))
+        if np.all(bound < margin):
+            table = np.concatenate([scaled_weights.T, offsets[None, :]]).astype(dtype)
+            if not split:
+                return ScaledProduct(table, dtype(lo), dtype(hi), False)
+            bounds_lo = np.concatenate([np.full(channels, zp), np.full(channels, lo - zp)]).astype(dtype)
+            bounds_hi = np.concatenate([np.full(channels, hi), np.zeros(channels)]).astype(dtype)
+            return ScaledProduct(table, bounds_lo, bounds_hi, True)
+    return None
+
+
 # The affine output stage's passes each read and write the whole accumulator: past the cache
 # they run at memory speed. Large products are therefore done in column blocks of about this
 # many accumulator values (float64: 128 KB), which stay in cache from product to output.
@@ -355,6 +503,11 @@ def column_blocks(columns: int, rows: int) -> list[slice]:
     """Slices of `columns` (pixels) such that rows x block stays near AFFINE_BLOCK_VALUES."""
     width = max(1, AFFINE_BLOCK_VALUES // max(rows, 1))
     return [slice(start, min(start + width, columns)) for start in range(0, columns, width)]
+
+
+def row_blocks(rows: int, channels: int) -> list[slice]:
+    """Slices of `rows` (pixel-major) such that block x channels stays near AFFINE_BLOCK_VALUES."""
+    return column_blocks(rows, channels)
 
 
 def product_sum_reach(terms: int) -> int:
@@ -377,5 +530,5 @@ def output_requantizer(stage: OutputStage, terms: int, pixels: int) -> Int8Requa
     return small_requantizer(exact, channels, terms, pixels * channels)
 
 
-__all__ = ["AFFINE_BLOCK_VALUES", "AffineRequantizer", "column_blocks", "ThresholdRequantizer", "checked_thresholds", "frozen_affine", "frozen_searched", "small_requantizer", "output_requantizer", "product_sum_reach",
+__all__ = ["AFFINE_BLOCK_VALUES", "AffineRequantizer", "ScaledProduct", "frozen_scaled", "row_blocks", "column_blocks", "ThresholdRequantizer", "checked_thresholds", "frozen_affine", "frozen_searched", "small_requantizer", "output_requantizer", "product_sum_reach",
            "MAX_SEARCHED_VALUES"]

@@ -7,11 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
-from tinyswap.kernels.quantized import Int8Requantizer
+from tinyswap.kernels.quantized import Int8Requantizer, OutputStage
 from tinyswap.kernels.requantize_steps import (
+    AFFINE_BLOCK_VALUES,
     MAX_SEARCHED_VALUES,
     AffineRequantizer,
     ThresholdRequantizer,
+    frozen_scaled,
     product_sum_reach,
     small_requantizer,
 )
@@ -107,3 +109,62 @@ def test_affine_form_refuses_what_it_cannot_check() -> None:
     # the exact passes.
     exact = Int8Requantizer.build(np.array([2**31 - 1]), np.array([20]), 0, -128, 127, False, channel_axis=-1)
     assert AffineRequantizer.of(exact, np.array([0]), np.array([-(2**40)]), np.array([2**40])) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(-128, 127), st.integers(-128, 127), st.booleans(),
+       st.integers(-12, 0), st.booleans(), st.booleans(), st.booleans())
+def test_scaled_product_matches_two_step_on_every_input_pair(seed, channels, in_zp, out_zp, relu, max_shift,
+                                                             single, with_bias, large) -> None:
+    # Two raw int8 inputs per row: all 65,536 rows are enumerated, so every accumulator the
+    # weights can produce (thresholds, ties, the sign boundary, both clamps) is checked.
+    # Dyadic multipliers (2**30) put exact ties in reach; `large` takes the float32 candidate.
+    rng = np.random.default_rng(seed)
+    m = rng.integers(2**30, 2**31, size=channels).astype(np.int64)
+    m[0] = 2**30
+    s = rng.integers(max_shift - 6, max_shift + 1, size=channels).astype(np.int64)
+    lo, hi = (max(-128, out_zp), 127) if relu else (-128, 127)
+    stage = OutputStage(in_zp, out_zp, tuple(int(v) for v in m), tuple(int(v) for v in s), lo, hi, single)
+    weights = rng.integers(-127, 128, size=(channels, 2)).astype(np.int8)
+    bias = rng.integers(-20_000, 20_000, size=channels).astype(np.int32) if with_bias else None
+    scaled = frozen_scaled(stage, weights, bias, values=AFFINE_BLOCK_VALUES if large else 0)
+    if scaled is None:  # no line meets the thresholds with room for the float error
+        return
+    grid = np.stack(np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)), -1).reshape(-1, 2)
+    rows = np.ones((len(grid), 3), scaled.weights.dtype)
+    rows[:, :2] = grid
+    z = np.empty((len(grid), scaled.products), scaled.weights.dtype)
+    out = np.empty((len(grid), channels), np.int8)
+    scaled.apply(rows, z, out)
+    acc = (grid.astype(np.int64) - in_zp) @ weights.astype(np.int64).T
+    np.testing.assert_array_equal(out, _expected(acc, bias, m, s, out_zp, lo, hi, single))
+
+
+def test_scaled_product_is_taken_on_relu_and_on_split_layers() -> None:
+    # A ReLU layer: one line; a layer without activation (TFLite's second rounding steps at
+    # the output zero point): two lines split there. Both checked on every input pair.
+    rng = np.random.default_rng(7)
+    weights = rng.integers(-127, 128, size=(4, 2)).astype(np.int8)
+    m = (1_518_500_250, 1_234_567_890, 2**30, 1_999_999_999)
+    for lo, split in ((-5, False), (-128, True)):
+        stage = OutputStage(3, -5, m, (-9, -10, -8, -9), lo, 127)
+        scaled = frozen_scaled(stage, weights, None)
+        assert scaled is not None and scaled.split == split
+        grid = np.stack(np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)), -1).reshape(-1, 2)
+        rows = np.ones((len(grid), 3))
+        rows[:, :2] = grid
+        out = np.empty((len(grid), 4), np.int8)
+        scaled.apply(rows, np.empty((len(grid), scaled.products)), out)
+        acc = (grid.astype(np.int64) - 3) @ weights.astype(np.int64).T
+        np.testing.assert_array_equal(out, _expected(acc, None, np.array(m), np.array([-9, -10, -8, -9]), -5, lo,
+                                                     127, False))
+
+
+def test_scaled_product_refuses_a_margin_below_the_float_error() -> None:
+    # Thousands of large terms with a multiplier whose thresholds fall within float32's error
+    # of the line: float32 is refused (float64 taken), as the error bound demands.
+    rng = np.random.default_rng(3)
+    weights = rng.integers(100, 128, size=(2, 4096)).astype(np.int8)
+    stage = OutputStage(0, 0, (2**30 + 12345, 2**30 + 999), (-20, -20), 0, 127)
+    scaled = frozen_scaled(stage, weights, None, values=AFFINE_BLOCK_VALUES)
+    assert scaled is not None and scaled.weights.dtype == np.float64
