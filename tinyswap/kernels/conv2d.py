@@ -14,8 +14,10 @@ import numpy as np
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, claim_buffer_bytes, is_immutable
 from tinyswap.kernels.conv_common import (
     MAX_FROZEN_VALUES,
+    MAX_GATHERED_TAPS,
     MAX_PLAN_BUFFER_VALUES,
     PlannedInput,
+    RowTaps,
     TapGather,
     Window,
     check_conv_params,
@@ -28,13 +30,17 @@ from tinyswap.kernels.conv_common import (
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import column_blocks, frozen_affine, frozen_searched, output_requantizer
+from tinyswap.kernels.requantize_steps import (ScaledProduct, column_blocks, frozen_affine, frozen_scaled, frozen_searched,
+                                               output_requantizer, row_blocks)
 
 
 # A frozen step gathers its taps pixels last; past this many taps the eval path's im2col (taps
 # channels last, the layout the input already has) is faster (measured at 64 rows: a 3x3
 # 16-channel layer of 590k taps ran 1.6x slower gathered than through `eval`).
 MAX_FROZEN_TAPS = 1 << 16
+# The scaled product gathers its taps channels last (`RowTaps`), as `eval` does, so it is taken
+# up to the frozen steps' gather bound.
+MAX_SCALED_TAPS = MAX_GATHERED_TAPS
 
 
 @dataclass(frozen=True)
@@ -132,12 +138,16 @@ class Conv2D(Kernel[Conv2DParams]):
         if not claim_buffer_bytes(out_c * k * dtype.itemsize):  # the converted filter, kept for the plan
             return None
         weights = np.ascontiguousarray(f.reshape(out_c, k), dtype=dtype)
+        searched = frozen_searched(stage, f.reshape(out_c, k), bias, n)
+        if searched is None:
+            chosen = _pixel_major_step(stage, f.reshape(out_c, k), bias, x, p.window, y.reshape(n, out_c))
+            if chosen is not None:
+                return chosen
         columns = x.reshape(n, k).T if p.pointwise else None
         gather = None if p.pointwise else TapGather.of(x, p.window, dtype, stage.input_zero_point, per_channel=False,
                                                         max_taps=MAX_FROZEN_TAPS)
         if gather is None and columns is None:
             return None
-        searched = frozen_searched(stage, f.reshape(out_c, k), bias, n)
         if searched is not None:  # a few values: three passes on the pixel-major (transposed) product
             pixel_major = y.reshape(n, out_c)
 
@@ -184,3 +194,67 @@ class Conv2D(Kernel[Conv2DParams]):
             cols = window_patches(x, win, dtype, offset).reshape(-1, k)
         acc = f.reshape(out_c, k).astype(dtype) @ cols.T  # [out_c, pixels]: channel-major
         return finish_output(acc, bias, k, p.stage, (x.shape[0], win.out_h, win.out_w, out_c))
+
+
+def _scaled_step(scaled: ScaledProduct, taps: RowTaps, out: np.ndarray) -> Step | None:
+    """The taps gathered pixel-major, then `ScaledProduct.apply` into the NHWC output in
+    blocks of pixels whose products stay in cache; None when the plan's budget is spent."""
+    rows = taps.rows
+    pixels = len(rows)
+    blocks = row_blocks(pixels, scaled.products)
+    width = blocks[0].stop - blocks[0].start
+    if not claim_buffer_bytes((width * scaled.products + scaled.weights.size) * scaled.weights.itemsize):
+        return None
+    products = np.empty((width, scaled.products), scaled.weights.dtype)
+    parts = [(rows[block], products[: block.stop - block.start], out[block]) for block in blocks]
+
+    def step() -> None:
+        taps()
+        for block_rows, z, out_rows in parts:
+            scaled.apply(block_rows, z, out_rows)
+
+    return step
+
+
+# The scaled product runs in float64 (`frozen_scaled`), twice float32's cost per product: from
+# this many terms an exact float32 product of the integers and the affine output stage on it
+# are faster (measured at 64 rows on ResNet-8's 144-term layers: about 2x).
+MIN_EXACT_PRODUCT_TERMS = 64
+
+
+def _pixel_major_step(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None, x: np.ndarray,
+                      window: Window, out: np.ndarray) -> Step | None:
+    """The taps gathered pixel-major (`RowTaps`, channels innermost as the input has them) and
+    the output written in place, NHWC: by the scaled product for short products, else by an
+    exact float32 product of the integers and the affine output stage per channel along the
+    last axis (the scaled product's float64 costs twice float32's there); None when neither
+    can be built."""
+    pixels, channels = out.shape
+    terms = weights.shape[1]
+    scaled = frozen_scaled(stage, weights, bias)
+    dtype = exact_float_dtype(terms)
+    affine = None if terms < MIN_EXACT_PRODUCT_TERMS and scaled is not None else frozen_affine(
+        stage, weights, bias, dtype, pixels * channels)
+    if affine is None:
+        if scaled is None:
+            return None
+        taps = RowTaps.of(x, window, scaled.weights.dtype, stage.input_zero_point, max_taps=MAX_SCALED_TAPS)
+        return None if taps is None else _scaled_step(scaled, taps, out)
+    taps = RowTaps.of(x, window, dtype, stage.input_zero_point, max_taps=MAX_SCALED_TAPS, ones=False)
+    if taps is None:
+        return None
+    table = np.ascontiguousarray(weights.T, dtype=dtype)
+    blocks = row_blocks(pixels, channels)
+    width = blocks[0].stop - blocks[0].start
+    if not claim_buffer_bytes((width * channels + table.size) * dtype.itemsize):
+        return None
+    products = np.empty((width, channels), dtype)
+    parts = [(taps.rows[block], products[: block.stop - block.start], out[block]) for block in blocks]
+
+    def step() -> None:
+        taps()
+        for block_rows, acc, out_rows in parts:
+            np.matmul(block_rows, table, out=acc)
+            affine.apply(acc, out_rows)
+
+    return step

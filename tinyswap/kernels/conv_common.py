@@ -307,3 +307,46 @@ class TapGather:
         np.copyto(self.interior, self.x, casting="unsafe")
         np.copyto(self.into, self.windows)
         return self.taps
+
+
+@dataclass(frozen=True, eq=False)
+class RowTaps:
+    """A window's raw taps of NHWC `x` as the rows of an im2col matrix [pixels, kh * kw * c + 1]
+    whose last column holds 1 (the input of a `ScaledProduct`'s offset row), pixel-major so
+    that the product is the NHWC output's layout. One copy per invoke from the window view,
+    channels innermost on both sides; a padded window first copies x into the interior of a
+    buffer whose border holds `pad_value` (what every out-of-image tap reads)."""
+
+    copies: tuple[tuple[np.ndarray, np.ndarray], ...]  # (target, source), in order
+    rows: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, pad_value: int,
+           max_taps: int = MAX_GATHERED_TAPS, ones: bool = True) -> "RowTaps | None":
+        """None when the taps would exceed `max_taps`, the padded copy would dwarf the image, or
+        the plan's buffer budget is spent. `ones=False`: the plain im2col matrix, no last column."""
+        b, h, wd, c = x.shape
+        pixels = b * w.out_h * w.out_w
+        k = w.filter_h * w.filter_w * c
+        padding = bool(w.pad_top or w.pad_bottom or w.pad_left or w.pad_right)
+        padded_shape = (b, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c)
+        width = k + 1 if ones else k
+        values = pixels * width + (int(np.prod(padded_shape)) if padding else 0)
+        if pixels * k > max_taps or _huge_padding(x.shape, w) or not claim_buffer_bytes(
+                values * np.dtype(dtype).itemsize):
+            return None
+        rows = np.ones((pixels, width), dtype)
+        into = rows[:, :k].reshape(b, w.out_h, w.out_w, w.filter_h, w.filter_w, c)
+        copies: list[tuple[np.ndarray, np.ndarray]] = []
+        if padding:
+            padded = np.full(padded_shape, pad_value, dtype=dtype)
+            copies.append((padded[:, w.pad_top: w.pad_top + h, w.pad_left: w.pad_left + wd, :], x))
+            copies.append((into, patches(padded, w, padded=True)))
+        else:
+            copies.append((into, patches(x, w, padded=True)))
+        return cls(tuple(copies), rows)
+
+    def __call__(self) -> np.ndarray:
+        for target, source in self.copies:
+            np.copyto(target, source, casting="unsafe")
+        return self.rows

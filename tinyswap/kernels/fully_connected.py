@@ -152,7 +152,7 @@ class FullyConnected(Kernel[FullyConnectedParams]):
                 finish(rows @ weights, out)
 
             return searched_step
-        scaled = frozen_scaled(stage, w, bias, rows.shape[0] * len(w))
+        scaled = frozen_scaled(stage, w, bias)
         if scaled is not None:
             return _scaled_step(scaled, rows, out)
         affine = frozen_affine(stage, w, bias, dtype, rows.shape[0] * len(w))

@@ -156,3 +156,44 @@ def test_the_largest_window_values_tflm_holds_match_it(stride, dilation) -> None
     out = 1 if stride > 1 else 4
     model = conv_model((1, 4, 4, 2), w, None, q, np.array([0.1], np.float32), Quant(0.5, 3), opts, (1, out, out, 2))
     assert_matches_tflm(model, [rng.integers(-128, 128, (1, 4, 4, 2)).astype(np.int8)])
+
+
+def test_each_pixel_major_form_is_taken_and_matches_tflite_micro(monkeypatch) -> None:
+    # Batch-64 layers of the sizes the benchmark models have: the scaled product in float32
+    # and in float64 (one line, and split at the output zero point without activation), and
+    # the exact float32 product with the affine stage for long products. Each is checked
+    # against the wheel (and constant vs live weights), and each form must have been taken.
+    import tinyswap.kernels.conv2d as conv2d
+
+    taken: set[str] = set()
+    scaled_of = conv2d.frozen_scaled
+
+    def recording_scaled(*args, **kwargs):
+        scaled = scaled_of(*args, **kwargs)
+        if scaled is not None:
+            taken.add(f"scaled-{scaled.weights.dtype}-{'split' if scaled.split else 'one'}")
+        return scaled
+
+    monkeypatch.setattr(conv2d, "frozen_scaled", recording_scaled)
+    step_of = conv2d._pixel_major_step
+
+    def recording_step(*args, **kwargs):
+        step = step_of(*args, **kwargs)
+        if step is not None and step.__qualname__.startswith("_pixel_major_step"):
+            taken.add("exact-product")
+        return step
+
+    monkeypatch.setattr(conv2d, "_pixel_major_step", recording_step)
+    rng = np.random.default_rng(11)
+    for cin, cout, k, activation, batch, w_range in ((1, 8, 3, 1, 64, 20), (4, 8, 3, 1, 64, 127),
+                                                     (4, 8, 3, 0, 64, 127), (16, 16, 3, 1, 64, 127),
+                                                     (16, 16, 3, 0, 64, 127), (2, 3, 1, 0, 64, 127)):
+        x_q = Quant(0.05, int(rng.integers(-20, 20)))
+        w_scale = rng.uniform(0.002, 0.05, size=cout).astype(np.float32)
+        y_q = Quant(output_scale_for(0.05, float(w_scale.mean()), k * k * cin, 1.0), int(rng.integers(-20, 20)))
+        weights = rng.integers(-w_range, w_range + 1, size=(cout, k, k, cin), dtype=np.int8)
+        bias = rng.integers(-3000, 3000, size=cout).astype(np.int32)
+        opts = {"padding": 0, "stride_w": 1, "stride_h": 1, "fused_activation_function": activation}
+        model = conv_model((batch, 8, 8, cin), weights, bias, x_q, w_scale, y_q, opts, (batch, 8, 8, cout))
+        assert_matches_tflm(model, [random_int8(rng, (batch, 8, 8, cin))])
+    assert taken >= {"scaled-float64-one", "scaled-float64-split", "exact-product"}, taken

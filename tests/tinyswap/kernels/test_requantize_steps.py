@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from tinyswap.fixedpoint import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
 from tinyswap.kernels.quantized import Int8Requantizer, OutputStage
 from tinyswap.kernels.requantize_steps import (
-    AFFINE_BLOCK_VALUES,
     MAX_SEARCHED_VALUES,
     AffineRequantizer,
+    ScaledProduct,
     ThresholdRequantizer,
     frozen_scaled,
     product_sum_reach,
@@ -40,7 +40,7 @@ def test_threshold_search_matches_two_step_at_and_around_every_threshold(seed, c
     exact = Int8Requantizer.build(m, s, zp, lo, hi, single, channel_axis=-1)
     searched = ThresholdRequantizer.of(exact, channels, product_sum_reach(terms), 8 * channels)
     if searched is None:  # only a left shift can push the exact form's products past int64
-        assert s.max() > 0
+        assert s.max() > 0 or lo == hi  # (or the clamp leaves one output: nothing to search)
         return
     limit = 2**20 if max_shift > 0 else 2**24  # left shifts: keep (acc + bias) << shift within int32
     bias = rng.integers(-limit, limit, size=channels).astype(np.int32) if with_bias else None
@@ -113,12 +113,13 @@ def test_affine_form_refuses_what_it_cannot_check() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(-128, 127), st.integers(-128, 127), st.booleans(),
-       st.integers(-12, 0), st.booleans(), st.booleans(), st.booleans())
+       st.integers(-12, 0), st.booleans(), st.booleans(), st.sampled_from([np.float64, np.float32]))
 def test_scaled_product_matches_two_step_on_every_input_pair(seed, channels, in_zp, out_zp, relu, max_shift,
-                                                             single, with_bias, large) -> None:
+                                                             single, with_bias, dtype) -> None:
     # Two raw int8 inputs per row: all 65,536 rows are enumerated, so every accumulator the
     # weights can produce (thresholds, ties, the sign boundary, both clamps) is checked.
-    # Dyadic multipliers (2**30) put exact ties in reach; `large` takes the float32 candidate.
+    # Dyadic multipliers (2**30) put exact ties in reach. float32 is mostly refused (its error
+    # bound exceeds the margins); where it is taken it must be exact too.
     rng = np.random.default_rng(seed)
     m = rng.integers(2**30, 2**31, size=channels).astype(np.int64)
     m[0] = 2**30
@@ -127,8 +128,9 @@ def test_scaled_product_matches_two_step_on_every_input_pair(seed, channels, in_
     stage = OutputStage(in_zp, out_zp, tuple(int(v) for v in m), tuple(int(v) for v in s), lo, hi, single)
     weights = rng.integers(-127, 128, size=(channels, 2)).astype(np.int8)
     bias = rng.integers(-20_000, 20_000, size=channels).astype(np.int32) if with_bias else None
-    scaled = frozen_scaled(stage, weights, bias, values=AFFINE_BLOCK_VALUES if large else 0)
+    scaled = frozen_scaled(stage, weights, bias, dtype)
     if scaled is None:  # no line meets the thresholds with room for the float error
+        assert dtype == np.float32, "float64 always has room on two-term products"
         return
     grid = np.stack(np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)), -1).reshape(-1, 2)
     rows = np.ones((len(grid), 3), scaled.weights.dtype)
@@ -160,11 +162,24 @@ def test_scaled_product_is_taken_on_relu_and_on_split_layers() -> None:
                                                      127, False))
 
 
-def test_scaled_product_refuses_a_margin_below_the_float_error() -> None:
-    # Thousands of large terms with a multiplier whose thresholds fall within float32's error
-    # of the line: float32 is refused (float64 taken), as the error bound demands.
+def test_scaled_product_refuses_a_float_type_whose_error_bound_exceeds_a_margin() -> None:
+    # A 144-term layer (a 3x3 convolution of 16 channels): float32's error bound exceeds the
+    # smallest threshold margin, so float32 is refused, and rightly: the same table in float32,
+    # built by hand past the check, gets outputs wrong on some inputs; float64 is taken and exact.
     rng = np.random.default_rng(3)
-    weights = rng.integers(100, 128, size=(2, 4096)).astype(np.int8)
-    stage = OutputStage(0, 0, (2**30 + 12345, 2**30 + 999), (-20, -20), 0, 127)
-    scaled = frozen_scaled(stage, weights, None, values=AFFINE_BLOCK_VALUES)
+    weights = rng.integers(-127, 128, size=(16, 144)).astype(np.int8)
+    stage = OutputStage(-3, -128, tuple(int(m) for m in rng.integers(2**30, 2**31, 16)), (-9,) * 16, -128, 127)
+    assert frozen_scaled(stage, weights, None, np.float32) is None
+    scaled = frozen_scaled(stage, weights, None)
     assert scaled is not None and scaled.weights.dtype == np.float64
+    x = rng.integers(-128, 128, size=(200_000, 144))
+    rows = np.ones((len(x), 145))
+    rows[:, :144] = x
+    acc = (x + 3) @ weights.astype(np.int64).T  # the input zero point is -3
+    expected = _expected(acc, None, np.array(stage.multipliers), np.array(stage.shifts), -128, -128, 127, False)
+    out = np.empty((len(x), 16), np.int8)
+    scaled.apply(rows, np.empty((len(x), 16)), out)
+    np.testing.assert_array_equal(out, expected)
+    unchecked = ScaledProduct(scaled.weights.astype(np.float32), np.float32(-128), np.float32(127), False)
+    unchecked.apply(rows.astype(np.float32), np.empty((len(x), 16), np.float32), out)
+    assert np.any(out != expected)
