@@ -128,20 +128,26 @@ class Conv2D(Kernel[Conv2DParams]):
     @staticmethod
     def _frozen_step(p: Conv2DParams, x: np.ndarray, f: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
                      n: int, k: int, dtype: np.dtype) -> Step | None:
-        """Constant filter and bias: the filter converted once; the raw int8 taps (padding
-        reads the input zero point) gathered pixels last or, for a pointwise convolution, the
-        input rows themselves, transposed; one product into a channel-major accumulator; the
-        zero point and bias folded into the output stage: searched thresholds for a few values,
-        else the affine form, written into the NHWC output through a transposed view."""
+        """Constant filter and bias: the zero point and bias folded into the output stage. The
+        pixel-major forms (`_pixel_major_step`) where they can be built, except that a few
+        values (a batch-1 layer) whose scaled product must split take the searched thresholds;
+        else the filter converted once, the raw int8 taps (padding reads the input zero point)
+        gathered pixels last or, for a pointwise convolution, the input rows themselves,
+        transposed; one product into a channel-major accumulator; searched thresholds for a few
+        values, else the affine form, written into the NHWC output through a transposed view."""
         stage = p.stage
         assert isinstance(stage, OutputStage)
         out_c = p.out_channels
         if not claim_buffer_bytes(out_c * k * dtype.itemsize):  # the converted filter, kept for the plan
             return None
         weights = np.ascontiguousarray(f.reshape(out_c, k), dtype=dtype)
-        searched = frozen_searched(stage, f.reshape(out_c, k), bias, n)
+        scaled = frozen_scaled(stage, f.reshape(out_c, k), bias)
+        # One line (no split) beats the searched thresholds even on a few values (as in
+        # FULLY_CONNECTED); a split one costs a pass more.
+        searched = None if scaled is not None and not scaled.split else frozen_searched(stage, f.reshape(out_c, k),
+                                                                                       bias, n)
         if searched is None:
-            chosen = _pixel_major_step(stage, f.reshape(out_c, k), bias, x, p.window, y.reshape(n, out_c))
+            chosen = _pixel_major_step(stage, f.reshape(out_c, k), bias, x, p.window, y.reshape(n, out_c), scaled)
             if chosen is not None:
                 return chosen
         columns = x.reshape(n, k).T if p.pointwise else None
@@ -224,15 +230,14 @@ MIN_EXACT_PRODUCT_TERMS = 64
 
 
 def _pixel_major_step(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None, x: np.ndarray,
-                      window: Window, out: np.ndarray) -> Step | None:
+                      window: Window, out: np.ndarray, scaled: ScaledProduct | None) -> Step | None:
     """The taps gathered pixel-major (`RowTaps`, channels innermost as the input has them) and
     the output written in place, NHWC: by the scaled product for short products, else by an
     exact float32 product of the integers and the affine output stage per channel along the
     last axis (the scaled product's float64 costs twice float32's there); None when neither
-    can be built."""
+    can be built. `scaled`: `frozen_scaled` of this layer."""
     pixels, channels = out.shape
     terms = weights.shape[1]
-    scaled = frozen_scaled(stage, weights, bias)
     dtype = exact_float_dtype(terms)
     affine = None if terms < MIN_EXACT_PRODUCT_TERMS and scaled is not None else frozen_affine(
         stage, weights, bias, dtype, pixels * channels)

@@ -139,9 +139,15 @@ class FullyConnected(Kernel[FullyConnectedParams]):
     def _frozen_step(stage: OutputStage, rows: np.ndarray, w: np.ndarray, bias: np.ndarray | None,
                      out: np.ndarray, dtype: np.dtype) -> Step | None:
         """Constant weights and bias: converted once, bias and input zero point folded into the
-        output stage. A few values (a batch-1 layer): rows times weights and the searched
-        thresholds; more: weights times the transposed rows into a channel-major accumulator
-        and the affine output stage, written through a transposed view."""
+        output stage. By the scaled product (`ScaledProduct`) where one line fits (measured
+        faster than the searched thresholds even at batch 1: 9.2 vs 13.0 us on a 16x16 layer);
+        else, for a few values, rows times weights and the searched thresholds (the split
+        scaled product costs a pass more); else the split scaled product; else weights times
+        the transposed rows into a channel-major accumulator and the affine output stage,
+        written through a transposed view."""
+        scaled = frozen_scaled(stage, w, bias)
+        if scaled is not None and not scaled.split:
+            return _scaled_step(scaled, rows, out)
         if not claim_buffer_bytes(w.size * dtype.itemsize):  # the converted weights, kept for the plan
             return None
         finish = frozen_searched(stage, w, bias, rows.shape[0])
@@ -152,7 +158,6 @@ class FullyConnected(Kernel[FullyConnectedParams]):
                 finish(rows @ weights, out)
 
             return searched_step
-        scaled = frozen_scaled(stage, w, bias)
         if scaled is not None:
             return _scaled_step(scaled, rows, out)
         affine = frozen_affine(stage, w, bias, dtype, rows.shape[0] * len(w))
