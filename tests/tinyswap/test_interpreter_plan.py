@@ -138,23 +138,25 @@ def _dense_mlp(rows: int, threads: int | None = None) -> Interpreter:
 
 @pytest.mark.parametrize("threads, expected", [(None, 1), (1, 1), (2, 2)])
 def test_num_threads_caps_blas_threads_while_invoking_and_restores_them(threads, expected) -> None:
-    # 512 rows: the first layer's product (512 x 20 x 32) is one OpenBLAS would spread over
-    # threads (above 4 * 65536 multiply-adds).
+    # 512 rows: the first layer's product (512 x 20 x 32, at most 512 x 21 x 64 as the split
+    # scaled product runs it) is one OpenBLAS would spread over threads (above 4 * 65536
+    # multiply-adds).
     interp = _dense_mlp(512, threads)
-    assert interp._main.ops[0].prepared.matmul == (512, 20, 32)
+    assert interp._main.ops[0].prepared.matmul == (512, 21, 64)
     before, during, after = _invoke_under_two_blas_threads(interp)
     assert during == min(expected, before) and after == before
     assert interp.num_threads == (threads or 1)
 
 
 def test_a_plan_of_single_threaded_products_leaves_the_blas_threads_alone() -> None:
-    # 64 rows: every product (at most 64 x 20 x 32) is below OpenBLAS's threading limits, so
+    # 64 rows: every product (at most 64 x 21 x 64, a split scaled product's) is below
+    # OpenBLAS's threading limits, so
     # the invoke skips the cap (a few microseconds) and BLAS keeps what the process set.
     from tinyswap.threads import blas_may_thread
 
     interp = _dense_mlp(64)
     shapes = [op.prepared.matmul for op in interp._main.ops]
-    assert shapes == [(64, 20, 32), (64, 32, 16), (64, 16, 5), (0, 0, 0)]
+    assert shapes == [(64, 21, 64), (64, 33, 32), (64, 17, 10), (0, 0, 0)]
     assert not any(blas_may_thread(*shape) for shape in shapes)
     before, during, _ = _invoke_under_two_blas_threads(interp)
     assert during == before

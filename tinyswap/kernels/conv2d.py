@@ -76,8 +76,10 @@ class Conv2D(Kernel[Conv2DParams]):
         out_shape = (batch, win.out_h, win.out_w, out_c)
         pointwise = (kh, kw, win.stride_h, win.stride_w) == (1, 1, 1, 1)
         stage = output_stage_params(ctx, x, f, y, bias, out_c, filter_axis=0)
-        return Prepared([out_shape], Conv2DParams(win, out_c, pointwise, ctx.num_threads, stage),
-                        matmul=(batch * win.out_h * win.out_w, kh * kw * in_c, out_c))
+        # int8: the largest product a bound step may run, the split scaled product's (ScaledProduct).
+        matmul = (batch * win.out_h * win.out_w, kh * kw * in_c + 1, 2 * out_c) if isinstance(stage, OutputStage) \
+            else (batch * win.out_h * win.out_w, kh * kw * in_c, out_c)
+        return Prepared([out_shape], Conv2DParams(win, out_c, pointwise, ctx.num_threads, stage), matmul=matmul)
 
     def eval(self, prepared: Prepared[Conv2DParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params

@@ -88,8 +88,9 @@ class FullyConnected(Kernel[FullyConnectedParams]):
             raise ctx.error(f"per-channel weights need {units} scales on axis 0")
         stage = output_stage(x_scale, x_zp, wq.scale, y_scale, y_zp, units, activation, ctx.profile,
                              single_rounding=ctx.profile == Profile.LITERT)
+        # The largest product a bound step may run: the split scaled product's (ScaledProduct).
         return Prepared([out_shape], FullyConnectedParams(batches, depth, units, stage),
-                        matmul=(batches, depth, units))
+                        matmul=(batches, depth + 1, 2 * units))
 
     def eval(self, prepared: Prepared[FullyConnectedParams], inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         p = prepared.params
