@@ -210,12 +210,10 @@ def _scaled_step(scaled: ScaledProduct, taps: RowTaps, out: np.ndarray) -> Step 
     blocks of pixels whose products stay in cache; None when the plan's budget is spent."""
     rows = taps.rows
     pixels = len(rows)
-    blocks = row_blocks(pixels, scaled.products)
-    width = blocks[0].stop - blocks[0].start
-    if not claim_buffer_bytes((width * scaled.products + scaled.weights.size) * scaled.weights.itemsize):
+    blocks = scaled.blocks(pixels)
+    if not claim_buffer_bytes((blocks[0][1].size + scaled.weights.size) * scaled.weights.itemsize):
         return None
-    products = np.empty((width, scaled.products), scaled.weights.dtype)
-    parts = [(rows[block], products[: block.stop - block.start], out[block]) for block in blocks]
+    parts = [(rows[block], z, out[block]) for block, z in blocks]
 
     def step() -> None:
         taps()

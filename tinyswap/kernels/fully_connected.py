@@ -24,7 +24,7 @@ from tinyswap.kernels.quantized import (
 )
 from tinyswap.kernels.registry import register
 from tinyswap.kernels.requantize_steps import (ScaledProduct, column_blocks, frozen_affine, frozen_scaled, frozen_searched,
-                                               output_requantizer, row_blocks)
+                                               output_requantizer)
 
 
 @dataclass(frozen=True)
@@ -180,13 +180,11 @@ def _scaled_step(scaled: ScaledProduct, rows: np.ndarray, out: np.ndarray) -> St
     blocks of rows that stay in cache; None when the plan's buffer budget is spent."""
     batches, depth = rows.shape
     dtype = scaled.weights.dtype
-    columns = scaled.products
-    if not claim_buffer_bytes((batches * (depth + 1 + columns) + scaled.weights.size) * dtype.itemsize):
+    blocks = scaled.blocks(batches)
+    if not claim_buffer_bytes((batches * (depth + 1) + blocks[0][1].size + scaled.weights.size) * dtype.itemsize):
         return None
     extended = np.ones((batches, depth + 1), dtype)
-    products = np.empty((batches, columns), dtype)
-    blocks = [(rows[block], extended[block], extended[block, :depth], products[block], out[block])
-              for block in row_blocks(batches, columns)]
+    blocks = [(rows[block], extended[block], extended[block, :depth], z, out[block]) for block, z in blocks]
 
     def step() -> None:
         for source, block_rows, inputs, z, out_rows in blocks:

@@ -135,7 +135,7 @@ def test_scaled_product_matches_two_step_on_every_input_pair(seed, channels, in_
     grid = np.stack(np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)), -1).reshape(-1, 2)
     rows = np.ones((len(grid), 3), scaled.weights.dtype)
     rows[:, :2] = grid
-    z = np.empty((len(grid), scaled.products), scaled.weights.dtype)
+    z = scaled.buffer(len(grid))
     out = np.empty((len(grid), channels), np.int8)
     scaled.apply(rows, z, out)
     acc = (grid.astype(np.int64) - in_zp) @ weights.astype(np.int64).T
@@ -156,7 +156,7 @@ def test_scaled_product_is_taken_on_relu_and_on_split_layers() -> None:
         rows = np.ones((len(grid), 3))
         rows[:, :2] = grid
         out = np.empty((len(grid), 4), np.int8)
-        scaled.apply(rows, np.empty((len(grid), scaled.products)), out)
+        scaled.apply(rows, scaled.buffer(len(grid)), out)
         acc = (grid.astype(np.int64) - 3) @ weights.astype(np.int64).T
         np.testing.assert_array_equal(out, _expected(acc, None, np.array(m), np.array([-9, -10, -8, -9]), -5, lo,
                                                      127, False))
@@ -178,8 +178,8 @@ def test_scaled_product_refuses_a_float_type_whose_error_bound_exceeds_a_margin(
     acc = (x + 3) @ weights.astype(np.int64).T  # the input zero point is -3
     expected = _expected(acc, None, np.array(stage.multipliers), np.array(stage.shifts), -128, -128, 127, False)
     out = np.empty((len(x), 16), np.int8)
-    scaled.apply(rows, np.empty((len(x), 16)), out)
+    scaled.apply(rows, scaled.buffer(len(x)), out)
     np.testing.assert_array_equal(out, expected)
-    unchecked = ScaledProduct(scaled.weights.astype(np.float32), np.float32(-128), np.float32(127), False)
+    unchecked = ScaledProduct(scaled.weights.astype(np.float32), np.float32(-128), np.float32(127), None)
     unchecked.apply(rows.astype(np.float32), np.empty((len(x), 16), np.float32), out)
     assert np.any(out != expected)
