@@ -89,11 +89,13 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
 
     def bind(self, prepared: Prepared[DepthwiseConv2DParams], inputs: list[np.ndarray | None],
              outputs: list[np.ndarray]) -> Step:
-        """int8: the taps copied into a buffer kept for the plan, one broadcast product with the
-        live filter [taps, channels, multiplier] and one sum over the taps, in float32 while
-        the sums are exact there (`exact_float_dtype`), then bias and requantization. Every
-        depth multiplier takes this path; the output channel order c * m + k falls out of the
-        [pixels, channels, multiplier] layout."""
+        """int8 with a constant filter and bias: the shifted taps (`_shifted_step`) where they
+        pay (`depthwise_shifted.Layout.of`), else the gathered ones (`_frozen_step`) up to
+        MAX_FROZEN_VALUES outputs. Otherwise the taps copied into a buffer kept for the plan,
+        one broadcast product with the live filter [taps, channels, multiplier] and one sum
+        over the taps, in float32 while the sums are exact there (`exact_float_dtype`), then
+        bias and requantization. Every depth multiplier takes this path; the output channel
+        order c * m + k falls out of the [pixels, channels, multiplier] layout."""
         p = prepared.params
         x, f = inputs[0], inputs[1]
         bias = inputs[2] if len(inputs) > 2 else None

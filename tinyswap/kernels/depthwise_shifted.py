@@ -94,7 +94,8 @@ class Layout:
             return None
         group = 1
         if w.stride_h == 1:  # consecutive grid rows: as many per einsum row as fit and divide out_h
-            group = max(g for g in range(1, w.out_h + 1) if w.out_h % g == 0 and (g == 1 or g * wp * c <= MAX_ROW_VALUES))
+            fit = min(w.out_h, MAX_ROW_VALUES // (wp * c))
+            group = max([g for g in range(1, fit + 1) if w.out_h % g == 0], default=1)
         images = max(1, min(b, CHUNK_VALUES // grid))
         return cls(w, x_shape, m, images, w.out_h // group, group * wp * c)
 

@@ -155,6 +155,8 @@ SHIFTED_CASES = {
     "wide_5x5_64": (64, (8, 8), 16, 1, (5, 5), (1, 1), (1, 1), True),
     # 26 * 16 values per padded row: einsum rows of 8 grid rows, 3 per image.
     "long_rows": (2, (24, 24), 16, 1, (3, 3), (1, 1), (1, 1), True),
+    # 529 taps: float64 sums (`exact_float_dtype`).
+    "float64_sums": (1, (40, 40), 2, 1, (23, 23), (1, 1), (1, 1), True),
     # One padded image past a chunk: chunks of one image.
     "large_image": (2, (66, 66), 16, 1, (3, 3), (1, 1), (1, 1), True),
 }
