@@ -26,7 +26,7 @@ bounded whatever the batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -168,8 +168,8 @@ class ShiftedTaps:
                       for i in range(0, n, width))))
         weights = np.tile(f.reshape(w.filter_h, w.filter_w, c).astype(dtype), (1, 1, layout.row // c))
         # The per-channel constants repeat along an output row, as the channels do.
-        tiled = AffineRequantizer(*(np.tile(v.reshape(-1), w.out_w) for v in (
-            affine.scale, affine.offset, affine.offset_below, affine.sign_at)), affine.lo, affine.hi, affine.kinked)
+        tiled = replace(affine, **{name: np.tile(getattr(affine, name).reshape(-1), w.out_w)
+                                   for name in ("scale", "offset", "offset_below", "sign_at")})
         return cls(tuple(chunks), weights, tiled)
 
     def __call__(self) -> None:
