@@ -3,7 +3,9 @@
 TFLM: `micro/kernels/depthwise_conv_common.cc` and
 `kernels/internal/reference/integer_ops/depthwise_conv.h` (DepthwiseConvPerChannel): output
 channel `c * multiplier + m` reads input channel `c`. Filter layout [1, kh, kw, in * multiplier].
-Computed per input channel as a batched float64 matrix product, exact for int8 operands.
+Computed per input channel as a batched float64 matrix product, exact for int8 operands; with
+a constant filter, mostly as shifted views of one padded input summed by one einsum
+(`depthwise_shifted`).
 """
 
 from __future__ import annotations

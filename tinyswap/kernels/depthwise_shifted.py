@@ -53,6 +53,10 @@ MAX_GRID_PER_OUTPUT = 3
 # multiplier (each input copied m times) or fewer channels than this, measured up to 1.4x
 # slower than the gathered paths at 64 rows, so those keep them.
 MIN_STRIDED_CHANNELS = 8
+# With a depth multiplier and fewer input channels than this the gathered paths stay faster
+# (one input channel is an im2col matrix product there; measured 0.7-0.9x here at 64 rows with
+# one or two input channels and m = 2 to 8, 1.2-1.3x with four or eight and m = 2 or 3).
+MIN_MULTIPLIED_CHANNELS = 4
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ class Layout:
         grid = w.out_h * wp * c  # sums per image
         if max(hp * wp * c, grid) > MAX_IMAGE_VALUES or grid > MAX_GRID_PER_OUTPUT * w.out_h * w.out_w * c:
             return None
-        if w.stride_h > 1 and (m > 1 or c < MIN_STRIDED_CHANNELS):
+        if (w.stride_h > 1 and (m > 1 or c < MIN_STRIDED_CHANNELS)) or (m > 1 and in_c < MIN_MULTIPLIED_CHANNELS):
             return None
         group = 1
         if w.stride_h == 1:  # consecutive grid rows: as many per einsum row as fit and divide out_h

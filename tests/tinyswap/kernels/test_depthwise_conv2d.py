@@ -150,7 +150,7 @@ SHIFTED_CASES = {
     "dilated_64": (64, (8, 8), 16, 1, (3, 3), (1, 1), (2, 2), True),
     "dilated_valid": (3, (11, 9), 4, 1, (2, 3), (1, 1), (2, 3), False),
     "multiplier_64": (64, (5, 5), 4, 2, (3, 3), (1, 1), (1, 1), True),
-    "multiplier_3_valid_1": (1, (7, 6), 3, 3, (3, 2), (1, 1), (1, 1), False),
+    "multiplier_3_valid_1": (1, (7, 6), 4, 3, (3, 2), (1, 1), (1, 1), False),
     "pointwise_64": (64, (4, 4), 24, 1, (1, 1), (1, 1), (1, 1), True),
     "wide_5x5_64": (64, (8, 8), 16, 1, (5, 5), (1, 1), (1, 1), True),
     # 26 * 16 values per padded row: einsum rows of 8 grid rows, 3 per image.
@@ -215,9 +215,10 @@ def test_shifted_step_declines_past_the_plan_budget_and_the_fallback_is_exact(mo
     assert_step_equals_eval(op, [x])
 
 
-@pytest.mark.parametrize("stride, mult, cin", [((2, 2), 2, 8), ((2, 1), 1, 4), ((4, 4), 1, 16)])
+@pytest.mark.parametrize("stride, mult, cin", [((2, 2), 2, 8), ((2, 1), 1, 4), ((4, 4), 1, 16), ((1, 1), 8, 1)])
 def test_shifted_layout_keeps_the_gathered_paths_where_they_are_faster(stride, mult, cin) -> None:
-    # Vertical strides with a multiplier or few channels, and grids of over 3 positions per output.
+    # Vertical strides with a multiplier or few channels, grids of over 3 positions per output,
+    # and multipliers on fewer than 4 input channels.
     from tinyswap.kernels.depthwise_shifted import Layout
 
     model, x = shifted_case(4, (9, 9), cin, mult, (3, 3), stride, (1, 1), True, x_zp=0, y_zp=0)
