@@ -3,7 +3,9 @@
 TFLM: `micro/kernels/depthwise_conv_common.cc` and
 `kernels/internal/reference/integer_ops/depthwise_conv.h` (DepthwiseConvPerChannel): output
 channel `c * multiplier + m` reads input channel `c`. Filter layout [1, kh, kw, in * multiplier].
-Computed per input channel as a batched float64 matrix product, exact for int8 operands.
+Computed per input channel as a batched float64 matrix product, exact for int8 operands; with
+a constant filter, mostly as shifted views of one padded input summed by one einsum
+(`depthwise_shifted`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tinyswap.kernels.conv_common import (
     output_stage_params,
     window_patches,
 )
+from tinyswap.kernels.depthwise_shifted import Layout, ShiftedTaps
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
 from tinyswap.kernels.registry import register
@@ -88,11 +91,13 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
 
     def bind(self, prepared: Prepared[DepthwiseConv2DParams], inputs: list[np.ndarray | None],
              outputs: list[np.ndarray]) -> Step:
-        """int8: the taps copied into a buffer kept for the plan, one broadcast product with the
-        live filter [taps, channels, multiplier] and one sum over the taps, in float32 while
-        the sums are exact there (`exact_float_dtype`), then bias and requantization. Every
-        depth multiplier takes this path; the output channel order c * m + k falls out of the
-        [pixels, channels, multiplier] layout."""
+        """int8 with a constant filter and bias: the shifted taps (`_shifted_step`) where they
+        pay (`depthwise_shifted.Layout.of`), else the gathered ones (`_frozen_step`) up to
+        MAX_FROZEN_VALUES outputs. Otherwise the taps copied into a buffer kept for the plan,
+        one broadcast product with the live filter [taps, channels, multiplier] and one sum
+        over the taps, in float32 while the sums are exact there (`exact_float_dtype`), then
+        bias and requantization. Every depth multiplier takes this path; the output channel
+        order c * m + k falls out of the [pixels, channels, multiplier] layout."""
         p = prepared.params
         x, f = inputs[0], inputs[1]
         bias = inputs[2] if len(inputs) > 2 else None
@@ -100,9 +105,13 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
         taps = win.filter_h * win.filter_w
         n = x.shape[0] * win.out_h * win.out_w
         dtype = exact_float_dtype(taps)
-        if (isinstance(p.stage, OutputStage) and n * in_c * m <= MAX_FROZEN_VALUES and is_immutable(f)
-                and (bias is None or is_immutable(bias))):
-            frozen = self._frozen_step(p, x, f, bias, outputs[0], n, taps, dtype)
+        if isinstance(p.stage, OutputStage) and is_immutable(f) and (bias is None or is_immutable(bias)):
+            # The shifted taps have size limits of their own (`depthwise_shifted`): unlike the
+            # gathered taps they stay faster than `eval` on large layers (measured on
+            # person_detect at 64 rows).
+            frozen = self._shifted_step(p, x, f, bias, outputs[0], dtype)
+            if frozen is None and n * in_c * m <= MAX_FROZEN_VALUES:
+                frozen = self._frozen_step(p, x, f, bias, outputs[0], n, taps, dtype)
             if frozen is not None:
                 return frozen
         max_taps = MAX_PLAN_BUFFER_VALUES if m > 1 else MAX_PLAN_TAPS_WITHOUT_MULTIPLIER
@@ -129,6 +138,31 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
             np.multiply(tap_rows, weights.astype(dtype), out=product)
             np.sum(product, axis=1, out=acc)
             requantizer.apply_with_bias(acc_rows, bias, out)
+
+        return step
+
+    @staticmethod
+    def _shifted_step(p: DepthwiseConv2DParams, x: np.ndarray, f: np.ndarray, bias: np.ndarray | None,
+                      y: np.ndarray, dtype: np.dtype) -> Step | None:
+        """Constant filter and bias, by shifted taps (`depthwise_shifted`): x copied into an NHWC
+        buffer padded with the raw input zero point (folded, with the bias, into the affine
+        output stage as in `_frozen_step`), every tap one strided view of it, all taps summed
+        by one `einsum` with the filter tiled along the rows, and the output stage reading only
+        the grid positions that are outputs. None where it does not apply (`Layout.of`)."""
+        stage = p.stage
+        assert isinstance(stage, OutputStage)
+        win, m = p.window, p.depth_multiplier
+        layout = Layout.of(x.shape, win, m)
+        if layout is None:
+            return None
+        by_output = f.reshape(win.filter_h * win.filter_w, layout.channels).T  # [output channel c * m + k, taps]
+        affine = frozen_affine(stage, by_output, bias, dtype, y.size)
+        taps = None if affine is None else ShiftedTaps.of(layout, x, y, f, dtype, stage.input_zero_point, affine)
+        if taps is None:
+            return None
+
+        def step() -> None:
+            taps()
 
         return step
 
