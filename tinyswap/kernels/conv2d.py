@@ -143,7 +143,9 @@ class Conv2D(Kernel[Conv2DParams]):
         if not claim_buffer_bytes(out_c * k * dtype.itemsize):  # the converted filter, kept for the plan
             return None
         weights = np.ascontiguousarray(f.reshape(out_c, k), dtype=dtype)
-        scaled = frozen_scaled(stage, f.reshape(out_c, k), bias)
+        # (Long products take the exact product and the affine stage first: no scaled product
+        # solved for them unless that fails, which keeps the bind's work down.)
+        scaled = frozen_scaled(stage, f.reshape(out_c, k), bias) if k < MIN_EXACT_PRODUCT_TERMS else None
         # One line (no split) beats the searched thresholds even on a few values (as in
         # FULLY_CONNECTED); a split one costs a pass more.
         searched = None if scaled is not None and not scaled.split else frozen_searched(stage, f.reshape(out_c, k),
@@ -235,13 +237,16 @@ def _pixel_major_step(stage: OutputStage, weights: np.ndarray, bias: np.ndarray 
     the output written in place, NHWC: by the scaled product for short products, else by an
     exact float32 product of the integers and the affine output stage per channel along the
     last axis (the scaled product's float64 costs twice float32's there); None when neither
-    can be built. `scaled`: `frozen_scaled` of this layer."""
+    can be built. `scaled`: `frozen_scaled` of this layer (None: not solved yet, for a long
+    product, or none)."""
     pixels, channels = out.shape
     terms = weights.shape[1]
     dtype = exact_float_dtype(terms)
     affine = None if terms < MIN_EXACT_PRODUCT_TERMS and scaled is not None else frozen_affine(
         stage, weights, bias, dtype, pixels * channels)
     if affine is None:
+        if scaled is None and terms >= MIN_EXACT_PRODUCT_TERMS:
+            scaled = frozen_scaled(stage, weights, bias)
         if scaled is None:
             return None
         taps = RowTaps.of(x, window, scaled.weights.dtype, stage.input_zero_point, max_taps=MAX_SCALED_TAPS)
