@@ -104,21 +104,21 @@ def _float_step(p: QuantizeParams, x: np.ndarray, out: np.ndarray) -> Step:
     are found at bind by bisection over the ordered float32 values, evaluating `quantize_float`
     itself, and checked (each reaches its level; the float below it does not); a plan builds
     as many new ones as pair tables (`PlanBudget`), then steps through `quantize_float`. An invoke is
-    then one `searchsorted` (its count of thresholds at or below x is the output + 128), one
-    gather into the output, and the zero point written where x is NaN (which sorts last)."""
+    then one `searchsorted` (its count of thresholds at or below x is the output + 128) and one
+    gather into the output; NaN, which sorts last, counts a last NaN key and gets its own
+    entry (the zero point)."""
     found = _thresholds(p) if p in _THRESHOLDS or claim_new_pair_table() else None
     if found is None:
         return lambda: np.copyto(out, quantize_float(p, x), casting="unsafe")
-    thresholds = np.frombuffer(found, np.float32)
-    by_count = np.arange(-128, 128, dtype=np.int8)
+    # NaN sorts after every float (np.sort's order, which searchsorted keeps): as a last key it
+    # counts only for NaN inputs, whose output is then the table's last entry; no NaN pass.
+    keys = np.append(np.frombuffer(found, np.float32), np.float32(np.nan))
     nan_value = np.int8(quantize_float(p, np.array([np.nan], np.float32))[0])
+    by_count = np.append(np.arange(-128, 128, dtype=np.int8), nan_value)
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    nan = np.empty(flat_x.shape, np.bool_)
 
     def step() -> None:
-        np.take(by_count, np.searchsorted(thresholds, flat_x, side="right"), out=flat_out, mode="clip")
-        np.isnan(flat_x, out=nan)
-        np.copyto(flat_out, nan_value, where=nan)
+        np.take(by_count, np.searchsorted(keys, flat_x, side="right"), out=flat_out, mode="clip")
 
     return step
 
