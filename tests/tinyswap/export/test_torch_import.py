@@ -176,7 +176,10 @@ def test_trained_module_int8_agrees_with_float(name: str, trained) -> None:
     print(f"{name}: top-1 agreement {agreement:.3f}, accuracy float {float_accuracy:.3f} int8 {int8_accuracy:.3f}")
     assert float_accuracy >= 0.85, "the module did not learn; the comparison would say nothing"
     assert agreement >= 0.95
-    assert abs(int8_accuracy - float_accuracy) <= 0.01 + 1e-9
+    # Within two held-out rows (a row is 1/len(yt), 1.1 points of 90): the float module's
+    # training is deterministic on one machine but not across CPUs (its BLAS kernels differ), and
+    # one row either way was seen on two machines with the same code.
+    assert abs(int8_accuracy - float_accuracy) * len(yt) <= 2 + 1e-9
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
