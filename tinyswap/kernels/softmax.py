@@ -224,9 +224,9 @@ def _softmax_int8_python(rows: list[list[int]], exp_floats: list[float], sixteen
         index = [top - v for v in row]
         inverse = 1.0 / sum([sixteen_x[i] for i in index])
         scaled = [exp_floats[i] * inverse for i in index]
-        high = [int(t + high_offset) for t in scaled]  # t >= 0: int() is floor
-        if high == [int(t + low_offset) for t in scaled]:
-            result += bytes(map(codes.__getitem__, high))
+        high = [codes[int(t + high_offset)] for t in scaled]  # t >= 0: int() is floor
+        if high == [codes[int(t + low_offset)] for t in scaled]:  # (codes clamp: 255 and 256 agree)
+            result += bytes(high)
         else:
             result += bytes(_exact_codes(sum([sum_table[i] for i in index]), [exp_table[i] for i in index]))
     return bytes(result)
@@ -298,10 +298,12 @@ class _BracketedSoftmax:
         h = self.exps[index]
         np.multiply(h, spread(self.inverse), h)
         np.add(h, self.high_offset, h)
+        # From 128 on (a row's dominant value) the output is 127 whichever integer the bracket
+        # holds: clamped into [127.5, 128), no such value is doubtful.
+        np.minimum(h, _CLAMPED_HIGH, out=h)
         np.floor(h, floor)
-        np.subtract(h, floor, h)  # where below 2 * BRACKET, the bracket may hold an integer
-        np.minimum(floor, _INT8_MAX_FLOAT, out=floor)  # a row's one dominant value: 128 -> 127
         np.copyto(self.outs, floor, casting="unsafe")
+        np.subtract(h, floor, h)  # where below 2 * BRACKET, the bracket may hold an integer
         if np.minimum.reduce(h, None) < self.two_brackets:
             self._exact_values(h)
 
@@ -318,7 +320,7 @@ class _BracketedSoftmax:
 # measured the faster either side (see `_BracketedSoftmax`).
 SPREAD_MAX_COLUMNS = 64
 _ONE = np.array(1.0)
-_INT8_MAX_FLOAT = np.array(127.0)
+_CLAMPED_HIGH = np.array(127.5)
 
 
 class _PlannedSoftmax:
