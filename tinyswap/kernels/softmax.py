@@ -164,7 +164,8 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
         x2, out2 = x.reshape(rows, cols), outputs[0].reshape(rows, cols)
         bracketed = cols <= DEFINED_MAX_COLUMNS and out2.flags.c_contiguous
         if bracketed and rows <= FEW_ROWS and cols <= PYTHON_MAX_COLUMNS:
-            return _python_step(p, x2, out2)
+            tables, out_bytes = _python_tables(p), memoryview(out2.reshape(-1).view(np.uint8))
+            return lambda: out_bytes.__setitem__(_ALL, _softmax_int8_python(x2.tolist(), *tables))
         planned = _BracketedSoftmax.of(p, x2, out2) if bracketed else _PlannedSoftmax.of(p, x2, out2)
         return super().bind(prepared, inputs, outputs) if planned is None else planned.step
 
@@ -199,18 +200,14 @@ def _sixteen_x_table(p: SoftmaxParams) -> np.ndarray:
     return sums.astype(np.float64) * 16
 
 
-def _python_step(p: SoftmaxParams, x2: np.ndarray, out2: np.ndarray) -> Step:
-    """A few short rows on Python numbers, written into the output as its bytes."""
-    exp_floats = np.frombuffer(p.exp_table, np.int64).astype(np.float64).tolist()
-    sixteen_x = _sixteen_x_table(p).tolist()
-    exp_list = np.frombuffer(p.exp_table, np.int64).tolist()
-    sum_list = np.frombuffer(p.sum_table, np.int64).tolist()
-    codes = [min(q, 255) ^ SIGN_BIT for q in range(Q_MAX + 1)]  # the output byte of each q
-    out_bytes = memoryview(out2.reshape(-1).view(np.uint8))
-
-    def step() -> None:
-        out_bytes[:] = _softmax_int8_python(x2.tolist(), exp_floats, sixteen_x, codes, exp_list, sum_list)
-    return step
+def _python_tables(p: SoftmaxParams) -> tuple[list[float], list[float], list[int], list[int], list[int]]:
+    """`_softmax_int8_python`'s tables as Python lists: the exponentials as floats, 16 times the
+    Q12.19 terms, the output byte of each q (clamped: 255 and 256 give the same), and the
+    integer tables for the exact path."""
+    exps = np.frombuffer(p.exp_table, np.int64)
+    codes = [min(q, 255) ^ SIGN_BIT for q in range(Q_MAX + 1)]
+    return (exps.astype(np.float64).tolist(), _sixteen_x_table(p).tolist(), codes, exps.tolist(),
+            np.frombuffer(p.sum_table, np.int64).tolist())
 
 
 def _softmax_int8_python(rows: list[list[int]], exp_floats: list[float], sixteen_x: list[float],
@@ -320,6 +317,7 @@ class _BracketedSoftmax:
 # measured the faster either side (see `_BracketedSoftmax`).
 SPREAD_MAX_COLUMNS = 64
 _ONE = np.array(1.0)
+_ALL = slice(None)
 _CLAMPED_HIGH = np.array(127.5)
 
 
