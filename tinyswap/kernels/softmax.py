@@ -66,8 +66,10 @@ PYTHON_MAX_COLUMNS = 64
 # and tinyswap then continues TFLM's arithmetic exactly, which sends every value of such a row
 # to -128 (all paths agree; the tests pin it).
 DEFINED_MAX_COLUMNS = (1 << 28) // (1 << 19) - 1
-# Past this many values per row the few-row planned path's Python-int reciprocals would see sums
-# of 2**31 and more; `eval` runs those rows (its array `get_reciprocal` reads sums as uint32 too).
+# Rows of up to this many values (longer than DEFINED_MAX_COLUMNS) run `_PlannedSoftmax`: their
+# sums reach at most 4096 * 2**19 = 2**31, which its reciprocals (`get_reciprocal` on ints,
+# `_RowReciprocals`) take as GetReciprocal takes the wrapped int32 sum: as a uint32 (the tests
+# pin 2**31 and the outputs at this width). Longer rows run `eval`.
 FEW_ROWS_MAX_COLUMNS = 4096
 
 # Elements per block of the int8 evaluation: the int64 intermediates of one block stay within
@@ -181,8 +183,8 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
 # with |err| <= 8 * 2**31 / 2**54 + 2**30 / 2**54 < 0.54 * 2**-19 (e < 2**31, k >= 54); float64
 # rounding of e * (1 / (16 x)) + 1/2 (a value below 257) adds under 2**-43. So with
 # t = e * fl(1 / (16 x)), floor(t + 1/2 - BRACKET) <= q <= floor(t + 1/2 + BRACKET), and where
-# the two bounds agree (all but about one value in 2**18) they are q. Rows where some value's
-# bounds differ are computed exactly (GetReciprocal on integers).
+# the two bounds agree (all but about one value in 2**18) they are q. Values whose bounds differ
+# (on the Python path: their rows) are computed exactly (GetReciprocal on integers).
 RECIPROCAL_ERROR_MAX = 8
 BRACKET = 2.0**-19
 # q <= floor(((2**31 - 1)**2 + 2**30 + 2**53) / 2**54) = 256 (a row of one dominant value).
@@ -247,10 +249,10 @@ class _BracketedSoftmax:
     bracket [h - 2 * BRACKET, h] that holds the exact value). Steps where some value's bracket
     holds one (about one value in 2**18) are computed again with TFLM's integer reciprocal.
 
-    Per-row values meet the per-value passes spread to every value by indexing with each value's
-    row number, over flat arrays, up to SPREAD_MAX_COLUMNS values per row: at those sizes NumPy
-    costs several times more per call on a 2-D or broadcast operand than on a flat one. Longer
-    rows broadcast [rows, 1] columns instead, which cost less per value."""
+    Up to SPREAD_MAX_VALUES values, per-row values meet the per-value passes spread to every
+    value by indexing with each value's row number, over flat arrays: at those sizes NumPy costs
+    a microsecond more per call on a 2-D or broadcast operand than on a flat one. Past it the
+    passes broadcast [rows, 1] columns, which cost less per value than the spreading."""
 
     def __init__(self, p: SoftmaxParams, x: np.ndarray, out: np.ndarray) -> None:
         rows, cols = x.shape
@@ -267,7 +269,7 @@ class _BracketedSoftmax:
         self.exp_list = np.frombuffer(p.exp_table, np.int64).tolist()  # for `_exact_values`
         self.high_offset = np.array(0.5 + BRACKET - 128)  # the output's zero point folded in
         self.two_brackets = 2 * BRACKET
-        if cols <= SPREAD_MAX_COLUMNS:
+        if x.size <= SPREAD_MAX_VALUES:
             row_of = np.repeat(np.arange(rows, dtype=np.intp), cols)  # each value's row
             self.spread: Callable[[np.ndarray], np.ndarray] = lambda v: v[row_of]
             self.layout: tuple[int, ...] = (rows * cols,)
@@ -313,9 +315,9 @@ class _BracketedSoftmax:
             self.out_bytes[i] = _exact_codes(total, [self.exp_list[flat_index[i]]])[0]
 
 
-# Per-row values spread over flat arrays up to this many values per row, broadcast past it:
-# measured the faster either side (see `_BracketedSoftmax`).
-SPREAD_MAX_COLUMNS = 64
+# Per-row values spread over flat arrays up to this many values, broadcast past it: measured
+# the faster either side (64 x 10: 13.9 vs 14.3 us; 64 x 16 even; 256 x 10: 32.4 vs 30.6 us).
+SPREAD_MAX_VALUES = 1024
 _ONE = np.array(1.0)
 _ALL = slice(None)
 _CLAMPED_HIGH = np.array(127.5)

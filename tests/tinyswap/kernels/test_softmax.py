@@ -271,9 +271,10 @@ def _mixed_rows(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
 
 
 # rows at each path's edges (the Python path up to FEW_ROWS rows of up to PYTHON_MAX_COLUMNS;
-# flat passes up to SPREAD_MAX_COLUMNS; broadcast passes up to DEFINED_MAX_COLUMNS)
+# flat passes up to SPREAD_MAX_VALUES values, broadcast passes past it; DEFINED_MAX_COLUMNS)
 @pytest.mark.parametrize("rows, cols", [(1, 1), (1, 2), (1, 10), (8, 64), (8, 65), (9, 1), (9, 10), (64, 3),
-                                        (64, 16), (64, 64), (17, 65), (3, 300), (4, 511), (9, 511)])
+                                        (64, 16), (64, 17), (64, 64), (17, 65), (3, 300), (1, 511), (4, 511),
+                                        (9, 511)])
 @pytest.mark.parametrize("single_rounding", [False, True])
 def test_bracketed_paths_equal_the_exact_eval_over_random_scales_betas_and_rows(rows, cols, single_rounding) -> None:
     from tinyswap.kernels.softmax import _softmax_int8
