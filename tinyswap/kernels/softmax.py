@@ -50,11 +50,13 @@ def softmax_input_scaling(beta: float, input_scale: float, single_rounding: bool
     return multiplier, left_shift, -radius
 
 
-# Up to this many rows a bound step of a few short rows computes them on Python ints and floats
-# (`_softmax_int8_python`): a dozen NumPy calls on a ten-value row cost more than the arithmetic.
+# Up to this many values (a batch-1 classifier head) a bound step computes them on Python
+# numbers (`_softmax_int8_python`): measured faster than `_BracketedSoftmax`' two dozen NumPy
+# calls below about 20 values (1 x 10: 4.7 vs 7 us; 1 x 16: 6.4 vs 7.4 us; 2 x 10: 8.7 vs 7.4 us).
+PYTHON_MAX_VALUES = 16
+# Up to this many rows `_PlannedSoftmax` computes each row's reciprocal on Python ints: some
+# thirty NumPy calls on one-element arrays cost more.
 FEW_ROWS = 8
-# ... of at most this many values.
-PYTHON_MAX_COLUMNS = 64
 
 # TFLM defines the output of a row only while its Q12.19 sum is below 2**28: past that
 # GetReciprocal's num_bits_over_unit exceeds 8 and RoundingDivideByPOT's exponent
@@ -70,7 +72,7 @@ DEFINED_MAX_COLUMNS = (1 << 28) // (1 << 19) - 1
 # sums reach at most 4096 * 2**19 = 2**31, which its reciprocals (`get_reciprocal` on ints,
 # `_RowReciprocals`) take as GetReciprocal takes the wrapped int32 sum: as a uint32 (the tests
 # pin 2**31 and the outputs at this width). Longer rows run `eval`.
-FEW_ROWS_MAX_COLUMNS = 4096
+PLANNED_MAX_COLUMNS = 4096
 
 # Elements per block of the int8 evaluation: the int64 intermediates of one block stay within
 # a few megabytes however large the tensor (a hostile model's is tens of megabytes).
@@ -153,19 +155,19 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
 
     def bind(self, prepared: Prepared[SoftmaxParams | FloatSoftmaxParams], inputs: list[np.ndarray | None],
              outputs: list[np.ndarray]) -> Step:
-        """int8 rows of up to DEFINED_MAX_COLUMNS values: a few short rows (a batch-1 classifier
-        head) on Python numbers, anything else up to BLOCK_ELEMENTS values as `_BracketedSoftmax`'
-        flat passes. Longer rows: `_PlannedSoftmax`' exact integer passes. Larger tensors (or
-        past the plan's buffer budget) run `eval`, block by block."""
+        """int8 rows of up to DEFINED_MAX_COLUMNS values: up to PYTHON_MAX_VALUES values (a
+        batch-1 classifier head) on Python numbers, anything else up to BLOCK_ELEMENTS values as
+        `_BracketedSoftmax`' passes. Longer rows: `_PlannedSoftmax`' exact integer passes.
+        Larger tensors (or past the plan's buffer budget) run `eval`, block by block."""
         p = prepared.params
         x = inputs[0]
         cols = x.shape[-1] if x.ndim else 0
         rows = x.size // cols if cols else 0
-        if isinstance(p, FloatSoftmaxParams) or rows == 0 or cols > FEW_ROWS_MAX_COLUMNS:
+        if isinstance(p, FloatSoftmaxParams) or rows == 0 or cols > PLANNED_MAX_COLUMNS:
             return super().bind(prepared, inputs, outputs)
         x2, out2 = x.reshape(rows, cols), outputs[0].reshape(rows, cols)
         bracketed = cols <= DEFINED_MAX_COLUMNS and out2.flags.c_contiguous
-        if bracketed and rows <= FEW_ROWS and cols <= PYTHON_MAX_COLUMNS:
+        if bracketed and x.size <= PYTHON_MAX_VALUES:
             tables, out_bytes = _python_tables(p), memoryview(out2.reshape(-1).view(np.uint8))
             return lambda: out_bytes.__setitem__(_ALL, _softmax_int8_python(x2.tolist(), *tables))
         planned = _BracketedSoftmax.of(p, x2, out2) if bracketed else _PlannedSoftmax.of(p, x2, out2)
@@ -214,7 +216,7 @@ def _python_tables(p: SoftmaxParams) -> tuple[list[float], list[float], list[int
 
 def _softmax_int8_python(rows: list[list[int]], exp_floats: list[float], sixteen_x: list[float],
                          codes: list[int], exp_table: list[int], sum_table: list[int]) -> bytes:
-    """The int8 softmax of a few short rows as the output's bytes: per row the bracketed form
+    """The int8 softmax of a few values as the output's bytes: per row the bracketed form
     (see BRACKET), or where its bounds differ `_exact_codes`."""
     result = bytearray()
     high_offset, low_offset = 0.5 + BRACKET, 0.5 - BRACKET
@@ -281,9 +283,10 @@ class _BracketedSoftmax:
 
     @classmethod
     def of(cls, p: SoftmaxParams, x: np.ndarray, out: np.ndarray) -> "_BracketedSoftmax | None":
-        """None past BLOCK_ELEMENTS values or the plan's buffer budget (`eval` runs those): the
-        buffers here, and as many again in the step's temporaries."""
-        if x.size > BLOCK_ELEMENTS or not claim_buffer_bytes(x.size * 48 + x.shape[0] * 16):
+        """None past BLOCK_ELEMENTS values or the plan's buffer budget (`eval` runs those): per
+        value 32 bytes of buffers here (with the row numbers) and 32 of the step's temporaries
+        (two table lookups, two spread rows), per row 24."""
+        if x.size > BLOCK_ELEMENTS or not claim_buffer_bytes(x.size * 64 + x.shape[0] * 24):
             return None
         return cls(p, x, out)
 

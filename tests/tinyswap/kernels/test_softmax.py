@@ -156,25 +156,27 @@ def test_tabulated_softmax_over_all_256_differences_matches_the_fixed_point_refe
 
 
 @pytest.mark.parametrize("x_scale", [0.05, 0.25])
-def test_short_rows_on_python_ints_cover_all_256_differences_like_tflm(x_scale) -> None:
+def test_short_rows_on_python_numbers_cover_all_256_differences_like_tflm(x_scale) -> None:
     from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
-    from tinyswap.kernels.softmax import FEW_ROWS, PYTHON_MAX_COLUMNS, softmax_input_scaling
+    from tinyswap.kernels.softmax import PYTHON_MAX_VALUES, softmax_input_scaling
     from tinyswap.oracles import run_tflm
 
-    # Eight rows of 64: each a quarter of the int8 range with 127 written over one value (column 0
-    # in the first four, column 1 in the others), so across the rows every difference 0..255 occurs.
-    assert FEW_ROWS == 8 and PYTHON_MAX_COLUMNS == 64
-    chunks = np.arange(-128, 128).reshape(4, 64)
-    x = np.concatenate([chunks, chunks]).astype(np.int8)
-    x[:4, 0] = 127
-    x[4:, 1] = 127
-    xt = Tensor("x", (8, 64), np.int8, quant=Quant(x_scale, 0))
-    yt = Tensor("y", (8, 64), np.int8, quant=OUT_Q)
+    # Thirty-two single rows of 16 (each on the Python path): each a sixteenth of the int8 range
+    # with 127 written over one value (column 0 in the first sixteen, column 1 in the others),
+    # so across the rows every difference 0..255 occurs.
+    assert PYTHON_MAX_VALUES == 16
+    chunks = np.arange(-128, 128).reshape(16, 16)
+    rows = np.concatenate([chunks, chunks]).astype(np.int8)
+    rows[:16, 0] = 127
+    rows[16:, 1] = 127
+    xt = Tensor("x", (1, 16), np.int8, quant=Quant(x_scale, 0))
+    yt = Tensor("y", (1, 16), np.int8, quant=OUT_Q)
     model = build_model(Model([Operator("SOFTMAX", [xt], [yt], {"beta": 1.0})], [xt], [yt]))
-    ours = Interpreter(model_content=model).run(x)[0]
+    interp = Interpreter(model_content=model)
+    ours = np.concatenate([interp.run(row[None])[0] for row in rows])
     params = SoftmaxParams(*softmax_input_scaling(1.0, float(np.float32(x_scale)), False), False)
-    np.testing.assert_array_equal(ours, _reference_softmax(params, x))
-    np.testing.assert_array_equal(ours, run_tflm(model, [x])[0])
+    np.testing.assert_array_equal(ours, _reference_softmax(params, rows))
+    np.testing.assert_array_equal(ours, np.concatenate([run_tflm(model, [row[None]])[0] for row in rows]))
 
 
 def test_row_reciprocals_match_get_reciprocal_over_edge_and_random_sums() -> None:
@@ -200,8 +202,8 @@ def test_row_reciprocals_match_get_reciprocal_over_edge_and_random_sums() -> Non
                                                  (40, 256, 0.05), (2, 64, 0.02), (8, 65, 0.1), (64, 65, 0.01),
                                                  (9, 511, 0.003), (2, 511, 0.3)])
 def test_batched_rows_match_tflite_micro_at_their_edges(rows, cols, x_scale) -> None:
-    """Batches (more than FEW_ROWS rows: reciprocals as array passes) and a few long rows
-    (reciprocals on Python ints, the rest as array passes) against TFLite Micro, with rows whose
+    """Batches and a few long rows (the bracketed passes, flat and broadcast) against TFLite
+    Micro, with rows whose
     sums are powers of two (equal values), a dominant value (the 127 clamp), every difference
     to the row max (256 columns) and random rows."""
     from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
@@ -270,9 +272,10 @@ def _mixed_rows(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     return x
 
 
-# rows at each path's edges (the Python path up to FEW_ROWS rows of up to PYTHON_MAX_COLUMNS;
-# flat passes up to SPREAD_MAX_VALUES values, broadcast passes past it; DEFINED_MAX_COLUMNS)
-@pytest.mark.parametrize("rows, cols", [(1, 1), (1, 2), (1, 10), (8, 64), (8, 65), (9, 1), (9, 10), (64, 3),
+# rows at each path's edges (the Python path up to PYTHON_MAX_VALUES values; flat passes up to
+# SPREAD_MAX_VALUES values, broadcast passes past it; DEFINED_MAX_COLUMNS)
+@pytest.mark.parametrize("rows, cols", [(1, 1), (1, 2), (1, 10), (1, 16), (1, 17), (2, 8), (3, 6), (8, 64),
+                                        (8, 65), (9, 1), (9, 10), (64, 3),
                                         (64, 16), (64, 17), (64, 64), (17, 65), (3, 300), (1, 511), (4, 511),
                                         (9, 511)])
 @pytest.mark.parametrize("single_rounding", [False, True])
@@ -286,7 +289,7 @@ def test_bracketed_paths_equal_the_exact_eval_over_random_scales_betas_and_rows(
         np.testing.assert_array_equal(_bound_step(params, x), _softmax_int8(params, x))
 
 
-@pytest.mark.parametrize("rows, cols", [(1, 10), (8, 64), (64, 10), (20, 100)])
+@pytest.mark.parametrize("rows, cols", [(1, 10), (2, 8), (8, 64), (64, 10), (20, 100)])
 def test_every_value_through_the_exact_fallback_gives_the_same_output(monkeypatch, rows, cols) -> None:
     """A bracket 1 wide always holds an integer: every value (on the Python path: every row)
     then takes the exact integer path (`_exact_codes`), which must give the eval's output too."""
@@ -300,7 +303,7 @@ def test_every_value_through_the_exact_fallback_gives_the_same_output(monkeypatc
     monkeypatch.setattr(softmax, "_exact_codes", lambda *a: calls.append(1) or exact(*a))
     monkeypatch.setattr(softmax, "BRACKET", 0.5)
     np.testing.assert_array_equal(_bound_step(params, x), want)
-    assert len(calls) == (rows if rows * cols <= 8 * 64 and rows <= 8 else rows * cols)
+    assert len(calls) == (rows if rows * cols <= 16 else rows * cols)
 
 
 # Found by search (scale, beta 1, TFLM rounding): the float estimate of the last value listed
@@ -404,3 +407,29 @@ for cols in (511, 512):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines() == ["511 [-127]"]
     assert done.returncode != 0
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 600), (9, 1000), (2, 4096)])
+def test_long_rows_on_the_planned_integer_passes_match_tflite_micro(rows, cols) -> None:
+    """Rows longer than DEFINED_MAX_COLUMNS (`_PlannedSoftmax`; reciprocals on Python ints up to
+    FEW_ROWS rows) whose sums stay below 2**28, so the wheel computes them: random values, 511
+    equal maxima over -128s (the largest sum of equal terms TFLM takes), one dominant value."""
+    from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
+    from tinyswap.kernels.softmax import _softmax_int8, softmax_input_scaling
+    from tinyswap.oracles import run_tflm
+
+    rng = np.random.default_rng(cols)
+    x = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
+    x[0] = -128
+    x[0, :511] = 100
+    if rows > 1:
+        x[1] = -128
+        x[1, 5] = 127
+    xt = Tensor("x", (rows, cols), np.int8, quant=Quant(0.05, 0))
+    yt = Tensor("y", (rows, cols), np.int8, quant=OUT_Q)
+    model = build_model(Model([Operator("SOFTMAX", [xt], [yt], {"beta": 1.0})], [xt], [yt]))
+    ours = Interpreter(model_content=model).run(x)[0]
+    np.testing.assert_array_equal(ours, run_tflm(model, [x])[0])
+    params = SoftmaxParams(*softmax_input_scaling(1.0, float(np.float32(0.05)), False), False).tabulated()
+    np.testing.assert_array_equal(_bound_step(params, x), ours)
+    np.testing.assert_array_equal(_softmax_int8(params, x), ours)
