@@ -156,9 +156,10 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
     def bind(self, prepared: Prepared[SoftmaxParams | FloatSoftmaxParams], inputs: list[np.ndarray | None],
              outputs: list[np.ndarray]) -> Step:
         """int8 rows of up to DEFINED_MAX_COLUMNS values: up to PYTHON_MAX_VALUES values (a
-        batch-1 classifier head) on Python numbers, anything else up to BLOCK_ELEMENTS values as
-        `_BracketedSoftmax`' passes. Longer rows: `_PlannedSoftmax`' exact integer passes.
-        Larger tensors (or past the plan's buffer budget) run `eval`, block by block."""
+        batch-1 classifier head) on Python numbers, else up to BRACKETED_MAX_VALUES values as
+        `_BracketedSoftmax`' passes. Longer rows and larger tensors up to BLOCK_ELEMENTS values:
+        `_PlannedSoftmax`' exact integer passes. Larger tensors (or past the plan's buffer
+        budget) run `eval`, block by block."""
         p = prepared.params
         x = inputs[0]
         cols = x.shape[-1] if x.ndim else 0
@@ -166,7 +167,7 @@ class Softmax(Kernel[SoftmaxParams | FloatSoftmaxParams]):
         if isinstance(p, FloatSoftmaxParams) or rows == 0 or cols > PLANNED_MAX_COLUMNS:
             return super().bind(prepared, inputs, outputs)
         x2, out2 = x.reshape(rows, cols), outputs[0].reshape(rows, cols)
-        bracketed = cols <= DEFINED_MAX_COLUMNS and out2.flags.c_contiguous
+        bracketed = cols <= DEFINED_MAX_COLUMNS and x.size <= BRACKETED_MAX_VALUES and out2.flags.c_contiguous
         if bracketed and x.size <= PYTHON_MAX_VALUES:
             tables, out_bytes = _python_tables(p), memoryview(out2.reshape(-1).view(np.uint8))
             return lambda: out_bytes.__setitem__(_ALL, _softmax_int8_python(x2.tolist(), *tables))
@@ -251,20 +252,19 @@ class _BracketedSoftmax:
     bracket [h - 2 * BRACKET, h] that holds the exact value). Steps where some value's bracket
     holds one (about one value in 2**18) are computed again with TFLM's integer reciprocal.
 
-    Up to SPREAD_MAX_VALUES values, per-row values meet the per-value passes spread to every
-    value by indexing with each value's row number, over flat arrays: at those sizes NumPy costs
-    a microsecond more per call on a 2-D or broadcast operand than on a flat one. The values
-    are then held column by column ([cols, rows]): the row max and sum reduce over the leading
-    axis, a vector pass per column, instead of a short pass per row (measured 1.3 vs 2.6 us at
-    64 x 10). Past SPREAD_MAX_VALUES the passes run over [rows, cols] and broadcast [rows, 1]
-    columns, which cost less per value than the spreading."""
+    Rows of up to SPREAD_MAX_COLUMNS values are held column by column ([cols, rows]): the row
+    max and sum reduce over the leading axis, a vector pass per column, instead of a short pass
+    per row (measured 1.3 vs 2.6 us at 64 x 10), and per-row values meet the per-value passes
+    spread to every value by indexing with each value's row number, over flat arrays (NumPy
+    costs a microsecond more per call on a 2-D or broadcast operand than on a flat one at these
+    sizes). Longer rows run over [rows, cols] with [rows, 1] columns broadcast."""
 
     def __init__(self, p: SoftmaxParams, x: np.ndarray, out: np.ndarray) -> None:
         rows, cols = x.shape
         self.params, self.out = p, out
         self.exps = np.frombuffer(p.exp_table, np.int64).astype(np.float64)
         self.sixteen_x = _sixteen_x_table(p)
-        self.transposed = x.size <= SPREAD_MAX_VALUES
+        self.transposed = cols <= SPREAD_MAX_COLUMNS
         if self.transposed:
             self.x, self.target, self.axis = x.T, out.T, 0
             row_of = np.tile(np.arange(rows, dtype=np.intp), cols)  # each value's row
@@ -324,9 +324,14 @@ class _BracketedSoftmax:
             self.out_bytes[row, col] = _exact_codes(total, [self.exp_list[flat_index[i]]])[0]
 
 
-# Per-row values spread over flat arrays up to this many values, broadcast past it: measured
-# the faster either side (64 x 10: 13.9 vs 14.3 us; 64 x 16 even; 256 x 10: 32.4 vs 30.6 us).
-SPREAD_MAX_VALUES = 1024
+# Up to this many values `_BracketedSoftmax`; past it `_PlannedSoftmax`' integer passes, which
+# allocate nothing per step, were measured as fast or faster (us, bracketed vs planned: 3200 x 10
+# 297 vs 481, 128 x 511 300 vs 315, 6400 x 10 1097 vs 925, on a loaded machine).
+BRACKETED_MAX_VALUES = 1 << 15
+# Rows of up to this many values run as flat column-by-column passes, longer ones broadcast:
+# measured the faster either side (us, flat vs broadcast: 64 x 10 21 vs 24, 1000 x 10 105 vs 126,
+# 64 x 16 27 vs 29, 64 x 24 even, 64 x 32 36 vs 35, 9 x 200 40 vs 28, on a loaded machine).
+SPREAD_MAX_COLUMNS = 16
 _ONE = np.array(1.0)
 _ALL = slice(None)
 _CLAMPED_HIGH = np.array(127.5)

@@ -272,10 +272,10 @@ def _mixed_rows(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     return x
 
 
-# rows at each path's edges (the Python path up to PYTHON_MAX_VALUES values; flat passes up to
-# SPREAD_MAX_VALUES values, broadcast passes past it; DEFINED_MAX_COLUMNS)
+# rows at each path's edges (the Python path up to PYTHON_MAX_VALUES values; flat passes for rows
+# up to SPREAD_MAX_COLUMNS values, broadcast passes past it; DEFINED_MAX_COLUMNS)
 @pytest.mark.parametrize("rows, cols", [(1, 1), (1, 2), (1, 10), (1, 16), (1, 17), (2, 8), (3, 6), (8, 64),
-                                        (8, 65), (9, 1), (9, 10), (64, 3),
+                                        (8, 65), (9, 1), (9, 10), (300, 16), (64, 3),
                                         (64, 16), (64, 17), (64, 64), (17, 65), (3, 300), (1, 511), (4, 511),
                                         (9, 511)])
 @pytest.mark.parametrize("single_rounding", [False, True])
@@ -409,11 +409,12 @@ for cols in (511, 512):
     assert done.returncode != 0
 
 
-@pytest.mark.parametrize("rows, cols", [(1, 600), (9, 1000), (2, 4096)])
+@pytest.mark.parametrize("rows, cols", [(1, 600), (9, 1000), (2, 4096), (3300, 10), (70, 500)])
 def test_long_rows_on_the_planned_integer_passes_match_tflite_micro(rows, cols) -> None:
-    """Rows longer than DEFINED_MAX_COLUMNS (`_PlannedSoftmax`; reciprocals on Python ints up to
-    FEW_ROWS rows) whose sums stay below 2**28, so the wheel computes them: random values, 511
-    equal maxima over -128s (the largest sum of equal terms TFLM takes), one dominant value."""
+    """Rows longer than DEFINED_MAX_COLUMNS and tensors past BRACKETED_MAX_VALUES
+    (`_PlannedSoftmax`; reciprocals on Python ints up to FEW_ROWS rows) whose sums stay below
+    2**28, so the wheel computes them: random values, up to 511 equal maxima over -128s (the
+    largest sum of equal terms TFLM takes), one dominant value."""
     from tinyswap.export.tflite_builder import Model, Operator, Tensor, build_model
     from tinyswap.kernels.softmax import _softmax_int8, softmax_input_scaling
     from tinyswap.oracles import run_tflm
