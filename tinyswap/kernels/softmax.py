@@ -3,7 +3,9 @@
 TFLM: `micro/kernels/softmax_common.cc` (PreprocessSoftmaxScaling with 5 integer bits,
 CalculateInputRadius) and `kernels/internal/reference/softmax.h`: differences to the row max
 are rescaled into Q5.26, exponentiated with gemmlowp's fixed-point `exp_on_negative_values`,
-summed in Q12.19, inverted with `GetReciprocal`, and the products rounded into int8.
+summed in Q12.19, inverted with `GetReciprocal`, and the products rounded into int8. Bound
+steps of rows up to 511 values replace GetReciprocal by one float division per row, with a
+bracket that proves the result or hands the value to the integer arithmetic (see BRACKET).
 """
 
 from __future__ import annotations
@@ -249,8 +251,8 @@ class _BracketedSoftmax:
     """The int8 softmax of a fixed [rows, cols] view (cols <= DEFINED_MAX_COLUMNS) in the
     bracketed form (see BRACKET): per value h = e * fl(1 / (16 x)) + 1/2 + BRACKET - 128, whose
     floor is the output wherever h - floor(h) >= 2 * BRACKET (then no integer lies in the
-    bracket [h - 2 * BRACKET, h] that holds the exact value). Steps where some value's bracket
-    holds one (about one value in 2**18) are computed again with TFLM's integer reciprocal.
+    bracket [h - 2 * BRACKET, h] that holds the exact value). Values whose bracket may hold one
+    (about one value in 2**18) are computed again with TFLM's integer reciprocal.
 
     Rows of up to SPREAD_MAX_COLUMNS values are held column by column ([cols, rows]): the row
     max and sum reduce over the leading axis, a vector pass per column, instead of a short pass
