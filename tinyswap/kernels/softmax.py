@@ -292,8 +292,9 @@ class _BracketedSoftmax:
     def of(cls, p: SoftmaxParams, x: np.ndarray, out: np.ndarray) -> "_BracketedSoftmax | None":
         """None past BLOCK_ELEMENTS values or the plan's buffer budget (`eval` runs those): per
         value 32 bytes of buffers here (with the row numbers) and 32 of the step's temporaries
-        (two table lookups, two spread rows), per row 24."""
-        if x.size > BLOCK_ELEMENTS or not claim_buffer_bytes(x.size * 64 + x.shape[0] * 24):
+        (two table lookups, two spread rows), per row 24, and the tables."""
+        claim = x.size * 64 + x.shape[0] * 24 + _TABLE_BYTES
+        if x.size > BLOCK_ELEMENTS or not claim_buffer_bytes(claim):
             return None
         return cls(p, x, out)
 
@@ -334,6 +335,8 @@ BRACKETED_MAX_VALUES = 1 << 15
 # measured the faster either side (us, flat vs broadcast: 64 x 10 21 vs 24, 1000 x 10 105 vs 126,
 # 64 x 16 27 vs 29, 64 x 24 even, 64 x 32 36 vs 35, 9 x 200 40 vs 28, on a loaded machine).
 SPREAD_MAX_COLUMNS = 16
+# `_BracketedSoftmax`' tables: two float64 tables of 256 and a list of 256 Python ints, rounded up.
+_TABLE_BYTES = 16 << 10
 _ONE = np.array(1.0)
 _ALL = slice(None)
 _CLAMPED_HIGH = np.array(127.5)
