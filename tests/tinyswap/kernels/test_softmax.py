@@ -434,3 +434,18 @@ def test_long_rows_on_the_planned_integer_passes_match_tflite_micro(rows, cols) 
     params = SoftmaxParams(*softmax_input_scaling(1.0, float(np.float32(0.05)), False), False).tabulated()
     np.testing.assert_array_equal(_bound_step(params, x), ours)
     np.testing.assert_array_equal(_softmax_int8(params, x), ours)
+
+
+def test_past_the_plans_buffer_budget_the_eval_step_runs() -> None:
+    from tinyswap.kernels.base import PlanBudget, Prepared, plan_budget
+    from tinyswap.kernels.softmax import Softmax, _softmax_int8, softmax_input_scaling
+
+    params = SoftmaxParams(*softmax_input_scaling(1.0, 0.1, False), False).tabulated()
+    x = _mixed_rows(np.random.default_rng(4), 64, 10)
+    for budget, bracketed in ((0, False), (64 * 10 * 64 + 64 * 24 + (16 << 10), True)):
+        out = np.empty_like(x)
+        with plan_budget(PlanBudget(buffer_bytes=budget)) as left:
+            step = Softmax().bind(Prepared([x.shape], params), [x], [out])
+        assert ("_BracketedSoftmax" in step.__qualname__) == bracketed and left.buffer_bytes == 0
+        step()
+        np.testing.assert_array_equal(out, _softmax_int8(params, x))
