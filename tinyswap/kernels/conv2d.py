@@ -208,19 +208,17 @@ class Conv2D(Kernel[Conv2DParams]):
 
 
 def _scaled_step(scaled: ScaledProduct, taps: RowTaps, out: np.ndarray) -> Step | None:
-    """The taps gathered pixel-major, then `ScaledProduct.apply` into the NHWC output in
-    blocks of pixels whose products stay in cache; None when the plan's budget is spent."""
-    rows = taps.rows
-    pixels = len(rows)
-    blocks = scaled.blocks(pixels)
-    if not claim_buffer_bytes((blocks[0][1].size + scaled.weights.size) * scaled.weights.itemsize):
+    """Chunk by chunk, the taps gathered pixel-major, then `ScaledProduct.apply` into the NHWC
+    output's rows; None when the plan's budget is spent."""
+    buffers = {len(rows): scaled.buffer(len(rows)) for rows in taps.rows}
+    if not claim_buffer_bytes((sum(z.size for z in buffers.values()) + scaled.weights.size) * scaled.weights.itemsize):
         return None
-    parts = [(rows[block], z, out[block]) for block, z in blocks]
+    chunks = [(i, buffers[len(rows)], out[pixels]) for i, (rows, pixels) in enumerate(zip(taps.rows, taps.pixels))]
+    gather, apply = taps.gather, scaled.apply
 
     def step() -> None:
-        taps()
-        for block_rows, z, out_rows in parts:
-            scaled.apply(block_rows, z, out_rows)
+        for i, z, out_rows in chunks:
+            apply(gather(i), z, out_rows)
 
     return step
 
@@ -255,17 +253,15 @@ def _pixel_major_step(stage: OutputStage, weights: np.ndarray, bias: np.ndarray 
     if taps is None:
         return None
     table = np.ascontiguousarray(weights.T, dtype=dtype)
-    blocks = row_blocks(pixels, channels)
-    width = blocks[0].stop - blocks[0].start
-    if not claim_buffer_bytes((width * channels + table.size) * dtype.itemsize):
+    buffers = {len(rows): np.empty((len(rows), channels), dtype) for rows in taps.rows}
+    if not claim_buffer_bytes((sum(acc.size for acc in buffers.values()) + table.size) * dtype.itemsize):
         return None
-    products = np.empty((width, channels), dtype)
-    parts = [(taps.rows[block], products[: block.stop - block.start], out[block]) for block in blocks]
+    chunks = [(i, buffers[len(rows)], out[pixels]) for i, (rows, pixels) in enumerate(zip(taps.rows, taps.pixels))]
+    gather = taps.gather
 
     def step() -> None:
-        taps()
-        for block_rows, acc, out_rows in parts:
-            np.matmul(block_rows, table, out=acc)
+        for i, acc, out_rows in chunks:
+            np.matmul(gather(i), table, out=acc)
             affine.apply(acc, out_rows)
 
     return step

@@ -309,42 +309,61 @@ class TapGather:
         return self.taps
 
 
+# RowTaps gathers this many tap values at a time at most (a chunk of whole images; at least one
+# image), so that a convolution's plan buffers stay small whatever the batch: at 64 rows all
+# but one of person_detect's convolutions then fit the plan's buffer budget (with the whole
+# batch's tap matrix, five ran `eval`). Speed measured the same from 2**14 to whole batches
+# (64 rows: residual, dilated and stacked convolutions, DS-CNN, ResNet-8, person_detect).
+ROW_TAPS_CHUNK_VALUES = 1 << 15
+
+
 @dataclass(frozen=True, eq=False)
 class RowTaps:
     """A window's raw taps of NHWC `x` as the rows of an im2col matrix [pixels, kh * kw * c + 1]
     whose last column holds 1 (the input of a `ScaledProduct`'s offset row), pixel-major so
-    that the product is the NHWC output's layout. Two copies per invoke: x into the interior
-    of a float buffer whose border holds `pad_value` (what every out-of-image tap reads), then
-    the window view over it, channels innermost on both sides."""
+    that the product is the NHWC output's layout, gathered a chunk of whole images at a time
+    (`gather(i)`). Two copies per chunk: its images into the interior of a float buffer whose
+    border holds `pad_value` (what every out-of-image tap reads), then the window view over
+    it, channels innermost on both sides."""
 
-    copies: tuple[tuple[np.ndarray, np.ndarray], ...]  # (target, source), in order
-    rows: np.ndarray
+    copies: tuple[tuple[tuple[np.ndarray, np.ndarray], ...], ...]  # per chunk: (target, source), in order
+    rows: tuple[np.ndarray, ...]  # per chunk: its tap matrix
+    pixels: tuple[slice, ...]  # per chunk: its rows of the whole [pixels, ...] output
 
     @classmethod
     def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, pad_value: int,
-           max_taps: int = MAX_GATHERED_TAPS, ones: bool = True) -> "RowTaps | None":
+           max_taps: int = MAX_GATHERED_TAPS, ones: bool = True,
+           chunk_values: int = ROW_TAPS_CHUNK_VALUES) -> "RowTaps | None":
         """None when the taps would exceed `max_taps`, the padded copy would dwarf the image, or
         the plan's buffer budget is spent. `ones=False`: the plain im2col matrix, no last column."""
         b, h, wd, c = x.shape
-        pixels = b * w.out_h * w.out_w
+        per_image = w.out_h * w.out_w
         k = w.filter_h * w.filter_w * c
-        padded_shape = (b, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c)
         width = k + 1 if ones else k
-        values = pixels * width + int(np.prod(padded_shape))
-        if pixels * k > max_taps or _huge_padding(x.shape, w) or not claim_buffer_bytes(
+        images = max(1, min(b, chunk_values // max(per_image * width, 1)))
+        padded_shape = (images, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c)
+        values = images * per_image * width + int(np.prod(padded_shape))
+        if b * per_image * k > max_taps or _huge_padding(x.shape, w) or not claim_buffer_bytes(
                 values * np.dtype(dtype).itemsize):
             return None
-        rows = np.ones((pixels, width), dtype)
-        into = rows[:, :k].reshape(b, w.out_h, w.out_w, w.filter_h, w.filter_w, c)
+        rows = np.ones((images * per_image, width), dtype)
+        into = rows[:, :k].reshape(images, w.out_h, w.out_w, w.filter_h, w.filter_w, c)
         # Always through a float copy of x (padded or not): the window copy is then a plain
         # strided copy, where casting int8 on the way runs NumPy's buffered, far slower loop
         # (measured 2-3x on a batch-64 layer).
         padded = np.full(padded_shape, pad_value, dtype=dtype)
-        copies = ((padded[:, w.pad_top: w.pad_top + h, w.pad_left: w.pad_left + wd, :], x),
-                  (into, patches(padded, w, padded=True)))
-        return cls(copies, rows)
+        interior = padded[:, w.pad_top: w.pad_top + h, w.pad_left: w.pad_left + wd, :]
+        windows = patches(padded, w, padded=True)
+        copies, chunk_rows, pixels = [], [], []
+        for start in range(0, b, images):
+            n = min(images, b - start)
+            copies.append(((interior[:n], x[start: start + n]), (into[:n], windows[:n])))
+            chunk_rows.append(rows[: n * per_image])
+            pixels.append(slice(start * per_image, (start + n) * per_image))
+        return cls(tuple(copies), tuple(chunk_rows), tuple(pixels))
 
-    def __call__(self) -> np.ndarray:
-        for target, source in self.copies:
+    def gather(self, chunk: int) -> np.ndarray:
+        """Chunk `chunk`'s tap matrix, filled from the input."""
+        for target, source in self.copies[chunk]:
             np.copyto(target, source, casting="unsafe")
-        return self.rows
+        return self.rows[chunk]

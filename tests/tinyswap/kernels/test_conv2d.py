@@ -197,3 +197,21 @@ def test_each_pixel_major_form_is_taken_and_matches_tflite_micro(monkeypatch) ->
         model = conv_model((batch, 8, 8, cin), weights, bias, x_q, w_scale, y_q, opts, (batch, 8, 8, cout))
         assert_matches_tflm(model, [random_int8(rng, (batch, 8, 8, cin))])
     assert taken >= {"scaled-float64-one", "scaled-float64-split", "exact-product"}, taken
+
+
+def test_row_taps_gathers_whole_images_chunk_by_chunk_with_a_short_last_chunk() -> None:
+    # 7 images of 5x5x3 taps (26 values per pixel, 100 pixels) in chunks of 2 images: four
+    # chunks, the last one image. Every chunk's rows equal the im2col rows of its images
+    # (padding reads the pad value), with the ones column.
+    from tinyswap.kernels.conv_common import RowTaps, patches, pad_spatial
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, size=(7, 10, 10, 3), dtype=np.int8)
+    win = Window(3, 3, 1, 1, 1, 1, 10, 10, 1, 1, 1, 1)
+    taps = RowTaps.of(x, win, np.dtype(np.float64), pad_value=-7, chunk_values=2 * 100 * 28)
+    assert taps is not None and len(taps.rows) == 4 and len(taps.rows[-1]) == 100
+    expected = patches(pad_spatial(x, win, -7, np.float64), win, padded=True).reshape(700, 27)
+    for i, pixels in enumerate(taps.pixels):
+        rows = taps.gather(i)
+        np.testing.assert_array_equal(rows[:, :27], expected[pixels])
+        assert (rows[:, 27] == 1).all()
