@@ -185,10 +185,19 @@ def _scaled_step(scaled: ScaledProduct, rows: np.ndarray, out: np.ndarray) -> St
         return None
     extended = np.ones((batches, depth + 1), dtype)
     blocks = [(rows[block], extended[block], extended[block, :depth], z, out[block]) for block, z in blocks]
+    apply, copy = scaled.apply, np.copyto
+    if len(blocks) == 1:  # (most layers: no loop)
+        ((source, block_rows, inputs, z, out_rows),) = blocks
+
+        def one_block_step() -> None:
+            copy(inputs, source, casting="unsafe")
+            apply(block_rows, z, out_rows)
+
+        return one_block_step
 
     def step() -> None:
         for source, block_rows, inputs, z, out_rows in blocks:
-            np.copyto(inputs, source, casting="unsafe")
-            scaled.apply(block_rows, z, out_rows)
+            copy(inputs, source, casting="unsafe")
+            apply(block_rows, z, out_rows)
 
     return step

