@@ -30,7 +30,15 @@ def test_every_runtime_runs_both_workloads_and_the_files_are_written(tmp_path) -
     saved = json.loads((tmp_path / "bench_interpreter.json").read_text())
     assert list(saved) == ["date", "machine", "rows"] and len(saved["rows"]) == len(report.rows)
     assert list(saved["rows"][0]) == ["model", "workload", "runtime", "median_ms", "ratio_vs_tflm", "note",
-                                      "operators", "us_per_operator", "condition"]
+                                      "operators", "us_per_operator", "condition", "first_ms",
+                                      "first_ratio_vs_tflm"]
+    for r in report.rows:  # both medians, each with its ratio (TFLM's own: 1)
+        if r.ratio_vs_tflm is not None:
+            assert r.first_ms > 0 and math.isfinite(r.first_ms)
+            assert r.first_ratio_vs_tflm == pytest.approx(1.0 if r.runtime == "tflite_micro" else
+                                                          r.first_ms / next(t.first_ms for t in report.rows
+                                                                            if t.runtime == "tflite_micro"
+                                                                            and t.workload == r.workload))
     ours = [r for r in report.rows if r.runtime == "tinyswap"]
     # hello_world has 3 operators; microseconds per operator only on the batch-1 row.
     assert [r.operators for r in ours] == [3, 3] and {r.condition for r in report.rows} == {IDLE}
