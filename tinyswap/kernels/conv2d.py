@@ -13,10 +13,8 @@ import numpy as np
 
 from tinyswap.kernels.base import Kernel, Prepared, PrepareContext, Step, claim_buffer_bytes, is_immutable
 from tinyswap.kernels.conv_common import (
-    MAX_GATHERED_TAPS,
     MAX_PLAN_BUFFER_VALUES,
     PlannedInput,
-    RowTaps,
     TapGather,
     Window,
     check_conv_params,
@@ -28,19 +26,18 @@ from tinyswap.kernels.conv_common import (
 )
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
+from tinyswap.kernels.pixel_major import MIN_EXACT_PRODUCT_TERMS, pixel_major_step
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import (ScaledProduct, column_blocks, frozen_affine, frozen_scaled, frozen_searched,
-                                               output_requantizer, row_blocks)
+from tinyswap.kernels.requantize_steps import (column_blocks, frozen_affine, frozen_scaled, frozen_searched,
+                                               output_requantizer)
 
 
 # A frozen step gathers its taps pixels last; past this many taps the eval path's im2col (taps
 # channels last, the layout the input already has) is faster (measured at 64 rows: a 3x3
 # 16-channel layer of 590k taps ran 1.6x slower gathered than through `eval`).
 MAX_FROZEN_TAPS = 1 << 16
-# The scaled product gathers its taps channels last (`RowTaps`), as `eval` does, so it is taken
-# up to the frozen steps' gather bound, on layers of any output size (measured at 64 rows on
-# person_detect: 142 vs 151 ms with the frozen steps' usual output bound).
-MAX_SCALED_TAPS = MAX_GATHERED_TAPS
+# The pixel-major steps (`pixel_major.py`) are taken on layers of any output size (measured at
+# 64 rows on person_detect: 142 vs 151 ms with the frozen steps' usual output bound).
 MAX_FROZEN_CONV_VALUES = 1 << 24
 
 
@@ -131,7 +128,7 @@ class Conv2D(Kernel[Conv2DParams]):
     def _frozen_step(p: Conv2DParams, x: np.ndarray, f: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
                      n: int, k: int, dtype: np.dtype) -> Step | None:
         """Constant filter and bias: the zero point and bias folded into the output stage. The
-        pixel-major forms (`_pixel_major_step`) where they can be built, except that a few
+        pixel-major forms (`pixel_major.pixel_major_step`) where they can be built, except that a few
         values (a batch-1 layer) whose scaled product must split take the searched thresholds;
         else the filter converted once, the raw int8 taps (padding reads the input zero point)
         gathered pixels last or, for a pointwise convolution, the input rows themselves,
@@ -151,7 +148,7 @@ class Conv2D(Kernel[Conv2DParams]):
         searched = None if scaled is not None and not scaled.split else frozen_searched(stage, f.reshape(out_c, k),
                                                                                        bias, n)
         if searched is None:
-            chosen = _pixel_major_step(stage, f.reshape(out_c, k), bias, x, p.window, y.reshape(n, out_c), scaled)
+            chosen = pixel_major_step(stage, f.reshape(out_c, k), bias, x, p.window, y.reshape(n, out_c), scaled)
             if chosen is not None:
                 return chosen
         columns = x.reshape(n, k).T if p.pointwise else None
@@ -205,63 +202,3 @@ class Conv2D(Kernel[Conv2DParams]):
             cols = window_patches(x, win, dtype, offset).reshape(-1, k)
         acc = f.reshape(out_c, k).astype(dtype) @ cols.T  # [out_c, pixels]: channel-major
         return finish_output(acc, bias, k, p.stage, (x.shape[0], win.out_h, win.out_w, out_c))
-
-
-def _scaled_step(scaled: ScaledProduct, taps: RowTaps, out: np.ndarray) -> Step | None:
-    """Chunk by chunk, the taps gathered pixel-major, then `ScaledProduct.apply` into the NHWC
-    output's rows; None when the plan's budget is spent."""
-    buffers = {len(rows): scaled.buffer(len(rows)) for rows in taps.rows}
-    if not claim_buffer_bytes((sum(z.size for z in buffers.values()) + scaled.weights.size) * scaled.weights.itemsize):
-        return None
-    chunks = [(i, buffers[len(rows)], out[pixels]) for i, (rows, pixels) in enumerate(zip(taps.rows, taps.pixels))]
-    gather, apply = taps.gather, scaled.apply
-
-    def step() -> None:
-        for i, z, out_rows in chunks:
-            apply(gather(i), z, out_rows)
-
-    return step
-
-
-# The scaled product runs in float64 (`frozen_scaled`), twice float32's cost per product: from
-# this many terms an exact float32 product of the integers and the affine output stage on it
-# are faster (measured at 64 rows on ResNet-8's 144-term layers: about 2x).
-MIN_EXACT_PRODUCT_TERMS = 64
-
-
-def _pixel_major_step(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None, x: np.ndarray,
-                      window: Window, out: np.ndarray, scaled: ScaledProduct | None) -> Step | None:
-    """The taps gathered pixel-major (`RowTaps`, channels innermost as the input has them) and
-    the output written in place, NHWC: by the scaled product for short products, else by an
-    exact float32 product of the integers and the affine output stage per channel along the
-    last axis (the scaled product's float64 costs twice float32's there); None when neither
-    can be built. `scaled`: `frozen_scaled` of this layer (None: not solved yet, for a long
-    product, or none)."""
-    pixels, channels = out.shape
-    terms = weights.shape[1]
-    dtype = exact_float_dtype(terms)
-    affine = None if terms < MIN_EXACT_PRODUCT_TERMS and scaled is not None else frozen_affine(
-        stage, weights, bias, dtype, pixels * channels)
-    if affine is None:
-        if scaled is None and terms >= MIN_EXACT_PRODUCT_TERMS:
-            scaled = frozen_scaled(stage, weights, bias)
-        if scaled is None:
-            return None
-        taps = RowTaps.of(x, window, scaled.weights.dtype, stage.input_zero_point, max_taps=MAX_SCALED_TAPS)
-        return None if taps is None else _scaled_step(scaled, taps, out)
-    taps = RowTaps.of(x, window, dtype, stage.input_zero_point, max_taps=MAX_SCALED_TAPS, ones=False)
-    if taps is None:
-        return None
-    table = np.ascontiguousarray(weights.T, dtype=dtype)
-    buffers = {len(rows): np.empty((len(rows), channels), dtype) for rows in taps.rows}
-    if not claim_buffer_bytes((sum(acc.size for acc in buffers.values()) + table.size) * dtype.itemsize):
-        return None
-    chunks = [(i, buffers[len(rows)], out[pixels]) for i, (rows, pixels) in enumerate(zip(taps.rows, taps.pixels))]
-    gather = taps.gather
-
-    def step() -> None:
-        for i, acc, out_rows in chunks:
-            np.matmul(gather(i), table, out=acc)
-            affine.apply(acc, out_rows)
-
-    return step

@@ -334,8 +334,9 @@ class RowTaps:
     def of(cls, x: np.ndarray, w: Window, dtype: np.dtype, pad_value: int,
            max_taps: int = MAX_GATHERED_TAPS, ones: bool = True,
            chunk_values: int = ROW_TAPS_CHUNK_VALUES) -> "RowTaps | None":
-        """None when the taps would exceed `max_taps`, the padded copy would dwarf the image, or
-        the plan's buffer budget is spent. `ones=False`: the plain im2col matrix, no last column."""
+        """None when a chunk's taps would exceed `max_taps`, the padded copy would dwarf the
+        image, or the plan's buffer budget is spent. `ones=False`: the plain im2col matrix, no
+        last column."""
         b, h, wd, c = x.shape
         per_image = w.out_h * w.out_w
         k = w.filter_h * w.filter_w * c
@@ -343,7 +344,7 @@ class RowTaps:
         images = max(1, min(b, chunk_values // max(per_image * width, 1)))
         padded_shape = (images, h + w.pad_top + w.pad_bottom, wd + w.pad_left + w.pad_right, c)
         values = images * per_image * width + int(np.prod(padded_shape))
-        if b * per_image * k > max_taps or _huge_padding(x.shape, w) or not claim_buffer_bytes(
+        if images * per_image * k > max_taps or _huge_padding(x.shape, w) or not claim_buffer_bytes(
                 values * np.dtype(dtype).itemsize):
             return None
         rows = np.ones((images * per_image, width), dtype)

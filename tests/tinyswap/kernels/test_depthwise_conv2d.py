@@ -236,3 +236,26 @@ def test_bound_step_matches_eval_whichever_path(case) -> None:
     _, op = bound_op(model, x)
     rng = np.random.default_rng(x.size)
     assert_step_equals_eval(op, [x, random_int8(rng, x.shape)])
+
+
+DENSE_CASES = {
+    # name: (batch, hw, cin, mult, k, stride, dilation, same): layers the shifted taps leave
+    "keras_stride2_multiplier": (64, (10, 10), 4, 2, (3, 3), (2, 2), (1, 1), True),
+    "two_channels_batch1": (1, (9, 9), 2, 3, (3, 3), (2, 2), (1, 1), False),
+    # one input channel past the gathered taps' output bound (person_detect's first layer shape, smaller)
+    "one_channel_large": (64, (48, 48), 1, 8, (3, 3), (2, 2), (1, 1), True),
+}
+
+
+@pytest.mark.parametrize("activation", [0, 1], ids=["none_split", "relu"])
+@pytest.mark.parametrize("name", sorted(DENSE_CASES))
+def test_dense_form_is_taken_on_few_channels_and_matches_eval_and_tflite_micro(name: str, activation: int) -> None:
+    # The filter laid out as a dense convolution's (zero off each output's own input channel),
+    # run by CONV_2D's pixel-major steps; without activation the scaled product splits.
+    model, x = shifted_case(*DENSE_CASES[name], x_zp=-5, y_zp=3, activation=activation)
+    _, op = bound_op(model, x)
+    assert "._shifted_step." not in op.step.__qualname__ and "._frozen_step." not in op.step.__qualname__
+    assert not op.step.__qualname__.startswith("eval_step")
+    extremes = [np.full_like(x, -128), np.full_like(x, 127)]
+    assert_step_equals_eval(op, [x, *extremes])
+    assert_matches_tflm(model, [x])
