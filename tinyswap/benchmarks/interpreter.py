@@ -93,7 +93,7 @@ def model_cases(models_dir: Path, models: tuple[str, ...] | None) -> list[ModelC
 
 
 # Runs per block: the first after the other runtimes' blocks, the rest in a loop.
-BLOCK = 3
+BLOCK = 5
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> list[float]:
