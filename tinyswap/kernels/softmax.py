@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from tinyswap.errors import InterpreterError
 from tinyswap.fixedpoint import (
     INT32_MAX,
     exp_on_negative_values,
@@ -67,9 +68,19 @@ FEW_ROWS = 8
 # the check. The int32 sum itself wrapping at 2**31 changes nothing before that: GetReciprocal
 # reads it as a uint32. Every term is at most 2**19 (exp(0) saturates Q0.31 and rescales to one
 # in Q12.19), so rows of up to this many values always stay below 2**28; longer rows may not,
-# and tinyswap then continues TFLM's arithmetic exactly, which sends every value of such a row
-# to -128 (all paths agree; the tests pin it).
+# and an invoke whose row reaches it fails here as it does in TFLM (`refuse_undefined_sums`).
 DEFINED_MAX_COLUMNS = (1 << 28) // (1 << 19) - 1
+UNDEFINED_SUM = 1 << 28
+
+
+def refuse_undefined_sums(sums: np.ndarray) -> None:
+    """A typed error where a row's Q12.19 sum reaches 2**28: TFLM has no output there (the
+    wheel aborts the process), so no value is returned as if it had one."""
+    if sums.size and int(sums.max()) >= UNDEFINED_SUM:
+        raise InterpreterError(
+            f"SOFTMAX: a row's fixed-point sum of exponentials reaches 2**28 (more than {DEFINED_MAX_COLUMNS} values "
+            "at or near the row's maximum); TFLite Micro aborts on this input (its rounding shift would pass 31 "
+            "bits), so it has no defined output")
 # Rows of up to this many values (longer than DEFINED_MAX_COLUMNS) run `_PlannedSoftmax`: their
 # sums reach at most 4096 * 2**19 = 2**31, which its reciprocals (`get_reciprocal` on ints,
 # `_RowReciprocals`) take as GetReciprocal takes the wrapped int32 sum: as a uint32 (the tests
@@ -364,6 +375,7 @@ class _PlannedSoftmax:
         self.bias = np.empty((rows, 1), np.int64)  # 2**(exponent - 1) - 128 * 2**exponent
         self.exponent = np.empty((rows, 1), np.int64)
         self.reciprocals = None if rows <= FEW_ROWS else _RowReciprocals(rows)
+        self.check_sums = cols > DEFINED_MAX_COLUMNS
 
     @classmethod
     def of(cls, p: SoftmaxParams, x: np.ndarray, out: np.ndarray) -> "_PlannedSoftmax | None":
@@ -378,6 +390,8 @@ class _PlannedSoftmax:
         np.subtract(top, self.x, out=index, dtype=np.intp, casting="unsafe")
         np.take(self.sum_table, index, out=terms, mode="clip")  # indices 0..255; "raise" would buffer
         np.add.reduce(terms, axis=1, out=self.sums)
+        if self.check_sums:
+            refuse_undefined_sums(self.sums)
         if self.reciprocals is None:
             self._few_reciprocals()
         else:
@@ -500,6 +514,8 @@ def _softmax_int8(p: SoftmaxParams, x: np.ndarray) -> np.ndarray:
         sums = np.zeros((len(row_max), 1), np.int64)
         for c in columns:  # the Q12.19 sum of every row
             sums += sum_table[row_max - block[:, c]].sum(axis=1, keepdims=True)
+        if cols > DEFINED_MAX_COLUMNS:
+            refuse_undefined_sums(sums)
         shifted_scale, num_bits_over_unit = get_reciprocal(sums, ACCUMULATION_INTEGER_BITS)
         exponent = num_bits_over_unit + 31 - 8
         for c in columns:

@@ -370,18 +370,23 @@ def test_reciprocal_error_bound_over_every_sum() -> None:
 
 @pytest.mark.parametrize("cols", [512, 4095, 4096, 4097, 8192, 8193])
 @pytest.mark.parametrize("rows", [1, 9])
-def test_rows_past_tflms_defined_sums_are_minus_128_on_every_path(rows, cols) -> None:
+def test_rows_past_tflms_defined_sums_fail_as_tflite_micro_does(rows, cols) -> None:
     """Rows whose Q12.19 sum reaches 2**28 (here equal values: cols * 2**19; 4096 of them make
     2**31, where TFLM's int32 sum wraps; 8192 make 2**32) have no TFLM output (the wheel aborts,
-    see the next test); tinyswap continues the arithmetic exactly and every path gives -128."""
+    see the next test): every path refuses the invoke with a typed error naming it, and a row of
+    one value fewer at the maximum (511 * 2**19 + a smaller term) still runs."""
+    from tinyswap.errors import InterpreterError
     from tinyswap.kernels.softmax import _softmax_int8, softmax_input_scaling
 
     params = SoftmaxParams(*softmax_input_scaling(1.0, 0.1, False), False).tabulated()
     x = np.full((rows, cols), 7, np.int8)
-    x[-1, 0] = 8  # a last row (the only one when rows == 1) a little below the equal row's sum
-    ours = _bound_step(params, x)
-    np.testing.assert_array_equal(ours, _softmax_int8(params, x))
-    assert (ours[:-1] == -128).all()
+    with pytest.raises(InterpreterError, match="TFLite Micro aborts on this input"):
+        _bound_step(params, x)
+    with pytest.raises(InterpreterError, match="TFLite Micro aborts on this input"):
+        _softmax_int8(params, x)
+    x[:] = -128
+    x[:, :511] = 7  # the largest sum of equal terms TFLM takes, plus the -128s' small terms
+    np.testing.assert_array_equal(_bound_step(params, x), _softmax_int8(params, x))
 
 
 def test_tflite_micro_aborts_on_a_row_sum_of_2_to_the_28() -> None:
