@@ -5,18 +5,18 @@ Every runtime runs the same inputs in the same process, interleaved in blocks of
 report medians and ratios to the TFLM wheel, not absolute promises. Two medians per runtime:
 `median_ms` over the runs after the first of each block, as in a loop of inferences, and
 `first_ms` over each block's first run, which follows the other runtimes' blocks: its caches
-hold their data, not its own (measured: tinyswap's small models take up to twice as long
-there; TFLM, whose working set is kilobytes of C++, about the same). Two workloads per model: batch-1 latency (one inference), and 64
-inferences (tinyswap and LiteRT as one batch-64 call; the TFLM wheel cannot batch, so 64
-invokes, which is what a host-side user of it would do; a stateful streaming model is 64
-consecutive frames, one invoke each, for every runtime). tinyswap's rows also give
-microseconds per operator (the batch-1 median over the model's operators).
+hold their data, not its own (in the README's run, tinyswap's batch-1 runs took up to 3x as
+long there, the TFLM wheel's within 10% except on models it runs in microseconds). Two workloads per model: batch-1
+latency (one inference), and 64 inferences (tinyswap and LiteRT as one batch-64 call; the TFLM
+wheel cannot batch, so 64 invokes, which is what a host-side user of it would do; a stateful
+streaming model is 64 consecutive frames, one invoke each, for every runtime). tinyswap's rows
+also give microseconds per operator (the batch-1 median over the model's operators).
 
-The standard set (`standard_models`): TFLite Micro's examples (`models/tflm/`), the
-converter-made MLPerf-Tiny-class models (`models/converted/`: DS-CNN, MobileNet, ResNet,
-autoencoder), the streaming wake word (`models/streaming/kws_stream`) and the small
-converter-made int8 models (`models/keras/`). With `busy=True` every measurement is repeated
-while another process spins on one core (`spinning_core`), reported as separate rows.
+The standard set (`standard_models`): TFLite Micro's examples (`models/tflm/`), the converter-
+made MLPerf-Tiny-class models (`models/converted/`: DS-CNN, MobileNet, ResNet, autoencoder),
+the streaming wake word (`models/streaming/kws_stream`) and the small converter-made int8
+models (`models/keras/`). With `busy=True` every measurement is repeated while another process
+spins on one core (`spinning_core`), reported as separate rows.
 """
 
 from __future__ import annotations

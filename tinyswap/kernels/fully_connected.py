@@ -23,8 +23,8 @@ from tinyswap.kernels.quantized import (
     requantize,
 )
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import (ScaledProduct, column_blocks, frozen_affine, frozen_scaled, frozen_searched,
-                                               output_requantizer)
+from tinyswap.kernels.requantize_steps import (ScaledProduct, column_blocks, frozen_affine, frozen_scaled,
+                                               frozen_searched, output_requantizer)
 
 
 @dataclass(frozen=True)

@@ -553,5 +553,6 @@ def output_requantizer(stage: OutputStage, terms: int, pixels: int) -> Int8Requa
     return small_requantizer(exact, channels, terms, pixels * channels)
 
 
-__all__ = ["AFFINE_BLOCK_VALUES", "AffineRequantizer", "ScaledProduct", "frozen_scaled", "row_blocks", "column_blocks", "ThresholdRequantizer", "checked_thresholds", "frozen_affine", "frozen_searched", "small_requantizer", "output_requantizer", "product_sum_reach",
-           "MAX_SEARCHED_VALUES"]
+__all__ = ["AFFINE_BLOCK_VALUES", "AffineRequantizer", "ScaledProduct", "frozen_scaled", "row_blocks",
+           "column_blocks", "ThresholdRequantizer", "checked_thresholds", "frozen_affine", "frozen_searched",
+           "small_requantizer", "output_requantizer", "product_sum_reach", "MAX_SEARCHED_VALUES"]
