@@ -138,6 +138,23 @@ def _first_reaching(exact: Int8Requantizer, targets: np.ndarray, channels: int, 
     return np.where(lower < negative, lower, np.maximum(upper, negative))
 
 
+def _bounded_thresholds(exact: Int8Requantizer, channels: int, reach: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(`checked_thresholds` [levels, channels], each channel's real multiplier M / 2**T,
+    exact in float64: M < 2**31, a power of two) for accumulators within `reach`; None where
+    they cannot be checked or the bind's work would not be bounded: at most
+    MAX_AFFINE_THRESHOLDS thresholds (a few [levels, channels] arrays, freed at once), and
+    shifts the int64 solution covers (wider ones, which no converter writes, would take Python
+    integers: the exact passes serve those)."""
+    if (reach >= _EXACT_FLOAT64 // 4 or channels * (exact.hi - exact.lo) > MAX_AFFINE_THRESHOLDS
+            or int(np.max(exact.total_shift)) > _INT64_SHIFTS):
+        return None
+    first = checked_thresholds(exact, channels, reach)
+    if first is None:
+        return None
+    total = np.broadcast_to(np.asarray(exact.total_shift, np.int64), (channels,))
+    return first, np.broadcast_to(np.asarray(exact.scaled, np.float64), (channels,)) / np.exp2(total.astype(np.float64))
+
+
 @dataclass(frozen=True, eq=False)
 class AffineRequantizer:
     """`Int8Requantizer.apply` of `a + shift` for accumulators a known to lie in [low, high]
@@ -178,17 +195,11 @@ class AffineRequantizer:
         `channel_axis=-1`); `values`: accumulator values per invoke."""
         channels = len(low)
         reach = int(np.max(np.maximum(np.abs(low + shift), np.abs(high + shift)))) + 1
-        # Bounded bind work: at most MAX_AFFINE_THRESHOLDS thresholds (a few [levels, channels]
-        # arrays, freed at once), and shifts the int64 solution covers (wider ones, which no
-        # converter writes, would take Python integers: the exact passes serve those).
-        if (reach >= _EXACT_FLOAT64 // 4 or channels * (exact.hi - exact.lo) > MAX_AFFINE_THRESHOLDS
-                or int(np.max(exact.total_shift)) > _INT64_SHIFTS):
+        solved = _bounded_thresholds(exact, channels, reach)
+        if solved is None:
             return None
-        first = checked_thresholds(exact, channels, reach)
-        if first is None:
-            return None
+        first, scale = solved
         total = np.broadcast_to(np.asarray(exact.total_shift, np.int64), (channels,))
-        scale = np.broadcast_to(np.asarray(exact.scaled, np.float64), (channels,)) / np.exp2(total.astype(np.float64))
         if exact.threshold is None:
             step = np.zeros(channels)
             threshold = np.zeros(channels, np.int64)
@@ -470,15 +481,10 @@ def frozen_scaled(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | No
     terms = _FrozenTerms.of(stage, weights, bias)
     exact = terms.exact
     reach = int(np.max(np.maximum(np.abs(terms.low + terms.shift), np.abs(terms.high + terms.shift)))) + 1
-    if (reach >= _EXACT_FLOAT64 // 4 or channels * (exact.hi - exact.lo) > MAX_AFFINE_THRESHOLDS
-            or int(np.max(exact.total_shift)) > _INT64_SHIFTS):
+    solved = _bounded_thresholds(exact, channels, reach)
+    if solved is None:
         return None
-    first = checked_thresholds(exact, channels, reach)
-    if first is None:
-        return None
-    total = np.broadcast_to(np.asarray(exact.total_shift, np.int64), (channels,))
-    # M / 2**T exactly (M < 2**31, a power of two); so is each w * s below (7 + 31 bits).
-    scale = np.broadcast_to(np.asarray(exact.scaled, np.float64), (channels,)) / np.exp2(total.astype(np.float64))
+    first, scale = solved  # each w * scale is exact too (7 + 31 bits)
     at = np.clip(first - terms.shift, terms.low, terms.high + 1)
     at_real, below_real = at * scale, (at - 1) * scale  # each within u of a * s
     # Each bound v - a * s is then within 4u(|a s| + |v|) of its real value (|v| <= 128).
