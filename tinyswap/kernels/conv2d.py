@@ -26,9 +26,9 @@ from tinyswap.kernels.conv_common import (
 )
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
-from tinyswap.kernels.pixel_major import MIN_EXACT_PRODUCT_TERMS, pixel_major_step
+from tinyswap.kernels.pixel_major import pixel_major_step, short_scaled
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import (column_blocks, frozen_affine, frozen_scaled, frozen_searched,
+from tinyswap.kernels.requantize_steps import (column_blocks, frozen_affine, frozen_searched,
                                                output_requantizer)
 
 
@@ -141,7 +141,7 @@ class Conv2D(Kernel[Conv2DParams]):
         weights = np.ascontiguousarray(f.reshape(out_c, k), dtype=dtype)
         # (Long products take the exact product and the affine stage first: no scaled product
         # solved for them unless that fails, which keeps the bind's work down.)
-        scaled = frozen_scaled(stage, f.reshape(out_c, k), bias) if k < MIN_EXACT_PRODUCT_TERMS else None
+        scaled = short_scaled(stage, f.reshape(out_c, k), bias)
         # The scaled product, split or not, beats the searched thresholds even on a few values
         # (their taps gathered pixels last cost more than RowTaps' copies: measured at batch 1 on
         # the Keras dilated and residual models' split layers, 10.6 vs 8.6 and 12.3 vs 9.7 us).

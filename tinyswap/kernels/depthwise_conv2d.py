@@ -30,9 +30,9 @@ from tinyswap.kernels.conv_common import (
 from tinyswap.kernels.depthwise_shifted import Layout, ShiftedTaps
 from tinyswap.kernels.quantized import FloatActivation, OutputStage, exact_float_dtype
 from tinyswap.kernels.parallel import map_batches
-from tinyswap.kernels.pixel_major import MIN_EXACT_PRODUCT_TERMS, pixel_major_step
+from tinyswap.kernels.pixel_major import pixel_major_step, short_scaled
 from tinyswap.kernels.registry import register
-from tinyswap.kernels.requantize_steps import column_blocks, frozen_affine, frozen_scaled, output_requantizer
+from tinyswap.kernels.requantize_steps import column_blocks, frozen_affine, output_requantizer
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class DepthwiseConv2D(Kernel[DepthwiseConv2DParams]):
             dense[c, :, :, c] = by_channel[:, c, :].T
         n = x.shape[0] * win.out_h * win.out_w
         weights = dense.reshape(in_c * m, taps * in_c)
-        scaled = frozen_scaled(stage, weights, bias) if taps * in_c < MIN_EXACT_PRODUCT_TERMS else None
+        scaled = short_scaled(stage, weights, bias)
         return pixel_major_step(stage, weights, bias, x, win, y.reshape(n, in_c * m), scaled)
 
     @staticmethod

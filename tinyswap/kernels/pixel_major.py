@@ -40,14 +40,19 @@ def _scaled_step(scaled: ScaledProduct, taps: RowTaps, out: np.ndarray) -> Step 
 MIN_EXACT_PRODUCT_TERMS = 64
 
 
+def short_scaled(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None) -> ScaledProduct | None:
+    """`frozen_scaled` of a layer whose products are short (below MIN_EXACT_PRODUCT_TERMS), the
+    form `pixel_major_step` prefers there; None for long ones (solved only if needed) or none."""
+    return frozen_scaled(stage, weights, bias) if weights.shape[1] < MIN_EXACT_PRODUCT_TERMS else None
+
+
 def pixel_major_step(stage: OutputStage, weights: np.ndarray, bias: np.ndarray | None, x: np.ndarray,
                       window: Window, out: np.ndarray, scaled: ScaledProduct | None) -> Step | None:
     """The taps gathered pixel-major (`RowTaps`, channels innermost as the input has them) and
     the output written in place, NHWC: by the scaled product for short products, else by an
     exact float32 product of the integers and the affine output stage per channel along the
     last axis (the scaled product's float64 costs twice float32's there); None when neither
-    can be built. `scaled`: `frozen_scaled` of this layer (None: not solved yet, for a long
-    product, or none)."""
+    can be built. `scaled`: `short_scaled` of this layer."""
     pixels, channels = out.shape
     terms = weights.shape[1]
     dtype = exact_float_dtype(terms)
@@ -78,4 +83,4 @@ def pixel_major_step(stage: OutputStage, weights: np.ndarray, bias: np.ndarray |
     return step
 
 
-__all__ = ["MAX_SCALED_TAPS", "MIN_EXACT_PRODUCT_TERMS", "pixel_major_step"]
+__all__ = ["MAX_SCALED_TAPS", "MIN_EXACT_PRODUCT_TERMS", "pixel_major_step", "short_scaled"]

@@ -408,7 +408,7 @@ class ScaledProduct:
         (blocks of one length share one)."""
         buffers: dict[int, np.ndarray] = {}
         return [(block, buffers.setdefault(block.stop - block.start, self.buffer(block.stop - block.start)))
-                for block in row_blocks(pixels, self.products)]
+                for block in column_blocks(pixels, self.products)]
 
     def buffer(self, pixels: int) -> np.ndarray:
         """The product buffer `apply` needs for `pixels` rows."""
@@ -534,11 +534,6 @@ def column_blocks(columns: int, rows: int) -> list[slice]:
     return [slice(start, min(start + width, columns)) for start in range(0, columns, width)]
 
 
-def row_blocks(rows: int, channels: int) -> list[slice]:
-    """Slices of `rows` (pixel-major) such that block x channels stays near AFFINE_BLOCK_VALUES."""
-    return column_blocks(rows, channels)
-
-
 def product_sum_reach(terms: int) -> int:
     """The largest |sum of `terms` int8 products + an int32 bias|."""
     return terms * _MAX_PRODUCT + _MAX_BIAS
@@ -559,6 +554,6 @@ def output_requantizer(stage: OutputStage, terms: int, pixels: int) -> Int8Requa
     return small_requantizer(exact, channels, terms, pixels * channels)
 
 
-__all__ = ["AFFINE_BLOCK_VALUES", "AffineRequantizer", "ScaledProduct", "frozen_scaled", "row_blocks",
+__all__ = ["AFFINE_BLOCK_VALUES", "AffineRequantizer", "ScaledProduct", "frozen_scaled",
            "column_blocks", "ThresholdRequantizer", "checked_thresholds", "frozen_affine", "frozen_searched",
            "small_requantizer", "output_requantizer", "product_sum_reach", "MAX_SEARCHED_VALUES"]

@@ -167,7 +167,7 @@ def test_each_pixel_major_form_is_taken_and_matches_tflite_micro(monkeypatch) ->
     import tinyswap.kernels.pixel_major as pixel_major
 
     taken: set[str] = set()
-    scaled_of = conv2d.frozen_scaled
+    scaled_of = pixel_major.frozen_scaled
 
     def recording_scaled(*args, **kwargs):
         scaled = scaled_of(*args, **kwargs)
@@ -175,7 +175,6 @@ def test_each_pixel_major_form_is_taken_and_matches_tflite_micro(monkeypatch) ->
             taken.add(f"scaled-{scaled.weights.dtype}-{'split' if scaled.split else 'one'}")
         return scaled
 
-    monkeypatch.setattr(conv2d, "frozen_scaled", recording_scaled)
     monkeypatch.setattr(pixel_major, "frozen_scaled", recording_scaled)
     step_of = conv2d.pixel_major_step
 
